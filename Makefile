@@ -1,0 +1,47 @@
+# The two commands a new user needs: `make demo` and `make test`. Everything else is a building block.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+TOOLS := $(CURDIR)/.tools
+UV_VERSION := 0.13.8
+# Use uv from PATH when present, otherwise bootstrap a pinned copy from PyPI into .tools/.
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
+VENV := $(CURDIR)/.venv
+STAMP := $(VENV)/.synced
+CLM := $(VENV)/bin/clm
+DEMO_DIR ?= $(CURDIR)/data/demo
+PYTEST_ARGS ?=
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
+
+.PHONY: help setup demo test bench lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(TOOLS)/bin/uv:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(TOOLS) uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml uv.lock | $(if $(findstring $(TOOLS),$(UV)),$(TOOLS)/bin/uv)
+	$(UV) sync --frozen --extra dev --python $(PYTHON)
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv from the lock file (idempotent)
+
+demo: setup  ## simulate a small world and run the pipeline end to end
+	$(CLM) demo --out $(DEMO_DIR)
+
+test: setup  ## run the test suite (heavy runs are behind the `slow` marker)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: setup  ## run the benchmarks; each prints its figures
+	$(VENV)/bin/python benchmarks/simulate.py
+
+lint: setup  ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:  ## remove the virtualenv, tools and generated data
+	rm -rf $(VENV) $(TOOLS) data .pytest_cache .ruff_cache

@@ -1,0 +1,82 @@
+"""Write a simulated world as the canonical data directory (the same files `clm ingest` writes) plus
+`truth/`. Everything goes to a temporary directory first and is moved into place at the end."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from simulation.engine import ProgressCallback, SimulatedWorld, simulate_world
+from simulation.params import SimulationParams
+
+CANONICAL_FILES = ("events", "users", "subscriptions", "campaigns")
+TRUTH_FILES = ("outcomes", "stages", "traits")
+EFFECTS_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("cutoff", pa.date32()),
+        ("action", pa.string()),
+        ("delta_p_churn", pa.float64()),
+        ("delta_p_upgrade", pa.float64()),
+    ]
+)
+
+
+def _write(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path, compression="zstd", row_group_size=1_000_000)
+
+
+def simulate_to_directory(
+    out: Path,
+    n_users: int,
+    days: int,
+    seed: int,
+    start: dt.date,
+    truth_cutoffs: Sequence[dt.date] | None = None,
+    horizon_days: int = 30,
+    params: SimulationParams | None = None,
+    progress: ProgressCallback | None = None,
+) -> SimulatedWorld:
+    """Run the simulator and write `out/{events,users,subscriptions,campaigns}.parquet` and
+    `out/truth/{outcomes,effects,stages,traits}.parquet` plus `out/truth/manifest.json`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o755)
+    try:
+        (staging / "truth").mkdir()
+        with pq.ParquetWriter(
+            staging / "truth" / "effects.parquet", EFFECTS_SCHEMA, compression="zstd"
+        ) as writer:
+            world = simulate_world(
+                n_users,
+                days,
+                seed,
+                start,
+                truth_cutoffs=truth_cutoffs,
+                horizon_days=horizon_days,
+                params=params,
+                on_effects=lambda table: writer.write_table(table.cast(EFFECTS_SCHEMA)),
+                progress=progress,
+            )
+        for name in CANONICAL_FILES:
+            _write(getattr(world, name), staging / f"{name}.parquet")
+        for name in TRUTH_FILES:
+            _write(getattr(world, name), staging / "truth" / f"{name}.parquet")
+        (staging / "truth" / "manifest.json").write_text(
+            json.dumps(world.manifest, indent=2, sort_keys=True) + "\n"
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return world
