@@ -71,7 +71,9 @@ ColumnMapping = dict[str, InputMapping]
 def check_timezone(name: object, *, where: str = "timezone") -> str:
     """`name` when it is an IANA time zone, else a MappingError saying where it was given."""
     if not isinstance(name, str) or not name:
-        raise MappingError(f"{where}: expected a time zone name such as 'UTC' or 'Europe/Berlin', got {name!r}")
+        raise MappingError(
+            f"{where}: expected a time zone name such as 'UTC' or 'Europe/Berlin', got {name!r}"
+        )
     try:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -94,7 +96,9 @@ def _check_constant(field: Field, value: Any, where: str) -> Any:
         if isinstance(value, dt.date | dt.datetime):
             return value
         if not isinstance(value, str):
-            raise MappingError(f"{where}: value must be a TOML date-time or an ISO 8601 string, got {value!r}")
+            raise MappingError(
+                f"{where}: value must be a TOML date-time or an ISO 8601 string, got {value!r}"
+            )
         try:
             pd.Timestamp(value)
         except ValueError:
@@ -125,7 +129,9 @@ def parse_field_spec(field: Field, raw: Any, *, where: str) -> FieldSpec:
         return ColumnSpec(_column_name(raw, where))
     if isinstance(raw, list):
         if field.type != "json":
-            raise MappingError(f"{where}: a list of columns can only be packed into a JSON field (properties)")
+            raise MappingError(
+                f"{where}: a list of columns can only be packed into a JSON field (properties)"
+            )
         if not raw:
             raise MappingError(f"{where}: the list of columns to pack is empty")
         columns = tuple(_column_name(item, where) for item in raw)
@@ -142,11 +148,15 @@ def parse_field_spec(field: Field, raw: Any, *, where: str) -> FieldSpec:
         raise MappingError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(_SPEC_KEYS)}")
     sources = [key for key in ("column", "value", "columns") if key in raw]
     if len(sources) != 1:
-        raise MappingError(f"{where}: give exactly one of 'column', 'value' or 'columns', got {sources or 'none'}")
+        raise MappingError(
+            f"{where}: give exactly one of 'column', 'value' or 'columns', got {sources or 'none'}"
+        )
     if field.type != "timestamp":
         options = [key for key in ("format", "timezone", "unit") if key in raw]
         if options:
-            raise MappingError(f"{where}: {options} only apply to timestamp fields; {field.name} is a {field.type}")
+            raise MappingError(
+                f"{where}: {options} only apply to timestamp fields; {field.name} is a {field.type}"
+            )
     timezone = check_timezone(raw["timezone"], where=f"{where}.timezone") if "timezone" in raw else None
     if "columns" in raw:
         return parse_field_spec(field, raw["columns"], where=where)
@@ -163,7 +173,9 @@ def parse_field_spec(field: Field, raw: Any, *, where: str) -> FieldSpec:
     if fmt is not None and unit is not None:
         raise MappingError(f"{where}: give either 'format' (text dates) or 'unit' (epoch numbers), not both")
     if unit is not None and timezone is not None:
-        raise MappingError(f"{where}: epoch numbers are UTC by definition; 'timezone' does not apply with 'unit'")
+        raise MappingError(
+            f"{where}: epoch numbers are UTC by definition; 'timezone' does not apply with 'unit'"
+        )
     return ColumnSpec(_column_name(raw["column"], f"{where}.column"), fmt, timezone, unit)
 
 
@@ -172,7 +184,9 @@ def parse_mapping(document: Mapping[str, Any], *, source: str = "mapping") -> Co
     mapping: ColumnMapping = {}
     for kind, section in document.items():
         if kind not in KINDS:
-            raise MappingError(f"{source}: unknown section [{kind}]; expected one of {', '.join(f'[{k}]' for k in KINDS)}")
+            raise MappingError(
+                f"{source}: unknown section [{kind}]; expected one of {', '.join(f'[{k}]' for k in KINDS)}"
+            )
         if not isinstance(section, dict):
             raise MappingError(f"{source}: [{kind}] must be a table of canonical field = source")
         fields = {field.name: field for field in contract(kind).fields}

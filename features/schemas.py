@@ -159,7 +159,9 @@ CAMPAIGNS = _schema(
     "campaigns",
     CAMPAIGN_FIELDS,
     strict=True,
-    column_checks={"propensity": [pa.Check.in_range(0, 1, include_min=False, include_max=True, ignore_na=True)]},
+    column_checks={
+        "propensity": [pa.Check.in_range(0, 1, include_min=False, include_max=True, ignore_na=True)]
+    },
 )
 
 CONTRACTS: dict[str, Contract] = {
@@ -195,7 +197,10 @@ def pandas_dtype(field: Field) -> object:
 def arrow_schema(kind: str) -> pa_arrow.Schema:
     """The exact Parquet/Arrow schema of the canonical columns of `kind` (extra user columns not included)."""
     return pa_arrow.schema(
-        [pa_arrow.field(field.name, _ARROW_TYPES[field.type], nullable=not field.required) for field in contract(kind).fields]
+        [
+            pa_arrow.field(field.name, _ARROW_TYPES[field.type], nullable=not field.required)
+            for field in contract(kind).fields
+        ]
     )
 
 
@@ -203,7 +208,10 @@ def to_arrow(kind: str, frame: pd.DataFrame) -> pa_arrow.Table:
     """A canonical frame as an Arrow table with the exact canonical types (extra columns as pandas maps them)."""
     table = pa_arrow.Table.from_pandas(frame, preserve_index=False)
     canonical = arrow_schema(kind)
-    fields = [canonical.field(name) if name in canonical.names else table.schema.field(name) for name in table.schema.names]
+    fields = [
+        canonical.field(name) if name in canonical.names else table.schema.field(name)
+        for name in table.schema.names
+    ]
     return table.cast(pa_arrow.schema(fields))
 
 
@@ -219,10 +227,13 @@ def _check_arrow_types(kind: str, table: pa_arrow.Table) -> None:
     wrong = [
         f"{field.name}: expected {field.type}, got {table.schema.field(field.name).type}"
         for field in expected
-        if field.name in table.schema.names and not _same_arrow_type(table.schema.field(field.name).type, field.type)
+        if field.name in table.schema.names
+        and not _same_arrow_type(table.schema.field(field.name).type, field.type)
     ]
     if wrong:
-        raise pa.errors.SchemaError(contract(kind).schema, table, f"{kind}: wrong Arrow types: {'; '.join(wrong)}")
+        raise pa.errors.SchemaError(
+            contract(kind).schema, table, f"{kind}: wrong Arrow types: {'; '.join(wrong)}"
+        )
 
 
 def validate_canonical(kind: str, frame: pd.DataFrame | pa_arrow.Table) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from simulation.params import (
     ACTIONS,
@@ -102,7 +103,8 @@ def _campaign_days(start: dt.date, days: int, params: SimulationParams) -> set[i
 def user_ids(n_users: int) -> pa.Array:
     """Stable string ids: u000000, u000001, …"""
     width = max(6, len(str(max(n_users - 1, 0))))
-    return pa.array(np.char.add("u", np.char.zfill(np.arange(n_users).astype(str), width)), type=pa.string())
+    digits = pc.utf8_lpad(pa.array(np.arange(n_users)).cast(pa.string()), width=width, padding="0")
+    return pc.binary_join_element_wise("u", digits, "")
 
 
 def simulate_world(
@@ -287,7 +289,9 @@ def simulate_world(
         ticket_p = ticket_p * np.where(stage[alive] == DECLINING, params.ticket_declining, 1.0)
         tickets = alive[rng.random(len(alive)) < ticket_p]
         if len(tickets):
-            events.add(user=tickets, ts=day_start + rng.integers(0, SECONDS_PER_DAY, len(tickets)),
+            # a new user can only complain after signing up
+            ticket_ts = np.maximum(day_start + rng.integers(0, SECONDS_PER_DAY, len(tickets)), signup_seconds[tickets] + 60)
+            events.add(user=tickets, ts=ticket_ts,
                        type=np.full(len(tickets), _EVENT["support_ticket"]),
                        amount=np.full(len(tickets), np.nan))  # fmt: skip
             last_active[tickets] = day

@@ -54,21 +54,27 @@ def horizon_probabilities(
     up_after_t = np.ascontiguousarray(upgrade_after_effect.T)
     start = np.zeros((6, n))
     start[stage, np.arange(n)] = 1.0
-    churn_chain = start.copy()  # churned is absorbing: mass there has churned within the horizon
-    no_upgrade = start.copy()  # full chain, mass leaves when an upgrade happens
+    churn_chain = start  # churned is absorbing: mass there has churned within the horizon
+    no_upgrade = start.copy()  # the full chain; mass leaves it when an upgrade happens
     stayed_churned = np.ones(n)
+    flow = np.empty(n)
     for day in range(horizon_days):
         active = day < effect_days_left
-        probabilities = np.where(active, during_t, after_t)
-        upgrade = np.where(active, up_during_t, up_after_t)
-        churn_flows = churn_chain[_FROM] * probabilities
-        churn_flows[RETURN_TRANSITION] = 0.0
-        upgrade_flows = no_upgrade[_FROM] * probabilities
-        for k in range(len(_FROM)):
-            churn_chain[_FROM[k]] -= churn_flows[k]
-            churn_chain[_TO[k]] += churn_flows[k]
-            no_upgrade[_FROM[k]] -= upgrade_flows[k]
-            no_upgrade[_TO[k]] += upgrade_flows[k]
+        if active.all():
+            probabilities, upgrade = during_t, up_during_t
+        elif not active.any():
+            probabilities, upgrade = after_t, up_after_t
+        else:
+            probabilities = np.where(active, during_t, after_t)
+            upgrade = np.where(active, up_during_t, up_after_t)
+        for chain, absorbing in ((churn_chain, True), (no_upgrade, False)):
+            before = chain.copy()
+            for k in range(len(_FROM)):
+                if absorbing and k == RETURN_TRANSITION:
+                    continue
+                np.multiply(before[_FROM[k]], probabilities[k], out=flow)
+                chain[_FROM[k]] -= flow
+                chain[_TO[k]] += flow
         no_upgrade *= 1.0 - upgrade
         stayed_churned *= 1.0 - probabilities[RETURN_TRANSITION]
     p_churn = np.where(stage == CHURNED, stayed_churned, churn_chain[CHURNED])

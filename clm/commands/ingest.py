@@ -1,7 +1,122 @@
-"""`clm ingest` (placeholder until the ingest module lands)."""
+"""`clm ingest`: raw exports into the canonical data directory, with every rejected row kept and counted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from clm.config import ConfigError, load_config
+from clm.settings import Settings
+from features.ingest import REJECTS_FILE, IngestCounts, IngestOptions, InputError, ingest_files
+from features.mapping import MappingError, load_mapping
+from features.schemas import EVENT_COLUMNS
+
+USAGE_ERROR = 2
+
+InputFile = Annotated[
+    Path | None,
+    typer.Option(help="Optional input (.csv, .csv.gz, .parquet, .pq).", dir_okay=False, show_default=False),
+]
 
 
-def ingest() -> None:
-    raise typer.Exit(2)
+def ingest_options(config: dict[str, Any], settings: Settings, timezone: str | None) -> IngestOptions:
+    """Ingest options from the config's [ingest] table; the time zone is --timezone, else CLM_TIMEZONE, else config."""
+    section = config.get("ingest", {})
+    if timezone is None:
+        explicit = "timezone" in settings.model_fields_set
+        timezone = settings.timezone if explicit else section.get("timezone", settings.timezone)
+    event_types = section.get("event_types")
+    return IngestOptions(
+        timezone=timezone,
+        duplicate_key=tuple(section.get("duplicate_key", EVENT_COLUMNS)),
+        non_negative_amount_event_types=tuple(section.get("non_negative_amount_event_types", ("purchase",))),
+        event_types=tuple(event_types) if event_types is not None else None,
+    )
+
+
+def _summary_table(counts: dict[str, IngestCounts]) -> Table:
+    table = Table(title="clm ingest")
+    for name in ("input", "read", "accepted", "rejected", "duplicates", "rejected by reason"):
+        table.add_column(name, justify="left" if name in ("input", "rejected by reason") else "right")
+    for kind, count in counts.items():
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in count.rejected_by_reason.items())
+        table.add_row(
+            kind,
+            f"{count.read:,}",
+            f"{count.accepted:,}",
+            f"{count.rejected:,}",
+            f"{count.duplicates:,}",
+            reasons or "-",
+        )
+    return table
+
+
+def ingest(
+    events: Annotated[
+        Path,
+        typer.Option(
+            help="The event log (.csv, .csv.gz, .parquet, .pq).", dir_okay=False, show_default=False
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Canonical data directory to write.", file_okay=False, show_default=False)
+    ],
+    users: InputFile = None,
+    subscriptions: InputFile = None,
+    campaigns: InputFile = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(help="TOML column mapping: one table per input (events, users, subscriptions, campaigns).", dir_okay=False),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Business config TOML merged over the defaults (else CLM_CONFIG).")
+    ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option(help="Time zone of naive timestamps (else CLM_TIMEZONE, else config ingest.timezone)."),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object of counts per input, one per line.")
+    ] = False,
+) -> None:
+    """Validate raw events (and users, subscriptions, campaigns) into DIR; bad rows go to DIR/rejects.parquet."""
+    err = Console(stderr=True)
+
+    def fail(exc: Exception) -> typer.Exit:
+        err.print(f"[bold red]clm ingest:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return typer.Exit(USAGE_ERROR)
+
+    try:
+        settings = Settings()
+        options = ingest_options(load_config(config or settings.config), settings, timezone)
+        column_mapping = load_mapping(mapping) if mapping is not None else None
+    except (ConfigError, MappingError, ValidationError, ValueError) as exc:
+        raise fail(exc) from None
+    try:
+        with err.status("ingesting") as status:
+            counts = ingest_files(
+                out,
+                events=events,
+                users=users,
+                subscriptions=subscriptions,
+                campaigns=campaigns,
+                mapping=column_mapping,
+                options=options,
+                progress=status.update,
+            )
+    except (InputError, MappingError) as exc:
+        raise fail(exc) from None
+    if json_output:
+        for count in counts.values():
+            typer.echo(json.dumps(count.as_dict()))
+        return
+    console = Console()
+    console.print(_summary_table(counts))
+    console.print(f"wrote {out} (rejected and duplicate rows with their reasons: {out / REJECTS_FILE})")
