@@ -79,7 +79,9 @@ REJECT_REASONS: dict[str, str] = {
 
 # Patterns use ASCII classes ([0-9], not \d or \s) so pandas runs them in pyarrow's RE2, not row by row.
 # An explicit UTC offset or Z after a time of day: "…T10:00:00+05:30", "… 10:00Z", "…T10:00-0800".
-_OFFSET_SUFFIX = r"[Tt ][0-9]{1,2}:?[0-9]{2}(?::?[0-9]{2}(?:[.,][0-9]+)?)?[ \t]*(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
+_OFFSET_SUFFIX = (
+    r"[Tt ][0-9]{1,2}:?[0-9]{2}(?::?[0-9]{2}(?:[.,][0-9]+)?)?[ \t]*(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
+)
 # Text that would lose meaning as a number (identifiers and codes such as zip codes).
 _LEADING_ZERO = r"^[+-]?0[0-9]"
 _JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
@@ -559,14 +561,19 @@ def empty_rejects() -> pd.DataFrame:
 
 
 def _rejects_frame(
-    kind: str, frame: pd.DataFrame, positions: np.ndarray, reasons: pd.Series, details: pd.Series
+    kind: str,
+    frame: pd.DataFrame,
+    rows: np.ndarray,
+    positions: np.ndarray,
+    reasons: pd.Series,
+    details: pd.Series,
 ) -> pd.DataFrame:
     if len(positions) == 0:
         return empty_rejects()
     return pd.DataFrame(
         {
             "input": pd.Series(kind, index=range(len(positions)), dtype="str"),
-            "row": _row_numbers(frame)[positions],
+            "row": rows,
             "reason": reasons.to_numpy(),
             "detail": details.to_numpy(),
             "raw": _raw_json(frame, positions),
@@ -628,13 +635,24 @@ def _row_checks(kind: str, values: Mapping[str, pd.Series], options: IngestOptio
     return []
 
 
-def _first_rows(
-    canonical: pd.DataFrame, key: list[str], duplicated: np.ndarray, rows: np.ndarray
-) -> np.ndarray:
-    """For each duplicated row, the source row number of the first row with the same key."""
-    groups = canonical.groupby(key, dropna=False, sort=False).ngroup().to_numpy()
-    first_positions = pd.Series(np.arange(len(canonical))).groupby(groups).transform("first").to_numpy()
-    return rows[first_positions[duplicated]]
+def _repeats(frame: pd.DataFrame, key: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows whose key an earlier row has, source position of that earlier row) — exact, vectorised.
+
+    Row hashes find the few rows whose key may repeat; the exact comparison runs on those rows only.
+    """
+    repeated = np.zeros(len(frame), dtype=bool)
+    first = np.full(len(frame), -1, dtype="int64")
+    hashes = pd.util.hash_pandas_object(frame[key], index=False).to_numpy()
+    candidates = np.flatnonzero(pd.Series(hashes).duplicated(keep=False).to_numpy())
+    if len(candidates) == 0:
+        return repeated, first
+    subset = frame[key].iloc[candidates]
+    repeated[candidates] = subset.duplicated(keep="first").to_numpy(dtype=bool)
+    groups = subset.groupby(key, dropna=False, sort=False).ngroup().to_numpy()
+    first[candidates] = candidates[
+        pd.Series(np.arange(len(candidates))).groupby(groups).transform("first").to_numpy()
+    ]
+    return repeated, first
 
 
 def _extra_columns(frame: pd.DataFrame, unused: Sequence[str], contract: Contract) -> pd.DataFrame:
@@ -662,12 +680,15 @@ def ingest_frame(
 ) -> IngestResult:
     """Validate one source frame into canonical rows, reject rows with reasons, and count.
 
-    The frame's integer index is taken as the source row number (a fresh `read_input` frame has 0..n-1).
+    A unique integer index is taken as the source row numbers (as `read_input` makes it); any other index
+    is replaced by positions 0..n-1. The accepted frame keeps those row numbers as its index.
     Raises InputError when a required column is missing even after the mapping.
     """
     options = options or IngestOptions()
     contract = schemas.contract(kind)
     specs, unused = resolve_mapping(contract, frame.columns, mapping, source=source)
+    rows = _row_numbers(frame)
+    frame = frame.reset_index(drop=True)
     values: dict[str, pd.Series] = {}
     checks: list[_Check] = []
     for canonical_field in contract.fields:
@@ -699,18 +720,19 @@ def ingest_frame(
     if ignored:
         log.info("%s: ignoring columns %s (not mapped to any %s field)", source, ignored, kind)
 
-    duplicate, conflicting, first_rows = _duplicates(kind, canonical, ~rejected, options, _row_numbers(frame))
+    duplicate, conflicting, first_rows = _duplicates(kind, canonical, ~rejected, options, rows)
     reasons[conflicting] = "conflicting_user_id"
     rejected |= conflicting
     reasons[duplicate] = "duplicate"
-    accepted = canonical[~rejected & ~duplicate]
+    keep = ~rejected & ~duplicate
+    accepted = (canonical if keep.all() else canonical[keep]).set_axis(pd.Index(rows[keep]), axis=0)
     schemas.validate_canonical(kind, accepted)
 
     out = rejected | duplicate
     positions = np.flatnonzero(out)
     chosen = pd.Series(reasons[positions], dtype="str")
     details = _details(checks, chosen, positions, duplicate, conflicting, first_rows, options, kind)
-    rejects = _rejects_frame(kind, frame, positions, chosen, details)
+    rejects = _rejects_frame(kind, frame, rows[positions], positions, chosen, details)
     by_reason = chosen[chosen != "duplicate"].value_counts()
     counts = IngestCounts(
         input=kind,
@@ -727,12 +749,16 @@ def ingest_frame(
 def _duplicates(
     kind: str, canonical: pd.DataFrame, valid: np.ndarray, options: IngestOptions, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(duplicate mask, conflicting-user mask, first row of each duplicate's key, per row) among valid rows."""
-    n_rows = len(canonical)
-    duplicate = np.zeros(n_rows, dtype=bool)
-    conflicting = np.zeros(n_rows, dtype=bool)
-    first_rows = np.full(n_rows, -1, dtype="int64")
-    valid_rows = canonical[valid]
+    """(duplicate mask, conflicting-user mask, source row each repeats) over the valid rows.
+
+    Events repeat on the configured key, subscriptions and campaigns on all their columns. Users repeat on
+    all their columns; a users row that repeats only the user_id of an earlier row is conflicting instead.
+    """
+    duplicate = np.zeros(len(canonical), dtype=bool)
+    conflicting = np.zeros(len(canonical), dtype=bool)
+    first_rows = np.full(len(canonical), -1, dtype="int64")
+    positions = np.flatnonzero(valid)
+    valid_rows = canonical if len(positions) == len(canonical) else canonical.iloc[positions]
     if kind == "events":
         key = list(options.duplicate_key)
     elif kind == "users":
@@ -740,19 +766,16 @@ def _duplicates(
     else:
         key = list(schemas.contract(kind).columns)
     try:
-        same = valid_rows.duplicated(subset=key, keep="first").to_numpy(dtype=bool)
+        same, first = _repeats(valid_rows, key)
     except TypeError:  # unhashable extra user columns (nested Parquet values): compare the canonical ones
-        key = list(schemas.USER_COLUMNS)
-        same = valid_rows.duplicated(subset=key, keep="first").to_numpy(dtype=bool)
-    positions = np.flatnonzero(valid)
-    if same.any():
-        duplicate[positions[same]] = True
-        first_rows[positions[same]] = _first_rows(valid_rows, key, same, rows[positions])
+        same, first = _repeats(valid_rows, list(schemas.USER_COLUMNS))
+    duplicate[positions[same]] = True
+    first_rows[positions[same]] = rows[positions[first[same]]]
     if kind == "users":
-        repeated = valid_rows.duplicated(subset=["user_id"], keep="first").to_numpy(dtype=bool) & ~same
-        if repeated.any():
-            conflicting[positions[repeated]] = True
-            first_rows[positions[repeated]] = _first_rows(valid_rows, ["user_id"], repeated, rows[positions])
+        same_id, first_id = _repeats(valid_rows, ["user_id"])
+        other = same_id & ~same
+        conflicting[positions[other]] = True
+        first_rows[positions[other]] = rows[positions[first_id[other]]]
     return duplicate, conflicting, first_rows
 
 

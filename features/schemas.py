@@ -63,13 +63,6 @@ class Contract:
         """Columns an input must provide (directly or through a mapping), non-null in every accepted row."""
         return tuple(field.name for field in self.fields if field.required)
 
-    def field(self, name: str) -> Field:
-        """The field called `name` (KeyError when the contract has none)."""
-        for field in self.fields:
-            if field.name == name:
-                return field
-        raise KeyError(f"{self.kind} has no field {name!r}")
-
 
 def _is_finite(series: pd.Series) -> pd.Series:
     return pd.Series(np.isfinite(series.to_numpy(dtype="float64", na_value=np.nan)), index=series.index)
@@ -206,8 +199,15 @@ def arrow_schema(kind: str) -> pa_arrow.Schema:
 
 def to_arrow(kind: str, frame: pd.DataFrame) -> pa_arrow.Table:
     """A canonical frame as an Arrow table with the exact canonical types (extra columns as pandas maps them)."""
-    table = pa_arrow.Table.from_pandas(frame, preserve_index=False)
     canonical = arrow_schema(kind)
+    # Timestamps go over as naive UTC values (pandas 3 warns when Arrow reads a tz-aware column's `.values`),
+    # and the cast below puts the UTC zone back without changing any value.
+    timestamps = {
+        column: frame[column].dt.tz_convert("UTC").dt.tz_localize(None)
+        for column in canonical.names
+        if column in frame.columns and isinstance(frame[column].dtype, pd.DatetimeTZDtype)
+    }
+    table = pa_arrow.Table.from_pandas(frame.assign(**timestamps), preserve_index=False)
     fields = [
         canonical.field(name) if name in canonical.names else table.schema.field(name)
         for name in table.schema.names

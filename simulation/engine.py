@@ -73,7 +73,8 @@ class _Chunks:
             self.parts[name].append(columns[name])
 
     def concat(self, name: str, dtype: np.dtype) -> np.ndarray:
-        parts = self.parts[name]
+        """All parts of one column as one array; the parts are released (peak memory at 1M users)."""
+        parts = self.parts.pop(name, [])
         return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype=dtype)
 
 
@@ -453,16 +454,17 @@ def _assemble(ids, pop, start, days, horizon_days, seed, params, signup_seconds,
     ev_type = events.concat("type", np.int8)
     ev_amount = events.concat("amount", np.float64)
     order = np.lexsort((ev_type, ev_user, ev_ts))
-    ev_user, ev_ts, ev_type, ev_amount = ev_user[order], ev_ts[order], ev_type[order], ev_amount[order]
+    n_events = len(order)
     event_table = pa.table(
         {
-            "user_id": ids.take(pa.array(ev_user)),
-            "ts": _timestamps(ev_ts, start),
-            "event_type": pa.array(EVENT_TYPES).take(pa.array(ev_type)),
-            "amount": pa.array(ev_amount, from_pandas=True),
-            "properties": pa.nulls(len(ev_user), type=pa.string()),
+            "user_id": ids.take(pa.array(ev_user[order])),
+            "ts": _timestamps(ev_ts[order], start),
+            "event_type": pa.array(EVENT_TYPES).take(pa.array(ev_type[order])),
+            "amount": pa.array(ev_amount[order], from_pandas=True),
+            "properties": pa.nulls(n_events, type=pa.string()),
         }
     )
+    del ev_user, ev_ts, ev_type, ev_amount, order
 
     users_idx = np.flatnonzero(signed_up)
     users_table = pa.table(

@@ -1,7 +1,108 @@
-"""`clm demo` (filled in below)."""
+"""`clm demo`: the main job end to end on a small simulated world, with a printed summary."""
 
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from clm.config import load_config
+from clm.settings import Settings
+from features.ingest import IngestOptions, InputError, ingest_files
+from simulation.calibration import TARGETS, measure
+from simulation.io import simulate_to_directory
+from simulation.params import LATENT_TO_PRODUCT_STAGE, STAGES
+
+log = logging.getLogger(__name__)
 
 
-def demo(out: str = "data/demo") -> None:
-    raise typer.Exit(2)
+def _ingest_options(config: dict, settings: Settings) -> IngestOptions:
+    section = config["ingest"]
+    return IngestOptions(
+        timezone=settings.timezone if settings.timezone != "UTC" else section["timezone"],
+        duplicate_key=tuple(section["duplicate_key"]),
+        non_negative_amount_event_types=tuple(section["non_negative_amount_event_types"]),
+    )
+
+
+def _stage_table(outcomes: pd.DataFrame) -> Table:
+    closed = outcomes[outcomes["churned"].notna()]
+    last = closed[closed["cutoff"] == closed["cutoff"].max()]
+    summary = last.groupby("latent_stage").agg(
+        users=("user_id", "size"), p_churn=("p_churn", "mean"), churned=("churned", "mean")
+    )
+    table = Table(title=f"Latent lifecycle stages at {last['cutoff'].max()} (truth, 30-day horizon)")
+    for column in ("latent stage", "product stage", "users", "share", "true P(churn)", "realised churn"):
+        table.add_column(column, justify="left" if "stage" in column else "right")
+    total = int(summary["users"].sum())
+    for stage in STAGES:
+        if stage not in summary.index:
+            continue
+        row = summary.loc[stage]
+        table.add_row(
+            stage,
+            LATENT_TO_PRODUCT_STAGE[stage],
+            f"{int(row['users']):,}",
+            f"{row['users'] / total:.1%}",
+            f"{row['p_churn']:.1%}",
+            f"{float(row['churned']):.1%}",
+        )
+    return table
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Working directory for the demo's data.")] = Path("data/demo"),
+    users: Annotated[int, typer.Option("--users", min=100, help="Simulated users.")] = 5000,
+    days: Annotated[int, typer.Option("--days", min=90, help="Simulated days.")] = 365,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+) -> None:
+    """Simulate a small world, ingest it, and print the counts and a stage/churn summary from the truth."""
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings()
+    config = load_config(settings.config)
+    console = Console()
+    raw, data = out / "raw", out / "data"
+
+    with console.status(f"simulating {users:,} users over {days} days"):
+        simulate_to_directory(raw, n_users=users, days=days, seed=seed, start=dt.date(2025, 1, 1))
+    console.print(f"[bold]1. simulate[/bold]  wrote {raw}")
+
+    try:
+        with console.status("ingesting"):
+            counts = ingest_files(
+                data,
+                events=raw / "events.parquet",
+                users=raw / "users.parquet",
+                subscriptions=raw / "subscriptions.parquet",
+                campaigns=raw / "campaigns.parquet",
+                options=_ingest_options(config, settings),
+            )
+    except InputError as exc:
+        console.print(f"[red]ingest failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table(title=f"2. ingest -> {data}")
+    for column in ("input", "read", "accepted", "rejected", "duplicates"):
+        table.add_column(column, justify="left" if column == "input" else "right")
+    for name, c in counts.items():
+        table.add_row(name, f"{c.read:,}", f"{c.accepted:,}", f"{c.rejected:,}", f"{c.duplicates:,}")
+    console.print(table)
+
+    outcomes = pd.read_parquet(raw / "truth" / "outcomes.parquet")
+    console.print(_stage_table(outcomes))
+    calibration = measure(
+        outcomes, pd.read_parquet(raw / "truth" / "effects.parquet"), pd.read_parquet(data / "campaigns.parquet")
+    )
+    figures = Table(title="3. the simulated world against its calibration targets")
+    for column in ("measure", "value", "target"):
+        figures.add_column(column, justify="left" if column == "measure" else "right")
+    values = calibration.as_dict()
+    for name, (low, high) in TARGETS.items():
+        ok = low <= values[name] <= high
+        figures.add_row(name, f"[{'green' if ok else 'red'}]{values[name]:.3f}[/]", f"{low:.2f}–{high:.2f}")
+    console.print(figures)

@@ -26,18 +26,26 @@ InputFile = Annotated[
 ]
 
 
+def _names(section: dict[str, Any], key: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    value = section.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"config key 'ingest.{key}': expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
 def ingest_options(config: dict[str, Any], settings: Settings, timezone: str | None) -> IngestOptions:
     """Ingest options from the config's [ingest] table; the time zone is --timezone, else CLM_TIMEZONE, else config."""
     section = config.get("ingest", {})
     if timezone is None:
         explicit = "timezone" in settings.model_fields_set
         timezone = settings.timezone if explicit else section.get("timezone", settings.timezone)
-    event_types = section.get("event_types")
     return IngestOptions(
         timezone=timezone,
-        duplicate_key=tuple(section.get("duplicate_key", EVENT_COLUMNS)),
-        non_negative_amount_event_types=tuple(section.get("non_negative_amount_event_types", ("purchase",))),
-        event_types=tuple(event_types) if event_types is not None else None,
+        duplicate_key=_names(section, "duplicate_key", EVENT_COLUMNS),
+        non_negative_amount_event_types=_names(section, "non_negative_amount_event_types", ("purchase",)),
+        event_types=_names(section, "event_types", None),
     )
 
 
@@ -73,7 +81,10 @@ def ingest(
     campaigns: InputFile = None,
     mapping: Annotated[
         Path | None,
-        typer.Option(help="TOML column mapping: one table per input (events, users, subscriptions, campaigns).", dir_okay=False),
+        typer.Option(
+            help="TOML column mapping: one table per input (events, users, subscriptions, campaigns).",
+            dir_okay=False,
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option(help="Business config TOML merged over the defaults (else CLM_CONFIG).")
@@ -119,4 +130,9 @@ def ingest(
         return
     console = Console()
     console.print(_summary_table(counts))
-    console.print(f"wrote {out} (rejected and duplicate rows with their reasons: {out / REJECTS_FILE})")
+    console.print(
+        f"wrote {out} (rejected and duplicate rows with their reasons: {out / REJECTS_FILE})",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )

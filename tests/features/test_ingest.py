@@ -115,7 +115,12 @@ REASON_CASES = [
     ("campaigns", CAMPAIGN_HEADER, "u2,2024-01-01T00:00:00Z,win_back,0", "invalid_propensity", None),
     ("campaigns", CAMPAIGN_HEADER, "u2,2024-01-01T00:00:00Z,win_back,1.5", "invalid_propensity", None),
 ]
-GOOD = {"events": GOOD_EVENT, "users": GOOD_USER, "subscriptions": GOOD_SUBSCRIPTION, "campaigns": GOOD_CAMPAIGN}
+GOOD = {
+    "events": GOOD_EVENT,
+    "users": GOOD_USER,
+    "subscriptions": GOOD_SUBSCRIPTION,
+    "campaigns": GOOD_CAMPAIGN,
+}
 LAST_GOOD = {
     "events": "u3,2024-01-02T10:00:00Z,purchase,3.5,",
     "users": "u3,2024-01-02T00:00:00Z,free,seo,US",
@@ -173,7 +178,9 @@ def test_duplicate_key_decides_what_counts_as_the_same_event(tmp_path: Path) -> 
     text = f"{EVENT_HEADER}\nu1,2024-01-01T10:00:00Z,purchase,5,\nu1,2024-01-01T10:00:00Z,purchase,7,\n"
 
     by_default = ingest_csv(tmp_path, "events", text)
-    by_time_only = ingest_csv(tmp_path, "events", text, IngestOptions(duplicate_key=("user_id", "ts", "event_type")))
+    by_time_only = ingest_csv(
+        tmp_path, "events", text, IngestOptions(duplicate_key=("user_id", "ts", "event_type"))
+    )
 
     assert by_default.counts.duplicates == 0
     assert by_time_only.counts.duplicates == 1
@@ -208,14 +215,24 @@ def test_retail_mapping_example_loads_as_written(tmp_path: Path) -> None:
     ]
     assert events["event_type"].tolist() == ["purchase"] * 3
     assert events["amount"].tolist() == [19.98, 5.0, 0.0]
-    assert [json.loads(text) for text in events["properties"]] == [{"quantity": 2}, {"quantity": 1}, {"quantity": 12}]
+    assert [json.loads(text) for text in events["properties"]] == [
+        {"quantity": 2},
+        {"quantity": 1},
+        {"quantity": 12},
+    ]
     validate_canonical("events", table)
 
 
 def test_retail_mapping_rejects_a_bad_date_and_a_missing_customer(tmp_path: Path) -> None:
-    mapping = parse_mapping({"events": {"user_id": "customer_id", "ts": {"column": "date", "format": "%Y%m%d"}}})
+    mapping = parse_mapping(
+        {"events": {"user_id": "customer_id", "ts": {"column": "date", "format": "%Y%m%d"}}}
+    )
     frame = pd.DataFrame(
-        {"customer_id": ["1", None, "3"], "date": ["20240105", "20240105", "2024-01-05"], "event_type": ["purchase"] * 3},
+        {
+            "customer_id": ["1", None, "3"],
+            "date": ["20240105", "20240105", "2024-01-05"],
+            "event_type": ["purchase"] * 3,
+        },
         dtype="str",
     )
 
@@ -249,18 +266,26 @@ def test_naive_timestamps_take_the_configured_zone_and_offsets_are_kept(tmp_path
 
 def test_a_column_timezone_in_the_mapping_overrides_the_default_zone() -> None:
     mapping = parse_mapping({"events": {"ts": {"column": "local", "timezone": "Asia/Tokyo"}}})
-    frame = pd.DataFrame({"user_id": ["u1"], "local": ["2024-01-01 09:00:00"], "event_type": ["login"]}, dtype="str")
+    frame = pd.DataFrame(
+        {"user_id": ["u1"], "local": ["2024-01-01 09:00:00"], "event_type": ["login"]}, dtype="str"
+    )
 
-    result = ingest_frame("events", frame, mapping=mapping["events"], options=IngestOptions(timezone="America/New_York"))
+    result = ingest_frame(
+        "events", frame, mapping=mapping["events"], options=IngestOptions(timezone="America/New_York")
+    )
 
     assert result.accepted["ts"].tolist() == [pd.Timestamp("2024-01-01 00:00", tz="UTC")]
 
 
 def test_epoch_numbers_with_a_unit_are_utc() -> None:
     mapping = parse_mapping({"events": {"ts": {"column": "epoch_ms", "unit": "ms"}}})
-    frame = pd.DataFrame({"user_id": ["u1", "u2"], "epoch_ms": ["1704067200000", "soon"], "event_type": ["login"] * 2})
+    frame = pd.DataFrame(
+        {"user_id": ["u1", "u2"], "epoch_ms": ["1704067200000", "soon"], "event_type": ["login"] * 2}
+    )
 
-    result = ingest_frame("events", frame, mapping=mapping["events"], options=IngestOptions(timezone="Asia/Tokyo"))
+    result = ingest_frame(
+        "events", frame, mapping=mapping["events"], options=IngestOptions(timezone="Asia/Tokyo")
+    )
 
     assert result.accepted["ts"].tolist() == [pd.Timestamp("2024-01-01", tz="UTC")]
     assert result.rejects["reason"].tolist() == ["unparseable_ts"]
@@ -342,7 +367,12 @@ def test_packed_properties_are_valid_json_whatever_the_text() -> None:
 
 def test_a_json_properties_column_passes_through() -> None:
     frame = pd.DataFrame(
-        {"user_id": ["u1"], "ts": ["2024-01-01T00:00:00Z"], "event_type": ["view"], "properties": ['{"page": "home"}']}
+        {
+            "user_id": ["u1"],
+            "ts": ["2024-01-01T00:00:00Z"],
+            "event_type": ["view"],
+            "properties": ['{"page": "home"}'],
+        }
     )
 
     result = ingest_frame("events", frame)
@@ -391,7 +421,9 @@ def test_a_mapped_column_that_is_absent_is_an_input_error() -> None:
         ("events.csv", "", "cannot be read as CSV"),
     ],
 )
-def test_unusable_files_are_input_errors(tmp_path: Path, name: str, content: str | None, message: str) -> None:
+def test_unusable_files_are_input_errors(
+    tmp_path: Path, name: str, content: str | None, message: str
+) -> None:
     path = tmp_path / name
     if content is not None:
         write(path, content)
@@ -442,3 +474,50 @@ def test_read_is_accepted_plus_rejected_plus_duplicates(rows: list[tuple[str, ..
     assert rejected_rows | set(result.accepted.index) == set(range(len(rows)))
     assert set(result.rejects["reason"]) <= set(REJECT_REASONS)
     validate_canonical("events", result.accepted)
+
+
+def test_row_numbers_count_records_not_lines(tmp_path: Path) -> None:
+    text = (
+        "user_id,ts,event_type,note\n"
+        'u1,2024-01-01T00:00:00Z,login,"two\nlines"\n'
+        "u2,2024-01-01T00:00:00Z,login,a,surplus\n"
+        ",2024-01-01T00:00:00Z,login,b\n"
+        "u4,2024-01-01T00:00:00Z,login,c\n"
+    )
+
+    result = ingest_csv(tmp_path, "events", text)
+
+    assert list(result.accepted.index) == [0, 3]
+    assert result.rejects[["row", "reason"]].values.tolist() == [[1, "malformed_row"], [2, "missing_user_id"]]
+    assert result.counts.ignored_columns == ("note",)
+
+
+def test_constant_values_fill_fields_the_export_lacks() -> None:
+    mapping = parse_mapping(
+        {
+            "users": {"country": {"value": "DE"}, "signup_ts": {"value": "2024-01-01 00:00:00"}},
+            "campaigns": {"propensity": {"value": 0.5}},
+        }
+    )
+    users = pd.DataFrame({"user_id": ["u1", "u2"]})
+    campaigns = pd.DataFrame({"user_id": ["u1"], "ts": ["2024-02-01T00:00:00Z"], "action": ["win_back"]})
+
+    users_result = ingest_frame(
+        "users", users, mapping=mapping["users"], options=IngestOptions(timezone="Asia/Tokyo")
+    )
+    campaigns_result = ingest_frame("campaigns", campaigns, mapping=mapping["campaigns"])
+
+    assert users_result.accepted["country"].tolist() == ["DE", "DE"]
+    assert users_result.accepted["signup_ts"].tolist() == [pd.Timestamp("2023-12-31 15:00", tz="UTC")] * 2
+    assert campaigns_result.accepted["propensity"].tolist() == [0.5]
+
+
+def test_a_conflicting_users_row_points_at_the_first_one(tmp_path: Path) -> None:
+    result = ingest_csv(
+        tmp_path,
+        "users",
+        f"{USER_HEADER}\nu0,2024-01-01,free,ads,DE\n{GOOD_USER}\nu1,2023-06-01,pro,seo,FR\n",
+    )
+
+    assert result.rejects[["row", "reason"]].values.tolist() == [[2, "conflicting_user_id"]]
+    assert result.rejects["detail"].iloc[0].endswith("row 1")
