@@ -38,7 +38,9 @@ def _one(users: int, days: int, out: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--out", type=Path, default=None)
@@ -48,7 +50,9 @@ def main() -> None:
         print(json.dumps(_one(int(args.sizes), args.days, args.out)))
         return
     root = args.out or Path(tempfile.mkdtemp(prefix="clm-bench-sim-"))
-    print(f"{'users':>10} {'days':>5} {'seconds':>8} {'peak GiB':>9} {'events':>12} {'ev/s':>10} {'output MiB':>11}")
+    print(
+        f"{'users':>10} {'days':>5} {'seconds':>8} {'peak GiB':>9} {'events':>12} {'ev/s':>10} {'output MiB':>11}"
+    )
     for users in [int(s) for s in args.sizes.split(",")]:
         out = root / f"world-{users}"
         result = subprocess.run(

@@ -291,7 +291,9 @@ def simulate_world(
         tickets = alive[rng.random(len(alive)) < ticket_p]
         if len(tickets):
             # a new user can only complain after signing up
-            ticket_ts = np.maximum(day_start + rng.integers(0, SECONDS_PER_DAY, len(tickets)), signup_seconds[tickets] + 60)
+            ticket_ts = np.maximum(
+                day_start + rng.integers(0, SECONDS_PER_DAY, len(tickets)), signup_seconds[tickets] + 60
+            )
             events.add(user=tickets, ts=ticket_ts,
                        type=np.full(len(tickets), _EVENT["support_ticket"]),
                        amount=np.full(len(tickets), np.nan))  # fmt: skip
@@ -454,6 +456,16 @@ def _assemble(ids, pop, start, days, horizon_days, seed, params, signup_seconds,
     ev_type = events.concat("type", np.int8)
     ev_amount = events.concat("amount", np.float64)
     order = np.lexsort((ev_type, ev_user, ev_ts))
+    # Two events of one kind in the same second would be exact duplicates of each other; move the later
+    # one on by a second so the log holds only distinct events (ingest counts exact duplicates).
+    while True:
+        u, t, k = ev_user[order], ev_ts[order], ev_type[order]
+        same = np.flatnonzero((u[1:] == u[:-1]) & (t[1:] == t[:-1]) & (k[1:] == k[:-1])) + 1
+        if len(same) == 0:
+            break
+        ev_ts[order[same]] += 1
+        order = np.lexsort((ev_type, ev_user, ev_ts))
+    del u, t, k
     n_events = len(order)
     event_table = pa.table(
         {

@@ -57,7 +57,9 @@ def _stage_table(outcomes: pd.DataFrame) -> Table:
 
 
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Working directory for the demo's data.")] = Path("data/demo"),
+    out: Annotated[Path, typer.Option("--out", help="Working directory for the demo's data.")] = Path(
+        "data/demo"
+    ),
     users: Annotated[int, typer.Option("--users", min=100, help="Simulated users.")] = 5000,
     days: Annotated[int, typer.Option("--days", min=90, help="Simulated days.")] = 365,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
@@ -96,7 +98,9 @@ def demo(
     outcomes = pd.read_parquet(raw / "truth" / "outcomes.parquet")
     console.print(_stage_table(outcomes))
     calibration = measure(
-        outcomes, pd.read_parquet(raw / "truth" / "effects.parquet"), pd.read_parquet(data / "campaigns.parquet")
+        outcomes,
+        pd.read_parquet(raw / "truth" / "effects.parquet"),
+        pd.read_parquet(data / "campaigns.parquet"),
     )
     figures = Table(title="3. the simulated world against its calibration targets")
     for column in ("measure", "value", "target"):

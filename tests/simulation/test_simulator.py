@@ -29,12 +29,16 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_differs(tmp_path:
     assert len(files) == 9
     _, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", files, shallow=False)
     assert mismatch == [] and errors == []
-    assert not filecmp.cmp(tmp_path / "a" / "events.parquet", tmp_path / "c" / "events.parquet", shallow=False)
+    assert not filecmp.cmp(
+        tmp_path / "a" / "events.parquet", tmp_path / "c" / "events.parquet", shallow=False
+    )
 
 
 def test_default_world_lands_in_every_calibration_range(small_world: Path) -> None:
     calibration = measure(
-        read(small_world / "truth", "outcomes"), read(small_world / "truth", "effects"), read(small_world, "campaigns")
+        read(small_world / "truth", "outcomes"),
+        read(small_world / "truth", "effects"),
+        read(small_world, "campaigns"),
     )
     assert calibration.rows > 10_000
     assert calibration.out_of_range() == {}, calibration.as_dict()
@@ -96,7 +100,9 @@ def test_higher_true_probability_means_more_realised_churn_and_it_is_calibrated(
     outcomes = outcomes[outcomes["latent_stage"] != "churned"]
     untreated = outcomes[outcomes["campaign_action"].isin([NO_ACTION]) | outcomes["campaign_action"].isna()]
     bins = pd.qcut(untreated["p_churn"], 10, labels=False, duplicates="drop")
-    table = untreated.groupby(bins).agg(p=("p_churn", "mean"), rate=("churned", "mean"), n=("churned", "size"))
+    table = untreated.groupby(bins).agg(
+        p=("p_churn", "mean"), rate=("churned", "mean"), n=("churned", "size")
+    )
     assert table["rate"].iloc[-1] > 5 * table["rate"].iloc[0]
     standard_error = np.sqrt(table["p"] * (1 - table["p"]) / table["n"])
     assert (abs(table["rate"] - table["p"]) < 4 * standard_error + 0.01).all(), table
@@ -107,7 +113,9 @@ def test_higher_true_probability_means_more_realised_churn_and_it_is_calibrated(
 def test_treatment_effects_show_up_in_the_campaign_data(small_world: Path) -> None:
     outcomes = read(small_world / "truth", "outcomes").dropna(subset=["churned"])
     effects = read(small_world / "truth", "effects")
-    rows = outcomes.merge(effects, left_on=["user_id", "cutoff", "campaign_action"], right_on=["user_id", "cutoff", "action"])
+    rows = outcomes.merge(
+        effects, left_on=["user_id", "cutoff", "campaign_action"], right_on=["user_id", "cutoff", "action"]
+    )
     assert set(rows["action"]) <= set(ACTIONS) and len(rows) > 500
     helped = rows[rows["delta_p_churn"] < -0.03]
     harmed = rows[rows["delta_p_churn"] > 0.01]
@@ -152,3 +160,25 @@ def test_true_upgrade_probability_is_calibrated(small_world: Path) -> None:
     assert abs(realised - expected) < 4 * np.sqrt(expected) + 5, (realised, expected)
     top = outcomes["p_upgrade"] >= outcomes["p_upgrade"].quantile(0.8)
     assert outcomes.loc[top, "upgraded"].mean() > 2 * outcomes.loc[~top, "upgraded"].mean()
+
+
+def test_simulated_files_meet_the_ingest_contract_and_reingest_cleanly(
+    small_world: Path, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    from features.ingest import ingest_files
+    from features.schemas import validate_canonical
+
+    for kind in ("events", "users", "subscriptions", "campaigns"):
+        validate_canonical(kind, pq.read_table(small_world / f"{kind}.parquet"))
+    counts = ingest_files(
+        tmp_path / "data",
+        events=small_world / "events.parquet",
+        users=small_world / "users.parquet",
+        subscriptions=small_world / "subscriptions.parquet",
+        campaigns=small_world / "campaigns.parquet",
+    )
+    for kind, c in counts.items():
+        assert (c.rejected, c.duplicates) == (0, 0), kind
+        assert c.accepted == c.read == len(read(small_world, kind))
