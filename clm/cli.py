@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from clm.commands import demo, ingest, simulate
+from clm.commands import demo, features, ingest, simulate
 
 app = typer.Typer(
     name="clm",
@@ -20,6 +20,9 @@ app.command("simulate", help="Simulate a product's users and write events plus t
 app.command(
     "ingest", help="Validate raw events/users/subscriptions/campaigns into the canonical data directory."
 )(ingest.ingest)
+app.add_typer(
+    features.app, name="features", help="Build point-in-time features and labels; fill the online store."
+)
 app.command("demo", help="Run the main job end to end on a small simulated world and print a summary.")(
     demo.demo
 )

@@ -1,0 +1,156 @@
+"""`clm features build` and `clm features materialize`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from clm.config import load_config
+from clm.settings import Settings
+from features.build import LabelParams
+from features.cutoffs import CutoffSpecError, parse_cutoffs
+from features.jobs import DataDirectoryError, build_feature_tables, latest_features
+from features.online import open_store
+from features.registry import FeatureParams, build_registry, registry_version
+
+log = logging.getLogger(__name__)
+app = typer.Typer(help="Point-in-time features, labels and the online store.", no_args_is_help=True)
+
+
+def feature_params(config: dict[str, Any]) -> FeatureParams:
+    return FeatureParams.from_config(config["features"])
+
+
+def label_params(config: dict[str, Any], horizon_days: int | None = None) -> LabelParams:
+    section = config["labels"]
+    return LabelParams(
+        horizon_days=horizon_days or int(section["horizon_days"]),
+        churn_definition=section["churn_definition"],
+        non_contractual_activity=section["non_contractual_activity"],
+        upgrade_spend_threshold=float(section["upgrade_spend_threshold"]),
+        keep_churned_users=bool(section["keep_churned_users"]),
+    )
+
+
+def _date(value: str | None, option: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=option) from exc
+
+
+def default_store_url(settings: Settings) -> str:
+    return settings.online_store or f"sqlite:///{(settings.data_dir / 'online.db').resolve()}"
+
+
+@app.command(
+    "build",
+    help="Build features and labels per (user, cutoff) into OUT/features.parquet and OUT/labels.parquet.",
+)
+def build(
+    data: Annotated[Path, typer.Option("--data", help="Canonical data directory (from ingest or simulate).")],
+    cutoffs: Annotated[
+        str,
+        typer.Option(
+            "--cutoffs", help="One date, a list '2025-03-01,2025-06-01', or 'monthly:A..B' / 'weekly:A..B'."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    horizon_days: Annotated[
+        int | None, typer.Option("--horizon-days", min=1, help="Label horizon (default: config).")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Behave as if run on this date: nothing at or after it is read."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
+) -> None:
+    """Build the offline feature and label tables."""
+    settings = Settings()
+    config = load_config(settings.config)
+    try:
+        dates = parse_cutoffs(cutoffs)
+    except CutoffSpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--cutoffs") from exc
+    console = Console(stderr=True)
+    try:
+        with console.status(f"building features at {len(dates)} cutoffs", spinner="dots"):
+            summary = build_feature_tables(
+                data, dates, out, params=feature_params(config), label_params=label_params(config, horizon_days),
+                as_of=_date(as_of, "--as-of"),
+            )  # fmt: skip
+    except (DataDirectoryError, ValueError) as exc:
+        typer.echo(f"clm features build: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    result = {
+        "features": str(summary.features_path),
+        "labels": str(summary.labels_path),
+        "rows": summary.rows,
+        "users": summary.users,
+        "cutoffs": [c.isoformat() for c in summary.cutoffs],
+        "labelled_rows": summary.label_rows_known,
+        "feature_version": summary.feature_version,
+        "data_end": summary.data_end.isoformat(),
+    }
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(
+            f"wrote {summary.rows:,} rows ({summary.users:,} users × {len(summary.cutoffs)} cutoffs) to "
+            f"{summary.features_path} and {summary.labels_path}; {summary.label_rows_known:,} rows have closed "
+            f"labels; features {summary.feature_version}"
+        )
+
+
+@app.command(
+    "materialize", help="Write every user's latest feature vector to the online store (CLM_ONLINE_STORE)."
+)
+def materialize(
+    data: Annotated[Path, typer.Option("--data", help="Canonical data directory.")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Snapshot as of this date (default: the data's end).")
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="sqlite:///PATH or redis://HOST:PORT/DB (default: CLM_ONLINE_STORE)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
+) -> None:
+    """Materialize the latest features per user into the online store."""
+    settings = Settings()
+    config = load_config(settings.config)
+    params = feature_params(config)
+    url = store or default_store_url(settings)
+    console = Console(stderr=True)
+    try:
+        with console.status("computing the latest feature vectors", spinner="dots"):
+            frame, snapshot_date = latest_features(data, params=params, as_of=_date(as_of, "--as-of"))
+        with (
+            console.status(f"writing {len(frame):,} users to {url}", spinner="dots"),
+            open_store(url) as online,
+        ):
+            info = online.write_snapshot(
+                frame, as_of=snapshot_date, feature_version=registry_version(build_registry(params))
+            )
+    except (DataDirectoryError, ValueError, OSError) as exc:
+        typer.echo(f"clm features materialize: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    result = {
+        "store": url,
+        "users": info.n_users,
+        "as_of": snapshot_date.isoformat(),
+        "feature_version": info.feature_version,
+    }
+    typer.echo(
+        json.dumps(result)
+        if as_json
+        else f"materialized {info.n_users:,} users as of {snapshot_date} into {url}"
+    )

@@ -1,0 +1,474 @@
+"""Point-in-time features and labels per (user, cutoff), as Ibis expressions (DuckDB by default; the same
+definitions run on any Ibis backend with window functions — no engine-specific SQL strings).
+
+How it stays fast for many cutoffs: the event log is read once and aggregated to one row per user and
+day. "Probe" rows are placed at each cutoff and at each window boundary before it; one running total
+per metric over (user, day) then gives, at each probe, the total of everything strictly before it.
+A window's value is the difference of two probes. So the cost grows with users × cutoffs × boundaries,
+not with events × cutoffs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+
+from features.registry import RFM_GRID, FeatureParams, build_registry, feature_names
+
+SECONDS_PER_DAY = 86_400
+PROBE, DAILY = 0, 1
+
+
+@dataclass(frozen=True)
+class LabelParams:
+    """The config's `[labels]` table."""
+
+    horizon_days: int = 30
+    churn_definition: str = "auto"  # auto | contractual | non_contractual
+    non_contractual_activity: str = "any"  # any | purchase
+    upgrade_spend_threshold: float = 100.0
+    keep_churned_users: bool = False
+
+    def __post_init__(self) -> None:
+        if self.horizon_days <= 0:
+            raise ValueError("horizon_days must be positive")
+        if self.churn_definition not in ("auto", "contractual", "non_contractual"):
+            raise ValueError(
+                f"churn_definition must be auto, contractual or non_contractual, got {self.churn_definition!r}"
+            )
+        if self.non_contractual_activity not in ("any", "purchase"):
+            raise ValueError("non_contractual_activity must be 'any' or 'purchase'")
+
+
+def epoch_day(value: dt.date) -> int:
+    return (value - dt.date(1970, 1, 1)).days
+
+
+def _day_of(ts: ir.TimestampValue) -> ir.IntegerValue:
+    # elapsed-seconds arithmetic, not .delta(): see STACK-NOTES (delta counts boundaries crossed)
+    return (ts.epoch_seconds() // SECONDS_PER_DAY).cast("int64")
+
+
+def cutoff_table(cutoffs: Sequence[dt.date]) -> ir.Table:
+    """One row per cutoff: its date, its epoch day and its midnight-UTC timestamp."""
+    unique = sorted(set(cutoffs))
+    if not unique:
+        raise ValueError("at least one cutoff is needed")
+    frame = pd.DataFrame(
+        {
+            "cutoff": unique,
+            "cutoff_day": [epoch_day(c) for c in unique],
+            "cutoff_index": list(range(len(unique))),
+            "cutoff_ts": pd.to_datetime(unique).tz_localize("UTC").astype("datetime64[us, UTC]"),
+        }
+    )
+    return ibis.memtable(frame)
+
+
+def user_spine(events: ir.Table, cutoffs: ir.Table, users: ir.Table | None = None) -> ir.Table:
+    """(user_id, cutoff) for every user first seen (first event or signup) strictly before the cutoff."""
+    first_event = events.group_by("user_id").aggregate(first_day=_day_of(events.ts).min())
+    if users is not None:
+        signups = users.select("user_id", first_day=_day_of(users.signup_ts))
+        first = first_event.union(signups).group_by("user_id").aggregate(first_day=ibis._.first_day.min())
+    else:
+        first = first_event
+    spine = first.cross_join(cutoffs)
+    return spine.filter(spine.first_day < spine.cutoff_day)
+
+
+def _daily(events: ir.Table, params: FeatureParams) -> ir.Table:
+    """One row per user and active day: counts per event type, revenue, and the gap to the previous day."""
+    day = _day_of(events.ts)
+    e = events.mutate(day=day)
+    is_purchase = e.event_type.isin(list(params.purchase_event_types))
+    counted = sorted({*params.count_event_types, *params.plan_change_event_types, *params.cancel_event_types})
+    metrics = {
+        "n_events": e.count(),
+        "revenue": e.amount.sum(where=is_purchase).fill_null(0.0).cast("float64"),
+        "n_purchases": e.count(where=is_purchase),
+        "n_login_like": e.count(where=e.event_type.isin(list(params.login_like_event_types))),
+    }
+    for event_type in counted:
+        metrics[f"n_{event_type}"] = e.count(where=e.event_type == event_type)
+    daily = e.group_by(["user_id", "day"]).aggregate(**metrics)
+    previous = daily.day.lag().over(ibis.window(group_by="user_id", order_by="day"))
+    gap = (daily.day - previous).cast("float64")
+    return daily.mutate(gap=gap, gap_sq=gap * gap, has_gap=gap.notnull().cast("int64"))
+
+
+def _windowed_sums(
+    rows: ir.Table, spine: ir.Table, windows: dict[str, tuple[int, int]], sums: Sequence[str]
+) -> ir.Table:
+    """Per (user, cutoff): for each named window (lo, hi), the sum of each `sums` column over the rows
+    with cutoff_day + lo <= day < cutoff_day + hi, as `<column>__<window>`. One range join bounded by
+    the widest window, so it costs rows × (cutoffs whose windows reach them), not rows × cutoffs."""
+    lo = min(w[0] for w in windows.values())
+    hi = max(w[1] for w in windows.values())
+    base = spine.select("user_id", "cutoff_day")
+    r = rows.rename(row_user="user_id")
+    joined = base.join(
+        r,
+        [base.user_id == r.row_user, r.day >= base.cutoff_day + lo, r.day < base.cutoff_day + hi],
+    )
+    aggregates = {}
+    for name, (w_lo, w_hi) in windows.items():
+        inside = (joined.day >= joined.cutoff_day + w_lo) & (joined.day < joined.cutoff_day + w_hi)
+        for c in sums:
+            aggregates[f"{c}__{name}"] = joined[c].sum(where=inside)
+    return joined.group_by(["user_id", "cutoff_day"]).aggregate(**aggregates)
+
+
+def _lifetime(
+    rows: ir.Table,
+    spine: ir.Table,
+    cutoff_days: Sequence[int],
+    sums: Sequence[str],
+    maxes: dict[str, ir.Value],
+) -> ir.Table:
+    """Per (user, cutoff): each `sums` column summed, and each `maxes` expression maximised, over all
+    rows strictly before the cutoff. Rows are first rolled up per (user, segment between consecutive
+    cutoffs), so the join to the cutoffs is small whatever the length of the history."""
+    segment = sum((ibis.ifelse(rows.day >= day, 1, 0) for day in sorted(cutoff_days)), ibis.literal(0))
+    segmented = rows.mutate(segment=segment, **{f"_max_{k}": v for k, v in maxes.items()})
+    rolled = segmented.group_by(["user_id", "segment"]).aggregate(
+        **{c: segmented[c].sum() for c in sums}, **{k: segmented[f"_max_{k}"].max() for k in maxes}
+    )
+    rolled = rolled.rename(row_user="user_id")
+    base = spine.select("user_id", "cutoff_day", "cutoff_index")
+    joined = base.join(rolled, [base.user_id == rolled.row_user, rolled.segment <= base.cutoff_index])
+    return joined.group_by(["user_id", "cutoff_day"]).aggregate(
+        **{f"{c}_at_0": joined[c].sum() for c in sums}, **{k: joined[k].max() for k in maxes}
+    )
+
+
+def _running_totals(
+    rows: ir.Table, spine: ir.Table, cutoff_days: Sequence[int], offsets: Sequence[int], sums: Sequence[str],
+    maxes: dict[str, ir.Value],
+) -> ir.Table:  # fmt: skip
+    """Per (user, cutoff): `<column>_at_<offset>` = the total of each `sums` column strictly before
+    cutoff − offset (offsets ≥ 0), and each `maxes` expression's maximum strictly before the cutoff."""
+    totals = _lifetime(rows, spine, cutoff_days, sums, maxes)
+    positive = sorted(o for o in offsets if o > 0)
+    if not positive:
+        return totals
+    windowed = _windowed_sums(rows, spine, {f"w{o}": (-o, 0) for o in positive}, sums)
+    joined = totals.left_join(windowed, ["user_id", "cutoff_day"]).drop("user_id_right", "cutoff_day_right")
+    return joined.mutate(
+        **{
+            f"{c}_at_{o}": joined[f"{c}_at_0"] - joined[f"{c}__w{o}"].fill_null(0)
+            for c in sums
+            for o in positive
+        }
+    )
+
+
+def _window_total(t: ir.Table, column: str, window: int | None) -> ir.Value:
+    total = t[f"{column}_at_0"]
+    return total if window is None else total - t[f"{column}_at_{window}"]
+
+
+def _change_pct(recent: ir.Value, before: ir.Value) -> ir.Value:
+    return (100.0 * (recent - before) / ibis.greatest(before, 1.0)).cast("float64")
+
+
+def _subscription_state(spine: ir.Table, subscriptions: ir.Table, at: str, params: FeatureParams) -> ir.Table:
+    """Per (user, cutoff): the subscription active at the timestamp column `at` of the spine — known
+    from its start, so only rows started before it count — plus how many periods had started."""
+    subs = subscriptions.rename(sub_user_id="user_id")
+    base = spine.select("user_id", "cutoff_day", at)
+    joined = base.join(subs, [base.user_id == subs.sub_user_id, subs.start < base[at]])
+    active = joined.end.isnull() | (joined.end >= joined[at])
+    elapsed_days = ((joined[at].epoch_seconds() - joined.start.epoch_seconds()) / SECONDS_PER_DAY).cast(
+        "float64"
+    )
+    rank = _plan_rank(joined.plan, params)
+    state = joined.group_by(["user_id", "cutoff_day"]).aggregate(
+        subscription_periods=joined.count().cast("float64"),
+        active_plan=joined.plan.argmax(ibis.ifelse(active, joined.start.epoch_seconds(), None)),
+        active_rank=rank.max(where=active),
+        active_mrr=joined.mrr.cast("float64").sum(where=active),
+        active_elapsed=elapsed_days.min(where=active),
+        has_active=active.any(),
+    )
+    return state
+
+
+def _plan_rank(plan: ir.StringValue, params: FeatureParams) -> ir.Value:
+    branches = [(plan == name, float(i)) for i, name in enumerate(params.plan_order)]
+    return ibis.cases(*branches, else_=ibis.null("float64")).cast("float64")
+
+
+def build_features(
+    events: ir.Table,
+    cutoffs: Sequence[dt.date],
+    params: FeatureParams | None = None,
+    *,
+    users: ir.Table | None = None,
+    subscriptions: ir.Table | None = None,
+    campaigns: ir.Table | None = None,
+    holdout_actions: Sequence[str] = ("no_action",),
+    labels: LabelParams | None = None,
+) -> ir.Table:
+    """The feature table: `user_id, cutoff`, then one column per registry feature, from events strictly
+    before each cutoff. With `labels.keep_churned_users` false, users already churned at a cutoff (no
+    activity in the horizon before it and no active subscription) are left out."""
+    p = params or FeatureParams()
+    label_params = labels or LabelParams()
+    cut = cutoff_table(cutoffs)
+    last_ts = _midnight(max(cutoffs))
+    events = events.filter(events.ts < last_ts)
+    spine = user_spine(events, cut, users)
+
+    counted = sorted({*p.count_event_types, *p.plan_change_event_types})
+    sums = ["n_events", "active", "revenue", "n_purchases", "gap", "gap_sq", "has_gap", "contacts",
+            *[f"n_{t}" for t in counted]]  # fmt: skip
+    daily = _daily(events, p)
+    rows = daily.mutate(
+        active=ibis.literal(1, "int64"),
+        contacts=ibis.literal(0, "int64"),
+        gap=daily.gap.fill_null(0.0),
+        gap_sq=daily.gap_sq.fill_null(0.0),
+        is_contact=ibis.literal(False),
+    ).select("user_id", "day", "n_login_like", "is_contact", *sums)
+    if campaigns is not None:
+        contacts = campaigns.filter((campaigns.ts < last_ts) & ~campaigns.action.isin(list(holdout_actions)))
+        contacts = contacts.mutate(day=_day_of(contacts.ts))
+        per_day = contacts.group_by(["user_id", "day"]).aggregate(contacts=contacts.count())
+        zeros = {c: ibis.literal(0).cast(rows[c].type()) for c in [*sums, "n_login_like"] if c != "contacts"}
+        rows = rows.union(per_day.mutate(is_contact=ibis.literal(True), **zeros).select(rows.columns))
+    maxes = {
+        "last_event_day": ibis.ifelse(rows.is_contact, None, rows.day),
+        "last_login_day": ibis.ifelse(rows.n_login_like > 0, rows.day, None),
+        "last_purchase_day": ibis.ifelse(rows.n_purchases > 0, rows.day, None),
+        "last_contact_day": ibis.ifelse(rows.is_contact, rows.day, None),
+    }
+    cutoff_days = [epoch_day(c) for c in sorted(set(cutoffs))]
+    totals = _running_totals(rows, spine, cutoff_days, p.offsets_days, sums, maxes)
+    t = spine.join(totals, ["user_id", "cutoff_day"])
+    return _feature_columns(t, p, label_params, users, subscriptions, campaigns, holdout_actions)
+
+
+def _midnight(day: dt.date) -> ir.TimestampScalar:
+    return ibis.timestamp(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC))
+
+
+def _feature_columns(
+    t: ir.Table,
+    p: FeatureParams,
+    label_params: LabelParams,
+    users: ir.Table | None,
+    subscriptions: ir.Table | None,
+    campaigns: ir.Table | None,
+    holdout_actions: Sequence[str],
+) -> ir.Table:
+    windows: list[int | None] = [*sorted(p.windows_days), None]
+    trend = p.trend_window_days
+    f: dict[str, ir.Value] = {}
+    since = lambda day: (t.cutoff_day - day).cast("float64")  # noqa: E731
+    f["days_since_last_event"] = since(t.last_event_day)
+    f["days_since_last_login"] = since(t.last_login_day)
+    f["days_since_last_purchase"] = since(t.last_purchase_day)
+    f["tenure_days"] = (t.cutoff_day - t.first_day).cast("float64")
+    for w in windows:
+        label = "total" if w is None else f"{w}d"
+        f[f"events_count_{label}"] = _window_total(t, "n_events", w).cast("float64")
+        f[f"active_days_{label}"] = _window_total(t, "active", w).cast("float64")
+        for event_type in p.count_event_types:
+            f[f"{event_type}_count_{label}"] = _window_total(t, f"n_{event_type}", w).cast("float64")
+        revenue = _window_total(t, "revenue", w).cast("float64")
+        purchases = _window_total(t, "n_purchases", w)
+        f[f"revenue_sum_{label}"] = revenue
+        f[f"revenue_mean_{label}"] = ibis.ifelse(purchases > 0, revenue / purchases, None).cast("float64")
+    active_recent = (t["active_at_0"] - t[f"active_at_{trend}"]).cast("float64")
+    active_before = (t[f"active_at_{trend}"] - t[f"active_at_{2 * trend}"]).cast("float64")
+    revenue_recent = (t["revenue_at_0"] - t[f"revenue_at_{trend}"]).cast("float64")
+    revenue_before = (t[f"revenue_at_{trend}"] - t[f"revenue_at_{2 * trend}"]).cast("float64")
+    f[f"activity_change_pct_{trend}d"] = _change_pct(active_recent, active_before)
+    f[f"activity_diff_{trend}d"] = active_recent - active_before
+    f[f"revenue_change_pct_{trend}d"] = _change_pct(revenue_recent, revenue_before)
+    f[f"revenue_diff_{trend}d"] = revenue_recent - revenue_before
+    gaps = t["has_gap_at_0"].cast("float64")
+    mean_gap = ibis.ifelse(gaps > 0, t["gap_at_0"] / gaps, None).cast("float64")
+    variance = t["gap_sq_at_0"] / gaps - mean_gap * mean_gap
+    f["gap_mean_days"] = mean_gap
+    f["gap_std_days"] = ibis.ifelse(gaps > 0, ibis.greatest(variance, 0.0).sqrt(), None).cast("float64")
+    f["gap_ratio"] = (f["days_since_last_event"] / mean_gap).cast("float64")
+    changes = [f"n_{e}" for e in p.plan_change_event_types]
+    f["plan_changes_total"] = sum((_window_total(t, c, None) for c in changes), ibis.literal(0)).cast(
+        "float64"
+    )
+    f["plan_changes_90d"] = (
+        sum((_window_total(t, c, 90) for c in changes), ibis.literal(0)).cast("float64")
+        if all(f"{c}_at_90" in t.columns for c in changes)
+        else ibis.null("float64")
+    )
+    for w in windows:
+        label = "total" if w is None else f"{w}d"
+        f[f"contacts_count_{label}"] = _window_total(t, "contacts", w).cast("float64")
+    f["days_since_last_contact"] = since(t.last_contact_day)
+    table = t.mutate(**f)
+
+    # plan and subscription
+    if subscriptions is not None:
+        state = _subscription_state(table, subscriptions, "cutoff_ts", p)
+        table = table.left_join(state, ["user_id", "cutoff_day"]).drop("user_id_right", "cutoff_day_right")
+        bill = float(p.bill_period_days)
+        plan = table.active_plan.fill_null(p.no_subscription_plan)
+        table = table.mutate(
+            current_plan=plan,
+            mrr=table.active_mrr.fill_null(0.0),
+            subscription_periods=table.subscription_periods.fill_null(0.0),
+            bill_period_days=ibis.ifelse(table.has_active.fill_null(False), bill, None).cast("float64"),
+            days_to_renewal=(bill - table.active_elapsed % bill).cast("float64"),
+            has_active_subscription=table.has_active.fill_null(False),
+        )
+    elif users is not None and "plan" in users.columns:
+        signup_plan = users.select(plan_user=users.user_id, signup_plan=users.plan)
+        table = table.left_join(signup_plan, table.user_id == signup_plan.plan_user).drop("plan_user")
+        table = table.mutate(
+            current_plan=table.signup_plan, mrr=ibis.null("float64"), subscription_periods=ibis.null("float64"),
+            bill_period_days=ibis.null("float64"), days_to_renewal=ibis.null("float64"),
+            has_active_subscription=ibis.literal(False),
+        )  # fmt: skip
+    else:
+        table = table.mutate(
+            current_plan=ibis.null("string"), mrr=ibis.null("float64"), subscription_periods=ibis.null("float64"),
+            bill_period_days=ibis.null("float64"), days_to_renewal=ibis.null("float64"),
+            has_active_subscription=ibis.literal(False),
+        )  # fmt: skip
+    table = table.mutate(plan_rank=_plan_rank(table.current_plan, p))
+
+    # the last action received
+    if campaigns is not None:
+        contacts = campaigns.filter(~campaigns.action.isin(list(holdout_actions)))
+        last = (
+            contacts.mutate(contact_day=_day_of(contacts.ts))
+            .group_by(["user_id", "contact_day"])
+            .aggregate(last_action=ibis._.action.max())
+        )
+        last = last.rename(action_user="user_id")
+        table = table.left_join(
+            last, (table.user_id == last.action_user) & (table.last_contact_day == last.contact_day)
+        ).drop("action_user", "contact_day")
+    else:
+        table = table.mutate(last_action=ibis.null("string"))
+
+    table = _rfm(table, p)
+    if not label_params.keep_churned_users:
+        horizon = float(label_params.horizon_days)
+        churned = (table.days_since_last_event >= horizon) & ~table.has_active_subscription
+        table = table.filter(~churned.fill_null(False))
+    columns = feature_names(build_registry(p))
+    return table.select("user_id", table.cutoff.cast("date").name("cutoff"), *columns).order_by(
+        ["cutoff", "user_id"]
+    )
+
+
+def _rfm(t: ir.Table, p: FeatureParams) -> ir.Table:
+    """Quintile scores among the users who have bought, at each cutoff; 0 for those who have not."""
+    has_count = "purchase_count_total" in t.columns
+    t = t.mutate(
+        _buyer=(t.purchase_count_total if has_count else t.revenue_sum_total) > 0,
+        _frequency=t.purchase_count_total if has_count else t.events_count_total,
+    )
+    buckets = p.rfm_buckets
+
+    def quantile(order: ir.Value) -> ir.Value:
+        return ibis.ntile(buckets).over(
+            ibis.window(group_by=["cutoff", "_buyer"], order_by=[order, t.user_id])
+        )
+
+    scored = t.mutate(
+        rfm_recency_score=ibis.ifelse(t._buyer, buckets - quantile(t.days_since_last_purchase), 0).cast(
+            "float64"
+        ),
+        rfm_frequency_score=ibis.ifelse(t._buyer, quantile(t._frequency) + 1, 0).cast("float64"),
+        rfm_monetary_score=ibis.ifelse(t._buyer, quantile(t.revenue_sum_total) + 1, 0).cast("float64"),
+    )
+    r, f = scored.rfm_recency_score, scored.rfm_frequency_score
+    branches = [((r == 0) | (f == 0), "No Purchase Yet")]
+    for segment, (r_range, f_range) in RFM_GRID.items():
+        branches.append(
+            (r.between(min(r_range), max(r_range)) & f.between(min(f_range), max(f_range)), segment)
+        )
+    return scored.mutate(rfm_segment=ibis.cases(*branches)).drop("_buyer", "_frequency")
+
+
+def build_labels(
+    events: ir.Table,
+    cutoffs: Sequence[dt.date],
+    params: LabelParams | None = None,
+    feature_params: FeatureParams | None = None,
+    *,
+    data_end: dt.date,
+    users: ir.Table | None = None,
+    subscriptions: ir.Table | None = None,
+) -> ir.Table:
+    """`user_id, cutoff, horizon_days, churn, upgrade` for the horizon after each cutoff; null when the
+    horizon has not closed by `data_end` (the first day with no data)."""
+    lp = params or LabelParams()
+    p = feature_params or FeatureParams()
+    horizon = lp.horizon_days
+    cut = cutoff_table(cutoffs)
+    spine = user_spine(events.filter(events.ts < _midnight(max(cutoffs))), cut, users)
+    spine = spine.mutate(horizon_ts=spine.cutoff_ts + ibis.interval(days=horizon))
+    end_ts = _midnight(data_end)
+    events = events.filter(events.ts < end_ts)
+    e = events.mutate(day=_day_of(events.ts))
+    activity = (
+        e.event_type.isin(list(p.purchase_event_types)) if lp.non_contractual_activity == "purchase" else True
+    )
+    daily = e.group_by(["user_id", "day"]).aggregate(
+        n_activity=e.count(where=activity) if activity is not True else e.count(),
+        n_cancel=e.count(where=e.event_type.isin(list(p.cancel_event_types))),
+        n_upgrade=e.count(where=e.event_type == "upgrade"),
+        revenue=e.amount.sum(where=e.event_type.isin(list(p.purchase_event_types)))
+        .fill_null(0.0)
+        .cast("float64"),
+    )
+    sums = ["n_activity", "n_cancel", "n_upgrade", "revenue"]
+    totals = _windowed_sums(daily, spine, {"after": (0, horizon)}, sums)
+    t = spine.left_join(totals, ["user_id", "cutoff_day"]).drop("user_id_right", "cutoff_day_right")
+    after = {c: t[f"{c}__after"].fill_null(0) for c in sums}
+    non_contractual = after["n_activity"] == 0
+    churn = non_contractual
+    upgrade = (after["n_upgrade"] > 0) | (after["revenue"] > lp.upgrade_spend_threshold)
+    if subscriptions is not None:
+        at_cutoff = _subscription_state(t, subscriptions, "cutoff_ts", p)
+        at_cutoff = at_cutoff.select(
+            "user_id", "cutoff_day", rank_at_cutoff="active_rank", active_at_cutoff="has_active"
+        )
+        at_end = _subscription_state(t, subscriptions, "horizon_ts", p)
+        at_end = at_end.select("user_id", "cutoff_day", rank_at_end="active_rank", active_at_end="has_active")
+        t = t.left_join(at_cutoff, ["user_id", "cutoff_day"]).drop("user_id_right", "cutoff_day_right")
+        t = t.left_join(at_end, ["user_id", "cutoff_day"]).drop("user_id_right", "cutoff_day_right")
+        after = {c: t[f"{c}__after"].fill_null(0) for c in sums}
+        active_now = t.active_at_cutoff.fill_null(False)
+        contractual = (after["n_cancel"] > 0) | (active_now & ~t.active_at_end.fill_null(False))
+        non_contractual = after["n_activity"] == 0
+        if lp.churn_definition == "contractual":
+            churn = contractual
+        elif lp.churn_definition == "non_contractual":
+            churn = non_contractual
+        else:
+            churn = ibis.ifelse(active_now, contractual, non_contractual | (after["n_cancel"] > 0))
+        moved_up = t.rank_at_end.fill_null(-1.0) > t.rank_at_cutoff.fill_null(-1.0)
+        upgrade = (after["n_upgrade"] > 0) | (after["revenue"] > lp.upgrade_spend_threshold) | moved_up
+    elif lp.churn_definition == "contractual":
+        raise ValueError("contractual churn needs subscriptions")
+    closed = t.cutoff_day + horizon <= epoch_day(data_end)
+    return (
+        t.mutate(
+            horizon_days=ibis.literal(horizon, "int32"),
+            churn=ibis.ifelse(closed, churn, None),
+            upgrade=ibis.ifelse(closed, upgrade, None),
+        )
+        .select("user_id", ibis._.cutoff.cast("date").name("cutoff"), "horizon_days", "churn", "upgrade")
+        .order_by(["cutoff", "user_id"])
+    )

@@ -1,0 +1,178 @@
+"""The feature jobs: read the canonical data directory, run the Ibis builders on an engine, write Parquet
+(or the online store). This is the I/O edge; the definitions live in features.build."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.build import LabelParams, build_features, build_labels
+from features.registry import FeatureParams, build_registry, registry_version
+
+log = logging.getLogger(__name__)
+INPUTS = ("events", "users", "subscriptions", "campaigns")
+
+
+class DataDirectoryError(ValueError):
+    """A data directory that cannot be used (no events, a cutoff outside the data)."""
+
+
+@dataclass
+class Inputs:
+    events: ir.Table
+    users: ir.Table | None
+    subscriptions: ir.Table | None
+    campaigns: ir.Table | None
+    data_end: dt.date  # the first day with no data: the as-of date, or the day after the last event
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    features_path: Path
+    labels_path: Path
+    rows: int
+    users: int
+    cutoffs: list[dt.date]
+    label_rows_known: int
+    feature_version: str
+    data_end: dt.date
+
+
+def connect() -> ibis.BaseBackend:
+    """The default engine: an in-process DuckDB."""
+    return ibis.duckdb.connect()
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def load_inputs(con: ibis.BaseBackend, data_dir: Path, as_of: dt.date | None = None) -> Inputs:
+    """The canonical tables of `data_dir`, cut at `as_of` (nothing at or after it is ever read)."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "events.parquet").exists():
+        raise DataDirectoryError(f"{data_dir}: no events.parquet (run `clm ingest` or `clm simulate` first)")
+    tables: dict[str, ir.Table | None] = {}
+    for name in INPUTS:
+        path = data_dir / f"{name}.parquet"
+        tables[name] = con.read_parquet(path, table_name=f"clm_{name}") if path.exists() else None
+    events = tables["events"]
+    assert events is not None
+    if as_of is not None:
+        limit = ibis.timestamp(_midnight(as_of))
+        events = events.filter(events.ts < limit)
+        if tables["campaigns"] is not None:
+            tables["campaigns"] = tables["campaigns"].filter(tables["campaigns"].ts < limit)
+        if tables["subscriptions"] is not None:
+            subs = tables["subscriptions"]
+            # a subscription row is known from its start; an end after the as-of date is not known yet
+            subs = subs.filter(subs.start < limit)
+            tables["subscriptions"] = subs.mutate(end=ibis.ifelse(subs.end >= limit, None, subs.end))
+        if tables["users"] is not None:
+            tables["users"] = tables["users"].filter(tables["users"].signup_ts < limit)
+        data_end = as_of
+    else:
+        last = con.to_pyarrow(events.ts.max()).as_py()
+        if last is None:
+            raise DataDirectoryError(f"{data_dir}/events.parquet has no events")
+        data_end = last.date() + dt.timedelta(days=1)
+    return Inputs(events, tables["users"], tables["subscriptions"], tables["campaigns"], data_end)
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        tmp = Path(handle.name)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def build_feature_tables(
+    data_dir: Path,
+    cutoffs: Sequence[dt.date],
+    out: Path,
+    *,
+    params: FeatureParams | None = None,
+    label_params: LabelParams | None = None,
+    as_of: dt.date | None = None,
+    con: ibis.BaseBackend | None = None,
+) -> BuildSummary:
+    """Write `out/features.parquet` (user_id, cutoff, registry features) and `out/labels.parquet`
+    (user_id, cutoff, horizon_days, churn, upgrade) for the same rows."""
+    p = params or FeatureParams()
+    lp = label_params or LabelParams()
+    con = con or connect()
+    inputs = load_inputs(con, data_dir, as_of)
+    late = [c for c in cutoffs if c > inputs.data_end]
+    if late:
+        raise DataDirectoryError(
+            f"cutoffs after the data's end ({inputs.data_end}): {', '.join(map(str, late))}"
+            + (" (--as-of)" if as_of else "")
+        )
+    features = build_features(
+        inputs.events, cutoffs, p, users=inputs.users, subscriptions=inputs.subscriptions,
+        campaigns=inputs.campaigns, labels=lp,
+    )  # fmt: skip
+    labels = build_labels(
+        inputs.events, cutoffs, lp, p, data_end=inputs.data_end, users=inputs.users,
+        subscriptions=inputs.subscriptions,
+    )  # fmt: skip
+    labels = labels.semi_join(features.select("user_id", "cutoff"), ["user_id", "cutoff"])
+    feature_table = con.to_pyarrow(features)
+    label_table = con.to_pyarrow(labels.order_by(["cutoff", "user_id"]))
+    version = registry_version(build_registry(p))
+    metadata = {
+        b"clm.feature_version": version.encode(),
+        b"clm.data_end": inputs.data_end.isoformat().encode(),
+    }
+    feature_table = feature_table.replace_schema_metadata(
+        {**(feature_table.schema.metadata or {}), **metadata}
+    )
+    out = Path(out)
+    _write_atomic(feature_table, out / "features.parquet")
+    _write_atomic(label_table, out / "labels.parquet")
+    known = label_table.filter(pa.compute.is_valid(label_table["churn"])).num_rows
+    return BuildSummary(
+        features_path=out / "features.parquet",
+        labels_path=out / "labels.parquet",
+        rows=feature_table.num_rows,
+        users=len(pa.compute.unique(feature_table["user_id"])),
+        cutoffs=sorted(set(cutoffs)),
+        label_rows_known=known,
+        feature_version=version,
+        data_end=inputs.data_end,
+    )
+
+
+def latest_features(
+    data_dir: Path,
+    *,
+    params: FeatureParams | None = None,
+    as_of: dt.date | None = None,
+    con: ibis.BaseBackend | None = None,
+) -> tuple[pd.DataFrame, dt.date]:
+    """Every known user's feature vector as of the data's end (or `as_of`), churned users included —
+    what the online store serves."""
+    p = params or FeatureParams()
+    con = con or connect()
+    inputs = load_inputs(con, data_dir, as_of)
+    keep_all = LabelParams(keep_churned_users=True)
+    features = build_features(
+        inputs.events, [inputs.data_end], p, users=inputs.users, subscriptions=inputs.subscriptions,
+        campaigns=inputs.campaigns, labels=keep_all,
+    )  # fmt: skip
+    return con.to_pandas(features), inputs.data_end

@@ -1,0 +1,72 @@
+"""The feature registry: one list, complete metadata, readable reasons in both languages."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from features.registry import (
+    RFM_SEGMENTS,
+    FeatureParams,
+    build_registry,
+    by_name,
+    feature_names,
+    registry_version,
+    rfm_segment,
+)
+
+
+def test_every_feature_has_complete_metadata() -> None:
+    registry = build_registry()
+    assert len(registry) >= 40
+    assert len(set(feature_names(registry))) == len(registry)
+    for feature in registry:
+        assert feature.dtype in ("float64", "category")
+        assert feature.risk_direction in (-1, 0, 1)
+        assert feature.description and feature.reason_en and feature.reason_zh
+        assert feature.reason(3.0 if feature.dtype == "float64" else "basic", "en")
+        assert feature.reason(3.0 if feature.dtype == "float64" else "basic", "zh")
+
+
+def test_reasons_render_values_in_english_and_chinese() -> None:
+    features = by_name(build_registry())
+    assert features["activity_change_pct_30d"].reason(-42.0) == (
+        "Activity in the last 30 days changed -42% against the 30 days before"
+    )
+    assert features["activity_change_pct_30d"].reason(-42.0, "zh") == "最近30天活跃度比前30天变化了-42%"
+    assert features["days_since_last_event"].reason(12.0) == "No activity for 12 days"
+    assert "no record" in features["days_since_last_purchase"].reason(None)
+
+
+def test_adding_a_window_in_the_config_adds_its_features_and_changes_the_version() -> None:
+    base = build_registry(FeatureParams())
+    wider = build_registry(FeatureParams(windows_days=(7, 14, 30, 90)))
+    added = set(feature_names(wider)) - set(feature_names(base))
+    assert {"events_count_14d", "active_days_14d", "revenue_sum_14d", "contacts_count_14d"} <= added
+    assert registry_version(base) != registry_version(wider)
+    assert registry_version(base) == registry_version(build_registry(FeatureParams()))
+
+
+def test_risk_directions_follow_the_domain() -> None:
+    features = by_name(build_registry())
+    assert features["days_since_last_event"].risk_direction == 1
+    assert features["support_ticket_count_30d"].risk_direction == 1
+    assert features["active_days_30d"].risk_direction == -1
+    assert features["gap_ratio"].risk_direction == 1
+
+
+def test_rfm_grid_puts_every_score_pair_in_exactly_one_segment() -> None:
+    for r, f in itertools.product(range(1, 6), range(1, 6)):
+        assert rfm_segment(r, f) in RFM_SEGMENTS
+    assert rfm_segment(5, 5) == "Champions"
+    assert rfm_segment(1, 1) == "Hibernating"
+    assert rfm_segment(0, 3) == "No Purchase Yet"
+    with pytest.raises(ValueError):
+        rfm_segment(6, 1)
+
+
+@pytest.mark.parametrize("bad", [{"windows_days": ()}, {"windows_days": (0, 30)}, {"trend_window_days": 0}])
+def test_bad_parameters_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        FeatureParams(**bad)
