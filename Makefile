@@ -34,10 +34,13 @@ demo: setup  ## simulate a small world and run the pipeline end to end
 	$(CLM) demo --out $(DEMO_DIR)
 
 test: setup  ## run the test suite (heavy runs are behind the `slow` marker)
+	@bash scripts/ensure-services.sh
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-bench: setup  ## run the benchmarks; each prints its figures
+bench: setup  ## run the benchmarks; each prints its figures (about 25 minutes on 2 cores)
 	$(VENV)/bin/python benchmarks/simulate.py
+	$(VENV)/bin/python benchmarks/features.py
+	$(VENV)/bin/python benchmarks/online_store.py
 
 lint: setup  ## ruff check and format check
 	$(VENV)/bin/ruff check .

@@ -190,7 +190,7 @@ def _subscription_state(spine: ir.Table, subscriptions: ir.Table, at: str, param
     rank = _plan_rank(joined.plan, params)
     state = joined.group_by(["user_id", "cutoff_day"]).aggregate(
         subscription_periods=joined.count().cast("float64"),
-        active_plan=joined.plan.argmax(ibis.ifelse(active, joined.start.epoch_seconds(), None)),
+        active_plan=joined.plan.argmax(joined.start.epoch_seconds(), where=active),
         active_rank=rank.max(where=active),
         active_mrr=joined.mrr.cast("float64").sum(where=active),
         active_elapsed=elapsed_days.min(where=active),

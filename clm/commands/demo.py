@@ -12,9 +12,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from clm.commands.features import feature_params, label_params
 from clm.config import load_config
 from clm.settings import Settings
+from features.cutoffs import parse_cutoffs
 from features.ingest import IngestOptions, InputError, ingest_files
+from features.jobs import build_feature_tables, latest_features
+from features.online import open_store
+from features.registry import build_registry, registry_version
 from simulation.calibration import TARGETS, measure
 from simulation.io import simulate_to_directory
 from simulation.params import LATENT_TO_PRODUCT_STAGE, STAGES
@@ -102,7 +107,7 @@ def demo(
         pd.read_parquet(raw / "truth" / "effects.parquet"),
         pd.read_parquet(data / "campaigns.parquet"),
     )
-    figures = Table(title="3. the simulated world against its calibration targets")
+    figures = Table(title="the simulated world against its calibration targets")
     for column in ("measure", "value", "target"):
         figures.add_column(column, justify="left" if column == "measure" else "right")
     values = calibration.as_dict()
@@ -110,3 +115,45 @@ def demo(
         ok = low <= values[name] <= high
         figures.add_row(name, f"[{'green' if ok else 'red'}]{values[name]:.3f}[/]", f"{low:.2f}–{high:.2f}")
     console.print(figures)
+
+    _features_and_store(console, config, data, out, days)
+
+
+def _features_and_store(console: Console, config: dict, data: Path, out: Path, days: int) -> None:
+    """Build point-in-time features and labels at monthly cutoffs, then fill the online store."""
+    start = dt.date(2025, 1, 1)
+    last = start + dt.timedelta(days=days - 1)
+    cutoffs = parse_cutoffs(f"monthly:2025-02-01..{last.replace(day=1).isoformat()}")
+    params, labels = feature_params(config), label_params(config)
+    with console.status(f"building features at {len(cutoffs)} monthly cutoffs"):
+        summary = build_feature_tables(data, cutoffs, out / "features", params=params, label_params=labels)
+    frame = pd.read_parquet(summary.labels_path)
+    rates = frame.groupby("cutoff").agg(
+        rows=("user_id", "size"), churn=("churn", "mean"), upgrade=("upgrade", "mean")
+    )
+    table = Table(
+        title=f"3. features -> {summary.features_path} ({len(build_registry(params))} features, {summary.feature_version})"
+    )
+    for column in ("cutoff", "users", "churn label", "upgrade label"):
+        table.add_column(column, justify="left" if column == "cutoff" else "right")
+    for cutoff, row in rates.tail(4).iterrows():
+        churn = "unknown" if pd.isna(row["churn"]) else f"{row['churn']:.1%}"
+        upgrade = "unknown" if pd.isna(row["upgrade"]) else f"{row['upgrade']:.1%}"
+        table.add_row(str(cutoff), f"{int(row['rows']):,}", churn, upgrade)
+    console.print(table)
+
+    url = f"sqlite:///{(out / 'online.db').resolve()}"
+    with console.status("materializing the latest vectors"):
+        latest, as_of = latest_features(data, params=params)
+        with open_store(url) as store:
+            info = store.write_snapshot(
+                latest, as_of=as_of, feature_version=registry_version(build_registry(params))
+            )
+            sample = store.read(str(latest["user_id"].iloc[0]))
+    console.print(f"[bold]4. online store[/bold]  {info.n_users:,} users as of {as_of} in {url}")
+    if sample is not None:
+        shown = {
+            k: sample.values[k]
+            for k in ("days_since_last_event", "active_days_30d", "current_plan", "rfm_segment")
+        }
+        console.print(f"   e.g. {sample.user_id}: {shown}")

@@ -70,8 +70,9 @@ def write_world(root: Path, events: pd.DataFrame) -> Path:
          "country": ["US"]}
     ).astype({"signup_ts": "datetime64[us, UTC]"}).to_parquet(root / "users.parquet", index=False)  # fmt: skip
     pd.DataFrame(
-        {"user_id": ["a"], "plan": ["basic"], "start": pd.Series([ts("2025-01-05 00:00")], dtype="datetime64[us, UTC]"),
-         "end": pd.Series([pd.NaT], dtype="datetime64[us, UTC]"), "mrr": [12.0]}
+        {"user_id": ["a", "b"], "plan": ["basic", "pro"],
+         "start": pd.Series([ts("2025-01-05 00:00"), ts("2025-01-15 00:00")], dtype="datetime64[us, UTC]"),
+         "end": pd.Series([pd.NaT, ts("2025-02-10 00:00")], dtype="datetime64[us, UTC]"), "mrr": [12.0, 39.0]}
     ).to_parquet(root / "subscriptions.parquet", index=False)  # fmt: skip
     pd.DataFrame(
         {"user_id": ["a", "a"], "ts": [ts("2025-02-01 09:00"), ts("2025-02-15 09:00")],
@@ -132,7 +133,10 @@ def test_rows_are_users_first_seen_before_the_cutoff_with_every_registry_column(
     assert sorted(features.index) == ["a", "b", "d", "e"]  # c starts exactly at the cutoff, z after it
     assert list(features.columns) == ["cutoff", *feature_names(build_registry(FeatureParams()))]
     assert features.loc["b", "rfm_segment"] == "No Purchase Yet"
-    assert features.loc["b", "current_plan"] == "free"  # subscriptions given, none active
+    # b's pro subscription ended on Feb 10: one period so far, none active
+    assert features.loc["b", "current_plan"] == "free"
+    assert (features.loc["b", "subscription_periods"], features.loc["b", "mrr"]) == (1.0, 0.0)
+    assert pd.isna(features.loc["b", "bill_period_days"])
     assert pd.isna(features.loc["b", "days_since_last_purchase"])
     assert features.loc["b", "tenure_days"] == 2  # first event Feb 27, no signup row
 
@@ -257,3 +261,24 @@ def test_materialize_then_read_back_equals_the_latest_row(tmp_path: Path) -> Non
                 else:
                     assert stored.values[name] == expected, name
     assert set(frame["user_id"]) == {"a", "b", "c", "d", "e", "z"}
+
+
+def test_materialized_snapshot_of_a_simulated_world_reads_back_exactly(
+    tmp_path: Path, small_world: Path
+) -> None:
+    frame, as_of = latest_features(small_world)
+    names = feature_names(build_registry(FeatureParams()))
+    sample = frame.sample(400, random_state=1)
+    with open_store(f"sqlite:///{tmp_path / 'online.db'}") as store:
+        info = store.write_snapshot(frame, as_of=as_of, feature_version="test")
+        assert info.n_users == len(frame) == frame["user_id"].nunique()
+        stored = store.read_many(list(sample["user_id"]))
+    assert set(stored) == set(sample["user_id"])
+    for _, row in sample.iterrows():
+        values = stored[row["user_id"]].values
+        for name in names:
+            expected = row[name]
+            assert (values[name] is None) if pd.isna(expected) else (values[name] == expected), (
+                row["user_id"],
+                name,
+            )

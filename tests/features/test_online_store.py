@@ -453,6 +453,7 @@ def _frame(**changes: object) -> pd.DataFrame:
         (_frame(when=pd.to_datetime(["2025-01-01", "2025-01-02"])), "'when' has dtype datetime64"),
         (_frame(mixed=["text", 3]), "'mixed' holds mixed"),
         (_frame(z=[1j, 2j]), "'z' is complex"),
+        (_frame().rename(columns={"x": 7}), "column names must be strings"),
     ],
 )
 def test_bad_frames_raise_and_leave_the_snapshot_alone(
@@ -479,3 +480,16 @@ def test_stored_floats_are_the_written_bits() -> None:
     assert not same_value(0.0, -0.0)
     assert same_value(math.inf, math.inf)
     assert not same_value(None, 0.0)
+
+
+@pytest.mark.parametrize(
+    "bases", [[3, 12, 5], [2**40, 2**40, 3]]
+)  # the fast mixed-radix key, and the fallback
+def test_distinct_string_combinations_index_every_row(bases: list[int]) -> None:
+    from features.online import _distinct_rows
+
+    rng = np.random.default_rng(0)
+    codes = [rng.integers(-1, min(base, 7) - 1, 500) for base in bases]
+    row_index, combinations = _distinct_rows(codes, bases)
+    assert len(combinations) == len({tuple(row) for row in np.stack(codes, axis=1).tolist()})
+    np.testing.assert_array_equal(combinations[row_index], np.stack(codes, axis=1))
