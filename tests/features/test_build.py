@@ -282,3 +282,12 @@ def test_materialized_snapshot_of_a_simulated_world_reads_back_exactly(
                 row["user_id"],
                 name,
             )
+
+
+def test_a_window_added_in_the_parameters_appears_in_the_table(tmp_path: Path) -> None:
+    data = write_world(tmp_path / "data", tiny_events())
+    params = FeatureParams(windows_days=(7, 14, 30, 90))
+    build_feature_tables(data, [CUTOFF], tmp_path / "out", params=params)
+    features = pd.read_parquet(tmp_path / "out" / "features.parquet").set_index("user_id")
+    assert list(features.columns) == ["cutoff", *feature_names(build_registry(params))]
+    assert features.loc["e", "events_count_14d"] == 2  # Feb 21 23:59 and Feb 22 00:00 fall in [Feb 15, Mar 1)
