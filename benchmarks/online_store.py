@@ -18,6 +18,7 @@ import os
 import random
 import resource
 import sqlite3
+import sys
 import tempfile
 import time
 import uuid
@@ -26,6 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+# `python benchmarks/online_store.py` puts benchmarks/ first on sys.path, where benchmarks/features.py
+# would shadow the `features` package: resolve our imports from the repository root instead.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from features.online import OnlineStore, SnapshotInfo, _Codec, open_store
 
@@ -112,8 +118,9 @@ def bench_sqlite(frame: pd.DataFrame, ids: list[str], directory: Path) -> None:
     path = directory / "online.db"
     with open_store(f"sqlite:///{path}") as store:
         info = time_writes("SQLite", store, frame)
-        size_mib = sum(p.stat().st_size for p in directory.glob("online.db*")) / 2**20
-        print(f"  database file and WAL: {size_mib:,.0f} MiB")
+        database_mib, wal_mib = (path.stat().st_size / 2**20, Path(f"{path}-wal").stat().st_size / 2**20)
+        print(f"  database file {database_mib:,.0f} MiB (room for two snapshots: the new one is loaded "
+              f"beside the old), WAL {wal_mib:,.0f} MiB")  # fmt: skip
         plain = sqlite3.connect(path, isolation_level=None)
         select = "SELECT vector FROM features WHERE user_id = ?"
 

@@ -70,9 +70,15 @@ def cutoff_table(cutoffs: Sequence[dt.date]) -> ir.Table:
     return ibis.memtable(frame)
 
 
-def user_spine(events: ir.Table, cutoffs: ir.Table, users: ir.Table | None = None) -> ir.Table:
-    """(user_id, cutoff) for every user first seen (first event or signup) strictly before the cutoff."""
-    first_event = events.group_by("user_id").aggregate(first_day=_day_of(events.ts).min())
+def user_spine(
+    events: ir.Table, cutoffs: ir.Table, users: ir.Table | None = None, *, daily: ir.Table | None = None
+) -> ir.Table:
+    """(user_id, cutoff) for every user first seen (first event or signup) strictly before the cutoff.
+    Given the per-day roll-up of the same events, it is read instead of the events (one scan less)."""
+    if daily is not None:
+        first_event = daily.group_by("user_id").aggregate(first_day=daily.day.min())
+    else:
+        first_event = events.group_by("user_id").aggregate(first_day=_day_of(events.ts).min())
     if users is not None:
         signups = users.select("user_id", first_day=_day_of(users.signup_ts))
         first = first_event.union(signups).group_by("user_id").aggregate(first_day=ibis._.first_day.min())
@@ -223,12 +229,12 @@ def build_features(
     cut = cutoff_table(cutoffs)
     last_ts = _midnight(max(cutoffs))
     events = events.filter(events.ts < last_ts)
-    spine = user_spine(events, cut, users)
+    daily = _daily(events, p)
+    spine = user_spine(events, cut, users, daily=daily)
 
     counted = sorted({*p.count_event_types, *p.plan_change_event_types})
     sums = ["n_events", "active", "revenue", "n_purchases", "gap", "gap_sq", "has_gap", "contacts",
             *[f"n_{t}" for t in counted]]  # fmt: skip
-    daily = _daily(events, p)
     rows = daily.mutate(
         active=ibis.literal(1, "int64"),
         contacts=ibis.literal(0, "int64"),

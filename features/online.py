@@ -402,6 +402,12 @@ _SQLITE_READ_ONE = (
     "SELECT c.snapshot_id, f.vector FROM features AS f, current_snapshot AS c WHERE f.user_id = ?"
 )
 _SQLITE_IDS_PER_SELECT = 256
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+_SQLITE_INFO = (
+    "SELECT s.snapshot_id, s.meta FROM current_snapshot AS c JOIN snapshots AS s USING (snapshot_id)"
+)
 
 
 @functools.cache
@@ -411,11 +417,6 @@ def _sqlite_read_many(n_ids: int) -> str:
         "SELECT c.snapshot_id, f.user_id, f.vector FROM features AS f, current_snapshot AS c "
         f"WHERE f.user_id IN ({placeholders})"
     )
-
-
-_SQLITE_INFO = (
-    "SELECT s.snapshot_id, s.meta FROM current_snapshot AS c JOIN snapshots AS s USING (snapshot_id)"
-)
 
 
 class SQLiteStore(OnlineStore):
@@ -441,13 +442,18 @@ class SQLiteStore(OnlineStore):
             raise RuntimeError(f"online store {self.path} is closed")
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=_SQLITE_BUSY_TIMEOUT_MS / 1000,
+            )
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 conn.close()
                 raise RuntimeError(f"cannot put {self.path} in WAL mode (journal_mode is {mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA journal_size_limit = 67108864")
+            conn.execute("PRAGMA journal_size_limit = 67108864")  # 64 MiB kept after a checkpoint
             self._local.conn = conn
             with self._connections_lock:
                 self._connections.append(conn)
@@ -518,6 +524,7 @@ class SQLiteStore(OnlineStore):
             conn.execute("DROP TABLE IF EXISTS features_staging")
             raise
         conn.execute("DROP TABLE features_retired")
+        self._truncate_wal(conn)
         info = dataclasses.replace(info, snapshot_id=snapshot_id)
         logger.info(
             "online snapshot %s: %d users, %d features, as_of %s, version %s, written to %s in %.1f s",
@@ -525,6 +532,16 @@ class SQLiteStore(OnlineStore):
             time.perf_counter() - started,
         )  # fmt: skip
         return info
+
+    def _truncate_wal(self, conn: sqlite3.Connection) -> None:
+        """Give back the disk space the bulk load took in the WAL, unless readers hold it for over a second."""
+        conn.execute("PRAGMA busy_timeout = 1000")
+        try:
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+        if busy:
+            logger.info("WAL of %s not truncated: readers kept it busy; the next write reuses it", self.path)
 
     def read(self, user_id: str) -> FeatureRow | None:
         conn = self._connection()

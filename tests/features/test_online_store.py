@@ -370,6 +370,9 @@ def test_sqlite_file_is_wal_and_keeps_only_the_current_rows(tmp_path: Path) -> N
         for day in (1, 2):
             store.write_snapshot(tricky_frame(), as_of=D(2025, 3, day), feature_version=f"v{day}")
         assert store._connection().execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert Path(f"{path}-wal").stat().st_size == 0, (
+            "the bulk load's WAL should be truncated after the swap"
+        )
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT count(*) FROM features").fetchone()[0] == 4

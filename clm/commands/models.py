@@ -1,0 +1,247 @@
+"""`clm train`, `clm evaluate`, `clm promote`, `clm score`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from clm.commands.features import feature_params
+from clm.config import load_config
+from clm.settings import Settings
+from features.jobs import DataDirectoryError, latest_features
+from models.bundle import load_bundle
+from models.registry import download_bundle
+from models.scoring import score as score_rows
+from training import tracking
+from training.dataset import NotEnoughHistory
+
+log = logging.getLogger(__name__)
+
+
+class Target(StrEnum):
+    churn = "churn"
+    upgrade = "upgrade"
+    all = "all"
+
+
+class PromotableTarget(StrEnum):
+    churn = "churn"
+    upgrade = "upgrade"
+
+
+def _date(value: str | None, option: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=option) from exc
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Canonical data directory.")],
+    model: Annotated[Target, typer.Option("--model", help="Which model to train.")] = Target.all,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Train as if on this date.")] = None,
+    horizon_days: Annotated[int | None, typer.Option("--horizon-days", min=1, help="Label horizon.")] = None,
+    tune: Annotated[
+        int, typer.Option("--tune", min=0, help="Random-search trials on the validation cutoff.")
+    ] = 0,
+    truth: Annotated[
+        Path | None,
+        typer.Option("--truth", help="Simulator truth directory (default: DATA/truth when present)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Train, backtest and register the churn and/or upgrade models (alias @challenger)."""
+    from training.train import summary_json
+    from training.train import train as run_training
+
+    settings = Settings()
+    config = load_config(settings.config)
+    targets = ["churn", "upgrade"] if model is Target.all else [model.value]
+    truth_dir = truth or (data / "truth" if (data / "truth").exists() else None)
+    console = Console(stderr=True)
+    try:
+        with console.status("training") as status:
+            results = run_training(
+                data, targets, config=config, project_root=Path.cwd(), as_of=_date(as_of, "--as-of"),
+                horizon_days=horizon_days, truth_dir=truth_dir, tune_trials=tune,
+                progress=lambda message: status.update(message),
+            )  # fmt: skip
+    except (DataDirectoryError, NotEnoughHistory, ValueError) as exc:
+        typer.echo(f"clm train: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(summary_json(results))
+        return
+    out = Console()
+    for r in results:
+        table = Table(
+            title=f"{r.registered_name} v{r.version} @challenger — test cutoff {r.split.test} (run {r.run_id[:8]})"
+        )
+        for column in ("", "ROC AUC", "PR AUC", "Brier", "ECE", "top-decile lift", "recall@10%"):
+            table.add_column(column, justify="left" if not column else "right")
+        for who in ("model", "logistic", "recency_rule", "oracle"):
+            if who not in r.test_metrics:
+                continue
+            m = r.test_metrics[who]
+            label = {"model": "LightGBM (calibrated)", "logistic": "logistic regression", "recency_rule": "recency rule",
+                     "oracle": "oracle (true probability)"}[who]  # fmt: skip
+            table.add_row(
+                label,
+                *(
+                    _fmt(m.get(k))
+                    for k in ("roc_auc", "pr_auc", "brier", "ece", "top_decile_lift", "recall_at_top10")
+                ),
+            )
+        out.print(table)
+        model_metrics = r.test_metrics["model"]
+        extras = [f"backtest ROC AUC {r.backtest['roc_auc']['mean']:.3f} ± {r.backtest['roc_auc']['std']:.3f} over {int(r.backtest['roc_auc']['n'])} folds",
+                  f"ECE {model_metrics['ece_before_calibration']:.3f} → {model_metrics['ece']:.3f} after calibration",
+                  f"behaviour checks {'passed' if r.behaviour_passed else 'FAILED'}",
+                  f"scoring cutoff {r.scoring_cutoff}"]  # fmt: skip
+        if "auc_over_oracle_auc" in model_metrics:
+            extras.insert(1, f"AUC ÷ oracle AUC {model_metrics['auc_over_oracle_auc']:.3f}")
+        out.print("  " + "; ".join(extras))
+
+
+def promote(
+    model: Annotated[PromotableTarget, typer.Option("--model", help="Which model to promote.")],
+) -> None:
+    """Move @champion to @challenger if it is no worse on the same backtest and passed the behaviour checks."""
+    from training.promote import PromotionError, promote_model
+
+    settings = Settings()
+    config = load_config(settings.config)
+    tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
+    name = config["models"][model.value]["registered_name"]
+    try:
+        decision = promote_model(
+            name,
+            metric=config["training"]["promotion_metric"],
+            tolerance=float(config["training"]["promotion_tolerance"]),
+        )
+    except PromotionError as exc:
+        typer.echo(f"clm promote: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    verdict = "promoted to @champion" if decision.promote else "kept out (champion unchanged)"
+    typer.echo(f"{name}: challenger {verdict}")
+    for reason in decision.reasons:
+        typer.echo(f"  - {reason}")
+    if not decision.promote:
+        raise typer.Exit(1)
+
+
+def evaluate(
+    model_version: Annotated[
+        str, typer.Option("--model-version", help="Registered version number (or @alias).")
+    ],
+    data: Annotated[Path, typer.Option("--data", help="Canonical data directory to evaluate on.")],
+    model: Annotated[
+        PromotableTarget, typer.Option("--model", help="Which registered model.")
+    ] = PromotableTarget.churn,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Evaluate a registered model version on the data's latest backtest folds."""
+    import tempfile
+
+    from features.build import LabelParams
+    from features.jobs import build_feature_tables, connect, load_inputs
+    from features.registry import FeatureParams
+    from training.dataset import backtest_splits, closed_cutoffs, load_training_frame, monthly_cutoffs
+    from training.train import evaluate_bundle_on_folds
+
+    settings = Settings()
+    config = load_config(settings.config)
+    tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
+    name = config["models"][model.value]["registered_name"]
+    uri = (
+        f"models:/{name}{model_version}"
+        if model_version.startswith("@")
+        else f"models:/{name}/{model_version}"
+    )
+    try:
+        bundle = load_bundle(download_bundle(uri))
+    except Exception as exc:
+        typer.echo(f"clm evaluate: cannot load {uri}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    params = FeatureParams.from_config(config["features"])
+    con = connect()
+    inputs = load_inputs(con, data)
+    first = con.to_pyarrow(inputs.events.ts.min()).as_py().date()
+    cutoffs = monthly_cutoffs(first, inputs.data_end, int(config["training"]["first_cutoff_after_days"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = build_feature_tables(data, cutoffs, Path(tmp), params=params,
+                                       label_params=LabelParams(horizon_days=bundle.horizon_days), con=con)  # fmt: skip
+        frame = load_training_frame(summary.features_path, summary.labels_path)
+    folds = backtest_splits(
+        closed_cutoffs(frame, bundle.target), bundle.horizon_days, int(config["training"]["backtest_folds"])
+    )
+    result = evaluate_bundle_on_folds(bundle, frame, folds)
+    if as_json:
+        typer.echo(json.dumps({"model": uri, "backtest": result}, default=float))
+        return
+    table = Table(
+        title=f"{uri} on {data} — backtest over test cutoffs {', '.join(str(f.test) for f in folds)}"
+    )
+    for column in ("metric", "mean", "std", "min", "max"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for metric, values in result.items():
+        table.add_row(metric, *(_fmt(values.get(k)) for k in ("mean", "std", "min", "max")))
+    Console().print(table)
+
+
+def score(
+    data: Annotated[Path, typer.Option("--data", help="Canonical data directory.")],
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="Score as of this date: only events before it are used.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output file: .csv or .parquet.")],
+) -> None:
+    """Batch-score every user known before the date with the @champion churn and upgrade models."""
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise typer.BadParameter("the output must end in .csv or .parquet", param_hint="--out")
+    settings = Settings()
+    config = load_config(settings.config)
+    tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
+    day = _date(as_of, "--as-of")
+    assert day is not None
+    bundles = {}
+    for target in ("churn", "upgrade"):
+        name = config["models"][target]["registered_name"]
+        try:
+            bundles[target] = load_bundle(download_bundle(f"models:/{name}@champion"))
+        except Exception as exc:
+            typer.echo(
+                f"clm score: no usable {name}@champion ({exc}); run `clm train` and `clm promote` first",
+                err=True,
+            )
+            raise typer.Exit(2) from exc
+    try:
+        frame, _ = latest_features(data, params=feature_params(config), as_of=day)
+    except (DataDirectoryError, ValueError) as exc:
+        typer.echo(f"clm score: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    result = pd.DataFrame({"user_id": frame["user_id"], "as_of": day})
+    for target, bundle in bundles.items():
+        result[f"p_{target}"] = score_rows(frame, bundle)["probability"].to_numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        result.to_csv(out, index=False)
+    else:
+        result.to_parquet(out, index=False)
+    typer.echo(f"scored {len(result):,} users as of {day} into {out}")

@@ -1,0 +1,21 @@
+"""Fetch a registered model's bundle from MLflow (by version or alias); used by scoring and serving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+
+from models.bundle import ModelBundle, load_bundle
+
+
+def download_bundle(model_uri: str, dst: Path | None = None) -> Path:
+    """The `bundle` artifact of a logged pyfunc model (`models:/NAME/VERSION`, `models:/NAME@ALIAS`)."""
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{model_uri.rstrip('/')}/artifacts/bundle", dst_path=str(dst) if dst else None
+    )
+    return Path(local)
+
+
+def load_registered_bundle(name: str, alias: str = "champion") -> ModelBundle:
+    return load_bundle(download_bundle(f"models:/{name}@{alias}"))

@@ -1,0 +1,240 @@
+"""Figures for a training run: calibration, lift and gains, SHAP summaries, importance.
+
+Every function returns a `matplotlib.figure.Figure` and touches nothing global at import. Figures are
+built on the object API (no pyplot state), so they render with the Agg canvas whatever backend the
+process has. Only the SHAP beeswarm needs pyplot (shap draws on the current figure); it selects Agg
+there if no backend is in use yet, and detaches its figure from pyplot before returning it.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from training.metrics import expected_calibration_error
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+PNG_DPI = 110
+MAX_IMPORTANCE_BARS = 25
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _feature_contributions(contributions: np.ndarray, X: pd.DataFrame) -> np.ndarray:
+    """Per-feature contributions; drops LightGBM's trailing bias column when it is still there."""
+    values = np.asarray(contributions, dtype="float64")
+    if values.ndim != 2 or values.shape[0] != len(X):
+        raise ValueError(f"contributions must be (rows, features) with {len(X)} rows, got {values.shape}")
+    if values.shape[1] == X.shape[1] + 1:
+        return values[:, :-1]
+    if values.shape[1] != X.shape[1]:
+        raise ValueError(
+            f"contributions have {values.shape[1]} columns for {X.shape[1]} features "
+            "(expected the features, optionally plus the bias column of pred_contrib)"
+        )
+    return values
+
+
+def _is_categorical(series: pd.Series) -> bool:
+    return isinstance(series.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(series.dtype)
+
+
+def _codes(series: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Category codes as floats (NaN for missing) and the category labels they index."""
+    categorical = series.astype("category")
+    codes = categorical.cat.codes.to_numpy().astype("float64")
+    codes[codes < 0] = np.nan
+    return codes, [str(category) for category in categorical.cat.categories]
+
+
+def _numeric_view(X: pd.DataFrame) -> pd.DataFrame:
+    """X with categorical columns replaced by their codes, for colouring by feature value."""
+    columns = {
+        column: _codes(X[column])[0] if _is_categorical(X[column]) else X[column].astype("float64").to_numpy()
+        for column in X.columns
+    }
+    return pd.DataFrame(columns, index=X.index)
+
+
+def _reliability(y: np.ndarray, p: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean score and observed positive rate per non-empty equal-width bin."""
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    filled = counts > 0
+    mean_score = np.bincount(bins, weights=p, minlength=n_bins)[filled] / counts[filled]
+    observed = np.bincount(bins, weights=y, minlength=n_bins)[filled] / counts[filled]
+    return mean_score, observed
+
+
+def calibration_figure(y_true: object, p_before: object, p_after: object, n_bins: int = 10) -> Figure:
+    """Reliability diagram before and after calibration, with the diagonal and ECE in the legend."""
+    y = np.asarray(y_true, dtype="float64").ravel()
+    figure = _new_figure(6.0, 6.5)
+    curve_axes, count_axes = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    curve_axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    for label, scores, marker in (("before", p_before, "o"), ("after", p_after, "s")):
+        p = np.asarray(scores, dtype="float64").ravel()
+        ece = expected_calibration_error(y, p, n_bins=n_bins)
+        mean_score, observed = _reliability(y, p, n_bins)
+        curve_axes.plot(mean_score, observed, marker=marker, label=f"{label} (ECE {ece:.3f})")
+        count_axes.hist(p, bins=n_bins, range=(0, 1), histtype="step", label=label)
+    curve_axes.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed positive rate", title="Calibration")
+    curve_axes.legend(loc="upper left")
+    count_axes.set(xlabel="predicted probability", ylabel="rows")
+    return figure
+
+
+def _gains(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative share of positives captured against the share of rows targeted, best first."""
+    order = np.argsort(-scores, kind="stable")
+    captured = np.cumsum(y[order]) / max(y.sum(), 1.0)
+    targeted = np.arange(1, y.size + 1) / y.size
+    return np.concatenate([[0.0], targeted]), np.concatenate([[0.0], captured])
+
+
+def _decile_lift(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Positive rate in each score decile (highest first) ÷ the overall rate."""
+    order = np.argsort(-scores, kind="stable")
+    overall = y.mean()
+    if overall == 0:
+        return np.full(10, np.nan)
+    return np.array([y[part].mean() / overall if part.size else np.nan for part in np.array_split(order, 10)])
+
+
+def lift_figure(y_true: object, scores: Mapping[str, object]) -> Figure:
+    """Cumulative gains and lift by decile for the model and its baselines, on the same rows."""
+    y = np.asarray(y_true, dtype="float64").ravel()
+    figure = _new_figure(11.0, 4.5)
+    gains_axes, lift_axes = figure.subplots(1, 2)
+    gains_axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="random")
+    deciles = np.arange(1, 11)
+    width = 0.8 / max(len(scores), 1)
+    for position, (name, values) in enumerate(scores.items()):
+        score = np.asarray(values, dtype="float64").ravel()
+        if score.size != y.size:
+            raise ValueError(f"scores {name!r} have {score.size} rows but y_true has {y.size}")
+        targeted, captured = _gains(y, score)
+        gains_axes.plot(targeted, captured, label=name)
+        lift_axes.bar(
+            deciles - 0.4 + width * (position + 0.5), _decile_lift(y, score), width=width, label=name
+        )
+    gains_axes.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="share of users targeted (highest score first)",
+        ylabel="share of positives captured",
+        title="Cumulative gains",
+    )
+    gains_axes.legend(loc="lower right")
+    lift_axes.axhline(1.0, linestyle="--", color="grey")
+    lift_axes.set(xticks=deciles, xlabel="score decile (1 = highest)", ylabel="lift", title="Lift by decile")
+    lift_axes.legend(loc="upper right")
+    return figure
+
+
+def shap_beeswarm_figure(contributions: np.ndarray, X: pd.DataFrame, max_display: int = 20) -> Figure:
+    """SHAP beeswarm of precomputed contributions (LightGBM `pred_contrib`, bias column optional).
+
+    Categorical columns are coloured by their category codes, since shap colours by numeric value.
+    """
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        # Choose a non-interactive backend only if nobody chose one; pyplot is needed because shap
+        # draws on pyplot's current figure.
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():
+        # shap 0.51 builds its colormaps at import with calls matplotlib 3.11 marks as pending removal.
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module="shap")
+        import shap
+
+    values = _feature_contributions(contributions, X)
+    plt.figure()
+    with warnings.catch_warnings():
+        # An all-missing feature has no colour scale; shap plots it grey after numpy warns.
+        warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=RuntimeWarning)
+        shap.summary_plot(
+            values,
+            features=_numeric_view(X),
+            feature_names=[str(column) for column in X.columns],
+            max_display=max_display,
+            show=False,
+            rng=np.random.default_rng(0),
+        )
+    figure = plt.gcf()
+    # Detach from pyplot's registry: the Figure stays drawable, and long jobs do not pile up figures.
+    plt.close(figure)
+    return figure
+
+
+def shap_dependence_figures(contributions: np.ndarray, X: pd.DataFrame, top_k: int = 3) -> dict[str, Figure]:
+    """One scatter of feature value against its contribution for each of the top-k features.
+
+    Features are ranked by mean |contribution|. Categorical features are plotted at their category
+    codes with the category names as tick labels; rows with a missing value are counted in the title.
+    """
+    values = _feature_contributions(contributions, X)
+    ranking = np.argsort(-np.abs(values).mean(axis=0), kind="stable")[:top_k]
+    figures: dict[str, Figure] = {}
+    for column_index in ranking:
+        name = str(X.columns[column_index])
+        series = X.iloc[:, column_index]
+        figure = _new_figure(6.0, 4.5)
+        axes = figure.subplots()
+        if _is_categorical(series):
+            feature_values, labels = _codes(series)
+            axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        else:
+            feature_values = series.astype("float64").to_numpy()
+        present = ~np.isnan(feature_values)
+        axes.scatter(feature_values[present], values[present, column_index], s=8, alpha=0.5)
+        axes.axhline(0.0, color="grey", linewidth=0.8)
+        missing = int((~present).sum())
+        title = f"SHAP dependence: {name}" + (f" ({missing} missing not shown)" if missing else "")
+        axes.set(xlabel=name, ylabel="contribution (log-odds)", title=title)
+        figures[name] = figure
+    return figures
+
+
+def importance_figure(
+    names: Sequence[str], gains: Sequence[float], top_n: int = MAX_IMPORTANCE_BARS
+) -> Figure:
+    """Horizontal bars of total split gain for the top `top_n` features, largest at the top."""
+    gain_values = np.asarray(gains, dtype="float64").ravel()
+    if len(names) != gain_values.size:
+        raise ValueError(f"{len(names)} names but {gain_values.size} gains")
+    order = np.argsort(-gain_values, kind="stable")[:top_n][::-1]
+    figure = _new_figure(7.0, max(2.5, 0.28 * order.size + 1.0))
+    axes = figure.subplots()
+    axes.barh([str(names[i]) for i in order], gain_values[order])
+    axes.set(xlabel="total gain", title=f"Feature importance (top {order.size} by gain)")
+    return figure
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write the figure as PNG (dpi 110), creating the directory, then release it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, format="png", dpi=PNG_DPI)
+    if "matplotlib.pyplot" in sys.modules:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return target

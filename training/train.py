@@ -1,0 +1,309 @@
+"""The training job: build features and labels over monthly cutoffs, backtest, fit the final model on the
+latest split, evaluate against baselines (and the oracle on simulated data), log everything to MLflow and
+register a new version with the alias `challenger`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.build import LabelParams
+from features.jobs import build_feature_tables, connect, load_inputs
+from features.registry import FeatureParams, build_registry, registry_version
+from models.behaviour import behaviour_report
+from models.bundle import ModelBundle, bundle_from_model, load_bundle, save_bundle
+from models.frame import model_matrix
+from models.pyfunc import ClmPyfuncModel
+from models.registry import download_bundle
+from models.scoring import contributions, score
+from training import plots, tracking
+from training.dataset import Split, backtest_splits, closed_cutoffs, load_training_frame, monthly_cutoffs
+from training.fit import FoldResult, ModelSpec, fit_fold
+from training.metrics import classification_metrics, summarize_folds
+from training.model_card import render_model_card
+from training.truth import latent_stages, truth_oracle
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainedTarget:
+    target: str
+    registered_name: str
+    version: str
+    run_id: str
+    test_metrics: dict[str, dict[str, float]]
+    backtest: dict[str, dict[str, float]]
+    behaviour_passed: bool
+    split: Split
+    scoring_cutoff: dt.date
+
+
+def _flat(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {f"{who}.{name}": value for who, values in metrics.items() for name, value in values.items()}
+
+
+def evaluate_bundle_on_folds(
+    bundle: ModelBundle, frame: pd.DataFrame, folds: Sequence[Split]
+) -> dict[str, dict[str, float]]:
+    """Another model (e.g. the champion) scored on the same test cutoffs, summarised like the backtest."""
+    per_fold = []
+    for split in folds:
+        rows = frame[(frame["cutoff"] == split.test) & frame[bundle.target].notna()]
+        p = score(rows, bundle)["probability"].to_numpy()
+        per_fold.append(classification_metrics(rows[bundle.target].astype(float).to_numpy(), p))
+    return summarize_folds(per_fold)
+
+
+def train_target(
+    frame: pd.DataFrame,
+    spec: ModelSpec,
+    *,
+    params: FeatureParams,
+    horizon_days: int,
+    scoring_cutoff: dt.date,
+    config: dict[str, Any],
+    truth_dir: Path | None,
+    progress: Progress,
+    tune_trials: int = 0,
+) -> TrainedTarget:
+    registry = build_registry(params)
+    training = config["training"]
+    seed = int(training["seed"])
+    folds = backtest_splits(closed_cutoffs(frame, spec.target), horizon_days, int(training["backtest_folds"]))
+    oracle = truth_oracle(truth_dir, spec.target)
+    best_params: dict[str, Any] = {}
+    if tune_trials:
+        from training.tuning import tune
+
+        progress(f"{spec.target}: tuning {tune_trials} trials on the validation cutoff")
+        best_params = tune(frame, folds[-1], spec, registry, trials=tune_trials, seed=seed)
+    results: list[FoldResult] = []
+    for i, split in enumerate(folds):
+        progress(f"{spec.target}: fold {i + 1}/{len(folds)} — {split.describe()}")
+        results.append(
+            fit_fold(frame, split, spec, registry, seed=seed, oracle=oracle, with_slices=i == len(folds) - 1,
+                     params_override=best_params)
+        )  # fmt: skip
+    final = results[-1]
+    backtest = summarize_folds([r.metrics["model"] for r in results])
+    baseline_backtest = {
+        name: summarize_folds([r.metrics[name] for r in results]) for name in ("logistic", "recency_rule", "oracle")
+        if all(name in r.metrics for r in results)
+    }  # fmt: skip
+
+    feature_version = registry_version(registry)
+    bundle = bundle_from_model(
+        final.model, name=spec.registered_name, target=spec.target, feature_version=feature_version,
+        horizon_days=horizon_days,
+        metadata={"train_cutoffs": [str(c) for c in final.split.train], "valid_cutoff": str(final.split.valid),
+                  "test_cutoff": str(final.split.test), "scoring_cutoff": str(scoring_cutoff)},
+    )  # fmt: skip
+    behaviour = behaviour_report(bundle, final.test_frame, seed=seed)
+    champion = tracking.version_by_alias(spec.registered_name, "champion")
+    champion_backtest = None
+    if champion is not None:
+        try:
+            champion_bundle = load_bundle(download_bundle(champion.model_uri))
+            champion_backtest = evaluate_bundle_on_folds(champion_bundle, frame, folds)
+        except Exception as exc:  # a champion that cannot be scored here is reported, not fatal
+            log.warning(
+                "could not evaluate champion %s v%s on this backtest: %s",
+                champion.name,
+                champion.version,
+                exc,
+            )
+
+    progress(f"{spec.target}: logging to MLflow")
+    run_params = {
+        "target": spec.target,
+        "horizon_days": horizon_days,
+        "feature_version": feature_version,
+        "scoring_cutoff": str(scoring_cutoff),
+        "split": {
+            "train": [str(c) for c in final.split.train],
+            "valid": str(final.split.valid),
+            "test": str(final.split.test),
+        },
+        "backtest_tests": [str(f.split.test) for f in results],
+        "lightgbm": {k: v for k, v in final.model.params_.items() if k != "monotone_constraints"},
+        "tuned": best_params,
+        "config": config,
+    }
+    with tracking.start_training_run(
+        training["experiment"], f"{spec.target}-{scoring_cutoff}", params=run_params,
+        tags={"clm.target": spec.target, "clm.scoring_cutoff": str(scoring_cutoff)},
+    ) as run:  # fmt: skip
+        tracking.log_metrics_flat(_flat(final.metrics), prefix="test")
+        tracking.log_metrics_flat({"backtest": backtest})
+        tracking.log_metrics_flat({"backtest_baselines": baseline_backtest})
+        if champion_backtest is not None:
+            tracking.log_metrics_flat({"champion_backtest": champion_backtest})
+        tracking.log_metrics_flat({"behaviour_passed": float(behaviour.passed)})
+        tracking.log_text(behaviour.text(), "behaviour.txt")
+        tracking.log_dict(config, "config/resolved_config.json")
+        _log_plots(final, bundle, registry, int(training["shap_sample_rows"]), seed)
+        if final.slices is not None:
+            tracking.log_frame(final.slices, "metrics/slices.csv")
+        card = render_model_card(
+            _card(spec, final, results, backtest, baseline_backtest, champion_backtest, behaviour, feature_version,
+                  horizon_days, scoring_cutoff)
+        )  # fmt: skip
+        tracking.log_text(card, "model_card.md")
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
+            sample = final.test_frame.head(5)
+            example = model_matrix(sample, bundle.feature_names, bundle.categories)
+            from mlflow.models import infer_signature
+
+            signature = infer_signature(example, score(sample, bundle))
+            registered = tracking.log_and_register_model(
+                name="model", python_model=ClmPyfuncModel(), artifacts={"bundle": str(bundle_dir)},
+                signature=signature, input_example=example, registered_model_name=spec.registered_name,
+                alias="challenger",
+                tags={"clm.target": spec.target, "clm.feature_version": feature_version,
+                      "clm.behaviour_passed": str(behaviour.passed), "clm.scoring_cutoff": str(scoring_cutoff)},
+            )  # fmt: skip
+    return TrainedTarget(
+        target=spec.target,
+        registered_name=spec.registered_name,
+        version=str(registered.version),
+        run_id=run.info.run_id,
+        test_metrics=final.metrics,
+        backtest=backtest,
+        behaviour_passed=behaviour.passed,
+        split=final.split,
+        scoring_cutoff=scoring_cutoff,
+    )
+
+
+def _log_plots(final: FoldResult, bundle: ModelBundle, registry, sample_rows: int, seed: int) -> None:
+    y = final.test_frame[bundle.target].astype(float).to_numpy()
+    tracking.log_figure_png(
+        plots.calibration_figure(y, final.test_uncalibrated, final.test_probability), "plots/calibration.png"
+    )
+    tracking.log_figure_png(
+        plots.lift_figure(y, {"lightgbm": final.test_probability, **final.baseline_scores}), "plots/lift.png"
+    )
+    rows = final.test_frame.sample(min(sample_rows, len(final.test_frame)), random_state=seed)
+    contrib = contributions(rows, bundle)[:, :-1]
+    matrix = model_matrix(rows, bundle.feature_names, bundle.categories)
+    tracking.log_figure_png(plots.shap_beeswarm_figure(contrib, matrix), "plots/shap_beeswarm.png")
+    for name, figure in plots.shap_dependence_figures(contrib, matrix, top_k=3).items():
+        tracking.log_figure_png(figure, f"plots/shap_dependence_{name}.png")
+    gains = bundle.booster.feature_importance(importance_type="gain")
+    tracking.log_figure_png(
+        plots.importance_figure(bundle.feature_names, gains), "plots/feature_importance.png"
+    )
+    importance = pd.DataFrame({"feature": bundle.feature_names, "gain": gains}).sort_values(
+        "gain", ascending=False
+    )
+    tracking.log_frame(importance, "metrics/feature_importance.csv")
+
+
+def _card(spec, final, results, backtest, baseline_backtest, champion_backtest, behaviour, feature_version,
+          horizon_days, scoring_cutoff) -> dict[str, Any]:  # fmt: skip
+    train_rows = final.test_frame  # for positive rate on test
+    gains = final.model.booster_.feature_importance(importance_type="gain")
+    top = sorted(zip(final.model.feature_names, gains, strict=True), key=lambda kv: -kv[1])[:10]
+    limitations = [
+        "Features are computed at monthly cutoffs; behaviour between cutoffs is only seen at the next one.",
+        "Calibration is fitted on a single validation cutoff; drift after it is not corrected.",
+    ]
+    if "oracle" not in final.metrics:
+        limitations.append("No ground truth here: the oracle comparison is only available on simulated data.")
+    return {
+        "name": spec.registered_name,
+        "target": spec.target,
+        "horizon_days": horizon_days,
+        "feature_version": feature_version,
+        "scoring_cutoff": str(scoring_cutoff),
+        "train_cutoffs": [str(c) for c in final.split.train],
+        "valid_cutoff": str(final.split.valid),
+        "test_cutoff": str(final.split.test),
+        "test_rows": len(train_rows),
+        "test_positive_rate": float(train_rows[spec.target].astype(float).mean()),
+        "test_metrics": final.metrics,
+        "backtest": backtest,
+        "baseline_backtest": baseline_backtest,
+        "champion_backtest": champion_backtest,
+        "behaviour": behaviour.text(),
+        "slices": final.slices,
+        "top_features": top,
+        "limitations": limitations,
+        "folds": [str(r.split.test) for r in results],
+    }
+
+
+def train(
+    data_dir: Path,
+    targets: Sequence[str],
+    *,
+    config: dict[str, Any],
+    project_root: Path,
+    as_of: dt.date | None = None,
+    horizon_days: int | None = None,
+    truth_dir: Path | None = None,
+    tune_trials: int = 0,
+    progress: Progress = lambda message: None,
+) -> list[TrainedTarget]:
+    """Everything `clm train` does; returns one summary per target."""
+    params = FeatureParams.from_config(config["features"])
+    horizon = horizon_days or int(config["labels"]["horizon_days"])
+    label_section = config["labels"]
+    labels = LabelParams(
+        horizon_days=horizon,
+        churn_definition=label_section["churn_definition"],
+        non_contractual_activity=label_section["non_contractual_activity"],
+        upgrade_spend_threshold=float(label_section["upgrade_spend_threshold"]),
+        keep_churned_users=bool(label_section["keep_churned_users"]),
+    )
+    con = connect()
+    inputs = load_inputs(con, data_dir, as_of)
+    first = con.to_pyarrow(inputs.events.ts.min()).as_py().date()
+    cutoffs = monthly_cutoffs(first, inputs.data_end, int(config["training"]["first_cutoff_after_days"]))
+    if not cutoffs:
+        raise ValueError(f"{data_dir}: not enough history for a monthly cutoff before {inputs.data_end}")
+    tracking.configure(tracking.resolve_tracking_uri(project_root))
+    with tempfile.TemporaryDirectory(prefix="clm-train-") as tmp:
+        progress(
+            f"building features and labels at {len(cutoffs)} monthly cutoffs ({cutoffs[0]}..{cutoffs[-1]})"
+        )
+        summary = build_feature_tables(
+            data_dir, cutoffs, Path(tmp), params=params, label_params=labels, as_of=as_of, con=con
+        )
+        frame = load_training_frame(summary.features_path, summary.labels_path)
+    stages = latent_stages(truth_dir)
+    if stages is not None:
+        frame = frame.merge(stages, on=["user_id", "cutoff"], how="left")
+    results = []
+    for target in targets:
+        spec = ModelSpec.from_config(target, config["models"][target])
+        results.append(
+            train_target(frame, spec, params=params, horizon_days=horizon, scoring_cutoff=inputs.data_end, config=config,
+                         truth_dir=truth_dir, progress=progress, tune_trials=tune_trials)
+        )  # fmt: skip
+    return results
+
+
+def summary_json(results: Sequence[TrainedTarget]) -> str:
+    return json.dumps(
+        [
+            {
+                "target": r.target, "model": r.registered_name, "version": r.version, "run_id": r.run_id,
+                "test": r.test_metrics, "backtest": r.backtest, "behaviour_passed": r.behaviour_passed,
+                "scoring_cutoff": str(r.scoring_cutoff),
+            }
+            for r in results
+        ],
+        default=float,
+    )  # fmt: skip
