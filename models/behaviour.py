@@ -32,12 +32,14 @@ class BehaviourReport:
 def check_direction(
     bundle: ModelBundle, frame: pd.DataFrame, feature: str, steps=(1.0, 7.0, 30.0)
 ) -> tuple[bool, str]:
-    """Raising `feature` (other features fixed) never lowers the calibrated probability."""
+    """Raising `feature` (other features fixed) never lowers the calibrated probability. Rows where the
+    feature is missing are left out: filling them would change more than the feature's size."""
+    frame = frame[frame[feature].notna()]
     base = score(frame, bundle)["probability"].to_numpy()
     worst = 0.0
     for step in steps:
         moved = frame.copy()
-        moved[feature] = moved[feature].fillna(0.0) + step
+        moved[feature] = moved[feature] + step
         drop = base - score(moved, bundle)["probability"].to_numpy()
         worst = max(worst, float(drop.max(initial=0.0)))
     return worst <= 1e-12, f"largest drop in probability when raising {feature}: {worst:.3g}"

@@ -17,6 +17,11 @@ The card mapping (every key but `model` optional)::
       "top_features": {name: gain} or [(name, gain), ...],
       "limitations": [str, ...],
     }
+
+The flat layout is accepted too: `name`, `version`, `target`, `horizon_days`, `run_id`,
+`feature_version`, `train_cutoffs`, `valid_cutoff(s)`, `test_cutoff(s)`, `test_rows` and
+`test_positive_rate` at the top level; without a `calibration` entry, Brier and ECE before and after
+come from `test_metrics["model"]` (`brier_before_calibration`, `ece_before_calibration`, `brier`, `ece`).
 """
 
 from __future__ import annotations
@@ -46,7 +51,17 @@ SCORER_LABELS: Mapping[str, str] = {
     "recency_rule": "recency rule",
     "oracle": "oracle",
 }
-COUNT_METRICS = frozenset({"rows", "positives", "n"})
+COUNT_METRICS = frozenset({"rows", "positives", "n", "best_iteration"})
+MODEL_KEYS: tuple[str, ...] = ("name", "version", "target", "horizon_days", "run_id", "feature_version")
+FLAT_DATA_KEYS: Mapping[str, str] = {
+    "first_cutoff": "first_cutoff",
+    "last_cutoff": "last_cutoff",
+    "train_cutoffs": "train_cutoffs",
+    "valid_cutoff": "valid_cutoffs",
+    "valid_cutoffs": "valid_cutoffs",
+    "test_cutoff": "test_cutoffs",
+    "test_cutoffs": "test_cutoffs",
+}
 MAX_SLICE_VALUES = 8
 MAX_TOP_FEATURES = 15
 
@@ -120,6 +135,7 @@ def _model_section(model: Mapping[str, object]) -> list[str]:
         ("target", "Target"),
         ("horizon_days", "Horizon (days)"),
         ("run_id", "MLflow run"),
+        ("feature_version", "Feature version"),
     ):
         if key in model:
             lines.append(f"- **{label}:** {_format_number(model[key])}")
@@ -256,9 +272,36 @@ def _limitations_section(card: Mapping[str, object]) -> list[str]:
     return ["## Known limitations", "", *(f"- {note}" for note in notes)]
 
 
+def _nested(card: Mapping[str, object]) -> dict[str, object]:
+    """The card in the nested layout, whichever layout it came in."""
+    nested = dict(card)
+    model = card.get("model")
+    model = dict(model) if isinstance(model, Mapping) else ({"name": model} if model else {})
+    model.update({key: card[key] for key in MODEL_KEYS if key in card and key not in model})
+    nested["model"] = model
+    data = dict(card.get("data") or {})
+    for flat_key, key in FLAT_DATA_KEYS.items():
+        if flat_key in card and key not in data:
+            data[key] = card[flat_key]
+    if "test_rows" in card and "rows" not in data:
+        data["rows"] = {"test": card["test_rows"]}
+    if "test_positive_rate" in card and "positive_rate" not in data:
+        data["positive_rate"] = {"test": card["test_positive_rate"]}
+    nested["data"] = data
+    scores: Mapping[str, object] = (card.get("test_metrics") or {}).get("model") or {}
+    if not card.get("calibration") and any(f"{m}_before_calibration" in scores for m in ("brier", "ece")):
+        nested["calibration"] = {
+            f"{metric}_{when}": scores.get(key)
+            for metric in ("brier", "ece")
+            for when, key in (("before", f"{metric}_before_calibration"), ("after", metric))
+        }
+    return nested
+
+
 def render_model_card(card: Mapping[str, object]) -> str:
     """Markdown for the card: model, data window, metrics, calibration, slices, features, limitations."""
-    model: Mapping[str, object] = card.get("model") or {}
+    card = _nested(card)
+    model: Mapping[str, object] = card["model"]
     title = f"# Model card: {model.get('name', 'unnamed model')}"
     if "version" in model:
         title += f" v{model['version']}"

@@ -178,6 +178,8 @@ def _metric_value(value: Any) -> float | str:
     if value is None or value is pd.NA:
         return "none"
     try:
+        if isinstance(value, str | bytes):
+            raise TypeError  # float("0.8") would succeed; a metric is a number, not text
         number = float(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"metric value {value!r} is not a number") from exc

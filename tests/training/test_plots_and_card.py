@@ -227,3 +227,38 @@ def test_model_card_truncates_long_slices_and_shows_nan_as_na(scored: tuple[np.n
     assert text.count("| country |") == 8
     assert "n/a" in text  # every country has under 20 rows
     assert not math.isnan(card["slices"]["rows"].sum())
+
+
+def test_model_card_accepts_the_flat_layout(scored: tuple[np.ndarray, np.ndarray]) -> None:
+    y, p = scored
+    model_metrics = classification_metrics(y, p) | {
+        "brier_before_calibration": 0.2468,
+        "ece_before_calibration": 0.1357,
+    }
+    text = render_model_card(
+        {
+            "name": "clm-churn",
+            "target": "churn",
+            "horizon_days": 30,
+            "feature_version": "abc123",
+            "train_cutoffs": ["2025-03-01", "2025-04-01"],
+            "valid_cutoff": "2025-05-01",
+            "test_cutoff": "2025-06-01",
+            "test_rows": 1234,
+            "test_positive_rate": 0.0875,
+            "test_metrics": {"model": model_metrics},
+            "top_features": [("days_since_last_event", np.float64(10.0))],
+        }
+    )
+    for expected in (
+        "# Model card: clm-churn",
+        "- **Feature version:** abc123",
+        "- **Validation cutoffs:** 2025-05-01",
+        "- **Test cutoffs:** 2025-06-01",
+        "- **Rows:** test 1,234",
+        "- **Positive rate:** test 0.0875",
+        f"| brier | 0.2468 | {model_metrics['brier']:.4f} |",
+        f"| ece | 0.1357 | {model_metrics['ece']:.4f} |",
+        "| 1 | days_since_last_event | 10.0 | 100.0 % |",
+    ):
+        assert expected in text, expected

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,20 +22,19 @@ from training.tracking import PromotionDecision, decide_promotion
 
 EXPERIMENT = "clm-tracking-tests"
 
-# MLflow warns, when the class is defined, that `predict` has no type hints; the stand-in needs none.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*Add type hints", category=UserWarning)
 
-    class ScaledModel(mlflow.pyfunc.PythonModel):
-        """Stand-in for models.pyfunc.ClmPyfuncModel: reads a bundle directory, predicts x × factor."""
+# MLflow warns at class definition that `predict` has no type hints. The warning cannot be filtered
+# (MLflow resets the filter around it) and type hints would make MLflow validate inputs against them.
+class ScaledModel(mlflow.pyfunc.PythonModel):
+    """Stand-in for models.pyfunc.ClmPyfuncModel: reads a bundle directory, predicts x × factor."""
 
-        def load_context(self, context):
-            bundle = Path(context.artifacts["bundle"])
-            self.factor = float((bundle / "model.txt").read_text())
-            self.meta = json.loads((bundle / "meta.json").read_text())
+    def load_context(self, context):
+        bundle = Path(context.artifacts["bundle"])
+        self.factor = float((bundle / "model.txt").read_text())
+        self.meta = json.loads((bundle / "meta.json").read_text())
 
-        def predict(self, context, model_input, params=None):
-            return model_input["x"].to_numpy() * self.factor
+    def predict(self, context, model_input, params=None):
+        return model_input["x"].to_numpy() * self.factor
 
 
 def _write_bundle(path: Path, factor: float) -> Path:
@@ -177,7 +175,7 @@ def test_flatten_metrics_separates_values_that_cannot_be_logged():
 
 def test_flatten_metrics_refuses_non_numbers_and_colliding_names():
     with pytest.raises(TypeError, match="roc_auc"):
-        tracking.flatten_metrics({"roc_auc": "high"})
+        tracking.flatten_metrics({"roc_auc": "0.8"})
     with pytest.raises(ValueError, match="same MLflow key"):
         tracking.flatten_metrics({"a@b": 1.0, "a_b": 2.0})
 
