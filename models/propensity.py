@@ -92,7 +92,9 @@ class PropensityModel(BaseEstimator, ClassifierMixin):
             params["scale_pos_weight"] = (len(y_train) - positives) / positives
         if self.monotone:
             params["monotone_constraints"] = [int(self.monotone.get(name, 0)) for name in self.feature_names]
-            params["monotone_constraints_method"] = "advanced"
+            # "advanced" breaks the constraints here when feature_fraction or lambda_l2 is set (measured:
+            # raw-score drops of 0.07–0.12 when raising a +1 feature); "intermediate" holds them exactly.
+            params["monotone_constraints_method"] = "intermediate"
         return params
 
     def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:

@@ -117,6 +117,7 @@ def demo(
     console.print(figures)
 
     _features_and_store(console, config, data, out, days)
+    _train_and_promote(console, config, data, raw / "truth")
 
 
 def _features_and_store(console: Console, config: dict, data: Path, out: Path, days: int) -> None:
@@ -157,3 +158,46 @@ def _features_and_store(console: Console, config: dict, data: Path, out: Path, d
             for k in ("days_since_last_event", "active_days_30d", "current_plan", "rfm_segment")
         }
         console.print(f"   e.g. {sample.user_id}: {shown}")
+
+
+def _train_and_promote(console: Console, config: dict, data: Path, truth: Path) -> None:
+    """Train both models into the project's MLflow store, then promote each challenger."""
+    from training import tracking
+    from training.promote import promote_model
+    from training.train import train
+
+    with console.status("training churn and upgrade models") as status:
+        results = train(data, ["churn", "upgrade"], config=config, project_root=Path.cwd(), truth_dir=truth,
+                        progress=lambda message: status.update(message))  # fmt: skip
+    table = Table(title=f"5. models -> MLflow {tracking.resolve_tracking_uri(Path.cwd())}")
+    for column in (
+        "model",
+        "v",
+        "AUC",
+        "logistic",
+        "recency",
+        "oracle",
+        "÷ oracle",
+        "ECE raw → cal",
+        "registry",
+    ):
+        table.add_column(column, justify="left" if column in ("model", "promotion") else "right")
+    for r in results:
+        decision = promote_model(
+            r.registered_name, metric=config["training"]["promotion_metric"],
+            tolerance=float(config["training"]["promotion_tolerance"]),
+        )  # fmt: skip
+        m = r.test_metrics
+        oracle = m.get("oracle", {}).get("roc_auc", float("nan"))
+        table.add_row(
+            r.registered_name, r.version, f"{m['model']['roc_auc']:.3f}", f"{m['logistic']['roc_auc']:.3f}",
+            f"{m['recency_rule']['roc_auc']:.3f}", f"{oracle:.3f}",
+            f"{m['model'].get('auc_over_oracle_auc', float('nan')):.3f}",
+            f"{m['model']['ece_before_calibration']:.3f} → {m['model']['ece']:.3f}",
+            "@champion" if decision.promote else "@challenger (not promoted)",
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        "   browse the runs: .venv/bin/mlflow ui --backend-store-uri "
+        + tracking.resolve_tracking_uri(Path.cwd())
+    )

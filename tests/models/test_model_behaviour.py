@@ -70,8 +70,9 @@ def test_calibration_does_not_hurt_brier(churn_fold) -> None:
     assert m["brier"] <= m["brier_before_calibration"] + 0.002
 
 
-def test_more_inactive_days_never_lower_churn_risk(churn_bundle, churn_fold) -> None:
-    ok, detail = check_direction(churn_bundle, churn_fold.test_frame.head(500), "days_since_last_event")
+@pytest.mark.parametrize("feature", ["days_since_last_event", "days_since_last_login", "gap_ratio"])
+def test_more_inactive_days_never_lower_churn_risk(churn_bundle, churn_fold, feature: str) -> None:
+    ok, detail = check_direction(churn_bundle, churn_fold.test_frame.head(2000), feature)
     assert ok, detail
 
 

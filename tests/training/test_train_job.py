@@ -53,6 +53,7 @@ def first(world: Path, store: str, tmp_path_factory: pytest.TempPathFactory):
 def test_each_target_gets_a_run_with_its_artifacts_and_a_challenger(first, store: str) -> None:
     client = MlflowClient(tracking_uri=store)
     assert [r.target for r in first] == ["churn", "upgrade"]
+    assert all(r.behaviour_passed for r in first)
     for result in first:
         version = client.get_model_version_by_alias(result.registered_name, "challenger")
         assert str(version.version) == result.version == "1"
