@@ -21,7 +21,8 @@ import pandas as pd
 from features.registry import RFM_GRID, FeatureParams, build_registry, feature_names
 
 SECONDS_PER_DAY = 86_400
-PROBE, DAILY = 0, 1
+# Sums only ever needed over the whole history (cadence statistics).
+LIFETIME_ONLY = frozenset({"gap", "gap_sq", "has_gap"})
 
 
 @dataclass(frozen=True)
@@ -163,12 +164,13 @@ def _running_totals(
     positive = sorted(o for o in offsets if o > 0)
     if not positive:
         return totals
-    windowed = _windowed_sums(rows, spine, {f"w{o}": (-o, 0) for o in positive}, sums)
+    windowed_sums = [c for c in sums if c not in LIFETIME_ONLY]
+    windowed = _windowed_sums(rows, spine, {f"w{o}": (-o, 0) for o in positive}, windowed_sums)
     joined = totals.left_join(windowed, ["user_id", "cutoff_day"]).drop("user_id_right", "cutoff_day_right")
     return joined.mutate(
         **{
             f"{c}_at_{o}": joined[f"{c}_at_0"] - joined[f"{c}__w{o}"].fill_null(0)
-            for c in sums
+            for c in windowed_sums
             for o in positive
         }
     )
@@ -384,19 +386,25 @@ def _rfm(t: ir.Table, p: FeatureParams) -> ir.Table:
         _frequency=t.purchase_count_total if has_count else t.events_count_total,
     )
     buckets = p.rfm_buckets
+    # Quintile thresholds per cutoff among buyers (exact quantiles: one aggregate, no window sort over
+    # the wide table). A score counts the thresholds a value passes, so ties share a score.
+    measures = {"r": t.days_since_last_purchase, "f": t._frequency, "m": t.revenue_sum_total}
+    buyers = t.filter(t._buyer)
+    qs = [i / buckets for i in range(1, buckets)]
+    thresholds = buyers.group_by("cutoff_day").aggregate(
+        **{f"_q{key}{i}": buyers[expr.get_name()].quantile(q) for key, expr in measures.items() for i, q in enumerate(qs)}
+    )
+    t = t.left_join(thresholds, "cutoff_day").drop("cutoff_day_right")
 
-    def quantile(order: ir.Value) -> ir.Value:
-        return ibis.ntile(buckets).over(
-            ibis.window(group_by=["cutoff", "_buyer"], order_by=[order, t.user_id])
-        )
+    def passed(value: ir.Value, key: str) -> ir.Value:
+        return sum((ibis.ifelse(value > t[f"_q{key}{i}"], 1, 0) for i in range(len(qs))), ibis.literal(0))
 
     scored = t.mutate(
-        rfm_recency_score=ibis.ifelse(t._buyer, buckets - quantile(t.days_since_last_purchase), 0).cast(
-            "float64"
-        ),
-        rfm_frequency_score=ibis.ifelse(t._buyer, quantile(t._frequency) + 1, 0).cast("float64"),
-        rfm_monetary_score=ibis.ifelse(t._buyer, quantile(t.revenue_sum_total) + 1, 0).cast("float64"),
+        rfm_recency_score=ibis.ifelse(t._buyer, buckets - passed(measures["r"], "r"), 0).cast("float64"),
+        rfm_frequency_score=ibis.ifelse(t._buyer, 1 + passed(measures["f"], "f"), 0).cast("float64"),
+        rfm_monetary_score=ibis.ifelse(t._buyer, 1 + passed(measures["m"], "m"), 0).cast("float64"),
     )
+    scored = scored.drop(*[c for c in scored.columns if c.startswith("_q")])
     r, f = scored.rfm_recency_score, scored.rfm_frequency_score
     branches = [((r == 0) | (f == 0), "No Purchase Yet")]
     for segment, (r_range, f_range) in RFM_GRID.items():
