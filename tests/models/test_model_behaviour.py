@@ -113,3 +113,14 @@ def test_upgrade_model_beats_its_baselines(training_frame: pd.DataFrame, small_w
     )
     assert fold.metrics["model"]["roc_auc"] > fold.metrics["recency_rule"]["roc_auc"]
     assert fold.metrics["model"]["roc_auc"] > 0.6
+
+
+def test_tuning_searches_on_validation_and_returns_parameters_from_the_space(training_frame: pd.DataFrame) -> None:
+    from training.tuning import SPACE, tune
+
+    spec = ModelSpec.from_config("churn", CONFIG["models"]["churn"])
+    split = time_split(closed_cutoffs(training_frame, "churn"), 30)
+    best = tune(training_frame, split, spec, REGISTRY, trials=2, seed=3)
+    assert set(best) == set(SPACE)
+    assert all(best[name] in SPACE[name] for name in SPACE)
+    assert best == tune(training_frame, split, spec, REGISTRY, trials=2, seed=3)  # seeded
