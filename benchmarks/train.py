@@ -21,15 +21,15 @@ from pathlib import Path
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import lightgbm as lgb  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
 
-from clm.config import load_config  # noqa: E402
-from features.registry import FeatureParams, build_registry  # noqa: E402
-from models.frame import category_lists, model_matrix  # noqa: E402
-from training.fit import ModelSpec, new_model  # noqa: E402
-from training.metrics import classification_metrics  # noqa: E402
+from clm.config import load_config
+from features.registry import FeatureParams, build_registry
+from models.frame import category_lists, model_matrix
+from training.fit import ModelSpec, new_model
+from training.metrics import classification_metrics
 
 
 def synthetic_frame(rows: int, seed: int = 0) -> pd.DataFrame:
