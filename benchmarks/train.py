@@ -60,7 +60,9 @@ def synthetic_frame(rows: int, seed: int = 0) -> pd.DataFrame:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--no-mlflow", action="store_true")
     args = parser.parse_args()
@@ -88,7 +90,9 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             tracking.configure(f"sqlite:///{tmp}/mlflow.db")
-            bundle = bundle_from_model(model, name="bench-churn", target="churn", feature_version="bench", horizon_days=30)
+            bundle = bundle_from_model(
+                model, name="bench-churn", target="churn", feature_version="bench", horizon_days=30
+            )
             log_started = time.perf_counter()
             with tracking.start_training_run("bench", "train-bench", params={"rows": len(train)}, tags={}):
                 tracking.log_metrics_flat({"test": metrics})

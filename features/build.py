@@ -392,7 +392,11 @@ def _rfm(t: ir.Table, p: FeatureParams) -> ir.Table:
     buyers = t.filter(t._buyer)
     qs = [i / buckets for i in range(1, buckets)]
     thresholds = buyers.group_by("cutoff_day").aggregate(
-        **{f"_q{key}{i}": buyers[expr.get_name()].quantile(q) for key, expr in measures.items() for i, q in enumerate(qs)}
+        **{
+            f"_q{key}{i}": buyers[expr.get_name()].quantile(q)
+            for key, expr in measures.items()
+            for i, q in enumerate(qs)
+        }
     )
     t = t.left_join(thresholds, "cutoff_day").drop("cutoff_day_right")
 

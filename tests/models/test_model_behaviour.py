@@ -115,7 +115,9 @@ def test_upgrade_model_beats_its_baselines(training_frame: pd.DataFrame, small_w
     assert fold.metrics["model"]["roc_auc"] > 0.6
 
 
-def test_tuning_searches_on_validation_and_returns_parameters_from_the_space(training_frame: pd.DataFrame) -> None:
+def test_tuning_searches_on_validation_and_returns_parameters_from_the_space(
+    training_frame: pd.DataFrame,
+) -> None:
     from training.tuning import SPACE, tune
 
     spec = ModelSpec.from_config("churn", CONFIG["models"]["churn"])
