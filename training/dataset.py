@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.cutoffs import parse_cutoffs
+
 
 @dataclass(frozen=True)
 class Split:
@@ -85,11 +87,6 @@ def backtest_splits(cutoffs: Sequence[dt.date], horizon_days: int, folds: int = 
 def monthly_cutoffs(first_event: dt.date, data_end: dt.date, after_days: int) -> list[dt.date]:
     """The first day of each month from `after_days` after the first event, strictly before `data_end`."""
     start = first_event + dt.timedelta(days=after_days)
-    month = dt.date(start.year, start.month, 1)
-    if month < start:
-        month = dt.date(month.year + month.month // 12, month.month % 12 + 1, 1)
-    out = []
-    while month < data_end:
-        out.append(month)
-        month = dt.date(month.year + month.month // 12, month.month % 12 + 1, 1)
-    return out
+    first = start if start.day == 1 else (start.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    last = (data_end - dt.timedelta(days=1)).replace(day=1)
+    return parse_cutoffs(f"monthly:{first}..{last}") if first <= last else []

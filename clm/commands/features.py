@@ -38,7 +38,7 @@ def label_params(config: dict[str, Any], horizon_days: int | None = None) -> Lab
     )
 
 
-def _date(value: str | None, option: str) -> dt.date | None:
+def date_option(value: str | None, option: str) -> dt.date | None:
     if value is None:
         return None
     try:
@@ -85,7 +85,7 @@ def build(
         with console.status(f"building features at {len(dates)} cutoffs", spinner="dots"):
             summary = build_feature_tables(
                 data, dates, out, params=feature_params(config), label_params=label_params(config, horizon_days),
-                as_of=_date(as_of, "--as-of"),
+                as_of=date_option(as_of, "--as-of"),
             )  # fmt: skip
     except (DataDirectoryError, ValueError) as exc:
         typer.echo(f"clm features build: {exc}", err=True)
@@ -132,7 +132,7 @@ def materialize(
     console = Console(stderr=True)
     try:
         with console.status("computing the latest feature vectors", spinner="dots"):
-            frame, snapshot_date = latest_features(data, params=params, as_of=_date(as_of, "--as-of"))
+            frame, snapshot_date = latest_features(data, params=params, as_of=date_option(as_of, "--as-of"))
         with (
             console.status(f"writing {len(frame):,} users to {url}", spinner="dots"),
             open_store(url) as online,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import math
@@ -15,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clm.commands.features import feature_params
+from clm.commands.features import date_option, feature_params
 from clm.config import load_config
 from clm.settings import Settings
 from features.jobs import DataDirectoryError, latest_features
@@ -37,15 +36,6 @@ class Target(StrEnum):
 class PromotableTarget(StrEnum):
     churn = "churn"
     upgrade = "upgrade"
-
-
-def _date(value: str | None, option: str) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=option) from exc
 
 
 def _fmt(value: float | None) -> str:
@@ -78,7 +68,7 @@ def train(
     try:
         with console.status("training") as status:
             results = run_training(
-                data, targets, config=config, project_root=Path.cwd(), as_of=_date(as_of, "--as-of"),
+                data, targets, config=config, project_root=Path.cwd(), as_of=date_option(as_of, "--as-of"),
                 horizon_days=horizon_days, truth_dir=truth_dir, tune_trials=tune,
                 progress=lambda message: status.update(message),
             )  # fmt: skip
@@ -218,7 +208,7 @@ def score(
     settings = Settings()
     config = load_config(settings.config)
     tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
-    day = _date(as_of, "--as-of")
+    day = date_option(as_of, "--as-of")
     assert day is not None
     bundles = {}
     for target in ("churn", "upgrade"):
