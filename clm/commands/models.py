@@ -12,6 +12,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from clm.commands.features import date_option, feature_params
@@ -65,12 +66,22 @@ def train(
     targets = ["churn", "upgrade"] if model is Target.all else [model.value]
     truth_dir = truth or (data / "truth" if (data / "truth").exists() else None)
     console = Console(stderr=True)
+    folds = int(config["training"]["backtest_folds"])
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
-        with console.status("training") as status:
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("training", total=1 + len(targets) * (folds + 1))
+
+            def step(message: str) -> None:
+                # each message starts a step and closes the previous one; optional steps (tuning, the
+                # champion's refit) stretch the total
+                current = bar.tasks[0]
+                done = current.completed + (1 if current.description != "training" else 0)
+                bar.update(task, description=message, completed=done, total=max(current.total or 0, done + 1))
+
             results = run_training(
                 data, targets, config=config, project_root=Path.cwd(), as_of=date_option(as_of, "--as-of"),
-                horizon_days=horizon_days, truth_dir=truth_dir, tune_trials=tune,
-                progress=lambda message: status.update(message),
+                horizon_days=horizon_days, truth_dir=truth_dir, tune_trials=tune, progress=step,
             )  # fmt: skip
     except (DataDirectoryError, NotEnoughHistory, ValueError) as exc:
         typer.echo(f"clm train: {exc}", err=True)

@@ -143,3 +143,14 @@ def test_score_and_evaluate_commands(first, world: Path, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output.strip().splitlines()[-1])
     assert 0.5 < payload["backtest"]["roc_auc"]["mean"] <= 1.0
+
+
+def test_train_command_prints_a_json_summary_and_refuses_a_too_short_history(first, world: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--data", str(world), "--model", "upgrade", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary[0]["model"] == "clm-upgrade" and summary[0]["behaviour_passed"] is True
+    assert summary[0]["test"]["model"]["roc_auc"] > summary[0]["test"]["recency_rule"]["roc_auc"]
+    short = runner.invoke(app, ["train", "--data", str(world), "--as-of", "2025-05-15"])
+    assert short.exit_code == 2
+    assert "backtest" in short.output + (short.stderr or "")
