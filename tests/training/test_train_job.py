@@ -145,7 +145,9 @@ def test_score_and_evaluate_commands(first, world: Path, tmp_path: Path) -> None
     assert 0.5 < payload["backtest"]["roc_auc"]["mean"] <= 1.0
 
 
-def test_train_command_prints_a_json_summary_and_refuses_a_too_short_history(first, world: Path, tmp_path: Path) -> None:
+def test_train_command_prints_a_json_summary_and_refuses_a_too_short_history(
+    first, world: Path, tmp_path: Path
+) -> None:
     result = runner.invoke(app, ["train", "--data", str(world), "--model", "upgrade", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
