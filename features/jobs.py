@@ -48,7 +48,7 @@ class BuildSummary:
     data_end: dt.date
 
 
-def connect(memory_limit: str = "3GB") -> ibis.BaseBackend:
+def connect(memory_limit: str = "2GB") -> ibis.BaseBackend:
     """The default engine: an in-process DuckDB that spills to disk rather than grow past `memory_limit`
     (the feature benchmark's budget is 4 GiB for the whole process)."""
     con = ibis.duckdb.connect()
