@@ -11,14 +11,15 @@ not with events × cutoffs.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
 import pandas as pd
 
-from features.registry import RFM_GRID, FeatureParams, build_registry, feature_names
+from features.registry import PLAN_CHANGE_WINDOW_DAYS, RFM_GRID, FeatureParams, build_registry, feature_names
 
 SECONDS_PER_DAY = 86_400
 # Sums only ever needed over the whole history (cadence statistics).
@@ -44,6 +45,17 @@ class LabelParams:
             )
         if self.non_contractual_activity not in ("any", "purchase"):
             raise ValueError("non_contractual_activity must be 'any' or 'purchase'")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any], *, horizon_days: int | None = None) -> LabelParams:
+        """The config's `[labels]` table, with an optional horizon override (`--horizon-days`)."""
+        return cls(
+            horizon_days=horizon_days or int(section["horizon_days"]),
+            churn_definition=section["churn_definition"],
+            non_contractual_activity=section["non_contractual_activity"],
+            upgrade_spend_threshold=float(section["upgrade_spend_threshold"]),
+            keep_churned_users=bool(section["keep_churned_users"]),
+        )
 
 
 def epoch_day(value: dt.date) -> int:
@@ -229,7 +241,7 @@ def build_features(
     p = params or FeatureParams()
     label_params = labels or LabelParams()
     cut = cutoff_table(cutoffs)
-    last_ts = _midnight(max(cutoffs))
+    last_ts = midnight_utc(max(cutoffs))
     events = events.filter(events.ts < last_ts)
     daily = _daily(events, p)
     spine = user_spine(events, cut, users, daily=daily)
@@ -262,7 +274,8 @@ def build_features(
     return _feature_columns(t, p, label_params, users, subscriptions, campaigns, holdout_actions)
 
 
-def _midnight(day: dt.date) -> ir.TimestampScalar:
+def midnight_utc(day: dt.date) -> ir.TimestampScalar:
+    """00:00 UTC of `day` as an Ibis timestamp: where a cutoff or an as-of date starts."""
     return ibis.timestamp(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC))
 
 
@@ -311,11 +324,9 @@ def _feature_columns(
     f["plan_changes_total"] = sum((_window_total(t, c, None) for c in changes), ibis.literal(0)).cast(
         "float64"
     )
-    f["plan_changes_90d"] = (
-        sum((_window_total(t, c, 90) for c in changes), ibis.literal(0)).cast("float64")
-        if all(f"{c}_at_90" in t.columns for c in changes)
-        else ibis.null("float64")
-    )
+    f[f"plan_changes_{PLAN_CHANGE_WINDOW_DAYS}d"] = sum(
+        (_window_total(t, c, PLAN_CHANGE_WINDOW_DAYS) for c in changes), ibis.literal(0)
+    ).cast("float64")
     for w in windows:
         label = "total" if w is None else f"{w}d"
         f[f"contacts_count_{label}"] = _window_total(t, "contacts", w).cast("float64")
@@ -434,9 +445,9 @@ def build_labels(
     p = feature_params or FeatureParams()
     horizon = lp.horizon_days
     cut = cutoff_table(cutoffs)
-    spine = user_spine(events.filter(events.ts < _midnight(max(cutoffs))), cut, users)
+    spine = user_spine(events.filter(events.ts < midnight_utc(max(cutoffs))), cut, users)
     spine = spine.mutate(horizon_ts=spine.cutoff_ts + ibis.interval(days=horizon))
-    end_ts = _midnight(data_end)
+    end_ts = midnight_utc(data_end)
     events = events.filter(events.ts < end_ts)
     e = events.mutate(day=_day_of(events.ts))
     activity = (

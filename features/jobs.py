@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.build import LabelParams, build_features, build_labels
+from features.build import LabelParams, build_features, build_labels, midnight_utc
 from features.registry import FeatureParams, build_registry, registry_version
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,6 @@ def connect(memory_limit: str = "2GB") -> ibis.BaseBackend:
     return con
 
 
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-
-
 def load_inputs(con: ibis.BaseBackend, data_dir: Path, as_of: dt.date | None = None) -> Inputs:
     """The canonical tables of `data_dir`, cut at `as_of` (nothing at or after it is ever read)."""
     data_dir = Path(data_dir)
@@ -73,7 +69,7 @@ def load_inputs(con: ibis.BaseBackend, data_dir: Path, as_of: dt.date | None = N
     events = tables["events"]
     assert events is not None
     if as_of is not None:
-        limit = ibis.timestamp(_midnight(as_of))
+        limit = midnight_utc(as_of)
         events = events.filter(events.ts < limit)
         if tables["campaigns"] is not None:
             tables["campaigns"] = tables["campaigns"].filter(tables["campaigns"].ts < limit)

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 Dtype = Literal["float64", "category"]
+# Plan changes are counted over this fixed window whatever the configured windows are.
+PLAN_CHANGE_WINDOW_DAYS = 90
 Direction = Literal[1, -1, 0]
 
 
@@ -45,7 +47,8 @@ class FeatureParams:
     @property
     def offsets_days(self) -> tuple[int, ...]:
         """Every distance before a cutoff at which a cumulative total is needed."""
-        return tuple(sorted({0, *self.windows_days, self.trend_window_days, 2 * self.trend_window_days}))
+        trend = self.trend_window_days
+        return tuple(sorted({0, *self.windows_days, trend, 2 * trend, PLAN_CHANGE_WINDOW_DAYS}))
 
     @classmethod
     def from_config(cls, section: Mapping[str, object]) -> FeatureParams:
@@ -85,13 +88,17 @@ class Feature:
         return self.reason_zh.split("{")[0].rstrip("：: ") if lang == "zh" else self.description
 
 
+def _spans(window: int | None) -> tuple[str, str]:
+    """How a window reads in a reason, in English and Chinese."""
+    return ("ever", "历史上") if window is None else (f"in the last {window} days", f"最近{window}天")
+
+
 def _window_label(window: int | None) -> str:
     return "total" if window is None else f"{window}d"
 
 
 def _count_feature(event_type: str, window: int | None, support: bool) -> Feature:
-    span_en = "ever" if window is None else f"in the last {window} days"
-    span_zh = "历史上" if window is None else f"最近{window}天"
+    span_en, span_zh = _spans(window)
     label = event_type.replace("_", " ")
     return Feature(
         name=f"{event_type}_count_{_window_label(window)}",
@@ -122,8 +129,7 @@ def build_registry(params: FeatureParams | None = None) -> tuple[Feature, ...]:
                 None, -1, "Customer for {value:.0f} days", "已成为用户{value:.0f}天"),
     ]  # fmt: skip
     for window in windows:
-        span_en = "ever" if window is None else f"in the last {window} days"
-        span_zh = "历史上" if window is None else f"最近{window}天"
+        span_en, span_zh = _spans(window)
         lbl = _window_label(window)
         out.append(Feature(f"events_count_{lbl}", "float64", "frequency", f"Number of events {span_en}", "events",
                            window, -1, f"{{value:.0f}} events {span_en}", f"{span_zh}共{{value:.0f}}次活动"))  # fmt: skip
@@ -169,16 +175,17 @@ def build_registry(params: FeatureParams | None = None) -> tuple[Feature, ...]:
                 "periods", None, 0, "{value:.0f} subscription periods so far", "已有{value:.0f}个订阅周期"),
         Feature("plan_changes_total", "float64", "plan", "Upgrades and downgrades ever", "changes", None, 0,
                 "{value:.0f} plan changes so far", "共变更套餐{value:.0f}次"),
-        Feature("plan_changes_90d", "float64", "plan", "Upgrades and downgrades in the last 90 days", "changes", 90,
-                0, "{value:.0f} plan changes in the last 90 days", "最近90天变更套餐{value:.0f}次"),
+        Feature(f"plan_changes_{PLAN_CHANGE_WINDOW_DAYS}d", "float64", "plan",
+                f"Upgrades and downgrades in the last {PLAN_CHANGE_WINDOW_DAYS} days", "changes",
+                PLAN_CHANGE_WINDOW_DAYS, 0, f"{{value:.0f}} plan changes in the last {PLAN_CHANGE_WINDOW_DAYS} days",
+                f"最近{PLAN_CHANGE_WINDOW_DAYS}天变更套餐{{value:.0f}}次"),
         Feature("bill_period_days", "float64", "plan", "Billing period of the active subscription", "days", None,
                 0, "Billed every {value:.0f} days", "每{value:.0f}天计费一次"),
         Feature("days_to_renewal", "float64", "plan", "Days until the active subscription renews", "days", None, 0,
                 "Renews in {value:.0f} days", "{value:.0f}天后续费"),
     ]  # fmt: skip
     for window in windows:
-        span_en = "ever" if window is None else f"in the last {window} days"
-        span_zh = "历史上" if window is None else f"最近{window}天"
+        span_en, span_zh = _spans(window)
         out.append(Feature(f"contacts_count_{_window_label(window)}", "float64", "contacts",
                            f"Campaign contacts received {span_en}", "contacts", window, 0,
                            f"Contacted {{value:.0f}} times {span_en}", f"{span_zh}被联系{{value:.0f}}次"))  # fmt: skip

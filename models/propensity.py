@@ -111,17 +111,13 @@ class PropensityModel(BaseEstimator, ClassifierMixin):
         params = self.lgb_params(y)
         train_set = lgb.Dataset(X_m, label=y, categorical_feature="auto", free_raw_data=False)
         valid_set = lgb.Dataset(X_v, label=y_valid, reference=train_set)
-        evals: dict[str, Any] = {}
         self.booster_ = lgb.train(
             params,
             train_set,
             num_boost_round=self.num_boost_round,
             valid_sets=[valid_set],
             valid_names=["valid"],
-            callbacks=[
-                lgb.early_stopping(self.early_stopping_rounds, verbose=False),
-                lgb.record_evaluation(evals),
-            ],
+            callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
         )
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
         self.params_ = params

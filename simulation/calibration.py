@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from simulation.params import STAGES
 
@@ -40,17 +41,6 @@ class Calibration:
         return {k: (values[k], r) for k, r in TARGETS.items() if not r[0] <= values[k] <= r[1]}
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Mann–Whitney ROC AUC with ties averaged (no scikit-learn needed in the simulator)."""
-    labels = np.asarray(labels, dtype=bool)
-    ranks = pd.Series(np.asarray(scores, dtype=float)).rank(method="average").to_numpy()
-    positives = labels.sum()
-    negatives = len(labels) - positives
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-
-
 def measure(outcomes: pd.DataFrame, effects: pd.DataFrame, campaigns: pd.DataFrame) -> Calibration:
     """Churn/upgrade rates, oracle AUC, campaign reach and effect sizes of a simulated world."""
     closed = outcomes[outcomes["churned"].notna()]
@@ -74,9 +64,7 @@ def measure(outcomes: pd.DataFrame, effects: pd.DataFrame, campaigns: pd.DataFra
     return Calibration(
         monthly_churn_rate=float(alive["churned"].astype(bool).mean()),
         monthly_upgrade_rate=float(can_upgrade["upgraded"].astype(bool).mean()),
-        oracle_churn_auc=roc_auc(
-            untreated["churned"].astype(bool).to_numpy(), untreated["p_churn"].to_numpy()
-        ),
+        oracle_churn_auc=float(roc_auc_score(untreated["churned"].astype(bool), untreated["p_churn"])),
         campaign_reach=float(eligible.mean()) if len(eligible) else float("nan"),
         best_action_relative_churn_cut=float(np.average(np.clip(relative_best, 0, 1), weights=weights)),
         share_harmed_by_any_contact=float(harmed_by_all.mean()),

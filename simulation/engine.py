@@ -190,19 +190,17 @@ def simulate_world(
                 known, stage, plan, pop, base_probabilities, effect_churn, effect_upgrade, effect_return,
                 effect_until, day, horizon_days, params,
             )  # fmt: skip
-            snapshots.append((cutoff, day, known, stage[known].copy(), *truth[:3]))
+            snapshots.append((cutoff, day, known, stage[known].copy(), *truth[:2]))
             if on_effects is not None:
                 on_effects(_effects_table(ids, known, cutoff, truth[3]))
 
         # 3. a campaign wave: eligible users by observable rules, 20 % contacted at random
         if day in wave_days:
-            _campaign_wave(day, stage, pop, plan, last_active, rng, params, campaign_log, effect_until)
-            contacted = np.flatnonzero(effect_until == day + params.effect_days)
-            if len(contacted):
-                action_index = campaign_log.parts["action"][-1]
-                users_logged = campaign_log.parts["user"][-1]
-                treated_mask = action_index >= 0
-                treated_users, treated_actions = users_logged[treated_mask], action_index[treated_mask]
+            treated_users, treated_actions = _campaign_wave(
+                day, stage, pop, plan, last_active, rng, params, campaign_log
+            )
+            if len(treated_users):
+                effect_until[treated_users] = day + params.effect_days
                 for a, action in enumerate(ACTIONS):
                     members = treated_users[treated_actions == a]
                     if len(members) == 0:
@@ -211,7 +209,7 @@ def simulate_world(
                     effect_churn[members] = churn_fx
                     effect_upgrade[members] = upgrade_fx
                     effect_return[members] = return_fx
-                refresh(contacted)
+                refresh(treated_users)
 
         # 4. latent stage transitions (users who signed up before today)
         new_stage = stage.copy()
@@ -345,9 +343,12 @@ def _emit_activity(active, day_start, stage, plan, pop, signup_seconds, day, rng
         events.add(user=buyers, ts=ts, type=np.full(len(buyers), _EVENT["purchase"]), amount=amount)
 
 
-def _campaign_wave(day, stage, pop, plan, last_active, rng, params, campaign_log, effect_until) -> None:
+def _campaign_wave(
+    day, stage, pop, plan, last_active, rng, params, campaign_log
+) -> tuple[np.ndarray, np.ndarray]:
     """Historical targeting by observable rules (tenure, recency, plan); contacts are random among the
-    eligible with a logged propensity, everyone else eligible is a logged `no_action` holdout."""
+    eligible with a logged propensity, everyone else eligible is a logged `no_action` holdout.
+    Returns the contacted users and the index of the action each received."""
     known = np.flatnonzero((stage >= 0) & (pop.signup_day < day))
     tenure = day - pop.signup_day[known]
     recency = day - last_active[known]
@@ -377,7 +378,7 @@ def _campaign_wave(day, stage, pop, plan, last_active, rng, params, campaign_log
     action = np.where(treated, action, -1)
     propensity = np.where(treated, params.campaign_reach / count, 1.0 - params.campaign_reach)
     campaign_log.add(user=known, day=np.full(len(known), day), action=action, propensity=propensity)
-    effect_until[known[treated]] = day + params.effect_days
+    return known[treated], action[treated]
 
 
 def _truth_at_cutoff(known, stage, plan, pop, base, effect_churn, effect_upgrade, effect_return, effect_until,
@@ -552,7 +553,7 @@ def _assemble(ids, pop, start, days, horizon_days, seed, params, signup_seconds,
         rows = cp_day == d
         cp_by_day[int(d)] = (cp_user[rows], cp_action[rows])
     parts = []
-    for cutoff, day, known, stage_at, p_churn, p_upgrade, _days_left in snapshots:
+    for cutoff, day, known, stage_at, p_churn, p_upgrade in snapshots:
         closed = day + horizon_days <= days
         first_churn = _first_at_or_after(churn_user, churn_day, known, day, days)
         first_return = _first_at_or_after(return_user, return_day, known, day, days)
@@ -607,7 +608,7 @@ def _assemble(ids, pop, start, days, horizon_days, seed, params, signup_seconds,
         "horizon_days": int(horizon_days),
         "truth_cutoffs": [s[0].isoformat() for s in snapshots],
         "campaign_days": sorted(int(d) for d in np.unique(cp_day)),
-        "params": {k: v for k, v in params.__dict__.items() if k != "extra"},
+        "params": dict(params.__dict__),
     }
     return SimulatedWorld(
         events=event_table,

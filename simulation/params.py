@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Latent lifecycle states of the simulator, in index order.
 STAGES: tuple[str, ...] = ("onboarding", "growing", "mature", "declining", "churned", "reactivated")
@@ -125,5 +125,3 @@ class SimulationParams:
     aversion_harm: float = 0.55
     aversion_rate: float = 0.07
     aversion_rate_paid_social: float = 0.25
-
-    extra: dict[str, float] = field(default_factory=dict)

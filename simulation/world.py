@@ -20,7 +20,6 @@ from simulation.params import (
     ONBOARDING,
     PLAN_PRICES,
     REACTIVATED,
-    STAGES,
     SimulationParams,
 )
 
@@ -214,7 +213,3 @@ def action_log_effects(action: str, pop: Population, params: SimulationParams) -
     churn_by_stage = churn[:, None] * relevance[None, :] + harm[:, None] * ALIVE_MASK[None, :]
     ret = ret - 0.5 * pop.contact_aversion
     return churn_by_stage, upgrade, ret
-
-
-def stage_names() -> tuple[str, ...]:
-    return STAGES

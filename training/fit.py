@@ -3,6 +3,7 @@ Pure: frames and parameters in, results out; the job does the logging."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,10 +72,9 @@ def new_model(
     )
 
 
-def rows_for(frame: pd.DataFrame, cutoffs, target: str) -> pd.DataFrame:
-    wanted = set(cutoffs) if not hasattr(cutoffs, "year") else {cutoffs}
-    rows = frame[frame["cutoff"].isin(wanted) & frame[target].notna()]
-    return rows
+def rows_for(frame: pd.DataFrame, cutoffs: Sequence[dt.date], target: str) -> pd.DataFrame:
+    """The labelled rows of the given cutoffs."""
+    return frame[frame["cutoff"].isin(set(cutoffs)) & frame[target].notna()]
 
 
 def fit_fold(
@@ -91,8 +91,8 @@ def fit_fold(
     """Train on the split's training cutoffs, early-stop and calibrate on validation, score the test cutoff."""
     target = spec.target
     train = rows_for(frame, split.train, target)
-    valid = rows_for(frame, split.valid, target)
-    test = rows_for(frame, split.test, target)
+    valid = rows_for(frame, [split.valid], target)
+    test = rows_for(frame, [split.test], target)
     y_train, y_valid = train[target].astype(float).to_numpy(), valid[target].astype(float).to_numpy()
     y_test = test[target].astype(float).to_numpy()
     model = new_model(spec, registry, train, seed, params=dict(params_override or {}))

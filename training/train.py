@@ -29,7 +29,7 @@ from training.dataset import Split, backtest_splits, closed_cutoffs, load_traini
 from training.fit import FoldResult, ModelSpec, fit_fold
 from training.metrics import classification_metrics, summarize_folds
 from training.model_card import render_model_card
-from training.truth import latent_stages, truth_oracle
+from training.truth import latent_stages, read_truth, truth_oracle
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -72,7 +72,7 @@ def train_target(
     horizon_days: int,
     scoring_cutoff: dt.date,
     config: dict[str, Any],
-    truth_dir: Path | None,
+    truth: pd.DataFrame | None,
     progress: Progress,
     tune_trials: int = 0,
 ) -> TrainedTarget:
@@ -80,7 +80,7 @@ def train_target(
     training = config["training"]
     seed = int(training["seed"])
     folds = backtest_splits(closed_cutoffs(frame, spec.target), horizon_days, int(training["backtest_folds"]))
-    oracle = truth_oracle(truth_dir, spec.target)
+    oracle = truth_oracle(truth, spec.target)
     best_params: dict[str, Any] = {}
     if tune_trials:
         from training.tuning import tune
@@ -168,20 +168,11 @@ def train_target(
                   horizon_days, scoring_cutoff)
         )  # fmt: skip
         tracking.log_text(card, "model_card.md")
-        with tempfile.TemporaryDirectory() as tmp:
-            bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
-            sample = final.test_frame.head(5)
-            example = model_matrix(sample, bundle.feature_names, bundle.categories)
-            # the API sends categoricals as plain strings; the signature says so
-            example = example.astype({name: "object" for name in bundle.categories})
-            signature = model_signature(bundle)
-            registered = tracking.log_and_register_model(
-                name="model", python_model=ClmPyfuncModel(), artifacts={"bundle": str(bundle_dir)},
-                signature=signature, input_example=example, registered_model_name=spec.registered_name,
-                alias="challenger",
-                tags={"clm.target": spec.target, "clm.feature_version": feature_version,
-                      "clm.behaviour_passed": str(behaviour.passed), "clm.scoring_cutoff": str(scoring_cutoff)},
-            )  # fmt: skip
+        registered = register_bundle(
+            bundle, final.test_frame.head(5),
+            tags={"clm.target": spec.target, "clm.feature_version": feature_version,
+                  "clm.behaviour_passed": str(behaviour.passed), "clm.scoring_cutoff": str(scoring_cutoff)},
+        )  # fmt: skip
     return TrainedTarget(
         target=spec.target,
         registered_name=spec.registered_name,
@@ -193,6 +184,23 @@ def train_target(
         split=final.split,
         scoring_cutoff=scoring_cutoff,
     )
+
+
+def register_bundle(
+    bundle: ModelBundle, sample: pd.DataFrame, *, tags: dict[str, str], alias: str = "challenger"
+) -> tracking.RegisteredVersion:
+    """Log the bundle as a pyfunc in the active run (signature from the bundle, `sample` as the input
+    example) and register it as a new version of `bundle.name` with `alias`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
+        example = model_matrix(sample, bundle.feature_names, bundle.categories)
+        # the API sends categoricals as plain strings; the signature says so
+        example = example.astype({name: "object" for name in bundle.categories})
+        return tracking.log_and_register_model(
+            name="model", python_model=ClmPyfuncModel(), artifacts={"bundle": str(bundle_dir)},
+            signature=model_signature(bundle), input_example=example, registered_model_name=bundle.name,
+            alias=alias, tags=tags,
+        )  # fmt: skip
 
 
 def model_signature(bundle: ModelBundle):
@@ -269,6 +277,30 @@ def _card(spec, final, results, backtest, baseline_backtest, champion_backtest, 
     }
 
 
+def training_frame(
+    data_dir: Path,
+    config: dict[str, Any],
+    labels: LabelParams,
+    *,
+    as_of: dt.date | None = None,
+    progress: Progress = lambda message: None,
+) -> tuple[pd.DataFrame, dt.date]:
+    """Features joined to labels at the first of each month (from `first_cutoff_after_days` after the
+    first event up to the data's end or `as_of`), and that end: the cutoff the models are meant for."""
+    con = connect()
+    inputs = load_inputs(con, data_dir, as_of)
+    first = con.to_pyarrow(inputs.events.ts.min()).as_py().date()
+    cutoffs = monthly_cutoffs(first, inputs.data_end, int(config["training"]["first_cutoff_after_days"]))
+    if not cutoffs:
+        raise ValueError(f"{data_dir}: not enough history for a monthly cutoff before {inputs.data_end}")
+    progress(f"building features and labels at {len(cutoffs)} monthly cutoffs ({cutoffs[0]}..{cutoffs[-1]})")
+    params = FeatureParams.from_config(config["features"])
+    with tempfile.TemporaryDirectory(prefix="clm-train-") as tmp:
+        summary = build_feature_tables(data_dir, cutoffs, Path(tmp), params=params, label_params=labels, as_of=as_of,
+                                       con=con)  # fmt: skip
+        return load_training_frame(summary.features_path, summary.labels_path), inputs.data_end
+
+
 def train(
     data_dir: Path,
     targets: Sequence[str],
@@ -283,39 +315,20 @@ def train(
 ) -> list[TrainedTarget]:
     """Everything `clm train` does; returns one summary per target."""
     params = FeatureParams.from_config(config["features"])
-    horizon = horizon_days or int(config["labels"]["horizon_days"])
-    label_section = config["labels"]
-    labels = LabelParams(
-        horizon_days=horizon,
-        churn_definition=label_section["churn_definition"],
-        non_contractual_activity=label_section["non_contractual_activity"],
-        upgrade_spend_threshold=float(label_section["upgrade_spend_threshold"]),
-        keep_churned_users=bool(label_section["keep_churned_users"]),
-    )
-    con = connect()
-    inputs = load_inputs(con, data_dir, as_of)
-    first = con.to_pyarrow(inputs.events.ts.min()).as_py().date()
-    cutoffs = monthly_cutoffs(first, inputs.data_end, int(config["training"]["first_cutoff_after_days"]))
-    if not cutoffs:
-        raise ValueError(f"{data_dir}: not enough history for a monthly cutoff before {inputs.data_end}")
+    labels = LabelParams.from_config(config["labels"], horizon_days=horizon_days)
+    horizon = labels.horizon_days
     tracking.configure(tracking.resolve_tracking_uri(project_root))
-    with tempfile.TemporaryDirectory(prefix="clm-train-") as tmp:
-        progress(
-            f"building features and labels at {len(cutoffs)} monthly cutoffs ({cutoffs[0]}..{cutoffs[-1]})"
-        )
-        summary = build_feature_tables(
-            data_dir, cutoffs, Path(tmp), params=params, label_params=labels, as_of=as_of, con=con
-        )
-        frame = load_training_frame(summary.features_path, summary.labels_path)
-    stages = latent_stages(truth_dir)
+    frame, data_end = training_frame(data_dir, config, labels, as_of=as_of, progress=progress)
+    truth = read_truth(truth_dir)
+    stages = latent_stages(truth)
     if stages is not None:
         frame = frame.merge(stages, on=["user_id", "cutoff"], how="left")
     results = []
     for target in targets:
         spec = ModelSpec.from_config(target, config["models"][target])
         results.append(
-            train_target(frame, spec, params=params, horizon_days=horizon, scoring_cutoff=inputs.data_end, config=config,
-                         truth_dir=truth_dir, progress=progress, tune_trials=tune_trials)
+            train_target(frame, spec, params=params, horizon_days=horizon, scoring_cutoff=data_end, config=config,
+                         truth=truth, progress=progress, tune_trials=tune_trials)
         )  # fmt: skip
     return results
 

@@ -9,14 +9,21 @@ import numpy as np
 import pandas as pd
 
 
-def truth_oracle(truth_dir: Path | None, target: str) -> Callable[[pd.DataFrame], np.ndarray | None] | None:
-    """On simulated data: the simulator's true probability for each (user, cutoff) row."""
-    if truth_dir is None or not (truth_dir / "outcomes.parquet").exists():
+def read_truth(truth_dir: Path | None) -> pd.DataFrame | None:
+    """`truth/outcomes.parquet` (read once per job), cutoffs as dates; None when there is no truth."""
+    if truth_dir is None or not (Path(truth_dir) / "outcomes.parquet").exists():
         return None
-    column = "p_churn" if target == "churn" else "p_upgrade"
-    truth = pd.read_parquet(truth_dir / "outcomes.parquet", columns=["user_id", "cutoff", column])
+    columns = ["user_id", "cutoff", "latent_stage", "p_churn", "p_upgrade"]
+    truth = pd.read_parquet(Path(truth_dir) / "outcomes.parquet", columns=columns)
     truth["cutoff"] = pd.to_datetime(truth["cutoff"]).dt.date
-    lookup = truth.set_index(["user_id", "cutoff"])[column]
+    return truth
+
+
+def truth_oracle(truth: pd.DataFrame | None, target: str) -> Callable[[pd.DataFrame], np.ndarray] | None:
+    """The simulator's true probability of `target` for each (user, cutoff) row."""
+    if truth is None:
+        return None
+    lookup = truth.set_index(["user_id", "cutoff"])["p_churn" if target == "churn" else "p_upgrade"]
 
     def oracle(rows: pd.DataFrame) -> np.ndarray:
         keys = pd.MultiIndex.from_arrays([rows["user_id"], rows["cutoff"]])
@@ -25,9 +32,5 @@ def truth_oracle(truth_dir: Path | None, target: str) -> Callable[[pd.DataFrame]
     return oracle
 
 
-def latent_stages(truth_dir: Path | None) -> pd.DataFrame | None:
-    if truth_dir is None or not (truth_dir / "outcomes.parquet").exists():
-        return None
-    stages = pd.read_parquet(truth_dir / "outcomes.parquet", columns=["user_id", "cutoff", "latent_stage"])
-    stages["cutoff"] = pd.to_datetime(stages["cutoff"]).dt.date
-    return stages
+def latent_stages(truth: pd.DataFrame | None) -> pd.DataFrame | None:
+    return None if truth is None else truth[["user_id", "cutoff", "latent_stage"]]

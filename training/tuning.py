@@ -37,8 +37,8 @@ def tune(
     if len(split.train) < 2:
         raise ValueError("tuning needs at least two training cutoffs (one is held out for early stopping)")
     fit_rows = rows_for(frame, split.train[:-1], spec.target)
-    stop_rows = rows_for(frame, split.train[-1], spec.target)
-    judge_rows = rows_for(frame, split.valid, spec.target)
+    stop_rows = rows_for(frame, [split.train[-1]], spec.target)
+    judge_rows = rows_for(frame, [split.valid], spec.target)
     rng = np.random.default_rng(seed)
     best: tuple[float, dict[str, Any]] = (-np.inf, {})
     for _ in range(trials):

@@ -13,10 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from clm.commands.features import feature_params, label_params
+from clm.commands.ingest import ingest_options
 from clm.config import load_config
 from clm.settings import Settings
 from features.cutoffs import parse_cutoffs
-from features.ingest import IngestOptions, InputError, ingest_files
+from features.ingest import InputError, ingest_files
 from features.jobs import build_feature_tables, latest_features
 from features.online import open_store
 from features.registry import build_registry, registry_version
@@ -25,15 +26,6 @@ from simulation.io import simulate_to_directory
 from simulation.params import LATENT_TO_PRODUCT_STAGE, STAGES
 
 log = logging.getLogger(__name__)
-
-
-def _ingest_options(config: dict, settings: Settings) -> IngestOptions:
-    section = config["ingest"]
-    return IngestOptions(
-        timezone=settings.timezone if settings.timezone != "UTC" else section["timezone"],
-        duplicate_key=tuple(section["duplicate_key"]),
-        non_negative_amount_event_types=tuple(section["non_negative_amount_event_types"]),
-    )
 
 
 def _stage_table(outcomes: pd.DataFrame) -> Table:
@@ -88,7 +80,7 @@ def demo(
                 users=raw / "users.parquet",
                 subscriptions=raw / "subscriptions.parquet",
                 campaigns=raw / "campaigns.parquet",
-                options=_ingest_options(config, settings),
+                options=ingest_options(config, settings, None),
             )
     except InputError as exc:
         console.print(f"[red]ingest failed:[/red] {exc}")

@@ -28,14 +28,7 @@ def feature_params(config: dict[str, Any]) -> FeatureParams:
 
 
 def label_params(config: dict[str, Any], horizon_days: int | None = None) -> LabelParams:
-    section = config["labels"]
-    return LabelParams(
-        horizon_days=horizon_days or int(section["horizon_days"]),
-        churn_definition=section["churn_definition"],
-        non_contractual_activity=section["non_contractual_activity"],
-        upgrade_spend_threshold=float(section["upgrade_spend_threshold"]),
-        keep_churned_users=bool(section["keep_churned_users"]),
-    )
+    return LabelParams.from_config(config["labels"], horizon_days=horizon_days)
 
 
 def date_option(value: str | None, option: str) -> dt.date | None:

@@ -158,13 +158,9 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Evaluate a registered model version on the data's latest backtest folds."""
-    import tempfile
-
     from features.build import LabelParams
-    from features.jobs import build_feature_tables, connect, load_inputs
-    from features.registry import FeatureParams
-    from training.dataset import backtest_splits, closed_cutoffs, load_training_frame, monthly_cutoffs
-    from training.train import evaluate_bundle_on_folds
+    from training.dataset import backtest_splits, closed_cutoffs
+    from training.train import evaluate_bundle_on_folds, training_frame
 
     settings = Settings()
     config = load_config(settings.config)
@@ -180,15 +176,8 @@ def evaluate(
     except Exception as exc:
         typer.echo(f"clm evaluate: cannot load {uri}: {exc}", err=True)
         raise typer.Exit(2) from exc
-    params = FeatureParams.from_config(config["features"])
-    con = connect()
-    inputs = load_inputs(con, data)
-    first = con.to_pyarrow(inputs.events.ts.min()).as_py().date()
-    cutoffs = monthly_cutoffs(first, inputs.data_end, int(config["training"]["first_cutoff_after_days"]))
-    with tempfile.TemporaryDirectory() as tmp:
-        summary = build_feature_tables(data, cutoffs, Path(tmp), params=params,
-                                       label_params=LabelParams(horizon_days=bundle.horizon_days), con=con)  # fmt: skip
-        frame = load_training_frame(summary.features_path, summary.labels_path)
+    labels = LabelParams.from_config(config["labels"], horizon_days=bundle.horizon_days)
+    frame, _ = training_frame(data, config, labels)
     folds = backtest_splits(
         closed_cutoffs(frame, bundle.target), bundle.horizon_days, int(config["training"]["backtest_folds"])
     )

@@ -291,3 +291,14 @@ def test_a_window_added_in_the_parameters_appears_in_the_table(tmp_path: Path) -
     features = pd.read_parquet(tmp_path / "out" / "features.parquet").set_index("user_id")
     assert list(features.columns) == ["cutoff", *feature_names(build_registry(params))]
     assert features.loc["e", "events_count_14d"] == 2  # Feb 21 23:59 and Feb 22 00:00 fall in [Feb 15, Mar 1)
+
+
+def test_plan_changes_keep_their_own_window_when_90_days_is_not_configured(tmp_path: Path) -> None:
+    events = tiny_events()
+    events.loc[len(events)] = ["a", ts("2025-02-10 10:00"), "upgrade", None, None]
+    data = write_world(tmp_path / "data", events)
+    build_feature_tables(data, [CUTOFF], tmp_path / "out", params=FeatureParams(windows_days=(7, 30)))
+    features = pd.read_parquet(tmp_path / "out" / "features.parquet").set_index("user_id")
+    assert "events_count_90d" not in features.columns
+    assert features.loc["a", "plan_changes_90d"] == 1.0
+    assert features.loc["b", "plan_changes_90d"] == 0.0

@@ -18,7 +18,7 @@ from models.bundle import bundle_from_model, load_bundle, save_bundle
 from models.scoring import contributions, raw_scores, score
 from training.dataset import backtest_splits, closed_cutoffs, load_training_frame, monthly_cutoffs, time_split
 from training.fit import ModelSpec, fit_fold
-from training.truth import truth_oracle
+from training.truth import read_truth, truth_oracle
 
 CONFIG = load_config()
 REGISTRY = build_registry(FeatureParams.from_config(CONFIG["features"]))
@@ -37,7 +37,12 @@ def churn_fold(training_frame: pd.DataFrame, small_world: Path):
     spec = ModelSpec.from_config("churn", CONFIG["models"]["churn"])
     split = time_split(closed_cutoffs(training_frame, "churn"), 30)
     return fit_fold(
-        training_frame, split, spec, REGISTRY, seed=0, oracle=truth_oracle(small_world / "truth", "churn")
+        training_frame,
+        split,
+        spec,
+        REGISTRY,
+        seed=0,
+        oracle=truth_oracle(read_truth(small_world / "truth"), "churn"),
     )
 
 
@@ -109,9 +114,15 @@ def test_upgrade_model_beats_its_baselines(training_frame: pd.DataFrame, small_w
     spec = ModelSpec.from_config("upgrade", CONFIG["models"]["upgrade"])
     split = time_split(closed_cutoffs(training_frame, "upgrade"), 30)
     fold = fit_fold(
-        training_frame, split, spec, REGISTRY, seed=0, oracle=truth_oracle(small_world / "truth", "upgrade")
+        training_frame,
+        split,
+        spec,
+        REGISTRY,
+        seed=0,
+        oracle=truth_oracle(read_truth(small_world / "truth"), "upgrade"),
     )
     assert fold.metrics["model"]["roc_auc"] > fold.metrics["recency_rule"]["roc_auc"]
+    assert fold.metrics["model"]["roc_auc"] > fold.metrics["logistic"]["roc_auc"], fold.metrics
     assert fold.metrics["model"]["roc_auc"] > 0.6
 
 

@@ -113,7 +113,8 @@ def test_promotion_records_its_reasons_and_the_second_run_is_compared_on_the_sam
     assert result.exit_code == 0, result.output
     assert str(client.get_model_version_by_alias("clm-churn", "champion").version) == "2"
     tags = client.get_model_version("clm-churn", "2").tags
-    assert tags["clm.promotion.decision"] in ("promote", "promoted", "True", "true")
+    assert tags["clm.promotion.decision"] == "promoted"
+    assert tags["clm.promotion.compared_with"] == "version 1"
 
 
 def test_a_challenger_that_fails_behaviour_checks_is_not_promoted(first, store: str) -> None:
@@ -123,6 +124,7 @@ def test_a_challenger_that_fails_behaviour_checks_is_not_promoted(first, store: 
     decision = promote_model("clm-upgrade", metric="backtest.roc_auc.mean", tolerance=0.005)
     assert not decision.promote
     assert client.get_registered_model("clm-upgrade").aliases.get("champion") is None
+    assert client.get_model_version("clm-upgrade", "1").tags["clm.promotion.decision"] == "rejected"
     client.log_metric(run_id, "behaviour_passed", 1.0)
 
 
