@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from clm.commands import demo, features, ingest, models, simulate
+from clm.commands import demo, features, ingest, models, policy, simulate
 
 app = typer.Typer(
     name="clm",
@@ -23,18 +23,21 @@ app.command(
 app.add_typer(
     features.app, name="features", help="Build point-in-time features and labels; fill the online store."
 )
-app.command("train", help="Train, backtest and register the churn and upgrade models (alias @challenger).")(
-    models.train
-)
+app.command(
+    "train", help="Train, backtest and register the churn/upgrade models and the policy (@challenger)."
+)(models.train)
 app.command("evaluate", help="Evaluate a registered model version on a data directory's backtest.")(
     models.evaluate
 )
 app.command("promote", help="Promote @challenger to @champion if no worse and the behaviour checks pass.")(
     models.promote
 )
-app.command("score", help="Batch-score every known user as of a date with the @champion models.")(
+app.command("score", help="Stage, scores, CLV and next best action for every user as of a date (@champion).")(
     models.score
 )
+app.command(
+    "evaluate-policy", help="The policy's value per 1,000 users against baselines and the oracle; IPS/DR."
+)(policy.evaluate_policy)
 app.command("demo", help="Run the main job end to end on a small simulated world and print a summary.")(
     demo.demo
 )

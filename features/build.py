@@ -35,10 +35,15 @@ class LabelParams:
     non_contractual_activity: str = "any"  # any | purchase
     upgrade_spend_threshold: float = 100.0
     keep_churned_users: bool = False
+    # Churn observed later: "no activity in [offset, offset + horizon)" (and, contractual, a cancel up to
+    # its end). The policy uses 30: whether a contact kept someone alive shows as activity the month after.
+    churn_offset_days: int = 0
 
     def __post_init__(self) -> None:
         if self.horizon_days <= 0:
             raise ValueError("horizon_days must be positive")
+        if self.churn_offset_days < 0:
+            raise ValueError("churn_offset_days must be ≥ 0")
         if self.churn_definition not in ("auto", "contractual", "non_contractual"):
             raise ValueError(
                 f"churn_definition must be auto, contractual or non_contractual, got {self.churn_definition!r}"
@@ -440,13 +445,17 @@ def build_labels(
     subscriptions: ir.Table | None = None,
 ) -> ir.Table:
     """`user_id, cutoff, horizon_days, churn, upgrade` for the horizon after each cutoff; null when the
-    horizon has not closed by `data_end` (the first day with no data)."""
+    horizon (plus `churn_offset_days`) has not closed by `data_end` (the first day with no data)."""
     lp = params or LabelParams()
     p = feature_params or FeatureParams()
     horizon = lp.horizon_days
+    offset = lp.churn_offset_days
     cut = cutoff_table(cutoffs)
     spine = user_spine(events.filter(events.ts < midnight_utc(max(cutoffs))), cut, users)
-    spine = spine.mutate(horizon_ts=spine.cutoff_ts + ibis.interval(days=horizon))
+    spine = spine.mutate(
+        horizon_ts=spine.cutoff_ts + ibis.interval(days=horizon),
+        churn_end_ts=spine.cutoff_ts + ibis.interval(days=horizon + offset),
+    )
     end_ts = midnight_utc(data_end)
     events = events.filter(events.ts < end_ts)
     e = events.mutate(day=_day_of(events.ts))
@@ -462,10 +471,13 @@ def build_labels(
         .cast("float64"),
     )
     sums = ["n_activity", "n_cancel", "n_upgrade", "revenue"]
-    totals = _windowed_sums(daily, spine, {"after": (0, horizon)}, sums)
+    windows = {"after": (0, horizon), "churn": (offset, offset + horizon), "through": (0, offset + horizon)}
+    totals = _windowed_sums(daily, spine, windows, sums)
     t = spine.left_join(totals, ["user_id", "cutoff_day"]).drop("user_id_right", "cutoff_day_right")
     after = {c: t[f"{c}__after"].fill_null(0) for c in sums}
-    non_contractual = after["n_activity"] == 0
+    inactive = t["n_activity__churn"].fill_null(0) == 0
+    cancelled = t["n_cancel__through"].fill_null(0) > 0
+    non_contractual = inactive
     churn = non_contractual
     upgrade = (after["n_upgrade"] > 0) | (after["revenue"] > lp.upgrade_spend_threshold)
     if subscriptions is not None:
@@ -477,21 +489,29 @@ def build_labels(
         at_end = at_end.select("user_id", "cutoff_day", rank_at_end="active_rank", active_at_end="has_active")
         t = t.left_join(at_cutoff, ["user_id", "cutoff_day"]).drop("user_id_right", "cutoff_day_right")
         t = t.left_join(at_end, ["user_id", "cutoff_day"]).drop("user_id_right", "cutoff_day_right")
+        active_at_churn_end = t.active_at_end
+        if offset:
+            later = _subscription_state(t, subscriptions, "churn_end_ts", p)
+            later = later.select("user_id", "cutoff_day", active_at_churn_end="has_active")
+            t = t.left_join(later, ["user_id", "cutoff_day"]).drop("user_id_right", "cutoff_day_right")
+            active_at_churn_end = t.active_at_churn_end
         after = {c: t[f"{c}__after"].fill_null(0) for c in sums}
+        inactive = t["n_activity__churn"].fill_null(0) == 0
+        cancelled = t["n_cancel__through"].fill_null(0) > 0
         active_now = t.active_at_cutoff.fill_null(False)
-        contractual = (after["n_cancel"] > 0) | (active_now & ~t.active_at_end.fill_null(False))
-        non_contractual = after["n_activity"] == 0
+        contractual = cancelled | (active_now & ~active_at_churn_end.fill_null(False))
+        non_contractual = inactive
         if lp.churn_definition == "contractual":
             churn = contractual
         elif lp.churn_definition == "non_contractual":
             churn = non_contractual
         else:
-            churn = ibis.ifelse(active_now, contractual, non_contractual | (after["n_cancel"] > 0))
+            churn = ibis.ifelse(active_now, contractual, non_contractual | cancelled)
         moved_up = t.rank_at_end.fill_null(-1.0) > t.rank_at_cutoff.fill_null(-1.0)
         upgrade = (after["n_upgrade"] > 0) | (after["revenue"] > lp.upgrade_spend_threshold) | moved_up
     elif lp.churn_definition == "contractual":
         raise ValueError("contractual churn needs subscriptions")
-    closed = t.cutoff_day + horizon <= epoch_day(data_end)
+    closed = t.cutoff_day + horizon + offset <= epoch_day(data_end)
     return (
         t.mutate(
             horizon_days=ibis.literal(horizon, "int32"),

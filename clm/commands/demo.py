@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -63,6 +64,9 @@ def demo(
 ) -> None:
     """Simulate a small world, ingest it, and print the counts and a stage/churn summary from the truth."""
     logging.basicConfig(level=logging.WARNING)
+    # MLflow's own INFO lines and download bars would bury the summary; its warnings still show
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = Settings()
     config = load_config(settings.config)
     console = Console()
@@ -110,6 +114,7 @@ def demo(
 
     _features_and_store(console, config, data, out, days)
     _train_and_promote(console, config, data, raw / "truth")
+    _policy(console, config, data, raw / "truth")
 
 
 def _features_and_store(console: Console, config: dict, data: Path, out: Path, days: int) -> None:
@@ -193,3 +198,81 @@ def _train_and_promote(console: Console, config: dict, data: Path, truth: Path) 
         "   browse the runs: .venv/bin/mlflow ui --backend-store-uri "
         + tracking.resolve_tracking_uri(Path.cwd())
     )
+
+
+def _policy(console: Console, config: dict, data: Path, truth: Path) -> None:
+    """Fit and promote the next-best-action policy, evaluate it against the baselines and the oracle, and
+    show a few decisions."""
+    from clm.commands.policy import evaluation_lines, evaluation_tables, print_trained_policy
+    from models.policy import decide
+    from training.evaluate_policy import evaluate_policy, load_policy_by_alias
+    from training.policy import load_scoring_models, train_policy
+    from training.promote import promote_model
+
+    with console.status("fitting the uplift models and the policy") as status:
+        trained = train_policy(data, config=config, project_root=Path.cwd(), truth_dir=truth,
+                               progress=lambda message: status.update(message))  # fmt: skip
+        rules = config["models"]["policy"]
+        decision = promote_model(
+            trained.registered_name,
+            metric=rules["promotion_metric"],
+            tolerance=float(rules["promotion_tolerance"]),
+        )
+    console.print("[bold]6. policy[/bold]")
+    print_trained_policy(console, trained)
+    console.print(
+        f"   {trained.registered_name} v{trained.version}: "
+        + (
+            "promoted to @champion"
+            if decision.promote
+            else "kept as @challenger: " + "; ".join(decision.reasons)
+        )
+    )
+    with console.status("evaluating the policy against the baselines") as status:
+        evaluation = evaluate_policy(data, config=config, project_root=Path.cwd(), truth_dir=truth,
+                                     progress=lambda message: status.update(message))  # fmt: skip
+    console.print("[bold]7. policy evaluation[/bold]")
+    for table in evaluation_tables(evaluation):
+        console.print(table)
+    for line in evaluation_lines(evaluation):
+        console.print("   " + line)
+
+    models = load_scoring_models(config)
+    policy, version = load_policy_by_alias(config)
+    frame, as_of = latest_features(data, params=feature_params(config))
+    p_churn, p_upgrade = models.probabilities(frame)
+    decisions = decide(frame, p_churn, p_upgrade, policy, churn_horizon_days=models.churn.horizon_days)
+    batch = decisions.to_frame()
+    table = Table(title=f"8. a few decisions as of {as_of} ({version})")
+    for column in (
+        "user",
+        "stage",
+        "P(churn)",
+        "P(upgrade)",
+        "CLV",
+        "action",
+        "expected value",
+        "why the stage",
+    ):
+        table.add_column(
+            column,
+            justify="right" if column in ("P(churn)", "P(upgrade)", "CLV", "expected value") else "left",
+        )
+    shown = []
+    for stage in ("new", "growing", "mature", "at_risk", "dormant", "reactivated"):
+        members = batch.index[batch["stage"] == stage]
+        contacted = [i for i in members if batch.at[i, "action"] != "no_action"]
+        if len(members):
+            shown.append((contacted or list(members))[0])
+    for i in shown:
+        row = batch.loc[i]
+        table.add_row(
+            str(frame["user_id"].iloc[i]), row["stage"], f"{row['p_churn']:.1%}", f"{row['p_upgrade']:.1%}",
+            f"{row['clv']:,.0f}", row["action"], f"{row['expected_value']:,.2f}",
+        )  # fmt: skip
+    console.print(table)
+    first = batch.loc[shown[0]] if shown else None
+    if first is not None:
+        console.print(f"   why {frame['user_id'].iloc[shown[0]]} is {first['stage']}: {first['stage_rule']}")
+    counts = batch["action"].value_counts()
+    console.print("   action mix: " + ", ".join(f"{a} {n:,}" for a, n in counts.items()))

@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import pandas as pd
 import typer
 from rich.console import Console
@@ -21,7 +22,6 @@ from clm.settings import Settings
 from features.jobs import DataDirectoryError, latest_features
 from models.bundle import load_bundle
 from models.registry import download_bundle
-from models.scoring import score as score_rows
 from training import tracking
 from training.dataset import NotEnoughHistory
 
@@ -31,10 +31,17 @@ log = logging.getLogger(__name__)
 class Target(StrEnum):
     churn = "churn"
     upgrade = "upgrade"
+    policy = "policy"
     all = "all"
 
 
 class PromotableTarget(StrEnum):
+    churn = "churn"
+    upgrade = "upgrade"
+    policy = "policy"
+
+
+class ScorableTarget(StrEnum):
     churn = "churn"
     upgrade = "upgrade"
 
@@ -57,20 +64,22 @@ def train(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Train, backtest and register the churn and/or upgrade models (alias @challenger)."""
+    """Train, backtest and register the churn/upgrade models and the policy (alias @challenger)."""
     from training.train import summary_json
     from training.train import train as run_training
 
     settings = Settings()
     config = load_config(settings.config)
     targets = ["churn", "upgrade"] if model is Target.all else [model.value]
+    with_policy = "policy" in targets or model is Target.all
+    targets = [t for t in targets if t != "policy"]
     truth_dir = truth or (data / "truth" if (data / "truth").exists() else None)
     console = Console(stderr=True)
     folds = int(config["training"]["backtest_folds"])
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("training", total=1 + len(targets) * (folds + 1))
+            task = bar.add_task("training", total=1 + len(targets) * (folds + 1) + (4 if with_policy else 0))
 
             def step(message: str) -> None:
                 # each message starts a step and closes the previous one; optional steps (tuning, the
@@ -79,17 +88,36 @@ def train(
                 done = current.completed + (1 if current.description != "training" else 0)
                 bar.update(task, description=message, completed=done, total=max(current.total or 0, done + 1))
 
-            results = run_training(
-                data, targets, config=config, project_root=Path.cwd(), as_of=date_option(as_of, "--as-of"),
-                horizon_days=horizon_days, truth_dir=truth_dir, tune_trials=tune, progress=step,
-            )  # fmt: skip
+            results = []
+            if targets:
+                results = run_training(
+                    data, targets, config=config, project_root=Path.cwd(), as_of=date_option(as_of, "--as-of"),
+                    horizon_days=horizon_days, truth_dir=truth_dir, tune_trials=tune, progress=step,
+                )  # fmt: skip
+            policy_result = None
+            if with_policy:
+                from training.policy import train_policy
+
+                policy_result = train_policy(
+                    data, config=config, project_root=Path.cwd(), as_of=date_option(as_of, "--as-of"),
+                    truth_dir=truth_dir, progress=step,
+                )  # fmt: skip
     except (DataDirectoryError, NotEnoughHistory, ValueError) as exc:
         typer.echo(f"clm train: {exc}", err=True)
         raise typer.Exit(2) from exc
     if as_json:
-        typer.echo(summary_json(results))
+        summary = json.loads(summary_json(results))
+        if policy_result is not None:
+            from training.policy import policy_summary
+
+            summary.append(policy_summary(policy_result))
+        typer.echo(json.dumps(summary, default=float))
         return
     out = Console()
+    if policy_result is not None:
+        from clm.commands.policy import print_trained_policy
+
+        print_trained_policy(out, policy_result)
     for r in results:
         table = Table(
             title=f"{r.registered_name} v{r.version} @challenger — test cutoff {r.split.test} (run {r.run_id[:8]})"
@@ -129,12 +157,12 @@ def promote(
     settings = Settings()
     config = load_config(settings.config)
     tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
-    name = config["models"][model.value]["registered_name"]
+    section = config["models"][model.value]
+    name = section["registered_name"]
+    rules = section if "promotion_metric" in section else config["training"]
     try:
         decision = promote_model(
-            name,
-            metric=config["training"]["promotion_metric"],
-            tolerance=float(config["training"]["promotion_tolerance"]),
+            name, metric=rules["promotion_metric"], tolerance=float(rules["promotion_tolerance"])
         )
     except PromotionError as exc:
         typer.echo(f"clm promote: {exc}", err=True)
@@ -153,8 +181,8 @@ def evaluate(
     ],
     data: Annotated[Path, typer.Option("--data", help="Canonical data directory to evaluate on.")],
     model: Annotated[
-        PromotableTarget, typer.Option("--model", help="Which registered model.")
-    ] = PromotableTarget.churn,
+        ScorableTarget, typer.Option("--model", help="Which registered model.")
+    ] = ScorableTarget.churn,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Evaluate a registered model version on the data's latest backtest folds."""
@@ -201,8 +229,24 @@ def score(
         str, typer.Option("--as-of", help="Score as of this date: only events before it are used.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Output file: .csv or .parquet.")],
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            "--budget", min=0.0, help="Total campaign budget: contact whom it pays most to contact."
+        ),
+    ] = None,
+    explore: Annotated[
+        bool, typer.Option("--explore/--no-explore", help="Randomise the configured share of decisions.")
+    ] = True,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the exploration draws.")] = 0,
 ) -> None:
-    """Batch-score every user known before the date with the @champion churn and upgrade models."""
+    """Stage, churn and upgrade probability, CLV and the next best action for every user known before the
+    date, with the @champion models and policy."""
+    from models.arbitration import ELIGIBLE, plan_within_budget
+    from models.policy import decide
+    from training.evaluate_policy import load_policy_by_alias
+    from training.policy import load_scoring_models
+
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise typer.BadParameter("the output must end in .csv or .parquet", param_hint="--out")
     settings = Settings()
@@ -210,28 +254,69 @@ def score(
     tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
     day = date_option(as_of, "--as-of")
     assert day is not None
-    bundles = {}
-    for target in ("churn", "upgrade"):
-        name = config["models"][target]["registered_name"]
-        try:
-            bundles[target] = load_bundle(download_bundle(f"models:/{name}@champion"))
-        except Exception as exc:
-            typer.echo(
-                f"clm score: no usable {name}@champion ({exc}); run `clm train` and `clm promote` first",
-                err=True,
-            )
-            raise typer.Exit(2) from exc
+    try:
+        models = load_scoring_models(config, aliases=("champion",))
+        policy, policy_version = load_policy_by_alias(config, aliases=("champion",))
+    except Exception as exc:
+        typer.echo(f"clm score: {exc}; run `clm train` and `clm promote` first", err=True)
+        raise typer.Exit(2) from exc
     try:
         frame, _ = latest_features(data, params=feature_params(config), as_of=day)
     except (DataDirectoryError, ValueError) as exc:
         typer.echo(f"clm score: {exc}", err=True)
         raise typer.Exit(2) from exc
-    result = pd.DataFrame({"user_id": frame["user_id"], "as_of": day})
-    for target, bundle in bundles.items():
-        result[f"p_{target}"] = score_rows(frame, bundle)["probability"].to_numpy()
+    p_churn, p_upgrade = models.probabilities(frame)
+    rng = np.random.default_rng(seed) if explore and budget is None else None
+    decisions = decide(
+        frame, p_churn, p_upgrade, policy, churn_horizon_days=models.churn.horizon_days, rng=rng
+    )
+    table = decisions.to_frame()
+    if budget is not None:
+        arb = decisions.arbitration
+        costs = np.array([a.cost for a in policy.catalog])
+        plan = plan_within_budget(
+            arb.value, arb.status == ELIGIBLE, costs, budget, method=config["policy"]["budget_method"]
+        )
+        table = _apply_plan(table, plan.chosen, decisions)
+        typer.echo(
+            f"budget {budget:,.2f}: {plan.contacts:,} contacts, cost {plan.total_cost:,.2f}, expected value "
+            f"{plan.total_value:,.2f} (unconstrained: {plan.unconstrained_contacts:,} contacts, cost "
+            f"{plan.unconstrained_cost:,.2f}, value {plan.unconstrained_value:,.2f})"
+        )
+    result = pd.concat([pd.DataFrame({"user_id": frame["user_id"].to_numpy(), "as_of": day}), table], axis=1)
+    result["policy"] = policy_version
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
         result.to_csv(out, index=False)
     else:
         result.to_parquet(out, index=False)
-    typer.echo(f"scored {len(result):,} users as of {day} into {out}")
+    contacted = int((result["action"] != "no_action").sum())
+    typer.echo(
+        f"scored {len(result):,} users as of {day} into {out}: {contacted:,} to contact, expected value "
+        f"{result['expected_value'].sum():,.2f} ({policy_version})"
+    )
+
+
+def _apply_plan(table: pd.DataFrame, chosen: np.ndarray, decisions) -> pd.DataFrame:
+    """The batch table with the budgeted choice instead of the unconstrained one."""
+    arb = decisions.arbitration
+    rows = np.arange(len(chosen))
+    picked = np.clip(chosen, 0, None)
+    contacted = chosen >= 0
+    catalog = decisions.policy.catalog
+    names = np.array([a.name for a in catalog], dtype=object)
+    costs = np.array([a.cost for a in catalog])
+    channels = np.array([a.channel for a in catalog], dtype=object)
+    sources = np.array([decisions.policy.source(a.name) for a in catalog], dtype=object)
+    uplift = decisions.targeted_uplift()
+    out = table.copy()
+    out["action"] = np.where(contacted, names[picked], "no_action")
+    out["expected_value"] = np.where(contacted, arb.value[rows, picked], 0.0)
+    out["uplift"] = np.where(contacted, uplift[rows, picked], 0.0)
+    out["cost"] = np.where(contacted, costs[picked], 0.0)
+    out["channel"] = np.where(contacted, channels[picked], None)
+    out["uplift_source"] = np.where(contacted, sources[picked], None)
+    out["propensity"] = 1.0
+    out["explored"] = False
+    out["budget_dropped"] = (arb.greedy >= 0) & ~contacted
+    return out

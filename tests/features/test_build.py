@@ -302,3 +302,27 @@ def test_plan_changes_keep_their_own_window_when_90_days_is_not_configured(tmp_p
     assert "events_count_90d" not in features.columns
     assert features.loc["a", "plan_changes_90d"] == 1.0
     assert features.loc["b", "plan_changes_90d"] == 0.0
+
+
+def test_churn_observed_a_window_later_with_an_offset(tmp_path: Path) -> None:
+    events = tiny_events()
+    filler = events.iloc[[0]].assign(user_id="y", ts=ts("2025-05-05 00:00"))  # extends the data past Apr 30
+    data = write_world(tmp_path / "data", pd.concat([events, filler], ignore_index=True))
+    build_feature_tables(data, [CUTOFF], tmp_path / "now", label_params=LabelParams(keep_churned_users=True))
+    later = LabelParams(keep_churned_users=True, churn_offset_days=30)
+    build_feature_tables(data, [CUTOFF], tmp_path / "later", label_params=later)
+    now = pd.read_parquet(tmp_path / "now" / "labels.parquet").set_index("user_id")
+    shifted = pd.read_parquet(tmp_path / "later" / "labels.parquet").set_index("user_id")
+    # d is silent in [Mar 1, Mar 31) but logs in on Mar 31, inside [Mar 31, Apr 30)
+    assert now.loc["d", "churn"] and not shifted.loc["d", "churn"]
+    # b is silent in both windows; a still subscribes at Apr 30
+    assert shifted.loc["b", "churn"] and not shifted.loc["a", "churn"]
+    # the upgrade label keeps its own window: a spent 150 on Mar 15
+    assert shifted.loc["a", "upgrade"]
+    # unknown until the later window has closed
+    early = build_feature_tables(
+        data, [CUTOFF], tmp_path / "early", label_params=later, as_of=dt.date(2025, 4, 20)
+    )
+    assert early.label_rows_known == 0
+    with pytest.raises(ValueError, match="churn_offset_days"):
+        LabelParams(churn_offset_days=-1)

@@ -1,0 +1,182 @@
+"""Lifecycle stages (DESIGN.md §1): ordered rules over features and scores, first match wins, and every
+assignment says which rule fired and, where the features can tell, how long ago the user entered it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, f1_score
+
+from models.rules import Expression, RuleError, as_column, compile_expression, input_length, is_scalar
+
+STAGES: tuple[str, ...] = ("new", "growing", "mature", "at_risk", "dormant", "reactivated")
+SCORE_NAMES: tuple[str, ...] = ("churn_probability", "upgrade_probability")
+_RULE_KEYS = frozenset({"stage", "description", "when", "since_days"})
+
+
+@dataclass(frozen=True)
+class StageRule:
+    stage: str
+    description: str
+    when: Expression
+    since_days: Expression | None = None
+
+    def text(self) -> str:
+        """How the rule reads in a decision, e.g. "dormant: no activity for 30 days (…)"."""
+        return f"{self.stage}: {self.description} ({self.when.text})"
+
+
+@dataclass(frozen=True)
+class StageRules:
+    rules: tuple[StageRule, ...]
+    default_stage: str
+    default_description: str
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any], feature_names: Collection[str]) -> StageRules:
+        """The config's `[stages]` table, checked: known stages, expressions over known features and scores."""
+        allowed = frozenset(feature_names) | frozenset(SCORE_NAMES)
+        default_stage = section.get("default_stage")
+        if default_stage not in STAGES:
+            raise RuleError(
+                f"stages.default_stage: unknown stage {default_stage!r}; expected one of {STAGES}"
+            )
+        default_description = section.get("default_description", "")
+        if not isinstance(default_description, str):
+            raise RuleError("stages.default_description must be text")
+        rules = section.get("rules", [])
+        if not isinstance(rules, Sequence) or isinstance(rules, str):
+            raise RuleError("stages.rules must be a list of tables ([[stages.rules]])")
+        return cls(
+            rules=tuple(_rule_from_config(i, rule, allowed) for i, rule in enumerate(rules)),
+            default_stage=default_stage,
+            default_description=default_description,
+        )
+
+    @cached_property
+    def names(self) -> frozenset[str]:
+        """Every feature and score name the rules read."""
+        out: set[str] = set()
+        for rule in self.rules:
+            out |= rule.when.names
+            if rule.since_days is not None:
+                out |= rule.since_days.names
+        return frozenset(out)
+
+    def default_text(self) -> str:
+        return f"{self.default_stage}: {self.default_description} (no other rule matched)"
+
+    @cached_property
+    def _stages_and_texts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Stage and rule text by rule index; index -1 (the last entry) is the default."""
+        stages = np.array([rule.stage for rule in self.rules] + [self.default_stage], dtype=object)
+        texts = np.array([rule.text() for rule in self.rules] + [self.default_text()], dtype=object)
+        return stages, texts
+
+
+def _rule_from_config(index: int, rule: Any, allowed: frozenset[str]) -> StageRule:
+    where = f"stages.rules[{index}]"
+    if not isinstance(rule, Mapping):
+        raise RuleError(f"{where}: expected a table with stage, description, when")
+    unknown = sorted(set(rule) - _RULE_KEYS)
+    if unknown:
+        raise RuleError(f"{where}: unknown keys {unknown}; expected {sorted(_RULE_KEYS)}")
+    missing = [key for key in ("stage", "description", "when") if key not in rule]
+    if missing:
+        raise RuleError(f"{where}: missing {', '.join(missing)}")
+    stage = rule["stage"]
+    if stage not in STAGES:
+        raise RuleError(f"{where}: unknown stage {stage!r}; expected one of {STAGES}")
+    where = f"{where} ({stage})"
+    try:
+        when = compile_expression(rule["when"], allowed)
+        since_days = compile_expression(rule["since_days"], allowed) if "since_days" in rule else None
+    except RuleError as exc:
+        raise RuleError(f"{where}: {exc}") from None
+    if when.kind != "condition":
+        raise RuleError(f"{where}: `when` must be a condition, got the number {when.text!r}")
+    if since_days is not None and since_days.kind != "number":
+        raise RuleError(
+            f"{where}: `since_days` must be a number of days, got the condition {since_days.text!r}"
+        )
+    return StageRule(stage, str(rule["description"]), when, since_days)
+
+
+@dataclass
+class StageAssignment:
+    """Per row: the stage, the fired rule's text, its index (-1 for the default) and the days since the
+    user entered the stage (NaN when unknown)."""
+
+    stage: np.ndarray
+    rule: np.ndarray
+    rule_index: np.ndarray
+    since_days: np.ndarray
+
+
+def assign_stages(columns: Mapping[str, Any] | pd.DataFrame, rules: StageRules) -> StageAssignment:
+    """The first rule (in order) whose `when` holds, per row; the default stage where none does."""
+    n = input_length(columns)
+    env: dict[str, np.ndarray] = {}
+    for name in rules.names:
+        if name not in columns:
+            raise RuleError(f"stage rules read {name!r}, which the input does not have")
+        value = columns[name]
+        # scalars are spread over the rows once here, so no rule has to work out the length again
+        env[name] = np.full(n, value, dtype=as_column(value).dtype) if is_scalar(value) else as_column(value)
+    rule_index = np.full(n, -1, dtype=np.int64)
+    since_days = np.full(n, np.nan)
+    undecided = np.ones(n, dtype=bool)
+    for index, rule in enumerate(rules.rules):
+        fired = _rows(rule.when.evaluate(env), n) & undecided
+        if not fired.any():
+            continue
+        rule_index[fired] = index
+        undecided &= ~fired
+        if rule.since_days is not None:
+            since_days[fired] = _rows(rule.since_days.evaluate(env), n)[fired]
+        if not undecided.any():
+            break
+    stages, texts = rules._stages_and_texts
+    return StageAssignment(
+        stage=stages[rule_index],
+        rule=texts[rule_index],
+        rule_index=rule_index,
+        since_days=np.maximum(since_days, 0.0),  # NaN stays NaN
+    )
+
+
+def _rows(values: np.ndarray, n: int) -> np.ndarray:
+    """An expression's result over all n rows (one that reads no column yields a single value)."""
+    return values if values.shape == (n,) else np.broadcast_to(values, (n,))
+
+
+def stage_agreement(predicted: Sequence[str], actual: Sequence[str]) -> dict:
+    """How well predicted stages match actual ones: the confusion matrix (rows actual, columns predicted),
+    macro F1 over the stages present in `actual`, accuracy and F1 per such stage."""
+    predicted = np.asarray(predicted, dtype=object)
+    actual = np.asarray(actual, dtype=object)
+    if predicted.shape != actual.shape or predicted.ndim != 1 or len(actual) == 0:
+        raise ValueError(
+            f"need two equally long, non-empty stage lists; got {predicted.shape} and {actual.shape}"
+        )
+    unknown = sorted(set(predicted) - set(STAGES) | set(actual) - set(STAGES), key=str)
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; expected {STAGES}")
+    confusion = pd.DataFrame(
+        confusion_matrix(actual, predicted, labels=list(STAGES)),
+        index=pd.Index(STAGES, name="actual"),
+        columns=pd.Index(STAGES, name="predicted"),
+    )
+    present = [stage for stage in STAGES if stage in set(actual)]
+    per_stage = f1_score(actual, predicted, labels=present, average=None, zero_division=0.0)
+    return {
+        "confusion": confusion,
+        "macro_f1": float(np.mean(per_stage)),
+        "accuracy": float(np.mean(predicted == actual)),
+        "f1": dict(zip(present, (float(v) for v in per_stage), strict=True)),
+    }

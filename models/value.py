@@ -1,0 +1,170 @@
+"""Customer value as a discounted cash flow (DESIGN.md §1): CLV = Σ_{t=1..H} margin · S(t) / (1+r)^t with
+monthly steps and S(t) = (1 − p)^t, p the calibrated churn probability converted to 30 days. An upgrade is
+worth the margin on the next plan's extra price over the same survival-discounted horizon."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DAYS_PER_MONTH = 30
+
+
+@dataclass(frozen=True)
+class ValueParams:
+    """The config's `[value]` table plus the plan order from `[features]`."""
+
+    margin_share: float
+    discount_rate_annual: float
+    horizon_months: int
+    revenue_window_days: int
+    plan_prices: dict[str, float]
+    plan_order: tuple[str, ...]
+    currency: str = "USD"
+
+    @classmethod
+    def from_config(
+        cls, value_section: Mapping[str, Any], features_section: Mapping[str, Any]
+    ) -> ValueParams:
+        """Read and validate `config["value"]` and `config["features"]["plan_order"]`."""
+        params = cls(
+            margin_share=float(_required(value_section, "value", "margin_share")),
+            discount_rate_annual=float(_required(value_section, "value", "discount_rate_annual")),
+            horizon_months=int(_required(value_section, "value", "horizon_months")),
+            revenue_window_days=int(_required(value_section, "value", "revenue_window_days")),
+            plan_prices={
+                str(k): float(v) for k, v in _required(value_section, "value", "plan_prices").items()
+            },
+            plan_order=tuple(str(p) for p in _required(features_section, "features", "plan_order")),
+            currency=str(value_section.get("currency", "USD")),
+        )
+        params.validate()
+        return params
+
+    def validate(self) -> None:
+        if not 0.0 <= self.margin_share <= 1.0:
+            raise ValueError(f"value.margin_share must be in [0, 1], got {self.margin_share}")
+        if not self.discount_rate_annual >= 0.0:
+            raise ValueError(f"value.discount_rate_annual must be ≥ 0, got {self.discount_rate_annual}")
+        if self.horizon_months < 1:
+            raise ValueError(f"value.horizon_months must be ≥ 1, got {self.horizon_months}")
+        if self.revenue_window_days < 1:
+            raise ValueError(f"value.revenue_window_days must be ≥ 1, got {self.revenue_window_days}")
+        if not self.plan_order:
+            raise ValueError("features.plan_order must list at least one plan")
+        missing = [plan for plan in self.plan_order if plan not in self.plan_prices]
+        if missing:
+            raise ValueError(
+                f"value.plan_prices has no price for plan(s) {missing} listed in features.plan_order"
+            )
+        # An upgrade (a move to the right in plan_order) must never be worth a negative amount.
+        for lower, higher in zip(self.plan_order, self.plan_order[1:], strict=False):
+            if self.plan_prices[higher] < self.plan_prices[lower]:
+                raise ValueError(
+                    f"value.plan_prices.{higher} ({self.plan_prices[higher]}) is below value.plan_prices.{lower} "
+                    f"({self.plan_prices[lower]}); prices must not decrease along features.plan_order"
+                )
+
+    @property
+    def monthly_discount_rate(self) -> float:
+        """The monthly rate equivalent to the annual one: (1 + annual)^(1/12) − 1."""
+        return (1.0 + self.discount_rate_annual) ** (1.0 / 12.0) - 1.0
+
+    @property
+    def revenue_column(self) -> str:
+        """The feature holding purchase revenue over the configured window."""
+        return f"revenue_sum_{self.revenue_window_days}d"
+
+
+def _required(section: Mapping[str, Any], table: str, key: str) -> Any:
+    if key not in section:
+        raise ValueError(f"{table}.{key} is missing from the config")
+    return section[key]
+
+
+def _numeric_column(frame: pd.DataFrame, column: str) -> np.ndarray:
+    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def monthly_margin(mrr: Any, revenue_in_window: Any, params: ValueParams) -> np.ndarray:
+    """margin_share × (MRR + window revenue scaled to 30 days); missing amounts count as zero."""
+    recurring = np.nan_to_num(np.asarray(mrr, dtype="float64"), nan=0.0)
+    purchases = np.nan_to_num(np.asarray(revenue_in_window, dtype="float64"), nan=0.0)
+    return params.margin_share * (recurring + purchases * DAYS_PER_MONTH / params.revenue_window_days)
+
+
+def monthly_churn(p_churn: Any, horizon_days: int) -> np.ndarray:
+    """A churn probability over `horizon_days` as a 30-day one, assuming a constant hazard."""
+    if horizon_days <= 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+    probability = np.clip(np.asarray(p_churn, dtype="float64"), 0.0, 1.0)
+    return np.clip(1.0 - (1.0 - probability) ** (DAYS_PER_MONTH / horizon_days), 0.0, 1.0)
+
+
+def survival_annuity(p_churn_month: Any, params: ValueParams) -> np.ndarray:
+    """Σ_{t=1..H} (1 − p)^t / (1 + r)^t: the discounted expected number of paying months ahead."""
+    ratio = (1.0 - np.clip(np.asarray(p_churn_month, dtype="float64"), 0.0, 1.0)) / (
+        1.0 + params.monthly_discount_rate
+    )
+    # A short loop over the horizon is exact where the closed form q(1 − q^H)/(1 − q) loses digits at q ≈ 1.
+    total = np.zeros_like(ratio)
+    term = np.ones_like(ratio)
+    for _ in range(params.horizon_months):
+        term = term * ratio
+        total = total + term
+    return total
+
+
+def clv(margin_month: Any, p_churn_month: Any, params: ValueParams) -> np.ndarray:
+    """Discounted value of the expected future margin: margin × survival annuity."""
+    return np.asarray(margin_month, dtype="float64") * survival_annuity(p_churn_month, params)
+
+
+def plan_rank(current_plan: Any, plan_order: Sequence[str]) -> np.ndarray:
+    """Position of each plan in `plan_order`; unknown or missing plans rank lowest (0)."""
+    ranks = {plan: i for i, plan in enumerate(plan_order)}
+    plans = pd.Series(np.asarray(current_plan, dtype=object).ravel())
+    return plans.map(ranks).fillna(0).to_numpy(dtype="int64")
+
+
+def upgrade_value(current_plan: Any, p_churn_month: Any, params: ValueParams) -> np.ndarray:
+    """margin_share × (next plan's price − current price) × survival annuity; zero on the top plan."""
+    prices = np.array([params.plan_prices[plan] for plan in params.plan_order], dtype="float64")
+    next_prices = np.append(prices[1:], prices[-1])  # the top plan has nowhere to go
+    rank = plan_rank(current_plan, params.plan_order)
+    step = next_prices[rank] - prices[rank]
+    return params.margin_share * step * survival_annuity(p_churn_month, params)
+
+
+def value_inputs(frame: pd.DataFrame, p_churn: Any, horizon_days: int, params: ValueParams) -> pd.DataFrame:
+    """Margin, 30-day churn, CLV and upgrade value per row of a features frame, given the calibrated churn
+    probability over `horizon_days` (what batch scoring and serving pass to arbitration)."""
+    revenue = params.revenue_column
+    if revenue not in frame:
+        available = sorted(c for c in frame.columns if str(c).startswith("revenue_sum_"))
+        raise ValueError(
+            f"value needs the feature {revenue!r} (value.revenue_window_days = {params.revenue_window_days}); "
+            f"the frame has revenue columns {available}"
+        )
+    missing = [column for column in ("mrr", "current_plan") if column not in frame]
+    if missing:
+        raise ValueError(f"value needs the feature(s) {missing}, absent from the frame")
+    p_month = monthly_churn(p_churn, horizon_days)
+    if p_month.shape != (len(frame),):
+        raise ValueError(
+            f"p_churn has shape {np.shape(p_churn)}, expected one probability per row ({len(frame)})"
+        )
+    margin = monthly_margin(_numeric_column(frame, "mrr"), _numeric_column(frame, revenue), params)
+    return pd.DataFrame(
+        {
+            "margin_month": margin,
+            "p_churn_month": p_month,
+            "clv": clv(margin, p_month, params),
+            "upgrade_value": upgrade_value(frame["current_plan"].to_numpy(dtype=object), p_month, params),
+        },
+        index=frame.index,
+    )

@@ -1,0 +1,487 @@
+"""`clm evaluate-policy`: what the policy is worth. On simulated data every policy's true incremental value
+per 1,000 users is computed from the simulator's true effects (ours, no action, a random eligible action,
+the stage playbook, "contact the top-risk decile with retention_discount", and the oracle that knows the
+true effects); the offline IPS/DR estimates from the logged campaign are compared with the truth on the
+same users. Also: stage agreement with the latent stages, CLV against realised revenue per decile, and a
+budgeted campaign against the unconstrained one. Everything is logged to one MLflow run."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.jobs import connect, latest_features, load_inputs
+from features.registry import FeatureParams
+from models.arbitration import CONTACT_CAP, COOLDOWN, ELIGIBLE, INELIGIBLE_STAGE, plan_within_budget
+from models.catalog import NO_ACTION
+from models.policy import PolicyBundle, decide, load_policy
+from models.stages import STAGES, stage_agreement
+from models.value import monthly_churn, monthly_margin, survival_annuity
+from training import tracking
+from training.policy import ScoringModels, download_policy, load_scoring_models, offline_value, policy_frame
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+POLICIES = ("clm", "no_action", "random", "stage_playbook", "top_risk_discount", "oracle")
+TOP_RISK_ACTION = "retention_discount"
+
+
+@dataclass
+class PolicyEvaluation:
+    as_of: dt.date
+    policy_version: str
+    scoring_models: dict[str, str]
+    in_sample: bool
+    n_users: int
+    value_per_1000: dict[str, float | None]
+    contacts_per_1000: dict[str, float | None]
+    cost_per_1000: dict[str, float | None]
+    offline: dict[str, float | None]
+    stage_agreement: dict[str, Any] | None
+    clv_check: pd.DataFrame | None
+    budget: dict[str, float]
+    extra: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+
+    def goals(self) -> dict[str, float | None]:
+        v = self.value_per_1000
+        if v.get("oracle") in (None, 0) or v.get("clm") is None:
+            return {"share_of_oracle": None, "times_top_risk_discount": None}
+        top = v.get("top_risk_discount")
+        return {
+            "share_of_oracle": v["clm"] / v["oracle"] if v["oracle"] else None,
+            "times_top_risk_discount": v["clm"] / top if top and top > 0 else None,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "as_of": str(self.as_of),
+            "policy": self.policy_version,
+            "scoring_models": self.scoring_models,
+            "in_sample": self.in_sample,
+            "users": self.n_users,
+            "value_per_1000": self.value_per_1000,
+            "contacts_per_1000": self.contacts_per_1000,
+            "cost_per_1000": self.cost_per_1000,
+            "offline_estimates": self.offline,
+            "goals": self.goals(),
+            "stage_macro_f1": None if self.stage_agreement is None else self.stage_agreement["macro_f1"],
+            "budget": self.budget,
+            "diagnostics": self.extra,
+            **({"mlflow_run_id": self.run_id} if self.run_id else {}),
+        }
+
+
+def load_policy_by_alias(
+    config: dict[str, Any], aliases: tuple[str, ...] = ("champion", "challenger")
+) -> tuple[PolicyBundle, str]:
+    name = config["models"]["policy"]["registered_name"]
+    for alias in aliases:
+        found = tracking.version_by_alias(name, alias)
+        if found is not None:
+            return load_policy(
+                download_policy(f"models:/{name}@{alias}")
+            ), f"{name} v{found.version} @{alias}"
+    raise ValueError(f"no {name} registered (@{' or @'.join(aliases)}): run `clm train --model policy` first")
+
+
+def true_effect_matrices(
+    effects: pd.DataFrame, users: pd.Series, actions: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, A) true change in churn and in upgrade probability per user and catalog action (NaN unknown)."""
+    out = []
+    for column in ("delta_p_churn", "delta_p_upgrade"):
+        wide = effects.pivot(index="user_id", columns="action", values=column)
+        wide = wide.reindex(index=users.to_numpy(), columns=list(actions))
+        out.append(wide.to_numpy(dtype=float))
+    return out[0], out[1]
+
+
+def baseline_choices(
+    stage: np.ndarray,
+    status: np.ndarray,
+    p_churn: np.ndarray,
+    actions: tuple[str, ...],
+    catalog,
+    top_share: float,
+) -> dict[str, np.ndarray]:
+    """Chosen action index (−1 = none) per user for the deterministic baselines."""
+    n = status.shape[0]
+    contactable = ~np.isin(status, [INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP])
+    playbook = np.full(n, -1)
+    for s in STAGES:
+        first = next((i for i, a in enumerate(catalog) if s in a.stages), None)
+        if first is None:
+            continue
+        members = (stage == s) & contactable[:, first]
+        playbook[members] = first
+    top = np.full(n, -1)
+    if TOP_RISK_ACTION in actions:
+        candidates = np.flatnonzero(stage != "dormant")
+        k = round(top_share * n)
+        order = candidates[np.argsort(-p_churn[candidates], kind="stable")][:k]
+        top[order] = actions.index(TOP_RISK_ACTION)
+    return {"stage_playbook": playbook, "top_risk_discount": top}
+
+
+def value_of(choice: np.ndarray, true_value: np.ndarray) -> np.ndarray:
+    rows = np.arange(len(choice))
+    return np.where(choice >= 0, true_value[rows, np.clip(choice, 0, None)], 0.0)
+
+
+def evaluate_policy(
+    data_dir: Path,
+    *,
+    config: dict[str, Any],
+    project_root: Path,
+    as_of: dt.date | None = None,
+    truth_dir: Path | None = None,
+    progress: Progress = lambda message: None,
+    log_to_mlflow: bool = True,
+    alias: str | None = None,
+) -> PolicyEvaluation:
+    """Evaluate the registered policy (`alias`, default @champion or else @challenger) as of `as_of`."""
+    tracking.configure(tracking.resolve_tracking_uri(project_root))
+    policy, policy_version = load_policy_by_alias(
+        config, aliases=(alias,) if alias else ("champion", "challenger")
+    )
+    models = load_scoring_models(config)
+    effects_path = None if truth_dir is None else Path(truth_dir) / "effects.parquet"
+    has_truth = effects_path is not None and effects_path.exists()
+    as_of = as_of or _default_as_of(policy, effects_path if has_truth else None)
+    in_sample = str(as_of) in policy.metadata.get("train_waves", [])
+    if in_sample:
+        log.warning(
+            "%s was a training wave of %s: the offline estimates there are in-sample", as_of, policy_version
+        )
+    params = FeatureParams.from_config(config["features"])
+    horizon = models.churn.horizon_days
+
+    progress(f"scoring every user as of {as_of}")
+    frame, _ = latest_features(data_dir, params=params, as_of=as_of)
+    p_churn, p_upgrade = models.probabilities(frame)
+    decisions = decide(frame, p_churn, p_upgrade, policy, churn_horizon_days=horizon)
+    arb = decisions.arbitration
+    costs = np.array([a.cost for a in policy.catalog])
+
+    value_per_1000: dict[str, float | None] = dict.fromkeys(POLICIES)
+    contacts: dict[str, float | None] = dict.fromkeys(POLICIES)
+    spend: dict[str, float | None] = dict.fromkeys(POLICIES)
+    extra: dict[str, float] = {}
+    n_users = len(frame)
+    budget: dict[str, float] = {}
+    true_value = None
+    if has_truth:
+        effects = pd.read_parquet(effects_path, filters=[("cutoff", "==", as_of)])
+        if effects.empty:
+            raise ValueError(
+                f"{effects_path} has no true effects at {as_of}; pick a truth cutoff with --as-of"
+            )
+        known = frame["user_id"].isin(set(effects["user_id"])).to_numpy()
+        extra["users_without_truth"] = float((~known).sum())
+        d_churn, d_upgrade = true_effect_matrices(effects, frame["user_id"], policy.actions)
+        clv = decisions.values["clv"].to_numpy()
+        upgrade_value = decisions.values["upgrade_value"].to_numpy()
+        true_value = -d_churn * clv[:, None] + d_upgrade * upgrade_value[:, None] - costs[None, :]
+        true_value = np.where(np.isfinite(true_value), true_value, 0.0)
+        true_value[~known] = 0.0
+        contactable = ~np.isin(arb.status, [INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP])
+        choices = {"clm": arb.greedy, "no_action": np.full(n_users, -1)}
+        choices.update(
+            baseline_choices(decisions.stages.stage, arb.status, p_churn, policy.actions, policy.catalog,
+                             float(config["policy"]["top_risk_share"]))
+        )  # fmt: skip
+        oracle_values = np.where(contactable, true_value, -np.inf)
+        best = oracle_values.argmax(axis=1)
+        choices["oracle"] = np.where(oracle_values[np.arange(n_users), best] > 0, best, -1)
+        for name, choice in choices.items():
+            value_per_1000[name] = 1000.0 * float(value_of(choice, true_value)[known].mean())
+            contacts[name] = 1000.0 * float((choice[known] >= 0).mean())
+            spend[name] = 1000.0 * float(
+                np.where(choice >= 0, costs[np.clip(choice, 0, None)], 0.0)[known].mean()
+            )
+        # random: every contactable action equally likely, its expectation computed exactly
+        k = contactable.sum(axis=1)
+        mean_value = np.where(
+            k > 0, np.where(contactable, true_value, 0.0).sum(axis=1) / np.maximum(k, 1), 0.0
+        )
+        mean_cost = np.where(k > 0, (contactable * costs[None, :]).sum(axis=1) / np.maximum(k, 1), 0.0)
+        value_per_1000["random"] = 1000.0 * float(mean_value[known].mean())
+        contacts["random"] = 1000.0 * float((k[known] > 0).mean())
+        spend["random"] = 1000.0 * float(mean_cost[known].mean())
+        progress("the best a model of these features could do (cross-fitted on the true effects)")
+        extra["feature_oracle"] = 1000.0 * float(
+            value_of(
+                feature_oracle_choice(frame, policy, true_value, contactable & known[:, None]), true_value
+            )[known].mean()
+        )
+        unconstrained_best = np.where(true_value.max(axis=1) > 0, true_value.max(axis=1), 0.0)
+        extra["oracle_any_stage"] = 1000.0 * float(unconstrained_best[known].mean())
+        extra["clm_predicted"] = 1000.0 * float(
+            np.where(arb.greedy >= 0, arb.value[np.arange(n_users), np.clip(arb.greedy, 0, None)], 0.0)[
+                known
+            ].mean()
+        )
+
+    progress("budget mode")
+    budget = _budget(decisions, costs, true_value, float(config["policy"]["evaluation_budget_share"]),
+                     config["policy"]["budget_method"])  # fmt: skip
+
+    progress("offline estimates from the logged campaign")
+    offline = _offline(data_dir, config, as_of, policy, models, truth_dir if has_truth else None)
+
+    agreement = None
+    outcomes_path = None if truth_dir is None else Path(truth_dir) / "outcomes.parquet"
+    if outcomes_path is not None and outcomes_path.exists():
+        from simulation.params import LATENT_TO_PRODUCT_STAGE
+
+        truth = pd.read_parquet(
+            outcomes_path, columns=["user_id", "cutoff", "latent_stage"], filters=[("cutoff", "==", as_of)]
+        )
+        if not truth.empty:
+            latent = frame["user_id"].map(
+                truth.set_index("user_id")["latent_stage"].map(LATENT_TO_PRODUCT_STAGE)
+            )
+            ok = latent.notna().to_numpy()
+            agreement = stage_agreement(decisions.stages.stage[ok], latent[ok].to_numpy())
+
+    progress("CLV against realised revenue")
+    clv_check = clv_against_realised(data_dir, config, models, policy, as_of)
+
+    evaluation = PolicyEvaluation(
+        as_of=as_of, policy_version=policy_version, scoring_models=models.versions, in_sample=in_sample,
+        n_users=n_users, value_per_1000=value_per_1000, contacts_per_1000=contacts, cost_per_1000=spend,
+        offline=offline, stage_agreement=agreement, clv_check=clv_check, budget=budget, extra=extra,
+    )  # fmt: skip
+    if log_to_mlflow:
+        evaluation.run_id = _log(evaluation, config, decisions)
+    return evaluation
+
+
+def feature_oracle_choice(
+    frame: pd.DataFrame, policy: PolicyBundle, true_value: np.ndarray, allowed: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """A diagnostic, not a policy: per action, LightGBM regresses the *true* incremental value on the
+    features (2-fold cross-fitting, so no user is scored by a model that saw its own truth), and each user
+    gets the best predicted allowed action. It is the value reachable from these features when the
+    effects are known exactly — the part of the oracle's value that hidden traits do not put out of reach."""
+    import lightgbm as lgb
+
+    from models.frame import model_matrix
+
+    matrix = model_matrix(frame, policy.feature_names, policy.uplift.categories_)
+    fold = np.random.default_rng(seed).integers(0, 2, len(frame))
+    predicted = np.full(true_value.shape, -np.inf)
+    params = {"objective": "regression", "num_leaves": 15, "learning_rate": 0.05, "min_data_in_leaf": 50,
+              "verbosity": -1, "num_threads": 2, "seed": seed}  # fmt: skip
+    for a in range(true_value.shape[1]):
+        for f in (0, 1):
+            train = (fold != f) & allowed[:, a]
+            score = (fold == f) & allowed[:, a]
+            if train.sum() < 100 or not score.any():
+                continue
+            booster = lgb.train(params, lgb.Dataset(matrix[train], true_value[train, a]), num_boost_round=200)
+            predicted[score, a] = booster.predict(matrix[score])
+    best = predicted.argmax(axis=1)
+    return np.where(predicted[np.arange(len(best)), best] > 0, best, -1)
+
+
+def _default_as_of(policy: PolicyBundle, effects_path: Path | None) -> dt.date:
+    """The policy's held-out wave (when the truth covers it), else the latest truth cutoff."""
+    test_wave = policy.metadata.get("test_wave")
+    if effects_path is None:
+        if test_wave is None:
+            raise ValueError("give --as-of: the policy records no held-out wave")
+        return dt.date.fromisoformat(test_wave)
+    cutoffs = sorted(pd.read_parquet(effects_path, columns=["cutoff"])["cutoff"].unique())
+    cutoffs = [pd.Timestamp(c).date() for c in cutoffs]
+    if test_wave is not None and dt.date.fromisoformat(test_wave) in cutoffs:
+        return dt.date.fromisoformat(test_wave)
+    return cutoffs[-1]
+
+
+def _budget(
+    decisions, costs: np.ndarray, true_value: np.ndarray | None, share: float, method: str
+) -> dict[str, float]:
+    arb = decisions.arbitration
+    allowed = arb.status == ELIGIBLE
+    rows = np.arange(len(arb.greedy))
+    best = arb.greedy
+    unconstrained_cost = float(np.where(best >= 0, costs[np.clip(best, 0, None)], 0.0).sum())
+    plan = plan_within_budget(arb.value, allowed, costs, share * unconstrained_cost, method=method)
+    out = {
+        "budget": share * unconstrained_cost,
+        "method_" + method: 1.0,
+        "predicted_value": plan.total_value,
+        "cost": plan.total_cost,
+        "contacts": float(plan.contacts),
+        "unconstrained_predicted_value": plan.unconstrained_value,
+        "unconstrained_cost": plan.unconstrained_cost,
+        "unconstrained_contacts": float(plan.unconstrained_contacts),
+    }
+    if true_value is not None:
+        out["true_value"] = float(
+            np.where(plan.chosen >= 0, true_value[rows, np.clip(plan.chosen, 0, None)], 0.0).sum()
+        )
+        out["unconstrained_true_value"] = float(
+            np.where(best >= 0, true_value[rows, np.clip(best, 0, None)], 0.0).sum()
+        )
+    return out
+
+
+def _offline(data_dir, config, as_of, policy, models: ScoringModels, truth_dir) -> dict[str, float | None]:
+    """IPS/DR from the campaign logged at `as_of`, and (simulation) the truth on the same users."""
+    try:
+        rows, _ = policy_frame(data_dir, config, waves=[as_of])
+    except Exception as exc:  # no campaign that day: nothing to estimate from
+        log.warning("no offline estimate at %s: %s", as_of, exc)
+        return {"ips": None, "dr": None, "snips": None, "truth_on_logged": None, "n_logged": 0.0}
+    rows = rows[rows["churn"].notna()].reset_index(drop=True)
+    if rows.empty:
+        return {"ips": None, "dr": None, "snips": None, "truth_on_logged": None, "n_logged": 0.0}
+    p_churn, p_upgrade = models.probabilities(rows)
+    decisions = decide(rows, p_churn, p_upgrade, policy, churn_horizon_days=models.churn.horizon_days)
+    estimate = offline_value(policy, rows, decisions)
+    out: dict[str, float | None] = estimate.as_dict()
+    out["truth_on_logged"] = None
+    effects_path = None if truth_dir is None else Path(truth_dir) / "effects.parquet"
+    if effects_path is not None and effects_path.exists():
+        effects = pd.read_parquet(effects_path, filters=[("cutoff", "==", as_of)])
+        d_churn, d_upgrade = true_effect_matrices(effects, rows["user_id"], policy.actions)
+        costs = np.array([a.cost for a in policy.catalog])
+        clv = decisions.values["clv"].to_numpy()
+        upv = decisions.values["upgrade_value"].to_numpy()
+        tv = -d_churn * clv[:, None] + d_upgrade * upv[:, None] - costs[None, :]
+        tv = np.where(np.isfinite(tv), tv, 0.0)
+        out["truth_on_logged"] = 1000.0 * float(value_of(decisions.arbitration.greedy, tv).mean())
+    return out
+
+
+def clv_against_realised(data_dir: Path, config: dict[str, Any], models: ScoringModels, policy: PolicyBundle,
+                         as_of: dt.date, months: int = 6) -> pd.DataFrame | None:  # fmt: skip
+    """Predicted vs realised discounted margin over `months` 30-day months after the latest first-of-month
+    cutoff with that much data after it, per decile of the prediction; None when the data is too short."""
+    con = connect()
+    inputs = load_inputs(con, data_dir)
+    cutoff = (inputs.data_end - dt.timedelta(days=30 * months)).replace(day=1)
+    first_event = con.to_pyarrow(inputs.events.ts.min()).as_py().date()
+    if cutoff < first_event + dt.timedelta(days=60):
+        log.warning(
+            "no CLV check: less than %d months of data after a cutoff with 60 days of history", months
+        )
+        return None
+    params = FeatureParams.from_config(config["features"])
+    try:
+        frame, _ = latest_features(data_dir, params=params, as_of=cutoff, con=con)
+    except Exception as exc:
+        log.warning("no CLV check: %s", exc)
+        return None
+    if frame.empty:
+        return None
+    p_churn, _ = models.probabilities(frame)
+    value = policy.value
+    window = f"revenue_sum_{value.revenue_window_days}d"
+    margin = monthly_margin(frame["mrr"].to_numpy(dtype=float), frame[window].to_numpy(dtype=float), value)
+    short = dataclasses.replace(value, horizon_months=months)
+    predicted = margin * survival_annuity(monthly_churn(p_churn, models.churn.horizon_days), short)
+    realised = realised_margin(data_dir, frame["user_id"], cutoff, months, value, config)
+    table = pd.DataFrame({"predicted": predicted, "realised": realised})
+    table["decile"] = pd.qcut(table["predicted"].rank(method="first"), 10, labels=range(1, 11)).astype(int)
+    out = table.groupby("decile").agg(users=("predicted", "size"), predicted=("predicted", "mean"),
+                                      realised=("realised", "mean")).reset_index()  # fmt: skip
+    out["ratio"] = out["predicted"] / out["realised"].replace(0.0, np.nan)
+    out.attrs["cutoff"] = str(cutoff)
+    out.attrs["months"] = months
+    out.attrs["spearman"] = float(table["predicted"].corr(table["realised"], method="spearman"))
+    out.attrs["total_ratio"] = float(table["predicted"].sum() / max(table["realised"].sum(), 1e-9))
+    return out
+
+
+def realised_margin(
+    data_dir: Path, users: pd.Series, cutoff: dt.date, months: int, value, config
+) -> np.ndarray:
+    """Discounted margin each user actually produced in the `months` 30-day months after `cutoff`:
+    purchases plus subscription revenue (MRR pro rata for the days subscribed)."""
+    start = pd.Timestamp(cutoff, tz="UTC")
+    purchase_types = list(config["features"]["purchase_event_types"])
+    events = pd.read_parquet(
+        Path(data_dir) / "events.parquet", columns=["user_id", "ts", "event_type", "amount"]
+    )
+    events = events[events["event_type"].isin(purchase_types) & (events["ts"] >= start)]
+    month = ((events["ts"] - start).dt.total_seconds() // (30 * 86400)).astype(int) + 1
+    events = events.assign(month=month)[month <= months]
+    revenue = events.groupby(["user_id", "month"])["amount"].sum().unstack(fill_value=0.0)
+    revenue = revenue.reindex(index=users.to_numpy(), columns=range(1, months + 1), fill_value=0.0).fillna(
+        0.0
+    )
+    total = revenue.to_numpy(dtype=float, copy=True)
+    subs_path = Path(data_dir) / "subscriptions.parquet"
+    if subs_path.exists():
+        subs = pd.read_parquet(subs_path)
+        subs = subs[subs["user_id"].isin(set(users))]
+        index = pd.Index(users.to_numpy())
+        for t in range(1, months + 1):
+            lo = start + pd.Timedelta(days=30 * (t - 1))
+            hi = start + pd.Timedelta(days=30 * t)
+            begin = subs["start"].where(subs["start"] > lo, lo)
+            end = subs["end"].fillna(hi).where(subs["end"].fillna(hi) < hi, hi)
+            days = ((end - begin).dt.total_seconds() / 86400).clip(lower=0)
+            paid = (subs["mrr"].fillna(0.0) * days / 30.0).groupby(subs["user_id"]).sum()
+            total[:, t - 1] += paid.reindex(index, fill_value=0.0).to_numpy()
+    discount = (1 + value.monthly_discount_rate) ** -np.arange(1, months + 1)
+    return value.margin_share * total @ discount
+
+
+def _log(evaluation: PolicyEvaluation, config: dict[str, Any], decisions) -> str:
+    with tracking.start_training_run(
+        config["training"]["experiment"], f"policy-evaluation-{evaluation.as_of}",
+        params={"target": "policy_evaluation", "as_of": str(evaluation.as_of), "policy": evaluation.policy_version,
+                "scoring_models": evaluation.scoring_models, "in_sample": evaluation.in_sample},
+        tags={"clm.target": "policy_evaluation", "clm.as_of": str(evaluation.as_of)},
+    ) as run:  # fmt: skip
+        tracking.log_metrics_flat(
+            {"value_per_1000": evaluation.value_per_1000, "contacts_per_1000": evaluation.contacts_per_1000,
+             "cost_per_1000": evaluation.cost_per_1000, "offline": evaluation.offline, "goals": evaluation.goals(),
+             "budget": evaluation.budget, "extra": evaluation.extra}
+        )  # fmt: skip
+        tracking.log_dict(evaluation.as_json(), "policy_evaluation.json")
+        tracking.log_frame(policy_table(evaluation), "metrics/policy_values.csv")
+        if evaluation.stage_agreement is not None:
+            tracking.log_metrics_flat(
+                {"stages": {"macro_f1": evaluation.stage_agreement["macro_f1"],
+                            "accuracy": evaluation.stage_agreement["accuracy"],
+                            "f1": evaluation.stage_agreement["f1"]}}
+            )  # fmt: skip
+            tracking.log_frame(
+                evaluation.stage_agreement["confusion"], "metrics/stage_confusion.csv", index=True
+            )
+        if evaluation.clv_check is not None:
+            tracking.log_frame(evaluation.clv_check, "metrics/clv_deciles.csv")
+            tracking.log_metrics_flat(
+                {"clv": {"spearman": evaluation.clv_check.attrs["spearman"],
+                         "total_ratio": evaluation.clv_check.attrs["total_ratio"]}}
+            )  # fmt: skip
+        tracking.log_frame(decisions.to_frame().groupby(["stage", "action"]).size().rename("users").reset_index(),
+                           "metrics/stage_action_mix.csv")  # fmt: skip
+        return run.info.run_id
+
+
+def policy_table(evaluation: PolicyEvaluation) -> pd.DataFrame:
+    rows = []
+    for name in POLICIES:
+        rows.append(
+            {"policy": name, "value_per_1000": evaluation.value_per_1000[name],
+             "contacts_per_1000": evaluation.contacts_per_1000[name], "cost_per_1000": evaluation.cost_per_1000[name]}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+__all__ = ["NO_ACTION", "POLICIES", "PolicyEvaluation", "evaluate_policy", "policy_table"]

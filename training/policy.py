@@ -1,0 +1,458 @@
+"""The policy job (`clm train --model policy`): uplift models fitted on the logged campaign waves, checked on
+the latest closed wave they never saw (Qini/AUUC per action, offline IPS/DR value, and on simulated data
+the rank agreement with the true effects), logged to MLflow and registered as `clm-policy@challenger`."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.build import LabelParams
+from features.jobs import build_feature_tables, connect, load_inputs
+from features.registry import FeatureParams, build_registry, feature_names, registry_version
+from models.arbitration import ELIGIBLE, INELIGIBLE_STAGE
+from models.bundle import ModelBundle, load_bundle
+from models.catalog import NO_ACTION, ContactPolicy, load_catalog
+from models.frame import category_lists, model_matrix
+from models.policy import OUTCOME_OF, Decisions, PolicyBundle, decide, load_policy, save_policy
+from models.registry import download_bundle
+from models.scoring import score
+from models.uplift import UpliftModel, UpliftParams
+from models.uplift_metrics import auuc, qini_coefficient
+from models.value import ValueParams
+from training import tracking
+from training.dataset import NotEnoughHistory, load_training_frame
+from training.offline import OfflineEstimate, estimate, outcome_model_values, realised_rewards
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+POLICY_ARTIFACT = "policy"
+
+
+@dataclass
+class ScoringModels:
+    """The churn and upgrade models the policy reads scores from, and which versions they are."""
+
+    churn: ModelBundle
+    upgrade: ModelBundle
+    versions: dict[str, str]  # e.g. {"churn": "clm-churn v3 @champion", ...}
+
+    def probabilities(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            score(frame, self.churn)["probability"].to_numpy(),
+            score(frame, self.upgrade)["probability"].to_numpy(),
+        )
+
+
+def load_scoring_models(
+    config: dict[str, Any], aliases: tuple[str, ...] = ("champion", "challenger")
+) -> ScoringModels:
+    """The churn and upgrade models by alias: @champion when there is one, else @challenger."""
+    bundles: dict[str, ModelBundle] = {}
+    versions: dict[str, str] = {}
+    for target in ("churn", "upgrade"):
+        name = config["models"][target]["registered_name"]
+        for alias in aliases:
+            found = tracking.version_by_alias(name, alias)
+            if found is not None:
+                bundles[target] = load_bundle(download_bundle(f"models:/{name}@{alias}"))
+                versions[target] = f"{name} v{found.version} @{alias}"
+                break
+        else:
+            raise ValueError(
+                f"no {name} model registered (@{' or @'.join(aliases)}): run `clm train --model {target}` first"
+            )
+    return ScoringModels(bundles["churn"], bundles["upgrade"], versions)
+
+
+def policy_parts(config: dict[str, Any]) -> dict[str, Any]:
+    """The catalog, contact policy, value and uplift parameters from the config (validated)."""
+    return {
+        "catalog": load_catalog(config["actions"]),
+        "contact": ContactPolicy.from_config(config["policy"]),
+        "value": ValueParams.from_config(config["value"], config["features"]),
+        "uplift": UpliftParams.from_config(config["policy"]),
+    }
+
+
+def policy_frame(
+    data_dir: Path,
+    config: dict[str, Any],
+    *,
+    as_of: dt.date | None = None,
+    waves: list[dt.date] | None = None,
+) -> tuple[pd.DataFrame, dt.date]:
+    """One row per logged campaign decision (user × wave day, holdouts included): the user's features as
+        of the start of that day, the logged action and propensity, and the churn/upgrade labels of the horizon
+        after it (null while open). Dormant users are kept: win-back decisions are made about them. `waves`
+    restricts the rows to those contact days."""
+    con = connect()
+    inputs = load_inputs(con, data_dir, as_of)
+    if inputs.campaigns is None:
+        raise ValueError(f"{data_dir}: no campaigns.parquet — the policy learns from logged campaigns")
+    campaigns = con.to_pandas(inputs.campaigns.select("user_id", "ts", "action", "propensity"))
+    if campaigns.empty:
+        raise NotEnoughHistory(f"{data_dir}: campaigns.parquet has no rows before {inputs.data_end}")
+    campaigns["cutoff"] = pd.to_datetime(campaigns["ts"], utc=True).dt.date
+    if waves is not None:
+        campaigns = campaigns[campaigns["cutoff"].isin(set(waves))]
+        if campaigns.empty:
+            raise NotEnoughHistory(f"{data_dir}: no campaign rows on {', '.join(map(str, waves))}")
+    before = len(campaigns)
+    campaigns = campaigns.sort_values(["cutoff", "user_id", "ts"]).drop_duplicates(["user_id", "cutoff"])
+    if len(campaigns) < before:
+        log.warning(
+            "%d users had several campaign rows on one day; the first of each day is used",
+            before - len(campaigns),
+        )
+    missing = campaigns["propensity"].isna()
+    if missing.any():
+        log.warning(
+            "%d campaign rows have no logged propensity; they are weighted as if chosen with certainty",
+            int(missing.sum()),
+        )
+        campaigns.loc[missing, "propensity"] = 1.0
+    waves = sorted(campaigns["cutoff"].unique())
+    labels = dataclasses.replace(
+        LabelParams.from_config(config["labels"]), keep_churned_users=True,
+        churn_offset_days=int(config["policy"].get("outcome_offset_days", 0)),
+    )  # fmt: skip
+    params = FeatureParams.from_config(config["features"])
+    with tempfile.TemporaryDirectory(prefix="clm-policy-") as tmp:
+        summary = build_feature_tables(
+            data_dir, waves, Path(tmp), params=params, label_params=labels, as_of=as_of, con=con
+        )
+        features = load_training_frame(summary.features_path, summary.labels_path)
+    frame = campaigns.drop(columns=["ts"]).merge(features, on=["user_id", "cutoff"], how="inner")
+    if len(frame) < len(campaigns):
+        log.info(
+            "%d campaign rows are for users with no history before the contact day; skipped",
+            len(campaigns) - len(frame),
+        )
+    return frame.reset_index(drop=True), inputs.data_end
+
+
+def wave_split(frame: pd.DataFrame, window_days: int) -> tuple[list[dt.date], dt.date]:
+    """Training waves and the test wave: the latest wave whose outcome window has closed, and every wave
+    whose window closed by it."""
+    closed = sorted(frame.loc[frame["churn"].notna(), "cutoff"].unique())
+    if not closed:
+        raise NotEnoughHistory("no campaign wave has a closed outcome window yet")
+    test = closed[-1]
+    train = [c for c in closed if c + dt.timedelta(days=window_days) <= test]
+    if not train:
+        raise NotEnoughHistory(
+            f"need a campaign wave whose {window_days}-day window closes by the test wave {test}"
+        )
+    return train, test
+
+
+def outcomes_of(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {name: rows[name].astype(float).to_numpy() for name in ("churn", "upgrade")}
+
+
+def fit_uplift(
+    rows: pd.DataFrame, parts: dict[str, Any], names: list[str], categories: dict[str, list[str]]
+) -> UpliftModel:
+    priors = {
+        a.name: {"churn": a.prior_delta_churn, "upgrade": a.prior_delta_upgrade} for a in parts["catalog"]
+    }
+    X = model_matrix(rows, names, categories)
+    return UpliftModel(parts["uplift"], priors).fit(
+        X, rows["action"].to_numpy(), rows["propensity"].to_numpy(dtype=float), outcomes_of(rows)
+    )
+
+
+def uplift_quality(
+    policy: PolicyBundle,
+    rows: pd.DataFrame,
+    effects: dict[str, np.ndarray] | None = None,
+    offered: np.ndarray | None = None,
+) -> dict[str, dict[str, float]]:
+    """Per action, on logged rows the policy never saw and only where the policy would offer the action
+    (`offered`, (n, A): the user's stage is eligible): Qini coefficient and AUUC of its targeted-outcome
+    uplift (contacted with the action vs the holdouts, inverse-propensity weighted), and on simulated data
+    the Spearman correlation of the estimated with the true effect."""
+    deltas = policy.uplift.predict(rows)
+    out: dict[str, dict[str, float]] = {}
+    for a, action in enumerate(policy.catalog):
+        outcome = OUTCOME_OF[action.outcome]
+        estimated = deltas[outcome][:, a]
+        benefit = -estimated if outcome == "churn" else estimated
+        where = np.ones(len(rows), dtype=bool) if offered is None else offered[:, a]
+        mask = (
+            where
+            & rows["action"].isin([action.name, NO_ACTION]).to_numpy()
+            & rows[outcome].notna().to_numpy()
+        )
+        treated = (rows["action"].to_numpy() == action.name)[mask]
+        good = rows.loc[mask, outcome].astype(float).to_numpy()
+        if outcome == "churn":
+            good = 1.0 - good
+        weights = 1.0 / rows.loc[mask, "propensity"].to_numpy(dtype=float)
+        metrics = {
+            "treated_rows": float(treated.sum()),
+            "model": float(policy.source(action.name) == "model"),
+        }
+        if treated.sum() >= 10 and (~treated).sum() >= 10:
+            metrics["qini"] = qini_coefficient(benefit[mask], treated, good, weights)
+            metrics["auuc"] = auuc(benefit[mask], treated, good, weights)
+        if effects is not None:
+            true = effects.get(f"{action.name}:{outcome}")
+            ok = np.zeros(len(rows), dtype=bool) if true is None else np.isfinite(true) & where
+            if ok.sum() >= 10 and np.ptp(estimated[ok]) > 0:
+                metrics["truth_spearman"] = float(
+                    pd.Series(estimated[ok]).corr(pd.Series(true[ok]), method="spearman")
+                )
+        out[action.name] = metrics
+    return out
+
+
+def offline_value(policy: PolicyBundle, rows: pd.DataFrame, decisions: Decisions) -> OfflineEstimate:
+    """IPS/DR estimates of the policy's incremental value per 1,000 logged rows (greedy decisions)."""
+    values = decisions.values
+    costs = {a.name: a.cost for a in policy.catalog}
+    reward = realised_rewards(
+        rows["action"].to_numpy(), rows["churn"].astype(float).to_numpy(), rows["upgrade"].astype(float).to_numpy(),
+        values["clv"].to_numpy(), values["upgrade_value"].to_numpy(), costs,
+    )  # fmt: skip
+    control = policy.uplift.predict_control(rows)
+    q_hat = outcome_model_values(
+        control["churn"], control["upgrade"], decisions.delta_churn, decisions.delta_upgrade,
+        values["clv"].to_numpy(), values["upgrade_value"].to_numpy(), [a.cost for a in policy.catalog],
+    )  # fmt: skip
+    return estimate(
+        decisions.arbitration.chosen_names(), rows["action"].to_numpy(), rows["propensity"].to_numpy(dtype=float),
+        reward, q_hat, policy.actions,
+    )  # fmt: skip
+
+
+def behaviour_checks(
+    policy: PolicyBundle, rows: pd.DataFrame, models: ScoringModels
+) -> tuple[bool, list[str]]:
+    """What must hold for any policy before it serves: deterministic without exploration, only eligible
+    choices, no contact when every action costs more than anything can be worth, finite uplifts."""
+    p_churn, p_upgrade = models.probabilities(rows)
+    horizon = models.churn.horizon_days
+    lines: list[str] = []
+    first = decide(rows, p_churn, p_upgrade, policy, churn_horizon_days=horizon)
+    second = decide(rows, p_churn, p_upgrade, policy, churn_horizon_days=horizon)
+    checks = {
+        "deterministic without exploration": np.array_equal(
+            first.arbitration.chosen, second.arbitration.chosen
+        )
+    }
+    chosen = first.arbitration.chosen
+    picked = chosen >= 0
+    statuses = first.arbitration.status[np.flatnonzero(picked), chosen[picked]]
+    checks["every chosen action was eligible and not suppressed"] = bool(np.all(statuses == ELIGIBLE))
+    costly = dataclasses.replace(
+        policy, catalog=tuple(dataclasses.replace(a, cost=1e12) for a in policy.catalog)
+    )
+    none = decide(rows, p_churn, p_upgrade, costly, churn_horizon_days=horizon)
+    checks["no contact when every action costs more than it can return"] = bool(
+        np.all(none.arbitration.chosen < 0)
+    )
+    checks["uplift estimates are finite"] = bool(
+        np.isfinite(first.delta_churn).all() and np.isfinite(first.delta_upgrade).all()
+    )
+    for name, ok in checks.items():
+        lines.append(f"{'PASS' if ok else 'FAIL'}  {name}")
+    return all(checks.values()), lines
+
+
+def true_effects(truth_dir: Path | None, cutoff: dt.date, rows: pd.DataFrame) -> dict[str, np.ndarray] | None:
+    """On simulated data: the true change in churn/upgrade probability per action for `rows`' users at
+    `cutoff`, keyed "action:churn" / "action:upgrade"; None without truth."""
+    path = None if truth_dir is None else Path(truth_dir) / "effects.parquet"
+    if path is None or not path.exists():
+        return None
+    effects = pd.read_parquet(path, filters=[("cutoff", "==", cutoff)])
+    if effects.empty:
+        return None
+    out: dict[str, np.ndarray] = {}
+    for outcome, column in (("churn", "delta_p_churn"), ("upgrade", "delta_p_upgrade")):
+        wide = effects.pivot(index="user_id", columns="action", values=column)
+        for action in wide.columns:
+            out[f"{action}:{outcome}"] = wide[action].reindex(rows["user_id"]).to_numpy(dtype=float)
+    return out
+
+
+@dataclass
+class TrainedPolicy:
+    registered_name: str
+    version: str
+    run_id: str
+    train_waves: list[dt.date]
+    test_wave: dt.date
+    quality: dict[str, dict[str, float]]
+    offline: OfflineEstimate
+    action_share: dict[str, float]
+    behaviour_passed: bool
+    scoring_models: dict[str, str]
+
+
+def train_policy(
+    data_dir: Path,
+    *,
+    config: dict[str, Any],
+    project_root: Path,
+    as_of: dt.date | None = None,
+    truth_dir: Path | None = None,
+    progress: Progress = lambda message: None,
+) -> TrainedPolicy:
+    """Everything `clm train --model policy` does."""
+    tracking.configure(tracking.resolve_tracking_uri(project_root))
+    parts = policy_parts(config)
+    models = load_scoring_models(config)
+    progress("policy: building features at each campaign wave")
+    frame, data_end = policy_frame(data_dir, config, as_of=as_of)
+    horizon = int(config["labels"]["horizon_days"])
+    train_waves, test_wave = wave_split(frame, horizon + int(config["policy"].get("outcome_offset_days", 0)))
+    params = FeatureParams.from_config(config["features"])
+    registry = build_registry(params)
+    names = feature_names(registry)
+    categories = category_lists(registry, frame)
+    train_rows = frame[frame["cutoff"].isin(train_waves) & frame["churn"].notna()]
+    test_rows = frame[(frame["cutoff"] == test_wave) & frame["churn"].notna()].reset_index(drop=True)
+    progress(
+        f"policy: fitting uplift models on {len(train_rows):,} logged decisions in {len(train_waves)} waves"
+    )
+    uplift = fit_uplift(train_rows, parts, names, categories)
+    name = config["models"]["policy"]["registered_name"]
+    policy = PolicyBundle(
+        name=name, catalog=parts["catalog"], contact=parts["contact"], stages_config=config["stages"],
+        value=parts["value"], uplift=uplift, feature_names=names, feature_version=registry_version(registry),
+        metadata={"train_waves": [str(w) for w in train_waves], "test_wave": str(test_wave),
+                  "data_end": str(data_end), "scoring_models": models.versions, "churn_horizon_days": horizon},
+    )  # fmt: skip
+
+    progress(f"policy: checking it on the held-out wave {test_wave}")
+    p_churn, p_upgrade = models.probabilities(test_rows)
+    decisions = decide(test_rows, p_churn, p_upgrade, policy, churn_horizon_days=models.churn.horizon_days)
+    offered = decisions.arbitration.status != INELIGIBLE_STAGE
+    quality = uplift_quality(policy, test_rows, true_effects(truth_dir, test_wave, test_rows), offered)
+    offline = offline_value(policy, test_rows, decisions)
+    chosen = pd.Series(decisions.arbitration.chosen_names())
+    share = {a: float((chosen == a).mean()) for a in (*policy.actions, NO_ACTION)}
+    passed, behaviour_lines = behaviour_checks(policy, test_rows, models)
+    champion_offline = _champion_offline(name, test_rows, models)
+
+    progress("policy: logging to MLflow")
+    run_params = {
+        "target": "policy", "train_waves": [str(w) for w in train_waves], "test_wave": str(test_wave),
+        "feature_version": policy.feature_version, "scoring_models": models.versions,
+        "policy": config["policy"], "actions": config["actions"], "stages": config["stages"], "value": config["value"],
+    }  # fmt: skip
+    with tracking.start_training_run(
+        config["training"]["experiment"], f"policy-{test_wave}", params=run_params,
+        tags={"clm.target": "policy", "clm.test_wave": str(test_wave)},
+    ) as run:  # fmt: skip
+        tracking.log_metrics_flat(
+            {"test": {"uplift": quality, "offline": offline.as_dict(), "action_share": share}}
+        )
+        tracking.log_metrics_flat({"behaviour_passed": float(passed)})
+        if champion_offline is not None:
+            tracking.log_metrics_flat({"champion_test": {"offline": champion_offline.as_dict()}})
+        tracking.log_text("\n".join(behaviour_lines), "behaviour.txt")
+        tracking.log_dict(uplift.diagnostics_, "uplift/diagnostics.json")
+        tracking.log_frame(_quality_frame(quality), "metrics/uplift_quality.csv")
+        registered = register_policy(
+            policy, test_rows.head(5), p_churn[:5], p_upgrade[:5],
+            tags={"clm.target": "policy", "clm.feature_version": policy.feature_version,
+                  "clm.behaviour_passed": str(passed), "clm.test_wave": str(test_wave)},
+        )  # fmt: skip
+    return TrainedPolicy(
+        registered_name=name, version=str(registered.version), run_id=run.info.run_id, train_waves=train_waves,
+        test_wave=test_wave, quality=quality, offline=offline, action_share=share, behaviour_passed=passed,
+        scoring_models=models.versions,
+    )  # fmt: skip
+
+
+def _quality_frame(quality: dict[str, dict[str, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"action": a, **m} for a, m in quality.items()])
+
+
+def _champion_offline(name: str, rows: pd.DataFrame, models: ScoringModels) -> OfflineEstimate | None:
+    """The current champion policy's offline value on the same held-out wave (for promotion)."""
+    champion = tracking.version_by_alias(name, "champion")
+    if champion is None:
+        return None
+    try:
+        policy = load_policy(download_policy(champion.model_uri))
+        p_churn, p_upgrade = models.probabilities(rows)
+        decisions = decide(rows, p_churn, p_upgrade, policy, churn_horizon_days=models.churn.horizon_days)
+        return offline_value(policy, rows, decisions)
+    except Exception as exc:  # a champion that cannot be evaluated here is reported, not fatal
+        log.warning(
+            "could not evaluate champion %s v%s on the held-out wave: %s", name, champion.version, exc
+        )
+        return None
+
+
+def download_policy(model_uri: str, dst: Path | None = None) -> Path:
+    """The `policy` artifact of a registered policy (`models:/clm-policy@champion`, `models:/clm-policy/3`)."""
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{model_uri.rstrip('/')}/artifacts/{POLICY_ARTIFACT}",
+        dst_path=str(dst) if dst else None,
+    )
+    return Path(local)
+
+
+def register_policy(
+    policy: PolicyBundle, sample: pd.DataFrame, p_churn: np.ndarray, p_upgrade: np.ndarray, *,
+    tags: dict[str, str], alias: str = "challenger",
+) -> tracking.RegisteredVersion:  # fmt: skip
+    """Log the policy as a pyfunc (input: features plus the two calibrated scores; output: one decision
+    per row) and register it as a new version with `alias`."""
+    from models.pyfunc import ClmPolicyPyfuncModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_policy(policy, Path(tmp) / POLICY_ARTIFACT)
+        example = sample[policy.feature_names].copy()
+        example["churn_probability"] = p_churn
+        example["upgrade_probability"] = p_upgrade
+        categorical = [c for c in policy.uplift.categories_ if c in example]
+        example = example.astype({c: "object" for c in categorical})
+        return tracking.log_and_register_model(
+            name="model", python_model=ClmPolicyPyfuncModel(), artifacts={POLICY_ARTIFACT: str(path)},
+            signature=policy_signature(policy), input_example=example, registered_model_name=policy.name,
+            alias=alias, tags=tags,
+        )  # fmt: skip
+
+
+def policy_signature(policy: PolicyBundle):
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    categorical = set(policy.uplift.categories_)
+    inputs = Schema(
+        [ColSpec("string" if n in categorical else "double", n, required=False) for n in policy.feature_names]
+        + [ColSpec("double", "churn_probability"), ColSpec("double", "upgrade_probability")]
+    )
+    outputs = Schema(
+        [ColSpec("string", "stage"), ColSpec("string", "action"), ColSpec("double", "expected_value"),
+         ColSpec("double", "clv"), ColSpec("double", "propensity")]
+    )  # fmt: skip
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def policy_summary(result: TrainedPolicy) -> dict[str, Any]:
+    """The JSON summary of a policy training run (`clm train --json`)."""
+    return {
+        "target": "policy", "model": result.registered_name, "version": result.version, "run_id": result.run_id,
+        "train_waves": [str(w) for w in result.train_waves], "test_wave": str(result.test_wave),
+        "uplift": result.quality, "offline": result.offline.as_dict(), "action_share": result.action_share,
+        "behaviour_passed": result.behaviour_passed, "scoring_models": result.scoring_models,
+    }  # fmt: skip
