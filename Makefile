@@ -42,6 +42,7 @@ bench: setup  ## run the benchmarks; each prints its figures (about 25 minutes o
 	$(VENV)/bin/python benchmarks/features.py
 	$(VENV)/bin/python benchmarks/online_store.py
 	$(VENV)/bin/python benchmarks/train.py
+	$(VENV)/bin/python benchmarks/policy.py
 
 lint: setup  ## ruff check and format check
 	$(VENV)/bin/ruff check .
