@@ -449,7 +449,8 @@ def _log(evaluation: PolicyEvaluation, config: dict[str, Any], decisions) -> str
     ) as run:  # fmt: skip
         tracking.log_metrics_flat(
             {"value_per_1000": evaluation.value_per_1000, "contacts_per_1000": evaluation.contacts_per_1000,
-             "cost_per_1000": evaluation.cost_per_1000, "offline": evaluation.offline, "goals": evaluation.goals(),
+             "cost_per_1000": evaluation.cost_per_1000, "offline": evaluation.offline,
+             "goals": {k: v for k, v in evaluation.goals().items() if v is not None},
              "budget": evaluation.budget, "extra": evaluation.extra}
         )  # fmt: skip
         tracking.log_dict(evaluation.as_json(), "policy_evaluation.json")
