@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from clm.commands import demo, features, ingest, models, policy, simulate
+from clm.commands import demo, features, ingest, models, policy, serve, simulate
 
 app = typer.Typer(
     name="clm",
@@ -38,6 +38,9 @@ app.command("score", help="Stage, scores, CLV and next best action for every use
 app.command(
     "evaluate-policy", help="The policy's value per 1,000 users against baselines and the oracle; IPS/DR."
 )(policy.evaluate_policy)
+app.command("serve", help="Serve decisions over HTTP (FastAPI under uvicorn) with the @champion models.")(
+    serve.serve
+)
 app.command("demo", help="Run the main job end to end on a small simulated world and print a summary.")(
     demo.demo
 )

@@ -208,9 +208,12 @@ def decide(
     churn_horizon_days: int = 30,
     rng: np.random.Generator | None = None,
     contact_policy: ContactPolicy | None = None,
+    uplift_matrix: np.ndarray | None = None,
 ) -> Decisions:
     """Stage, value, uplift per action and the arbitrated action for each row of `frame` (registry
-    features). `rng` enables the configured exploration; without it decisions are deterministic."""
+    features). `rng` enables the configured exploration; without it decisions are deterministic.
+    `uplift_matrix` (from `policy.uplift.encode_row`) skips building the uplift input from the frame —
+    the request path's shortcut."""
     churn_probability = np.asarray(churn_probability, dtype=float)
     upgrade_probability = np.asarray(upgrade_probability, dtype=float)
     columns: dict[str, Any] = {
@@ -222,7 +225,9 @@ def decide(
         columns[name] = np.full(len(frame), np.nan)
     stages = assign_stages(columns, policy.stage_rules)
     values = value_inputs(frame, churn_probability, churn_horizon_days, policy.value)
-    deltas = policy.uplift.predict(frame)
+    deltas = (
+        policy.uplift.predict(frame) if uplift_matrix is None else policy.uplift.predict_encoded(uplift_matrix)
+    )
     arb = arbitrate(
         stages.stage,
         deltas["churn"],

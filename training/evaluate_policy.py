@@ -23,10 +23,11 @@ from features.registry import FeatureParams
 from models.arbitration import CONTACT_CAP, COOLDOWN, ELIGIBLE, INELIGIBLE_STAGE, plan_within_budget
 from models.catalog import NO_ACTION
 from models.policy import PolicyBundle, decide, load_policy
+from models.registry import download_policy
 from models.stages import STAGES, stage_agreement
 from models.value import monthly_churn, monthly_margin, survival_annuity
 from training import tracking
-from training.policy import ScoringModels, download_policy, load_scoring_models, offline_value, policy_frame
+from training.policy import ScoringModels, load_scoring_models, offline_value, policy_frame
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]

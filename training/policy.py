@@ -24,7 +24,7 @@ from models.bundle import ModelBundle, load_bundle
 from models.catalog import NO_ACTION, ContactPolicy, load_catalog
 from models.frame import category_lists, model_matrix
 from models.policy import OUTCOME_OF, Decisions, PolicyBundle, decide, load_policy, save_policy
-from models.registry import download_bundle
+from models.registry import download_bundle, download_policy
 from models.scoring import score
 from models.uplift import UpliftModel, UpliftParams
 from models.uplift_metrics import auuc, qini_coefficient
@@ -397,17 +397,6 @@ def _champion_offline(name: str, rows: pd.DataFrame, models: ScoringModels) -> O
             "could not evaluate champion %s v%s on the held-out wave: %s", name, champion.version, exc
         )
         return None
-
-
-def download_policy(model_uri: str, dst: Path | None = None) -> Path:
-    """The `policy` artifact of a registered policy (`models:/clm-policy@champion`, `models:/clm-policy/3`)."""
-    import mlflow
-
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"{model_uri.rstrip('/')}/artifacts/{POLICY_ARTIFACT}",
-        dst_path=str(dst) if dst else None,
-    )
-    return Path(local)
 
 
 def register_policy(

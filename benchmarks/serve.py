@@ -1,0 +1,725 @@
+"""HTTP serving: requests/s and latency of the decision API under a bounded `wrk` load on loopback, against a
+FastAPI hello-world (the framework's ceiling on this machine) and `mlflow models serve` of the churn model
+(one probability per request: no explanation, stage or policy), each with 1 and 2 workers; plus the
+in-process cost of one decision (`Scorer.decide`, one thread, no HTTP) and of the two models' predict and
+pred_contrib on one encoded row.
+
+Usage: python benchmarks/serve.py [--duration 20] [--connections 16] [--threads 2] [--world DIR] [--keep]
+
+The world (simulated users, churn/upgrade models and the policy registered and promoted in a SQLite MLflow
+store, an online-store snapshot) is built in the run's temp dir, or in --world DIR, where a later run reuses
+it. Servers run as separate process groups with their logs in the run's temp dir; wrk runs from another
+process on 127.0.0.1 and competes with them for the machine's cores. Prints one table; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# `python benchmarks/serve.py` puts benchmarks/ first on sys.path, where benchmarks/features.py would
+# shadow the `features` package: resolve our imports from the repository root instead.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import numpy as np
+
+from clm.config import load_config
+from clm.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent  # not resolved: the venv's bin/ holds clm, uvicorn and mlflow
+WORLD_FILE = "world.json"
+API_KEY = "bench"
+STARTUP_TIMEOUT_SECONDS = 300.0
+STOP_TIMEOUT_SECONDS = 15.0
+WRK_TIMEOUT_SECONDS = 10
+USER_IDS_IN_SCRIPT = 1000
+
+log = logging.getLogger("benchmarks.serve")
+
+
+# --------------------------------------------------------------------------------------------------
+# The world: data, registered and promoted models, an online-store snapshot
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    root: Path
+    tracking_uri: str
+    store_url: str
+    as_of: str
+    user_ids: list[str]
+
+    @classmethod
+    def load(cls, root: Path) -> World | None:
+        """The world built earlier in `root`, or None when it holds none (world.json is written last)."""
+        path = root / WORLD_FILE
+        if not path.exists():
+            return None
+        meta = json.loads(path.read_text())
+        return cls(root, meta["tracking_uri"], meta["store_url"], meta["as_of"], meta["user_ids"])
+
+
+def build_world(root: Path, *, users: int, days: int, seed: int) -> World:
+    """What `clm demo` builds, in `root`: simulate, train and promote churn and upgrade, fit and promote the
+    policy, write the latest feature vectors to a SQLite online store."""
+    import mlflow
+
+    from features.jobs import latest_features
+    from features.online import open_store
+    from features.registry import FeatureParams, build_registry, registry_version
+    from simulation.io import simulate_to_directory
+    from training import tracking
+    from training.policy import train_policy
+    from training.promote import promote_model
+    from training.train import train
+
+    root.mkdir(parents=True, exist_ok=True)
+    data = root / "world"
+    uri = f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    tracking.configure(uri)
+    config = load_config(Settings().config)
+    started = time.perf_counter()
+
+    def step(message: str) -> None:
+        print(f"  [{time.perf_counter() - started:5.0f} s] {message}", flush=True)
+
+    step(f"simulating {users:,} users over {days} days")
+    simulate_to_directory(data, n_users=users, days=days, seed=seed, start=dt.date(2025, 1, 1))
+    step("training churn and upgrade")
+    try:
+        train(data, ["churn", "upgrade"], config=config, project_root=root, truth_dir=data / "truth")
+        training = config["training"]
+        for name in (
+            config["models"]["churn"]["registered_name"],
+            config["models"]["upgrade"]["registered_name"],
+        ):
+            _promoted(name, promote_model(name, metric=training["promotion_metric"],
+                                          tolerance=float(training["promotion_tolerance"])))  # fmt: skip
+        step("fitting the policy")
+        trained = train_policy(data, config=config, project_root=root, truth_dir=data / "truth")
+        # the benchmark needs a champion policy whatever its offline value: a large tolerance, as the tests do
+        _promoted(
+            trained.registered_name,
+            promote_model(trained.registered_name, metric="test.offline.dr", tolerance=1e9),
+        )
+    finally:
+        if mlflow.active_run():
+            mlflow.end_run()
+    step("writing the online store")
+    params = FeatureParams.from_config(config["features"])
+    frame, as_of = latest_features(data, params=params)
+    store_url = f"sqlite:///{(root / 'online.db').resolve()}"
+    with open_store(store_url) as store:
+        store.write_snapshot(frame, as_of=as_of, feature_version=registry_version(build_registry(params)))
+    user_ids = sorted(frame["user_id"].astype(str))
+    meta = {"tracking_uri": uri, "store_url": store_url, "as_of": as_of.isoformat(), "user_ids": user_ids,
+            "users": users, "days": days, "seed": seed}  # fmt: skip
+    (root / WORLD_FILE).write_text(json.dumps(meta))
+    step(f"world ready: {len(user_ids):,} users in the store as of {as_of}")
+    return World(root, uri, store_url, as_of.isoformat(), user_ids)
+
+
+def _promoted(name: str, decision: Any) -> None:
+    if not decision.promote:
+        raise SystemExit(f"{name} was not promoted to @champion: {'; '.join(decision.reasons)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# In-process cost: one decision, and the models alone, on one thread
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    p99_ms: float
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Timing:
+        values = np.asarray(seconds) * 1000.0
+        return cls(float(np.median(values)), float(np.percentile(values, 99)))
+
+
+@dataclasses.dataclass(frozen=True)
+class InProcess:
+    calls: int
+    decide: Timing
+    store_read: Timing
+    encode_rows: Timing  # both models' encode_row
+    predict: Timing  # both models' score_matrix (raw predict + calibration)
+    pred_contrib: Timing  # both models' contributions_matrix (exact TreeSHAP)
+    models: Timing  # the three above, summed per call
+    n_trees: dict[str, int]
+
+
+def measure_in_process(world: World, calls: int) -> tuple[InProcess, Any]:
+    """Median and p99 of `Scorer.decide` over `calls` stored users, and of the models' parts on one row each;
+    also returns the loaded ModelSet (the other cases need the churn model's feature names)."""
+    from features.online import open_store
+    from models.scoring import contributions_matrix, encode_row, score_matrix
+    from serving.scorer import Scorer
+    from serving.state import RegistryLoader
+
+    config = load_config(Settings().config)
+    models = RegistryLoader(config).load("champion")
+    scorer = Scorer(config)
+    ids = world.user_ids[:]
+    random.Random(0).shuffle(ids)
+    ids = ids[: min(len(ids), calls)]
+    timer = time.perf_counter
+    with open_store(world.store_url) as store:
+        reads = []
+        rows = []
+        for user_id in ids:
+            started = timer()
+            row = store.read(user_id)
+            reads.append(timer() - started)
+            rows.append(row)
+    for row in rows[:50]:  # first calls allocate
+        scorer.decide(models, row.values, user_id=row.user_id, as_of=row.as_of)
+    decide = []
+    for k in range(calls):
+        row = rows[k % len(rows)]
+        started = timer()
+        scorer.decide(models, row.values, user_id=row.user_id, as_of=row.as_of)
+        decide.append(timer() - started)
+    bundles = (models.churn, models.upgrade)
+    encode, predict, contrib, total = [], [], [], []
+    for k in range(calls):
+        values = {name: rows[k % len(rows)].values.get(name) for name in models.policy.feature_names}
+        parts = [0.0, 0.0, 0.0]
+        for bundle in bundles:
+            started = timer()
+            matrix = encode_row(values, bundle.feature_names, bundle.categories)
+            encoded = timer()
+            score_matrix(matrix, bundle)
+            predicted = timer()
+            contributions_matrix(matrix, bundle)
+            explained = timer()
+            parts[0] += encoded - started
+            parts[1] += predicted - encoded
+            parts[2] += explained - predicted
+        encode.append(parts[0])
+        predict.append(parts[1])
+        contrib.append(parts[2])
+        total.append(sum(parts))
+    n_trees = {b.name: int(b.booster.num_trees()) for b in bundles}
+    result = InProcess(calls, Timing.of(decide), Timing.of(reads), Timing.of(encode), Timing.of(predict),
+                       Timing.of(contrib), Timing.of(total), n_trees)  # fmt: skip
+    return result, models
+
+
+# --------------------------------------------------------------------------------------------------
+# Servers: one process group each, logs to files, always stopped
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http(method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None,
+         timeout: float = 10.0) -> tuple[int, bytes]:  # fmt: skip
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    ready_path: str
+    port: int
+    workers: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _stop(process: subprocess.Popen, port: int) -> None:
+    """SIGTERM the whole process group, SIGKILL what is left, then wait for the port to close."""
+    for sig, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_SECONDS), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        # the leader is gone; workers that outlived it are still in the group
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    deadline = time.monotonic() + 10.0
+    while port_in_use(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if port_in_use(port):
+        raise RuntimeError(f"port {port} is still open after stopping process group {process.pid}")
+
+
+@contextmanager
+def running(server: Server) -> Iterator[None]:
+    """Start the server in its own process group, wait until every worker has started and the ready path
+    answers 200, and stop the group afterwards, whatever happens."""
+    if port_in_use(server.port):
+        raise RuntimeError(f"port {server.port} is already in use")
+    with server.log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            server.command, env=server.env, cwd=server.log_path.parent, stdin=subprocess.DEVNULL,
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        started = time.monotonic()
+        deadline = started + STARTUP_TIMEOUT_SECONDS
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{server.name} exited with {process.returncode}:\n{_tail(server.log_path)}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{server.name} not ready after {STARTUP_TIMEOUT_SECONDS:.0f} s:\n"
+                                   f"{_tail(server.log_path)}")  # fmt: skip
+            # uvicorn logs this once per worker, after the app's startup; a worker accepts only after it
+            complete = server.log_path.read_text(errors="replace").count("Application startup complete")
+            if complete >= server.workers:
+                try:
+                    status, _ = http("GET", server.url + server.ready_path, timeout=5.0)
+                except OSError:
+                    status = 0
+                if status == 200:
+                    break
+            time.sleep(0.25)
+        log.info("%s ready in %.1f s", server.name, time.monotonic() - started)
+        yield
+    finally:
+        _stop(process, server.port)
+
+
+# --------------------------------------------------------------------------------------------------
+# Load: wrk with a Lua script whose done() prints the numbers as JSON
+
+LUA_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "connect": %d, "read": %d, ' ..
+    '"write": %d, "status": %d, "timeout": %d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+def lua_long_string(text: str) -> str:
+    level = 0
+    while f"]{'=' * level}]" in text:
+        level += 1
+    return f"[{'=' * level}[{text}]{'=' * level}]"
+
+
+def lua_static(method: str, body: bytes | None, headers: dict[str, str]) -> str:
+    """One request, the same every time."""
+    lines = [f'wrk.method = "{method}"']
+    if body is not None:
+        lines.append(f"wrk.body = {lua_long_string(body.decode())}")
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    return "\n".join(lines) + "\n" + LUA_DONE
+
+
+def lua_rotating_paths(paths: Sequence[str], headers: dict[str, str]) -> str:
+    """GET each path in turn; wrk's threads start at different offsets."""
+    listed = ",\n".join(json.dumps(p) for p in paths)
+    header_table = ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items())
+    return (
+        f"""
+local paths = {{
+{listed}
+}}
+local headers = {{{header_table}}}
+local threads = 0
+setup = function(thread)
+  thread:set("offset", threads * 7919)
+  threads = threads + 1
+end
+local i = 0
+init = function(args)
+  i = offset or 0
+end
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i % #paths) + 1], headers)
+end
+"""
+        + LUA_DONE
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Load:
+    requests: int
+    duration_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # HTTP status >= 400 (as wrk counts them) + connect/read/write errors + timeouts
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.duration_s if self.duration_s else 0.0
+
+
+def run_wrk(url: str, script: Path, *, duration_s: int, connections: int, threads: int) -> Load:
+    command = [shutil.which("wrk") or "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s",
+               f"--timeout={WRK_TIMEOUT_SECONDS}s", "-s", str(script), url]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no RESULT line:\n{done.stdout}\n{done.stderr}")
+    r = json.loads(line.removeprefix("RESULT "))
+    errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    return Load(r["requests"], r["duration_us"] / 1e6, r["p50_us"] / 1000.0, r["p99_us"] / 1000.0, errors)
+
+
+# --------------------------------------------------------------------------------------------------
+# The cases
+
+HELLO_APP = '''"""A FastAPI hello-world: the framework's ceiling for the serving benchmark."""
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.get("/")
+async def hello() -> dict:
+    return {"message": "hello"}
+
+
+@app.get("/healthz")
+async def healthz() -> dict:
+    return {"status": "ok"}
+'''
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One request shape to load a server with."""
+
+    label: str
+    method: str
+    path: str  # what the check request asks for (and the URL wrk is given)
+    lua: str
+    body: bytes | None
+    headers: dict[str, str]
+    check: Callable[[dict], bool]  # is a 200 answer the one we mean to measure?
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    system: str
+    label: str
+    workers: int
+    load: Load
+
+
+def check_then_load(server: Server, target: Target, run_dir: Path, args: argparse.Namespace) -> Load:
+    """One request checked by hand (200 and the expected body), a short warm-up, then the measured load."""
+    status, raw = http(target.method, server.url + target.path, body=target.body, headers=target.headers)
+    if status != 200:
+        raise RuntimeError(f"{server.name} {target.label}: status {status}: {raw[:500]!r}")
+    if not target.check(json.loads(raw)):
+        raise RuntimeError(f"{server.name} {target.label}: unexpected answer {raw[:500]!r}")
+    script = run_dir / f"{server.name}-{target.label}.lua".replace(" ", "_").replace("/", "_")
+    script.write_text(target.lua)
+    warmup = max(1, min(3, args.duration // 5))
+    run_wrk(
+        server.url + target.path,
+        script,
+        duration_s=warmup,
+        connections=args.connections,
+        threads=args.threads,
+    )
+    load = run_wrk(server.url + target.path, script, duration_s=args.duration, connections=args.connections,
+                   threads=args.threads)  # fmt: skip
+    print(f"  {server.name:<16} {target.label:<34} {server.workers} worker(s): {load.per_second:8.1f} req/s, "
+          f"p50 {load.p50_ms:7.2f} ms, p99 {load.p99_ms:7.2f} ms, errors {load.errors}", flush=True)  # fmt: skip
+    return load
+
+
+def server_env(world: World, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        MLFLOW_TRACKING_URI=world.tracking_uri,
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+def feature_body(values: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The vector as JSON can carry it: NaN as null."""
+    out = {}
+    for name in names:
+        value = values.get(name)
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[name] = value
+    return out
+
+
+def fullest_row(world: World, names: Sequence[str]) -> Any:
+    """Of a sample of stored users, the one with the fewest missing features: a realistic full vector."""
+    from features.online import open_store
+
+    with open_store(world.store_url) as store:
+        rows = store.read_many(world.user_ids[:500])
+    return min(rows.values(), key=lambda row: (sum(row.values.get(n) is None for n in names), row.user_id))
+
+
+def serving_rows(world: World, models: Any, run_dir: Path, args: argparse.Namespace) -> list[Row]:
+    from features.registry import FeatureParams, build_registry, feature_names
+
+    config = load_config(Settings().config)
+    names = feature_names(build_registry(FeatureParams.from_config(config["features"])))
+    sample = fullest_row(world, names)
+    ids = world.user_ids[:]
+    random.Random(1).shuffle(ids)
+    key = {"X-API-Key": API_KEY}
+    json_headers = {"Content-Type": "application/json"}
+    paths = [f"/v1/users/{urllib.parse.quote(u, safe='')}/decision" for u in ids[:USER_IDS_IN_SCRIPT]]
+
+    def is_decision(answer: dict) -> bool:
+        return "decision_id" in answer and "explanations" in answer
+
+    ours_get = Target("GET /v1/users/{id}/decision", "GET", paths[0], lua_rotating_paths(paths, key), None, key,
+                      is_decision)  # fmt: skip
+    post_body = json.dumps({"features": feature_body(sample.values, names)}).encode()
+    ours_post = Target("POST /v1/decisions", "POST", "/v1/decisions",
+                       lua_static("POST", post_body, {**key, **json_headers}), post_body, {**key, **json_headers},
+                       is_decision)  # fmt: skip
+    hello = Target("GET /", "GET", "/", lua_static("GET", None, {}), None, {},
+                   lambda answer: answer == {"message": "hello"})  # fmt: skip
+    churn_names = list(models.churn.feature_names)
+    mlflow_body = json.dumps(
+        {
+            "dataframe_split": {
+                "columns": churn_names,
+                "data": [list(feature_body(sample.values, churn_names).values())],
+            }
+        }
+    ).encode()
+    mlflow_target = Target("POST /invocations", "POST", "/invocations", lua_static("POST", mlflow_body, json_headers),
+                           mlflow_body, json_headers, lambda answer: "predictions" in answer)  # fmt: skip
+    (run_dir / "hello_app.py").write_text(HELLO_APP)
+
+    churn_model = config["models"]["churn"]["registered_name"]
+    rows: list[Row] = []
+    for workers in (1, 2):
+        port = free_port()
+        ours = Server(
+            "ours", [str(VENV_BIN / "clm"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers",
+                     str(workers), "--log-level", "info"],
+            server_env(world, CLM_ONLINE_STORE=world.store_url, CLM_API_KEYS=json.dumps({API_KEY: ["score"]}),
+                       CLM_DECISION_LOG=f"sqlite:///{run_dir / f'decisions-{workers}.db'}", CLM_EXPLORATION="false",
+                       CLM_DATA_DIR=str(run_dir)),
+            "/readyz", port, workers, run_dir / f"ours-{workers}.log",
+        )  # fmt: skip
+        with running(ours):
+            rows.append(Row("ours", ours_get.label, workers, check_then_load(ours, ours_get, run_dir, args)))
+            rows.append(
+                Row("ours", ours_post.label, workers, check_then_load(ours, ours_post, run_dir, args))
+            )
+
+        port = free_port()
+        hello_server = Server(
+            "hello-world", [str(VENV_BIN / "uvicorn"), "hello_app:app", "--app-dir", str(run_dir), "--host",
+                            "127.0.0.1", "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
+                            "--http", "httptools", "--log-level", "info", "--no-access-log"],
+            server_env(world), "/healthz", port, workers, run_dir / f"hello-{workers}.log",
+        )  # fmt: skip
+        with running(hello_server):
+            rows.append(
+                Row("hello-world", hello.label, workers, check_then_load(hello_server, hello, run_dir, args))
+            )
+
+        port = free_port()
+        mlflow_server = Server(
+            "mlflow-serve", [str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{churn_model}@champion",
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "--workers", str(workers)],
+            server_env(world), "/ping", port, workers, run_dir / f"mlflow-{workers}.log",
+        )  # fmt: skip
+        with running(mlflow_server):
+            rows.append(Row("mlflow-serve", mlflow_target.label, workers,
+                            check_then_load(mlflow_server, mlflow_target, run_dir, args)))  # fmt: skip
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# The report
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}" if b else "n/a"
+
+
+def report(rows: list[Row], costs: InProcess, args: argparse.Namespace) -> str:
+    lines = [
+        f"serving benchmark: wrk {args.threads} threads, {args.connections} connections, {args.duration} s per case, "
+        f"127.0.0.1, {os.cpu_count()} cores shared by the load generator and the servers",
+        "",
+        f"{'case':<46} {'workers':>7} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}",
+    ]
+    for row in rows:
+        lines.append(f"{row.system + ' ' + row.label:<46} {row.workers:>7} {row.load.per_second:>9.1f} "
+                     f"{row.load.p50_ms:>9.2f} {row.load.p99_ms:>9.2f} {row.load.errors:>7}")  # fmt: skip
+    by = {(r.system, r.label, r.workers): r.load for r in rows}
+    lines += ["", f"{'ratios, ours ÷ other':<46} {'workers':>7} {'÷hello req/s':>13} {'÷hello p99':>11} "
+                  f"{'÷mlflow req/s':>14} {'÷mlflow p99':>12}"]  # fmt: skip
+    for r in rows:
+        if r.system != "ours":
+            continue
+        hello = by[("hello-world", "GET /", r.workers)]
+        mlflow = by[("mlflow-serve", "POST /invocations", r.workers)]
+        lines.append(
+            f"{r.label:<46} {r.workers:>7} {_ratio(r.load.per_second, hello.per_second):>13} "
+            f"{_ratio(r.load.p99_ms, hello.p99_ms):>11} {_ratio(r.load.per_second, mlflow.per_second):>14} "
+            f"{_ratio(r.load.p99_ms, mlflow.p99_ms):>12}"
+        )
+    trees = ", ".join(f"{name} {n} trees" for name, n in costs.n_trees.items())
+    lines += [
+        "",
+        f"in process, one thread, no HTTP ({costs.calls:,} calls, stored users in turn; {trees}) "
+        f"{'median ms':>10} {'p99 ms':>9}",
+    ]
+    parts = [
+        ("Scorer.decide (both models + TreeSHAP + policy)", costs.decide),
+        ("  both models: encode_row", costs.encode_rows),
+        ("  both models: predict (score_matrix)", costs.predict),
+        ("  both models: pred_contrib (contributions_matrix)", costs.pred_contrib),
+        ("  both models: encode + predict + pred_contrib", costs.models),
+        ("online store read (GET route only)", costs.store_read),
+    ]
+    width = max(len(label) for label, _ in parts) + 2
+    for label, timing in parts:
+        lines.append(f"{label:<{width}} {timing.median_ms:>10.3f} {timing.p99_ms:>9.3f}")
+    lines.append("")
+    lines.append("share of a request explained by the in-process decision (1 worker: one request costs the server "
+                 "1000 / req/s ms):")  # fmt: skip
+    for r in rows:
+        if r.system != "ours" or r.workers != 1:
+            continue
+        service_ms = 1000.0 / r.load.per_second if r.load.per_second else float("nan")
+        lines.append(
+            f"  {r.label:<32} {service_ms:7.2f} ms per request: decide {costs.decide.median_ms / service_ms:6.1%}, "
+            f"models alone {costs.models.median_ms / service_ms:6.1%}, the rest (HTTP, validation, response, "
+            f"decision log) {1 - costs.decide.median_ms / service_ms:6.1%}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=20, help="Seconds of load per case.")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads.")
+    parser.add_argument(
+        "--world", type=Path, help="Build the world here, or reuse the one built here before."
+    )
+    parser.add_argument("--users", type=int, default=3000, help="Simulated users (when building the world).")
+    parser.add_argument("--days", type=int, default=270, help="Simulated days (when building the world).")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--calls", type=int, default=2000, help="In-process decisions timed.")
+    parser.add_argument(
+        "--keep", action="store_true", help="Keep the run's temp dir (server logs, Lua scripts)."
+    )
+    args = parser.parse_args()
+    if args.duration < 1 or args.connections < 1 or args.threads < 1 or args.connections < args.threads:
+        parser.error("--duration, --threads and --connections must be positive, connections ≥ threads")
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # a SIGTERM unwinds like Ctrl-C, so every server's process group is stopped on the way out
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+    subprocess.run(["bash", str(ROOT / "scripts" / "ensure-bench-tools.sh")], check=True)
+
+    run_dir = Path(tempfile.mkdtemp(prefix="clm-bench-serve-"))
+    try:
+        world_dir = args.world.resolve() if args.world else run_dir / "world"
+        world = World.load(world_dir)
+        if world is None:
+            print(f"building the world in {world_dir}", flush=True)
+            world = build_world(world_dir, users=args.users, days=args.days, seed=args.seed)
+        else:
+            print(f"reusing the world in {world_dir} ({len(world.user_ids):,} users as of {world.as_of})")
+        os.environ["MLFLOW_TRACKING_URI"] = world.tracking_uri
+        from training import tracking
+
+        tracking.configure(world.tracking_uri)
+
+        print(f"in-process cost of one decision ({args.calls:,} calls)", flush=True)
+        costs, models = measure_in_process(world, args.calls)
+        print(f"HTTP cases (logs in {run_dir})", flush=True)
+        rows = serving_rows(world, models, run_dir, args)
+        print()
+        print(report(rows, costs, args))
+    finally:
+        if args.keep:
+            print(f"\nkept {run_dir}")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,656 @@
+"""Decision log: every decision the API makes, and the outcomes that followed, in SQLite or PostgreSQL.
+
+`DecisionLog(url)` picks the store from a SQLAlchemy URL:
+
+- `sqlite:///relative/path.db` or `sqlite:////absolute/path.db` — one file in WAL mode with
+  `synchronous=NORMAL` (the embedded default); parent directories are created.
+- `postgresql://USER[:PASSWORD]@HOST:PORT/DB` (read as `postgresql+psycopg://…`), optionally with
+  the tables in their own `schema`.
+
+**Off the critical path, never silently lost.** `append` encodes the record on the caller's thread
+(so later changes to its dicts cannot change what is logged) and puts it on a bounded queue; a writer
+thread started by `start` inserts batches, each in one transaction. When the queue is full the record
+is written on the caller's thread instead and counted as `overflow`. A failed batch is retried with
+exponential backoff; if it still fails, each of its records is tried alone, and a record that fails
+even then is counted in `failed`, logged, passed to `on_failure` and kept in `dead_letter`. Inserts
+skip decision ids already stored, so a retry after a commit whose acknowledgement was lost writes
+nothing twice (such rows are counted in `duplicates`).
+
+**Tables.** `decisions` (one row per decision, JSON columns as text, index on `(user_id, ts)`) and
+`outcomes` (primary key `(decision_id, outcome)`, so recording an outcome is idempotent). Times are
+timezone-aware: `timestamptz` on PostgreSQL; on SQLite fixed-width ISO 8601 text in UTC, whose text
+order is time order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import queue
+import re
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError, StatementError
+from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
+
+__all__ = [
+    "DecisionLog",
+    "DecisionLogError",
+    "DecisionRecord",
+    "FailedRecord",
+    "OutcomeStatus",
+    "UnknownDecision",
+]
+
+logger = logging.getLogger(__name__)
+
+OutcomeStatus = Literal["recorded", "duplicate"]
+
+JSON_COLUMNS = ("versions", "candidates", "payload", "inputs", "shadow")
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+WRITER_POLL_SECONDS = 0.1
+URL_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://USER@HOST:PORT/DB"
+_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+# Serialises table creation when several worker processes start at once against one PostgreSQL.
+_DDL_ADVISORY_LOCK = zlib.crc32(b"clm.serving.decision_log")
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*):[^@/]*@")
+
+
+class DecisionLogError(RuntimeError):
+    """The decision log's store cannot be opened."""
+
+
+class UnknownDecision(LookupError):
+    """An outcome names a decision that is not in the log."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One decision as the API made it: enough to audit it, replay it and evaluate a policy offline."""
+
+    decision_id: str  # uuid4 hex made by the API
+    ts: dt.datetime  # UTC, when the decision was made
+    user_id: str | None
+    request_digest: str  # sha256 of the canonical request
+    versions: dict[str, str]  # churn_model, upgrade_model, policy, features
+    stage: str
+    action: str  # chosen action (or "no_action")
+    propensity: float  # probability the policy gave the chosen action
+    explored: bool
+    expected_value: float
+    candidates: list[dict]  # every candidate with its value or suppression reason
+    latency_ms: float
+    payload: dict  # the full decision as returned to the client
+    inputs: dict  # the feature vector the decision was made from
+    shadow: dict | None = None  # a challenger's decision beside it, when shadow mode is on
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRecord:
+    """A record the log gave up on, kept in memory so it can be inspected or appended again."""
+
+    record: DecisionRecord
+    error: str
+    failed_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    record: DecisionRecord
+    row: dict[str, Any]  # the column values, JSON already encoded
+
+
+class _UtcTimestamp(sa.TypeDecorator[dt.datetime]):
+    """`timestamptz` on PostgreSQL; elsewhere fixed-width ISO 8601 text in UTC, so text order is time order."""
+
+    impl = sa.String(32)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+        return dialect.type_descriptor(sa.String(32))
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        value = _as_utc(value, "timestamp")
+        return value if dialect.name == "postgresql" else value.isoformat(timespec="microseconds")
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        return value.astimezone(dt.UTC)
+
+
+def _as_utc(value: dt.datetime, name: str) -> dt.datetime:
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware (UTC), got the naive {value.isoformat()}")
+    return value.astimezone(dt.UTC)
+
+
+def _tables(schema: str | None) -> tuple[sa.Table, sa.Table]:
+    metadata = sa.MetaData(schema=schema)
+    decisions = sa.Table(
+        "decisions",
+        metadata,
+        sa.Column("decision_id", sa.String, primary_key=True),
+        sa.Column("ts", _UtcTimestamp, nullable=False),
+        sa.Column("user_id", sa.String),
+        sa.Column("request_digest", sa.String, nullable=False),
+        sa.Column("versions", sa.Text, nullable=False),
+        sa.Column("stage", sa.String, nullable=False),
+        sa.Column("action", sa.String, nullable=False),
+        sa.Column("propensity", sa.Float, nullable=False),
+        sa.Column("explored", sa.Boolean, nullable=False),
+        sa.Column("expected_value", sa.Float, nullable=False),
+        sa.Column("candidates", sa.Text, nullable=False),
+        sa.Column("latency_ms", sa.Float, nullable=False),
+        sa.Column("payload", sa.Text, nullable=False),
+        sa.Column("inputs", sa.Text, nullable=False),
+        sa.Column("shadow", sa.Text),
+        sa.Index("ix_decisions_user_id_ts", "user_id", "ts"),
+    )
+    outcomes = sa.Table(
+        "outcomes",
+        metadata,
+        sa.Column("decision_id", sa.String, nullable=False),
+        sa.Column("outcome", sa.String, nullable=False),
+        sa.Column("action_taken", sa.String, nullable=False),
+        sa.Column("ts", _UtcTimestamp, nullable=False),
+        sa.Column("recorded_at", _UtcTimestamp, nullable=False),
+        sa.Column("value", sa.Float),
+        sa.PrimaryKeyConstraint("decision_id", "outcome", name="pk_outcomes"),
+    )
+    return decisions, outcomes
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
+
+
+def _encode(record: DecisionRecord) -> dict[str, Any]:
+    """The record's column values; raises when it cannot be stored as it is."""
+    if not isinstance(record.decision_id, str) or not record.decision_id:
+        raise ValueError(f"decision_id must be a non-empty string, got {record.decision_id!r}")
+    return {
+        "decision_id": record.decision_id,
+        "ts": _as_utc(record.ts, "ts"),
+        "user_id": record.user_id,
+        "request_digest": record.request_digest,
+        "versions": _dumps(record.versions),
+        "stage": record.stage,
+        "action": record.action,
+        "propensity": float(record.propensity),
+        "explored": bool(record.explored),
+        "expected_value": float(record.expected_value),
+        "candidates": _dumps(record.candidates),
+        "latency_ms": float(record.latency_ms),
+        "payload": _dumps(record.payload),
+        "inputs": _dumps(record.inputs),
+        "shadow": None if record.shadow is None else _dumps(record.shadow),
+    }
+
+
+def _decode(row: sa.Row[Any]) -> dict[str, Any]:
+    decoded = dict(row._mapping)
+    for name in JSON_COLUMNS:
+        if decoded[name] is not None:
+            decoded[name] = orjson.loads(decoded[name])
+    return decoded
+
+
+def _describe(error: BaseException) -> str:
+    """`Type: message` of the driver's error, without SQLAlchemy's long statement text."""
+    if isinstance(error, StatementError) and error.orig is not None:
+        error = error.orig
+    return f"{type(error).__name__}: {error}".strip()
+
+
+def _redact(url: str) -> str:
+    return _PASSWORD_IN_URL.sub(r"\1:***@", url)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise DecisionLogError(f"cannot put the SQLite decision log in WAL mode (journal_mode is {mode})")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def _create_engine(url: str, schema: str | None) -> tuple[Engine, str]:
+    """The engine for `url` (not connected yet) and the URL as it may be shown: without a password."""
+    try:
+        parsed: URL = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"decision log URL {_redact(url)!r} is not a URL; expected {URL_FORMS}") from None
+    shown = url if parsed.password is None else parsed.render_as_string(hide_password=True)
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend == "sqlite" and driver == "pysqlite":
+        if schema is not None:
+            raise ValueError(f"decision log {shown!r}: schema={schema!r} applies to PostgreSQL only")
+        path = parsed.database
+        if not path or path == ":memory:" or parsed.query:
+            raise ValueError(
+                f"decision log URL {shown!r} needs a file path and no options; expected {URL_FORMS}"
+            )
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DecisionLogError(f"cannot open the decision log at {shown}: {_describe(exc)}") from exc
+        engine = sa.create_engine(
+            parsed, hide_parameters=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+        )
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        return engine, shown
+    if backend == "postgresql" and parsed.drivername in ("postgresql", "postgresql+psycopg"):
+        connect_args = (
+            {} if "connect_timeout" in parsed.query else {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
+        )
+        engine = sa.create_engine(
+            parsed.set(drivername="postgresql+psycopg"),
+            hide_parameters=True,  # decisions hold user features: keep them out of error messages and logs
+            pool_pre_ping=True,  # survive a database restart without failing the first write after it
+            connect_args=connect_args,
+        )
+        return engine, shown
+    raise ValueError(f"unsupported decision log URL {shown!r}; expected {URL_FORMS}")
+
+
+class DecisionLog:
+    """Append-only log of decisions, written by a background thread; outcomes recorded idempotently.
+
+    Thread-safe: `append`, `record_outcome` and the readers may be called from any number of threads.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        queue_size: int = 10_000,
+        retries: int = 3,
+        retry_backoff_seconds: float = 0.05,
+        batch_size: int = 200,
+        on_failure: Callable[[str, Exception], None] | None = None,
+        dead_letter_size: int = 10_000,
+    ) -> None:
+        for name, value, least in (
+            ("queue_size", queue_size, 1),
+            ("retries", retries, 0),
+            ("batch_size", batch_size, 1),
+            ("dead_letter_size", dead_letter_size, 1),
+        ):
+            if value < least:
+                raise ValueError(f"{name} must be at least {least}, got {value}")
+        if not retry_backoff_seconds >= 0:
+            raise ValueError(f"retry_backoff_seconds must be >= 0, got {retry_backoff_seconds}")
+        self._engine, self.url = _create_engine(url, schema)
+        self.schema = schema
+        self._decisions, self._outcomes = _tables(schema)
+        self._retries = retries
+        self._retry_backoff_seconds = retry_backoff_seconds
+        self._batch_size = batch_size
+        self._on_failure = on_failure
+        self._queue: queue.Queue[_Pending] = queue.Queue(maxsize=queue_size)
+        self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._consume_lock = threading.Lock()  # one consumer at a time keeps the queue's order
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._enqueued = 0  # records ever put on the queue
+        self._dequeued = 0  # of those, records written or given up on
+        self._counts = dict.fromkeys(("written", "failed", "retries", "overflow", "duplicates"), 0)
+        self._dead_letter: deque[FailedRecord] = deque(maxlen=dead_letter_size)
+        self._build_statements()
+        try:
+            self._create_tables()
+        except (SQLAlchemyError, OSError, DecisionLogError) as exc:
+            self._engine.dispose()
+            message = _describe(exc)
+            password = make_url(url).password
+            if password:
+                message = message.replace(str(password), "***")
+            raise DecisionLogError(f"cannot open the decision log at {self.url}: {message}") from exc
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for reading the log with SQL (e.g. offline policy evaluation)."""
+        return self._engine
+
+    @property
+    def decisions_table(self) -> sa.Table:
+        return self._decisions
+
+    @property
+    def outcomes_table(self) -> sa.Table:
+        return self._outcomes
+
+    @property
+    def dead_letter(self) -> list[FailedRecord]:
+        """The latest records given up on, oldest first."""
+        with self._lock:
+            return list(self._dead_letter)
+
+    def __repr__(self) -> str:
+        return f"DecisionLog({self.url!r}, schema={self.schema!r})"
+
+    def _build_statements(self) -> None:
+        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        decisions, outcomes = self._decisions, self._outcomes
+        # SQLAlchemy keeps an INSERT's row count only when asked; it tells how many ids were new.
+        counted = {"preserve_rowcount": True}
+        self._insert_decisions = insert(decisions).on_conflict_do_nothing().execution_options(**counted)
+        # One statement that reads and writes: a separate SELECT first would, on SQLite, fail with
+        # SQLITE_BUSY whenever the writer thread commits in between.
+        columns = ["decision_id", "outcome", "action_taken", "ts", "recorded_at", "value"]
+        values = sa.select(*(sa.cast(sa.bindparam(name), outcomes.c[name].type) for name in columns)).where(
+            sa.exists().where(decisions.c.decision_id == sa.bindparam("decision_id"))
+        )
+        self._insert_outcome = (
+            insert(outcomes)
+            .from_select(columns, values)
+            .on_conflict_do_nothing()
+            .execution_options(**counted)
+        )
+
+    def _create_tables(self) -> None:
+        with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DDL_ADVISORY_LOCK)))
+                if self.schema is not None:
+                    conn.execute(CreateSchema(self.schema, if_not_exists=True))
+            for table in (self._decisions, self._outcomes):
+                conn.execute(CreateTable(table, if_not_exists=True))
+                for index in table.indexes:
+                    conn.execute(CreateIndex(index, if_not_exists=True))
+
+    # --- writing decisions -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer thread (idempotent)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"decision log {self.url} is closed")
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="clm-decision-log", daemon=True)
+            self._thread.start()
+
+    def append(self, record: DecisionRecord) -> None:
+        """Queue the record for writing; when the queue is full, write it on this thread instead."""
+        try:
+            pending = _Pending(record, _encode(record))
+        except Exception as exc:  # a record that cannot be stored is reported, never silently dropped
+            self._give_up(record, exc)
+            return
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(
+                    f"decision log {self.url} is closed; decision {record.decision_id} not logged"
+                )
+            try:
+                self._queue.put_nowait(pending)
+            except queue.Full:
+                self._counts["overflow"] += 1
+            else:
+                self._enqueued += 1  # under the lock, so the count and the queue's order agree
+                return
+        self._write([pending])
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every record appended so far is written or given up on; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            target = self._enqueued
+            writer_running = self._thread is not None and self._thread.is_alive()
+        if not writer_running:
+            self._drain(deadline)
+        with self._settled:
+            return self._settled.wait_for(
+                lambda: self._dequeued >= target, timeout=max(0.0, deadline - time.monotonic())
+            )
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush, stop the writer and release connections; records still queued then are given up on."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        deadline = time.monotonic() + timeout
+        flushed = self.flush(timeout)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(max(0.1, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                logger.error("decision log writer for %s did not stop within %.1f s", self.url, timeout)
+        if not flushed:
+            logger.error(
+                "decision log %s: not every record was written within %.1f s of close", self.url, timeout
+            )
+        self._abandon_queue()
+        self._engine.dispose()
+
+    def stats(self) -> dict[str, int]:
+        """Counts since construction, and records pending now.
+
+        Every record appended is in exactly one of `written` (inserted), `duplicates` (its id was
+        already stored), `failed` (given up on, in `dead_letter`) and `pending`. `retries` counts
+        repeated attempts of failed batches; `overflow` the records written on the caller's thread.
+        """
+        with self._lock:
+            return {**self._counts, "pending": self._enqueued - self._dequeued}
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._consume_lock:
+                batch = self._take(timeout=WRITER_POLL_SECONDS)
+                if batch:
+                    self._settle(batch)
+
+    def _drain(self, deadline: float) -> None:
+        with self._consume_lock:
+            while time.monotonic() < deadline:
+                batch = self._take(timeout=None)
+                if not batch:
+                    return
+                self._settle(batch)
+
+    def _take(self, timeout: float | None) -> list[_Pending]:
+        try:
+            first = self._queue.get_nowait() if timeout is None else self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        batch = [first]
+        while len(batch) < self._batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _settle(self, batch: list[_Pending]) -> None:
+        try:
+            self._write(batch)
+        except Exception:
+            logger.exception("decision log writer for %s failed on a batch of %d", self.url, len(batch))
+        finally:
+            with self._settled:
+                self._dequeued += len(batch)
+                self._settled.notify_all()
+
+    def _abandon_queue(self) -> None:
+        abandoned = 0
+        while True:
+            try:
+                pending = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._give_up(pending.record, DecisionLogError("the decision log closed before it was written"))
+            abandoned += 1
+        with self._settled:
+            self._dequeued += abandoned
+            self._settled.notify_all()
+
+    def _write(self, batch: list[_Pending]) -> None:
+        """Write with retries; if the batch still fails, try each record alone and give up on the rest."""
+        error = self._attempt([pending.row for pending in batch], attempts=1 + self._retries)
+        if error is None:
+            return
+        if len(batch) == 1:
+            self._give_up(batch[0].record, error)
+            return
+        logger.warning(
+            "decision log %s: a batch of %d failed %d times (%s); writing its records one by one",
+            self.url,
+            len(batch),
+            1 + self._retries,
+            _describe(error),
+        )
+        for pending in batch:
+            error = self._attempt([pending.row], attempts=1)
+            if error is not None:
+                self._give_up(pending.record, error)
+
+    def _attempt(self, rows: list[dict[str, Any]], *, attempts: int) -> Exception | None:
+        """None once the rows are stored, else the last error."""
+        error: Exception | None = None
+        for attempt in range(attempts):
+            if attempt:
+                with self._lock:
+                    self._counts["retries"] += 1
+                time.sleep(self._retry_backoff_seconds * 2 ** (attempt - 1))
+            try:
+                inserted = self._insert(rows)
+            except Exception as exc:  # any failure is retried, then reported with the record
+                error = exc
+                continue
+            with self._lock:
+                self._counts["written"] += inserted
+                self._counts["duplicates"] += len(rows) - inserted
+            if inserted < len(rows):
+                logger.warning(
+                    "decision log %s: %d of %d decision ids were already stored; kept the stored rows",
+                    self.url,
+                    len(rows) - inserted,
+                    len(rows),
+                )
+            return None
+        return error
+
+    def _insert(self, rows: list[dict[str, Any]]) -> int:
+        """Insert in one transaction; the number of rows inserted (ids already stored are skipped)."""
+        with self._engine.begin() as conn:
+            inserted = conn.execute(self._insert_decisions, rows).rowcount
+        return len(rows) if inserted < 0 else inserted  # < 0: the driver could not tell
+
+    def _give_up(self, record: DecisionRecord, error: Exception) -> None:
+        failed = FailedRecord(record=record, error=_describe(error), failed_at=dt.datetime.now(dt.UTC))
+        with self._lock:
+            self._counts["failed"] += 1
+            self._dead_letter.append(failed)
+        logger.error(
+            "decision %s was not written to the decision log %s: %s",
+            record.decision_id,
+            self.url,
+            failed.error,
+        )
+        if self._on_failure is not None:
+            try:
+                self._on_failure(record.decision_id, error)
+            except Exception:
+                logger.exception("on_failure raised for decision %s", record.decision_id)
+
+    # --- outcomes and reads ------------------------------------------------------------------------
+
+    def record_outcome(
+        self,
+        decision_id: str,
+        outcome: str,
+        action_taken: str,
+        ts: dt.datetime,
+        value: float | None = None,
+    ) -> OutcomeStatus:
+        """Store what happened after a decision: "recorded", or "duplicate" if this outcome is already stored.
+
+        Raises UnknownDecision when the decision is not in the log (pending writes are flushed first).
+        """
+        self._check_open()
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"outcome value must be finite or None, got {value}")
+        row = {
+            "decision_id": decision_id,
+            "outcome": outcome,
+            "action_taken": action_taken,
+            "ts": _as_utc(ts, "ts"),
+            "recorded_at": dt.datetime.now(dt.UTC),
+            "value": None if value is None else float(value),
+        }
+        status = self._store_outcome(row)
+        if status is None and self.stats()["pending"]:
+            self.flush()
+            status = self._store_outcome(row)
+        if status is None:
+            given_up = any(failed.record.decision_id == decision_id for failed in self.dead_letter)
+            detail = " (its write failed; it is in the dead letter list)" if given_up else ""
+            raise UnknownDecision(f"decision {decision_id!r} is not in the decision log{detail}")
+        return status
+
+    def _store_outcome(self, row: Mapping[str, Any]) -> OutcomeStatus | None:
+        with self._engine.begin() as conn:
+            if conn.execute(self._insert_outcome, row).rowcount == 1:
+                return "recorded"
+            decisions = self._decisions
+            known = conn.execute(
+                sa.select(decisions.c.decision_id).where(decisions.c.decision_id == row["decision_id"])
+            ).first()
+        return "duplicate" if known is not None else None
+
+    def get_decision(self, decision_id: str) -> dict[str, Any] | None:
+        """The stored decision with its JSON columns decoded, or None."""
+        self._check_open()
+        statement = sa.select(self._decisions).where(self._decisions.c.decision_id == decision_id)
+        with self._engine.connect() as conn:
+            row = conn.execute(statement).first()
+        return None if row is None else _decode(row)
+
+    def decisions_for_user(self, user_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The user's latest decisions, newest first."""
+        self._check_open()
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        decisions = self._decisions
+        statement = (
+            sa.select(decisions)
+            .where(decisions.c.user_id == user_id)
+            .order_by(decisions.c.ts.desc(), decisions.c.decision_id.desc())
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return [_decode(row) for row in conn.execute(statement)]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"decision log {self.url} is closed")

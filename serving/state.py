@@ -1,0 +1,149 @@
+"""What serves: the churn model, the upgrade model and the policy loaded from the MLflow registry by alias,
+as one immutable `ModelSet`. A reload loads and warms a new set off the request path and swaps one
+reference, so a request keeps the set it started with; a failed load keeps the old set serving."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from features.registry import Feature, FeatureParams, build_registry, by_name
+from models.bundle import ModelBundle, load_bundle
+from models.policy import PolicyBundle, load_policy
+from models.registry import download_bundle, download_policy
+
+log = logging.getLogger(__name__)
+TARGETS = ("churn", "upgrade", "policy")
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    churn: ModelBundle
+    upgrade: ModelBundle
+    policy: PolicyBundle
+    versions: dict[str, str]  # registered name → version number
+    alias: str
+    registry: dict[str, Feature]
+    loaded_at: float = field(default_factory=time.time)
+
+    def version_labels(self) -> dict[str, str]:
+        """The versions block of a decision."""
+        return {
+            "churn_model": f"{self.churn.name}/{self.versions[self.churn.name]}",
+            "upgrade_model": f"{self.upgrade.name}/{self.versions[self.upgrade.name]}",
+            "policy": f"{self.policy.name}/{self.versions[self.policy.name]}",
+            "features": self.churn.feature_version,
+        }
+
+
+class RegistryLoader:
+    """Loads a ModelSet by alias from the MLflow registry (the tracking URI comes from the environment)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.names = {target: config["models"][target]["registered_name"] for target in TARGETS}
+        self.registry = by_name(build_registry(FeatureParams.from_config(config["features"])))
+
+    def versions(self, alias: str) -> dict[str, str]:
+        """The version each alias points at now (raises when one is missing)."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        return {name: str(client.get_model_version_by_alias(name, alias).version) for name in self.names.values()}
+
+    def load(self, alias: str) -> ModelSet:
+        versions = self.versions(alias)
+        uri = {t: f"models:/{n}/{versions[n]}" for t, n in self.names.items()}
+        churn = load_bundle(download_bundle(uri["churn"]))
+        upgrade = load_bundle(download_bundle(uri["upgrade"]))
+        policy = load_policy(download_policy(uri["policy"]))
+        if churn.feature_version != policy.feature_version:
+            raise ValueError(
+                f"feature versions differ: {uri['churn']} has {churn.feature_version}, "
+                f"{uri['policy']} has {policy.feature_version}"
+            )
+        return ModelSet(churn, upgrade, policy, versions, alias, self.registry)
+
+
+@dataclass
+class ReloadStatus:
+    last_attempt: float | None = None
+    last_success: float | None = None
+    last_error: str | None = None
+    failures: int = 0
+
+
+class ModelHolder:
+    """The current (and optional shadow) ModelSet, swapped atomically by `reload`."""
+
+    def __init__(
+        self,
+        load: Callable[[str], ModelSet],
+        versions: Callable[[str], dict[str, str]],
+        *,
+        alias: str,
+        shadow_alias: str | None = None,
+        warm: Callable[[ModelSet], None] = lambda models: None,
+        on_failure: Callable[[Exception], None] = lambda exc: None,
+    ) -> None:
+        self._load, self._versions, self._warm, self._on_failure = load, versions, warm, on_failure
+        self.alias, self.shadow_alias = alias, shadow_alias
+        self.current: ModelSet | None = None
+        self.shadow: ModelSet | None = None
+        self.status = ReloadStatus()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    def reload(self, *, force: bool = True) -> dict[str, Any]:
+        """Load the aliases' versions (only if they moved, unless forced), warm them, then swap. On any
+        error the old set keeps serving; the error is kept for /readyz and counted."""
+        with self._lock:
+            self.status.last_attempt = time.time()
+            try:
+                changed = False
+                if force or self.current is None or self._versions(self.alias) != self.current.versions:
+                    fresh = self._load(self.alias)
+                    self._warm(fresh)
+                    self.current, changed = fresh, True
+                if self.shadow_alias and (
+                    force or self.shadow is None or self._versions(self.shadow_alias) != self.shadow.versions
+                ):
+                    shadow = self._load(self.shadow_alias)
+                    self._warm(shadow)
+                    self.shadow = shadow
+                self.status.last_success = time.time()
+                self.status.last_error = None
+                assert self.current is not None
+                return {"reloaded": changed, "versions": self.current.version_labels()}
+            except Exception as exc:
+                self.status.failures += 1
+                self.status.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("model reload failed; keeping %s: %s", self.describe(), exc)
+                self._on_failure(exc)
+                raise
+
+    def describe(self) -> str:
+        return "nothing loaded" if self.current is None else str(self.current.version_labels())
+
+    def start_polling(self, interval_seconds: float) -> None:
+        if interval_seconds <= 0 or self._poller is not None:
+            return
+
+        def poll() -> None:
+            while not self._stop.wait(interval_seconds):
+                try:
+                    self.reload(force=False)
+                except Exception:  # already logged and counted; keep polling
+                    pass
+
+        self._poller = threading.Thread(target=poll, name="clm-model-poller", daemon=True)
+        self._poller.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
