@@ -226,7 +226,9 @@ def decide(
     stages = assign_stages(columns, policy.stage_rules)
     values = value_inputs(frame, churn_probability, churn_horizon_days, policy.value)
     deltas = (
-        policy.uplift.predict(frame) if uplift_matrix is None else policy.uplift.predict_encoded(uplift_matrix)
+        policy.uplift.predict(frame)
+        if uplift_matrix is None
+        else policy.uplift.predict_encoded(uplift_matrix)
     )
     arb = arbitrate(
         stages.stage,

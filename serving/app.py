@@ -3,6 +3,7 @@ Models load in the lifespan (never at import); `clm serve` starts it through `cl
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -133,10 +134,8 @@ def create_app(
             on_failure=lambda decision_id, exc: metrics.log_failures.inc(),
         )  # fmt: skip
         app.state.decision_log.start()
-        try:
+        with contextlib.suppress(Exception):  # not ready: /readyz says why, decision routes answer 503
             holder.reload()
-        except Exception:  # not ready: /readyz says why, decision routes answer 503
-            pass
         metrics.loaded("served", holder.current)
         metrics.loaded("shadow", holder.shadow)
         holder.start_polling(settings.reload_interval_seconds)

@@ -18,7 +18,9 @@ class Stage(BaseModel):
 
 
 class Churn(BaseModel):
-    probability: float = Field(ge=0, le=1, description="Calibrated probability of churning within the horizon")
+    probability: float = Field(
+        ge=0, le=1, description="Calibrated probability of churning within the horizon"
+    )
     band: Literal["low", "medium", "high"]
 
 
@@ -28,7 +30,9 @@ class Upgrade(BaseModel):
 
 class ChosenAction(BaseModel):
     name: str
-    expected_value: float = Field(description="uplift × value − cost, in the config's currency; 0 for no_action")
+    expected_value: float = Field(
+        description="uplift × value − cost, in the config's currency; 0 for no_action"
+    )
     uplift: float = Field(description="Estimated change in the probability of the outcome the action targets")
     cost: float
     channel: str | None
@@ -94,7 +98,9 @@ class DecisionRequest(BaseModel):
         },
     )  # fmt: skip
 
-    user_id: str | None = Field(None, max_length=200, description="Stored features to start from (overridden by `features`)")
+    user_id: str | None = Field(
+        None, max_length=200, description="Stored features to start from (overridden by `features`)"
+    )
     features: dict[str, FeatureValue] = Field(
         default_factory=dict, description="Feature name → value; absent features are missing values"
     )
@@ -103,7 +109,9 @@ class DecisionRequest(BaseModel):
 class BatchRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"items": [{"user_id": "u000042"}, {"features": {"tenure_days": 3}}]}]},
+        json_schema_extra={
+            "examples": [{"items": [{"user_id": "u000042"}, {"features": {"tenure_days": 3}}]}]
+        },
     )
     items: list[DecisionRequest] = Field(min_length=1)
 
@@ -127,7 +135,9 @@ class OutcomeRequest(BaseModel):
     )  # fmt: skip
     decision_id: str = Field(min_length=1, max_length=64)
     action_taken: str = Field(min_length=1, max_length=100)
-    outcome: str = Field(min_length=1, max_length=100, description="e.g. retained, churned, upgraded, converted")
+    outcome: str = Field(
+        min_length=1, max_length=100, description="e.g. retained, churned, upgraded, converted"
+    )
     ts: dt.datetime
     value: float | None = None
 

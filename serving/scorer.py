@@ -44,7 +44,9 @@ class Scorer:
         low, high = self.band_thresholds
         return "low" if probability < low else "medium" if probability < high else "high"
 
-    def explain(self, models: ModelSet, target: str, matrix: np.ndarray, values: Mapping[str, Any], lang: str) -> dict:
+    def explain(
+        self, models: ModelSet, target: str, matrix: np.ndarray, values: Mapping[str, Any], lang: str
+    ) -> dict:
         bundle = getattr(models, target)
         contrib = contributions_matrix(matrix, bundle)[0]
         names = bundle.feature_names

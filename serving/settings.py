@@ -19,7 +19,9 @@ class ServingSettings(BaseSettings):
     )
     online_store: str | None = Field(None, description="sqlite:///PATH or redis://HOST:PORT/DB?prefix=NAME.")
     data_dir: str = Field("data", description="Where the default SQLite files live.")
-    decision_log: str | None = Field(None, description="sqlite:///PATH (default DATA/decisions.db) or postgresql://…")
+    decision_log: str | None = Field(
+        None, description="sqlite:///PATH (default DATA/decisions.db) or postgresql://…"
+    )
     decision_log_schema: str | None = Field(None, description="PostgreSQL schema of the decision log.")
     alias: str = Field("champion", description="Registry alias of the models and the policy that serve.")
     shadow_alias: str | None = Field(None, description="Score this alias beside the served one and log both.")

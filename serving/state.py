@@ -4,6 +4,7 @@ reference, so a request keeps the set it started with; a failed load keeps the o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -52,7 +53,9 @@ class RegistryLoader:
         from mlflow import MlflowClient
 
         client = MlflowClient()
-        return {name: str(client.get_model_version_by_alias(name, alias).version) for name in self.names.values()}
+        return {
+            name: str(client.get_model_version_by_alias(name, alias).version) for name in self.names.values()
+        }
 
     def load(self, alias: str) -> ModelSet:
         versions = self.versions(alias)
@@ -135,10 +138,8 @@ class ModelHolder:
 
         def poll() -> None:
             while not self._stop.wait(interval_seconds):
-                try:
+                with contextlib.suppress(Exception):  # already logged and counted; keep polling
                     self.reload(force=False)
-                except Exception:  # already logged and counted; keep polling
-                    pass
 
         self._poller = threading.Thread(target=poll, name="clm-model-poller", daemon=True)
         self._poller.start()

@@ -132,7 +132,9 @@ def test_errors_name_the_problem(client) -> None:
     assert extra.status_code == 422 and "surprise" in extra.text
     too_many = client.post("/v1/decisions/batch", json={"items": [{"features": {}}] * 1001}, headers=SCORE)
     assert too_many.status_code == 413
-    huge = client.post("/v1/decisions", content=b"x" * 3_000_000, headers={**SCORE, "content-type": "application/json"})
+    huge = client.post(
+        "/v1/decisions", content=b"x" * 3_000_000, headers={**SCORE, "content-type": "application/json"}
+    )
     assert huge.status_code == 413
     assert "Traceback" not in huge.text + too_many.text + wrong.text
 
