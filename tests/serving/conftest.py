@@ -76,3 +76,8 @@ def served_env(served_world: ServedWorld, tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("CLM_DECISION_LOG", f"sqlite:///{tmp_path / 'decisions.db'}")
     monkeypatch.setenv("CLM_EXPLORATION", "false")
     return served_world
+
+
+@pytest.fixture
+def api_keys() -> dict[str, list[str]]:
+    return KEYS
