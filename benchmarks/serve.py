@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -50,11 +51,16 @@ from clm.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent  # not resolved: the venv's bin/ holds clm, uvicorn and mlflow
 WORLD_FILE = "world.json"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 API_KEY = "bench"
 STARTUP_TIMEOUT_SECONDS = 300.0
 STOP_TIMEOUT_SECONDS = 15.0
 WRK_TIMEOUT_SECONDS = 10
 USER_IDS_IN_SCRIPT = 1000
+WORKER_KILLED = "] died"  # uvicorn's supervisor: "Child process [PID] died"
+# `clm serve` itself, with a light __main__: spawned workers re-import the parent's __main__ before they can
+# answer uvicorn's 5 s health check, and the `clm` script's __main__ imports the whole CLI
+INLINE_CLM = "import sys; from clm.cli import app; sys.exit(app())"
 
 log = logging.getLogger("benchmarks.serve")
 
@@ -86,6 +92,7 @@ def build_world(root: Path, *, users: int, days: int, seed: int) -> World:
     policy, write the latest feature vectors to a SQLite online store."""
     import mlflow
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines would bury the progress
     from features.jobs import latest_features
     from features.online import open_store
     from features.registry import FeatureParams, build_registry, registry_version
@@ -303,8 +310,12 @@ def _stop(process: subprocess.Popen, port: int) -> None:
         raise RuntimeError(f"port {port} is still open after stopping process group {process.pid}")
 
 
+class WorkersKilled(RuntimeError):
+    """uvicorn's supervisor killed a worker that did not answer its health check, before the server was ready."""
+
+
 @contextmanager
-def running(server: Server) -> Iterator[None]:
+def running(server: Server) -> Iterator[int]:
     """Start the server in its own process group, wait until every worker has started and the ready path
     answers 200, and stop the group afterwards, whatever happens."""
     if port_in_use(server.port):
@@ -325,8 +336,13 @@ def running(server: Server) -> Iterator[None]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{server.name} not ready after {STARTUP_TIMEOUT_SECONDS:.0f} s:\n"
                                    f"{_tail(server.log_path)}")  # fmt: skip
+            text = server.log_path.read_text(errors="replace")
+            if WORKER_KILLED in text:
+                raise WorkersKilled(
+                    f"{server.name}: uvicorn's supervisor killed a worker before it was ready"
+                )
             # uvicorn logs this once per worker, after the app's startup; a worker accepts only after it
-            complete = server.log_path.read_text(errors="replace").count("Application startup complete")
+            complete = text.count("Application startup complete")
             if complete >= server.workers:
                 try:
                     status, _ = http("GET", server.url + server.ready_path, timeout=5.0)
@@ -336,7 +352,7 @@ def running(server: Server) -> Iterator[None]:
                     break
             time.sleep(0.25)
         log.info("%s ready in %.1f s", server.name, time.monotonic() - started)
-        yield
+        yield process.pid  # the process group's id
     finally:
         _stop(process, server.port)
 
@@ -407,16 +423,56 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int  # HTTP status >= 400 (as wrk counts them) + connect/read/write errors + timeouts
+    server_cpu_s: float  # CPU time of the server's process group during the load
+    wrk_cpu_s: float
+    machine_busy_s: float  # CPU time of every process on the machine
 
     @property
     def per_second(self) -> float:
         return self.requests / self.duration_s if self.duration_s else 0.0
 
+    @property
+    def server_cpu_ms_per_request(self) -> float:
+        return 1000.0 * self.server_cpu_s / self.requests if self.requests else float("nan")
 
-def run_wrk(url: str, script: Path, *, duration_s: int, connections: int, threads: int) -> Load:
+    def cores(self) -> tuple[float, float, float]:
+        """Average cores busy with the server, with wrk, and with anything else on the machine."""
+        other = max(0.0, self.machine_busy_s - self.server_cpu_s - self.wrk_cpu_s)
+        return self.server_cpu_s / self.duration_s, self.wrk_cpu_s / self.duration_s, other / self.duration_s
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds spent on the machine since boot, all cores (/proc/stat less idle and iowait)."""
+    values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / CLOCK_TICKS
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user + system) of the live processes in a process group."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path("/proc", entry, "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:  # fields after the command: state ppid pgrp ... utime(11) stime(12)
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def run_wrk(url: str, script: Path, *, duration_s: int, connections: int, threads: int, pgid: int) -> Load:
+    """wrk against `url`, with the CPU time the server's process group, wrk and the machine spent meanwhile."""
     command = [shutil.which("wrk") or "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s",
                f"--timeout={WRK_TIMEOUT_SECONDS}s", "-s", str(script), url]  # fmt: skip
+    machine, server = machine_busy_seconds(), group_cpu_seconds(pgid)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 60, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server = group_cpu_seconds(pgid) - server
+    machine = machine_busy_seconds() - machine
+    wrk_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -424,7 +480,8 @@ def run_wrk(url: str, script: Path, *, duration_s: int, connections: int, thread
         raise RuntimeError(f"wrk printed no RESULT line:\n{done.stdout}\n{done.stderr}")
     r = json.loads(line.removeprefix("RESULT "))
     errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
-    return Load(r["requests"], r["duration_us"] / 1e6, r["p50_us"] / 1000.0, r["p99_us"] / 1000.0, errors)
+    return Load(r["requests"], r["duration_us"] / 1e6, r["p50_us"] / 1000.0, r["p99_us"] / 1000.0, errors,
+                server, wrk_cpu, machine)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -466,9 +523,12 @@ class Row:
     label: str
     workers: int
     load: Load
+    note: str = ""  # why this row was launched differently, shown under the table
 
 
-def check_then_load(server: Server, target: Target, run_dir: Path, args: argparse.Namespace) -> Load:
+def check_then_load(
+    server: Server, pgid: int, target: Target, run_dir: Path, args: argparse.Namespace
+) -> Load:
     """One request checked by hand (200 and the expected body), a short warm-up, then the measured load."""
     status, raw = http(target.method, server.url + target.path, body=target.body, headers=target.headers)
     if status != 200:
@@ -478,17 +538,13 @@ def check_then_load(server: Server, target: Target, run_dir: Path, args: argpars
     script = run_dir / f"{server.name}-{target.label}.lua".replace(" ", "_").replace("/", "_")
     script.write_text(target.lua)
     warmup = max(1, min(3, args.duration // 5))
-    run_wrk(
-        server.url + target.path,
-        script,
-        duration_s=warmup,
-        connections=args.connections,
-        threads=args.threads,
-    )
-    load = run_wrk(server.url + target.path, script, duration_s=args.duration, connections=args.connections,
-                   threads=args.threads)  # fmt: skip
-    print(f"  {server.name:<16} {target.label:<34} {server.workers} worker(s): {load.per_second:8.1f} req/s, "
-          f"p50 {load.p50_ms:7.2f} ms, p99 {load.p99_ms:7.2f} ms, errors {load.errors}", flush=True)  # fmt: skip
+    load_args = {"connections": args.connections, "threads": args.threads, "pgid": pgid}
+    run_wrk(server.url + target.path, script, duration_s=warmup, **load_args)
+    load = run_wrk(server.url + target.path, script, duration_s=args.duration, **load_args)
+    cores = load.cores()
+    print(f"  {server.name:<12} {target.label:<28} {server.workers} worker(s): {load.per_second:7.1f} req/s, "
+          f"p50 {load.p50_ms:7.2f} ms, p99 {load.p99_ms:7.2f} ms, errors {load.errors}; cores: server "
+          f"{cores[0]:.2f}, wrk {cores[1]:.2f}, others {cores[2]:.2f}", flush=True)  # fmt: skip
     return load
 
 
@@ -563,20 +619,39 @@ def serving_rows(world: World, models: Any, run_dir: Path, args: argparse.Namesp
     churn_model = config["models"]["churn"]["registered_name"]
     rows: list[Row] = []
     for workers in (1, 2):
-        port = free_port()
-        ours = Server(
-            "ours", [str(VENV_BIN / "clm"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers",
-                     str(workers), "--log-level", "info"],
-            server_env(world, CLM_ONLINE_STORE=world.store_url, CLM_API_KEYS=json.dumps({API_KEY: ["score"]}),
-                       CLM_DECISION_LOG=f"sqlite:///{run_dir / f'decisions-{workers}.db'}", CLM_EXPLORATION="false",
-                       CLM_DATA_DIR=str(run_dir)),
-            "/readyz", port, workers, run_dir / f"ours-{workers}.log",
-        )  # fmt: skip
-        with running(ours):
-            rows.append(Row("ours", ours_get.label, workers, check_then_load(ours, ours_get, run_dir, args)))
-            rows.append(
-                Row("ours", ours_post.label, workers, check_then_load(ours, ours_post, run_dir, args))
-            )
+        launchers = [
+            ([str(VENV_BIN / "clm")], ""),
+            ([str(VENV_BIN / "python"), "-c", INLINE_CLM],
+             "`clm serve` never became ready (uvicorn killed its workers in a loop); the same serve() "
+             "launched as `python -c 'from clm.cli import app; app()' serve ...`"),
+        ]  # fmt: skip
+        for launcher, note in launchers:
+            port = free_port()
+            ours = Server(
+                "ours", [*launcher, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+                         "--log-level", "info"],
+                server_env(world, CLM_ONLINE_STORE=world.store_url, CLM_API_KEYS=json.dumps({API_KEY: ["score"]}),
+                           CLM_DECISION_LOG=f"sqlite:///{run_dir / f'decisions-{workers}-{port}.db'}",
+                           CLM_EXPLORATION="false", CLM_DATA_DIR=str(run_dir)),
+                "/readyz", port, workers, run_dir / f"ours-{workers}-{port}.log",
+            )  # fmt: skip
+            try:
+                with running(ours) as pgid:
+                    for target in (ours_get, ours_post):
+                        rows.append(
+                            Row(
+                                "ours",
+                                target.label,
+                                workers,
+                                check_then_load(ours, pgid, target, run_dir, args),
+                                note,
+                            )
+                        )
+                break
+            except WorkersKilled as exc:
+                print(f"  {exc} (log: {ours.log_path}); trying the next launcher", flush=True)
+        else:
+            raise RuntimeError(f"the decision API did not start with {workers} workers")
 
         port = free_port()
         hello_server = Server(
@@ -585,9 +660,14 @@ def serving_rows(world: World, models: Any, run_dir: Path, args: argparse.Namesp
                             "--http", "httptools", "--log-level", "info", "--no-access-log"],
             server_env(world), "/healthz", port, workers, run_dir / f"hello-{workers}.log",
         )  # fmt: skip
-        with running(hello_server):
+        with running(hello_server) as pgid:
             rows.append(
-                Row("hello-world", hello.label, workers, check_then_load(hello_server, hello, run_dir, args))
+                Row(
+                    "hello-world",
+                    hello.label,
+                    workers,
+                    check_then_load(hello_server, pgid, hello, run_dir, args),
+                )
             )
 
         port = free_port()
@@ -596,9 +676,9 @@ def serving_rows(world: World, models: Any, run_dir: Path, args: argparse.Namesp
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "--workers", str(workers)],
             server_env(world), "/ping", port, workers, run_dir / f"mlflow-{workers}.log",
         )  # fmt: skip
-        with running(mlflow_server):
+        with running(mlflow_server) as pgid:
             rows.append(Row("mlflow-serve", mlflow_target.label, workers,
-                            check_then_load(mlflow_server, mlflow_target, run_dir, args)))  # fmt: skip
+                            check_then_load(mlflow_server, pgid, mlflow_target, run_dir, args)))  # fmt: skip
     return rows
 
 
@@ -612,16 +692,25 @@ def _ratio(a: float, b: float) -> str:
 
 def report(rows: list[Row], costs: InProcess, args: argparse.Namespace) -> str:
     lines = [
-        f"serving benchmark: wrk {args.threads} threads, {args.connections} connections, {args.duration} s per case, "
-        f"127.0.0.1, {os.cpu_count()} cores shared by the load generator and the servers",
+        f"serving benchmark: wrk {args.threads} threads, {args.connections} connections, {args.duration} s per case "
+        f"(after a short warm-up), 127.0.0.1; {os.cpu_count()} cores shared by the servers, wrk and whatever else runs",
         "",
-        f"{'case':<46} {'workers':>7} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}",
+        f"{'case':<42} {'workers':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  "
+        f"{'server CPU ms/req':>17}  {'cores: server / wrk / others':>28}",
     ]
+    notes = sorted({r.note for r in rows if r.note})
     for row in rows:
-        lines.append(f"{row.system + ' ' + row.label:<46} {row.workers:>7} {row.load.per_second:>9.1f} "
-                     f"{row.load.p50_ms:>9.2f} {row.load.p99_ms:>9.2f} {row.load.errors:>7}")  # fmt: skip
+        load = row.load
+        server, wrk, others = load.cores()
+        marker = f"  [{notes.index(row.note) + 1}]" if row.note else ""
+        lines.append(
+            f"{row.system + ' ' + row.label:<42} {row.workers:>7} {load.per_second:>8.1f} {load.p50_ms:>8.2f} "
+            f"{load.p99_ms:>8.2f} {load.errors:>6}  {load.server_cpu_ms_per_request:>17.2f}  "
+            f"{f'{server:.2f} / {wrk:.2f} / {others:.2f}':>28}{marker}"
+        )
+    lines += [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
     by = {(r.system, r.label, r.workers): r.load for r in rows}
-    lines += ["", f"{'ratios, ours ÷ other':<46} {'workers':>7} {'÷hello req/s':>13} {'÷hello p99':>11} "
+    lines += ["", f"{'ours ÷ other':<42} {'workers':>7} {'÷hello req/s':>13} {'÷hello p99':>11} "
                   f"{'÷mlflow req/s':>14} {'÷mlflow p99':>12}"]  # fmt: skip
     for r in rows:
         if r.system != "ours":
@@ -629,38 +718,40 @@ def report(rows: list[Row], costs: InProcess, args: argparse.Namespace) -> str:
         hello = by[("hello-world", "GET /", r.workers)]
         mlflow = by[("mlflow-serve", "POST /invocations", r.workers)]
         lines.append(
-            f"{r.label:<46} {r.workers:>7} {_ratio(r.load.per_second, hello.per_second):>13} "
+            f"{r.label:<42} {r.workers:>7} {_ratio(r.load.per_second, hello.per_second):>13} "
             f"{_ratio(r.load.p99_ms, hello.p99_ms):>11} {_ratio(r.load.per_second, mlflow.per_second):>14} "
             f"{_ratio(r.load.p99_ms, mlflow.p99_ms):>12}"
         )
     trees = ", ".join(f"{name} {n} trees" for name, n in costs.n_trees.items())
-    lines += [
-        "",
-        f"in process, one thread, no HTTP ({costs.calls:,} calls, stored users in turn; {trees}) "
-        f"{'median ms':>10} {'p99 ms':>9}",
-    ]
     parts = [
         ("Scorer.decide (both models + TreeSHAP + policy)", costs.decide),
         ("  both models: encode_row", costs.encode_rows),
         ("  both models: predict (score_matrix)", costs.predict),
         ("  both models: pred_contrib (contributions_matrix)", costs.pred_contrib),
         ("  both models: encode + predict + pred_contrib", costs.models),
-        ("online store read (GET route only)", costs.store_read),
+        ("online store read (the GET route's)", costs.store_read),
     ]
     width = max(len(label) for label, _ in parts) + 2
+    lines += [
+        "",
+        f"in process, one thread, no HTTP: {costs.calls:,} calls over stored users ({trees})",
+        f"{'':<{width}} {'median ms':>10} {'p99 ms':>9}",
+    ]
     for label, timing in parts:
         lines.append(f"{label:<{width}} {timing.median_ms:>10.3f} {timing.p99_ms:>9.3f}")
-    lines.append("")
-    lines.append("share of a request explained by the in-process decision (1 worker: one request costs the server "
-                 "1000 / req/s ms):")  # fmt: skip
+    lines += [
+        "",
+        "share of the server's CPU time per request (1 worker) that the in-process decision explains:",
+    ]
     for r in rows:
         if r.system != "ours" or r.workers != 1:
             continue
-        service_ms = 1000.0 / r.load.per_second if r.load.per_second else float("nan")
+        per_request = r.load.server_cpu_ms_per_request
+        decide = costs.decide.median_ms / per_request
         lines.append(
-            f"  {r.label:<32} {service_ms:7.2f} ms per request: decide {costs.decide.median_ms / service_ms:6.1%}, "
-            f"models alone {costs.models.median_ms / service_ms:6.1%}, the rest (HTTP, validation, response, "
-            f"decision log) {1 - costs.decide.median_ms / service_ms:6.1%}"
+            f"  {r.label:<30} {per_request:6.2f} ms CPU per request: Scorer.decide {decide:6.1%} (the models alone "
+            f"{costs.models.median_ms / per_request:5.1%}); HTTP, routing, validation, response and decision log "
+            f"{1 - decide:6.1%}"
         )
     return "\n".join(lines)
 

@@ -4,13 +4,7 @@ models serving."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +13,7 @@ import httpx
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from tests_serving_support import running_server
 
 from serving.decision_log import DecisionLog
 
@@ -26,51 +21,11 @@ SCORE = {"X-API-Key": "score-key"}
 ADMIN = {"X-API-Key": "admin-key"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(served_world, api_keys, tmp_path: Path):
     """`clm serve` on a free port with its own decision log; yields (base URL, log URL)."""
-    port = free_port()
-    log_url = f"sqlite:///{tmp_path / 'decisions.db'}"
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": served_world.tracking_uri,
-        "CLM_API_KEYS": json.dumps(api_keys),
-        "CLM_ONLINE_STORE": served_world.store_url,
-        "CLM_DECISION_LOG": log_url,
-        "CLM_EXPLORATION": "false",
-    }
-    clm = Path(sys.executable).parent / "clm"
-    output = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        [str(clm), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not become ready:\n{(tmp_path / 'server.log').read_text()}")
-            time.sleep(0.5)
-        yield base, log_url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        output.close()
+    with running_server(served_world, api_keys, tmp_path) as started:
+        yield started
 
 
 def register_copy(name: str, version: str, corrupt: bool = False, workdir: Path | None = None) -> str:
