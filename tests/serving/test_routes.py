@@ -203,3 +203,44 @@ def test_not_ready_without_models(served_env, monkeypatch) -> None:
         assert ready.status_code == 503 and ready.json()["last_reload_error"]
         decision = client.get(f"/v1/users/{served_env.user_ids[0]}/decision", headers=SCORE)
         assert decision.status_code == 503
+
+
+def test_shadow_mode_logs_the_challenger_beside_the_served_decision(served_env, monkeypatch) -> None:
+    monkeypatch.setenv("CLM_SHADOW_ALIAS", "challenger")
+    app = create_app(load_config(), ServingSettings())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        user = served_env.user_ids[5]
+        decision = client.get(f"/v1/users/{user}/decision", headers=SCORE).json()
+        assert "shadow" not in decision
+        client.app.state.decision_log.flush()
+        row = client.app.state.decision_log.get_decision(decision["decision_id"])
+        assert row["shadow"]["versions"]["policy"].startswith("clm-policy/")
+        assert row["shadow"]["action"] in {a["name"] for a in decision["alternatives"]}
+        assert client.get("/v1/models", headers=SCORE).json()["shadow"] is not None
+
+
+def test_polling_picks_up_a_moved_alias(served_env, monkeypatch) -> None:
+    import time
+
+    from mlflow import MlflowClient
+
+    client_ml = MlflowClient()
+    monkeypatch.setenv("CLM_RELOAD_INTERVAL_SECONDS", "0.5")
+    app = create_app(load_config(), ServingSettings())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/v1/models", headers=SCORE).json()["versions"]["policy"] == "clm-policy/1"
+        source = client_ml.get_model_version("clm-policy", "1").source
+        import mlflow
+
+        moved = mlflow.register_model(source, "clm-policy")
+        client_ml.set_registered_model_alias("clm-policy", "champion", str(moved.version))
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                versions = client.get("/v1/models", headers=SCORE).json()["versions"]
+                if versions["policy"] == f"clm-policy/{moved.version}":
+                    break
+                time.sleep(0.5)
+            assert versions["policy"] == f"clm-policy/{moved.version}"
+        finally:
+            client_ml.set_registered_model_alias("clm-policy", "champion", "1")
