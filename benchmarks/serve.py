@@ -8,8 +8,13 @@ Usage: python benchmarks/serve.py [--duration 20] [--connections 16] [--threads 
 
 The world (simulated users, churn/upgrade models and the policy registered and promoted in a SQLite MLflow
 store, an online-store snapshot) is built in the run's temp dir, or in --world DIR, where a later run reuses
-it. Servers run as separate process groups with their logs in the run's temp dir; wrk runs from another
-process on 127.0.0.1 and competes with them for the machine's cores. Prints one table; nothing is asserted.
+it. Servers run as separate process groups with their logs in the run's temp dir (kept with --keep); wrk runs
+from another process on 127.0.0.1 and competes with them for the machine's cores, and so does anything else
+running, so each case also reports the cores its server, wrk and everything else used (from /proc) and the
+server's CPU time per request, which contention does not inflate. Prints one table; nothing is asserted.
+
+If `clm serve --workers N` never becomes ready because uvicorn's supervisor kills its workers, the same
+`serve()` is launched from `python -c` instead and the table says so.
 """
 
 from __future__ import annotations
@@ -61,9 +66,6 @@ WORKER_KILLED = "] died"  # uvicorn's supervisor: "Child process [PID] died"
 # `clm serve` itself, with a light __main__: spawned workers re-import the parent's __main__ before they can
 # answer uvicorn's 5 s health check, and the `clm` script's __main__ imports the whole CLI
 INLINE_CLM = "import sys; from clm.cli import app; sys.exit(app())"
-
-log = logging.getLogger("benchmarks.serve")
-
 
 # --------------------------------------------------------------------------------------------------
 # The world: data, registered and promoted models, an online-store snapshot
@@ -351,7 +353,10 @@ def running(server: Server) -> Iterator[int]:
                 if status == 200:
                     break
             time.sleep(0.25)
-        log.info("%s ready in %.1f s", server.name, time.monotonic() - started)
+        print(
+            f"  {server.name} with {server.workers} worker(s) ready in {time.monotonic() - started:.1f} s",
+            flush=True,
+        )
         yield process.pid  # the process group's id
     finally:
         _stop(process, server.port)

@@ -5,6 +5,7 @@ decisions; batch scoring, policy evaluation and serving all call it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from models.arbitration import Arbitration, ContactState, arbitrate
 from models.catalog import NO_ACTION, Action, ContactPolicy, catalog_from_dict, catalog_to_dict
 from models.stages import StageAssignment, StageRules, assign_stages
 from models.uplift import UpliftModel
-from models.value import ValueParams, monthly_churn, value_inputs
+from models.value import ValueParams, monthly_churn, value_arrays, value_inputs
 
 POLICY_FILE = "policy.json"
 UPLIFT_DIR = "uplift"
@@ -115,7 +116,7 @@ class Decisions:
 
     policy: PolicyBundle
     stages: StageAssignment
-    values: pd.DataFrame  # margin_month, p_churn_month, clv, upgrade_value
+    values: dict[str, np.ndarray]  # margin_month, p_churn_month, clv, upgrade_value
     churn_probability: np.ndarray
     upgrade_probability: np.ndarray
     delta_churn: np.ndarray  # (n, A)
@@ -149,8 +150,8 @@ class Decisions:
                 "stage_since_days": self.stages.since_days,
                 "p_churn": self.churn_probability,
                 "p_upgrade": self.upgrade_probability,
-                "clv": self.values["clv"].to_numpy(),
-                "upgrade_value": self.values["upgrade_value"].to_numpy(),
+                "clv": self.values["clv"],
+                "upgrade_value": self.values["upgrade_value"],
                 "action": arb.chosen_names(),
                 "expected_value": np.where(contacted, arb.value[rows, picked], 0.0),
                 "uplift": np.where(contacted, uplift[rows, picked], 0.0),
@@ -161,6 +162,29 @@ class Decisions:
                 "explored": arb.explored,
             }
         )
+
+    def row(self, i: int) -> dict[str, Any]:
+        """`to_frame()`'s row i as a dict, without building a frame (the request path)."""
+        arb = self.arbitration
+        a = int(arb.chosen[i])
+        action = self.policy.catalog[a] if a >= 0 else None
+        return {
+            "stage": self.stages.stage[i],
+            "stage_rule": self.stages.rule[i],
+            "stage_since_days": float(self.stages.since_days[i]),
+            "p_churn": float(self.churn_probability[i]),
+            "p_upgrade": float(self.upgrade_probability[i]),
+            "clv": float(self.values["clv"][i]),
+            "upgrade_value": float(self.values["upgrade_value"][i]),
+            "action": action.name if action else NO_ACTION,
+            "expected_value": float(arb.value[i, a]) if action else 0.0,
+            "uplift": float(self.targeted_uplift()[i, a]) if action else 0.0,
+            "cost": action.cost if action else 0.0,
+            "channel": action.channel if action else None,
+            "uplift_source": self.policy.source(action.name) if action else None,
+            "propensity": float(arb.propensity[i]),
+            "explored": bool(arb.explored[i]),
+        }
 
     def candidates(self, i: int, lang: str = "en") -> list[dict[str, Any]]:
         """Every action for user i (catalog order, then no_action) with its value or why it was not chosen."""
@@ -199,8 +223,26 @@ class Decisions:
         return out
 
 
+def _numbers(frame: Any, name: str, n: int) -> np.ndarray:
+    if name not in frame:
+        return np.full(n, np.nan)
+    values = frame[name]
+    if isinstance(values, pd.Series):
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return np.array([np.nan if v is None else v for v in values], dtype="float64")
+
+
+def _objects(frame: Any, name: str, n: int) -> np.ndarray:
+    if name not in frame:
+        return np.full(n, None, dtype=object)
+    values = np.asarray(frame[name], dtype=object)
+    return np.array(
+        [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values], dtype=object
+    )
+
+
 def decide(
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | Mapping[str, Any],
     churn_probability: np.ndarray,
     upgrade_probability: np.ndarray,
     policy: PolicyBundle,
@@ -211,32 +253,52 @@ def decide(
     uplift_matrix: np.ndarray | None = None,
 ) -> Decisions:
     """Stage, value, uplift per action and the arbitrated action for each row of `frame` (registry
-    features). `rng` enables the configured exploration; without it decisions are deterministic.
-    `uplift_matrix` (from `policy.uplift.encode_row`) skips building the uplift input from the frame —
-    the request path's shortcut."""
+    features: a DataFrame, or a mapping of name → equal-length sequences on the request path). `rng`
+    enables the configured exploration; without it decisions are deterministic. `uplift_matrix` (from
+    `policy.uplift.encode_row`) skips building the uplift input from a frame."""
     churn_probability = np.asarray(churn_probability, dtype=float)
     upgrade_probability = np.asarray(upgrade_probability, dtype=float)
-    columns: dict[str, Any] = {
-        name: frame[name].to_numpy() for name in policy.stage_rules.names if name in frame
-    }
+    n = len(churn_probability)
+    columns: dict[str, Any] = {}
+    for name in policy.stage_rules.names:
+        if name in frame:
+            column = frame[name]
+            columns[name] = (
+                column.to_numpy() if isinstance(column, pd.Series) else np.asarray(column, dtype=object)
+            )
+        else:
+            columns[name] = np.full(n, np.nan)
     columns["churn_probability"] = churn_probability
     columns["upgrade_probability"] = upgrade_probability
-    for name in policy.stage_rules.names - set(columns):
-        columns[name] = np.full(len(frame), np.nan)
     stages = assign_stages(columns, policy.stage_rules)
-    values = value_inputs(frame, churn_probability, churn_horizon_days, policy.value)
-    deltas = (
-        policy.uplift.predict(frame)
-        if uplift_matrix is None
-        else policy.uplift.predict_encoded(uplift_matrix)
+    value = policy.value
+    if value.revenue_column not in frame and isinstance(frame, pd.DataFrame):
+        value_inputs(frame, churn_probability, churn_horizon_days, value)  # raises, naming the column
+    values = value_arrays(
+        _numbers(frame, "mrr", n), _numbers(frame, value.revenue_column, n), _objects(frame, "current_plan", n),
+        churn_probability, churn_horizon_days, value,
+    )  # fmt: skip
+    if uplift_matrix is not None:
+        deltas = policy.uplift.predict_encoded(uplift_matrix)
+    elif isinstance(frame, pd.DataFrame):
+        deltas = policy.uplift.predict(frame)
+    else:
+        deltas = policy.uplift.predict_encoded(
+            np.vstack([policy.uplift.encode_row({k: frame[k][i] for k in frame}) for i in range(n)])
+        )
+    last_action = _objects(frame, "last_action", n)
+    contacts = ContactState(
+        last_action=last_action,
+        days_since_last_contact=_numbers(frame, "days_since_last_contact", n),
+        contacts_30d=np.nan_to_num(_numbers(frame, "contacts_count_30d", n), nan=0.0),
     )
     arb = arbitrate(
         stages.stage,
         deltas["churn"],
         deltas["upgrade"],
-        values["clv"].to_numpy(),
-        values["upgrade_value"].to_numpy(),
-        ContactState.from_frame(frame),
+        values["clv"],
+        values["upgrade_value"],
+        contacts,
         policy.catalog,
         contact_policy or policy.contact,
         rng=rng,

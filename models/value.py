@@ -127,8 +127,10 @@ def clv(margin_month: Any, p_churn_month: Any, params: ValueParams) -> np.ndarra
 def plan_rank(current_plan: Any, plan_order: Sequence[str]) -> np.ndarray:
     """Position of each plan in `plan_order`; unknown or missing plans rank lowest (0)."""
     ranks = {plan: i for i, plan in enumerate(plan_order)}
-    plans = pd.Series(np.asarray(current_plan, dtype=object).ravel())
-    return plans.map(ranks).fillna(0).to_numpy(dtype="int64")
+    plans = np.asarray(current_plan, dtype=object).ravel()
+    if len(plans) <= 64:  # the request path: a dict lookup beats building a Series
+        return np.array([ranks.get(p, 0) if isinstance(p, str) else 0 for p in plans], dtype="int64")
+    return pd.Series(plans).map(ranks).fillna(0).to_numpy(dtype="int64")
 
 
 def upgrade_value(current_plan: Any, p_churn_month: Any, params: ValueParams) -> np.ndarray:
@@ -138,6 +140,20 @@ def upgrade_value(current_plan: Any, p_churn_month: Any, params: ValueParams) ->
     rank = plan_rank(current_plan, params.plan_order)
     step = next_prices[rank] - prices[rank]
     return params.margin_share * step * survival_annuity(p_churn_month, params)
+
+
+def value_arrays(
+    mrr: Any, revenue_in_window: Any, current_plan: Any, p_churn: Any, horizon_days: int, params: ValueParams
+) -> dict[str, np.ndarray]:
+    """`value_inputs` on plain arrays (the request path): margin_month, p_churn_month, clv, upgrade_value."""
+    p_month = monthly_churn(p_churn, horizon_days)
+    margin = monthly_margin(mrr, revenue_in_window, params)
+    return {
+        "margin_month": margin,
+        "p_churn_month": p_month,
+        "clv": clv(margin, p_month, params),
+        "upgrade_value": upgrade_value(current_plan, p_month, params),
+    }
 
 
 def value_inputs(frame: pd.DataFrame, p_churn: Any, horizon_days: int, params: ValueParams) -> pd.DataFrame:

@@ -342,10 +342,12 @@ class DecisionLog:
 
     @property
     def decisions_table(self) -> sa.Table:
+        """The `decisions` table (in `schema` when one was given)."""
         return self._decisions
 
     @property
     def outcomes_table(self) -> sa.Table:
+        """The `outcomes` table (in `schema` when one was given)."""
         return self._outcomes
 
     @property
@@ -608,8 +610,10 @@ class DecisionLog:
             "recorded_at": dt.datetime.now(dt.UTC),
             "value": None if value is None else float(value),
         }
+        # Read before trying: a write that completes between the try and this check would be missed.
+        pending = self.stats()["pending"]
         status = self._store_outcome(row)
-        if status is None and self.stats()["pending"]:
+        if status is None and pending:
             self.flush()
             status = self._store_outcome(row)
         if status is None:

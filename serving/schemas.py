@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 FeatureValue = float | int | str | bool | None
 
@@ -138,8 +138,8 @@ class OutcomeRequest(BaseModel):
     outcome: str = Field(
         min_length=1, max_length=100, description="e.g. retained, churned, upgraded, converted"
     )
-    ts: dt.datetime
-    value: float | None = None
+    ts: AwareDatetime = Field(description="When the outcome happened, with its time zone")
+    value: float | None = Field(None, allow_inf_nan=False)
 
 
 class OutcomeResponse(BaseModel):

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from models.catalog import NO_ACTION
 from models.policy import decide
@@ -86,13 +85,13 @@ class Scorer:
             matrix = encode_row(known, bundle.feature_names, bundle.categories)
             probabilities[target], _ = score_matrix(matrix, bundle)
             explanations[target] = self.explain(models, target, matrix, known, lang)
-        frame = pd.DataFrame({name: [value] for name, value in known.items()})
+        columns = {name: [value] for name, value in known.items()}
         decisions = decide(
-            frame, np.array([probabilities["churn"]]), np.array([probabilities["upgrade"]]), policy,
+            columns, np.array([probabilities["churn"]]), np.array([probabilities["upgrade"]]), policy,
             churn_horizon_days=models.churn.horizon_days, rng=rng,
             uplift_matrix=policy.uplift.encode_row(known),
         )  # fmt: skip
-        row = decisions.to_frame().iloc[0]
+        row = decisions.row(0)
         candidates = decisions.candidates(0, lang=lang)
         since_days = float(decisions.stages.since_days[0])
         since = None

@@ -189,8 +189,8 @@ def evaluate_policy(
         known = frame["user_id"].isin(set(effects["user_id"])).to_numpy()
         extra["users_without_truth"] = float((~known).sum())
         d_churn, d_upgrade = true_effect_matrices(effects, frame["user_id"], policy.actions)
-        clv = decisions.values["clv"].to_numpy()
-        upgrade_value = decisions.values["upgrade_value"].to_numpy()
+        clv = decisions.values["clv"]
+        upgrade_value = decisions.values["upgrade_value"]
         true_value = -d_churn * clv[:, None] + d_upgrade * upgrade_value[:, None] - costs[None, :]
         true_value = np.where(np.isfinite(true_value), true_value, 0.0)
         true_value[~known] = 0.0
@@ -358,8 +358,8 @@ def _offline(data_dir, config, as_of, policy, models: ScoringModels, truth_dir) 
         effects = pd.read_parquet(effects_path, filters=[("cutoff", "==", as_of)])
         d_churn, d_upgrade = true_effect_matrices(effects, rows["user_id"], policy.actions)
         costs = np.array([a.cost for a in policy.catalog])
-        clv = decisions.values["clv"].to_numpy()
-        upv = decisions.values["upgrade_value"].to_numpy()
+        clv = decisions.values["clv"]
+        upv = decisions.values["upgrade_value"]
         tv = -d_churn * clv[:, None] + d_upgrade * upv[:, None] - costs[None, :]
         tv = np.where(np.isfinite(tv), tv, 0.0)
         out["truth_on_logged"] = 1000.0 * float(value_of(decisions.arbitration.greedy, tv).mean())

@@ -223,12 +223,12 @@ def offline_value(policy: PolicyBundle, rows: pd.DataFrame, decisions: Decisions
     costs = {a.name: a.cost for a in policy.catalog}
     reward = realised_rewards(
         rows["action"].to_numpy(), rows["churn"].astype(float).to_numpy(), rows["upgrade"].astype(float).to_numpy(),
-        values["clv"].to_numpy(), values["upgrade_value"].to_numpy(), costs,
+        values["clv"], values["upgrade_value"], costs,
     )  # fmt: skip
     control = policy.uplift.predict_control(rows)
     q_hat = outcome_model_values(
         control["churn"], control["upgrade"], decisions.delta_churn, decisions.delta_upgrade,
-        values["clv"].to_numpy(), values["upgrade_value"].to_numpy(), [a.cost for a in policy.catalog],
+        values["clv"], values["upgrade_value"], [a.cost for a in policy.catalog],
     )  # fmt: skip
     return estimate(
         decisions.arbitration.chosen_names(), rows["action"].to_numpy(), rows["propensity"].to_numpy(dtype=float),

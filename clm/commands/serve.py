@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -29,8 +30,6 @@ def serve(
 ) -> None:
     """Serve decisions over HTTP: the @champion models and policy from the MLflow registry, features from
     the online store (CLM_ONLINE_STORE), keys from CLM_API_KEYS, the decision log at CLM_DECISION_LOG."""
-    import uvicorn
-
     from training import tracking
 
     settings = Settings()
@@ -39,7 +38,12 @@ def serve(
         os.environ["CLM_CONFIG"] = str(Path(settings.config).resolve())
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.resolve_tracking_uri(Path.cwd()))
     os.environ.setdefault("CLM_DATA_DIR", str(Path(settings.data_dir).resolve()))
-    uvicorn.run(
-        "clm.commands.serve:app_factory", factory=True, host=host, port=port, workers=workers,
-        loop="uvloop", http="httptools", log_level=log_level, access_log=False,
-    )  # fmt: skip
+    # uvicorn's own command line becomes this process: worker processes are spawned, and a spawned worker
+    # re-imports the parent's main module — `clm` would import every command (15–18 s) and miss uvicorn's
+    # 5 s health check, so the supervisor would kill and restart workers for ever.
+    argv = [
+        sys.executable, "-m", "uvicorn", "clm.commands.serve:app_factory", "--factory", "--host", host,
+        "--port", str(port), "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
+        "--log-level", log_level, "--no-access-log", "--timeout-worker-healthcheck", "60",
+    ]  # fmt: skip
+    os.execv(sys.executable, argv)

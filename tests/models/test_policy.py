@@ -123,3 +123,24 @@ def test_costs_above_any_value_mean_no_contact(policy: PolicyBundle) -> None:
     )
     table = decide(rows(100, seed=6), np.full(100, 0.5), np.full(100, 0.5), costly).to_frame()
     assert (table["action"] == NO_ACTION).all()
+
+
+def test_the_request_path_decides_exactly_like_the_batch_path(policy: PolicyBundle) -> None:
+    frame = rows(40, seed=7)
+    frame.loc[::3, "current_plan"] = None
+    frame.loc[::4, "last_action"] = "recommendation"
+    frame.loc[::4, "days_since_last_contact"] = 3.0
+    p_churn, p_upgrade = np.linspace(0.01, 0.6, 40), np.linspace(0.0, 0.2, 40)
+    batch = decide(frame, p_churn, p_upgrade, policy).to_frame()
+    for i in range(40):
+        values = {name: frame[name].iloc[i] for name in policy.feature_names}
+        values = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in values.items()}
+        one = decide({k: [v] for k, v in values.items()}, p_churn[i : i + 1], p_upgrade[i : i + 1], policy,
+                     uplift_matrix=policy.uplift.encode_row(values))  # fmt: skip
+        got = one.row(0)
+        expected = batch.iloc[i].to_dict()
+        for key, value in got.items():
+            if isinstance(value, float):
+                assert value == pytest.approx(expected[key], nan_ok=True, abs=1e-12), (i, key)
+            else:
+                assert value == expected[key] or (value is None and pd.isna(expected[key])), (i, key)

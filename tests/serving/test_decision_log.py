@@ -141,7 +141,7 @@ def test_append_flush_get_round_trip(make_log: Callable[..., DecisionLog]) -> No
     stored = log.get_decision(record.decision_id)
     assert stored is not None
     assert stored["ts"] == dt.datetime(2025, 6, 1, 12, 30, 15, 123456, tzinfo=dt.UTC)
-    assert stored["ts"].utcoffset() == dt.timedelta(0)
+    assert stored["ts"].tzinfo == dt.UTC
     assert stored == {
         "decision_id": record.decision_id,
         "ts": record.ts,
@@ -168,6 +168,30 @@ def test_append_flush_get_round_trip(make_log: Callable[..., DecisionLog]) -> No
         "duplicates": 0,
         "pending": 0,
     }
+
+
+@pytest.mark.services
+def test_times_read_back_in_utc_whatever_the_sessions_time_zone(postgres_schema: str) -> None:
+    shanghai_session = f"{POSTGRES_URL}?options=-c%20TimeZone%3DAsia%2FShanghai"
+    log = DecisionLog(shanghai_session, schema=postgres_schema)
+    try:
+        record = make_record()
+        log.append(record)
+        log.record_outcome(
+            record.decision_id, "retained_30d", "retention_discount", T0 + dt.timedelta(days=30)
+        )
+        with log.engine.connect() as conn:
+            assert conn.execute(sa.text("SHOW TimeZone")).scalar_one() == "Asia/Shanghai"
+            stored_utc = conn.execute(
+                sa.text(f"SELECT ts AT TIME ZONE 'UTC' FROM {postgres_schema}.decisions")
+            ).scalar_one()
+            outcome_ts = conn.execute(sa.select(log.outcomes_table.c.ts)).scalar_one()
+        assert stored_utc == T0.replace(tzinfo=None)
+        assert log.get_decision(record.decision_id)["ts"].tzinfo == dt.UTC
+        assert outcome_ts == T0 + dt.timedelta(days=30)
+        assert outcome_ts.tzinfo == dt.UTC
+    finally:
+        log.close()
 
 
 def test_a_reopened_log_finds_what_was_written(make_log: Callable[..., DecisionLog]) -> None:

@@ -107,3 +107,13 @@ def test_live_server_reload_under_load_and_a_failed_reload(server, served_world,
         assert {"clm-policy/1", f"clm-policy/{new_version}"} <= everyone | versions
     finally:
         log.close()
+
+
+def test_two_worker_processes_serve(served_world, api_keys, tmp_path: Path) -> None:
+    with running_server(served_world, api_keys, tmp_path, workers=2) as (base, _):
+        with httpx.Client(timeout=30) as client:
+            codes = [
+                client.get(f"{base}/v1/users/{uid}/decision", headers=SCORE).status_code
+                for uid in served_world.user_ids[:20]
+            ]
+        assert codes == [200] * 20

@@ -153,6 +153,8 @@ def test_outcomes_are_idempotent(client) -> None:
     assert other.json()["status"] == "recorded"
     unknown = client.post("/v1/outcomes", json={**outcome, "decision_id": "f" * 32}, headers=SCORE)
     assert unknown.status_code == 404
+    naive = client.post("/v1/outcomes", json={**outcome, "ts": "2026-01-15T10:00:00"}, headers=SCORE)
+    assert naive.status_code == 422 and "ts" in naive.text
 
 
 def test_every_decision_is_logged_with_its_candidates(client) -> None:
