@@ -37,12 +37,13 @@ test: setup  ## run the test suite (heavy runs are behind the `slow` marker)
 	@bash scripts/ensure-services.sh
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-bench: setup  ## run the benchmarks; each prints its figures (about 25 minutes on 2 cores)
+bench: setup  ## run the benchmarks; each prints its figures (about 35 minutes on 2 cores)
 	$(VENV)/bin/python benchmarks/simulate.py
 	$(VENV)/bin/python benchmarks/features.py
 	$(VENV)/bin/python benchmarks/online_store.py
 	$(VENV)/bin/python benchmarks/train.py
 	$(VENV)/bin/python benchmarks/policy.py
+	$(VENV)/bin/python benchmarks/serve.py
 
 lint: setup  ## ruff check and format check
 	$(VENV)/bin/ruff check .
