@@ -13,8 +13,6 @@ from another process on 127.0.0.1 and competes with them for the machine's cores
 running, so each case also reports the cores its server, wrk and everything else used (from /proc) and the
 server's CPU time per request, which contention does not inflate. Prints one table; nothing is asserted.
 
-If `clm serve --workers N` never becomes ready because uvicorn's supervisor kills its workers, the same
-`serve()` is launched from `python -c` instead and the table says so.
 """
 
 from __future__ import annotations
@@ -65,7 +63,6 @@ USER_IDS_IN_SCRIPT = 1000
 WORKER_KILLED = "] died"  # uvicorn's supervisor: "Child process [PID] died"
 # `clm serve` itself, with a light __main__: spawned workers re-import the parent's __main__ before they can
 # answer uvicorn's 5 s health check, and the `clm` script's __main__ imports the whole CLI
-INLINE_CLM = "import sys; from clm.cli import app; sys.exit(app())"
 
 # --------------------------------------------------------------------------------------------------
 # The world: data, registered and promoted models, an online-store snapshot
@@ -187,7 +184,8 @@ def measure_in_process(world: World, calls: int) -> tuple[InProcess, Any]:
     """Median and p99 of `Scorer.decide` over `calls` stored users, and of the models' parts on one row each;
     also returns the loaded ModelSet (the other cases need the churn model's feature names)."""
     from features.online import open_store
-    from models.scoring import contributions_matrix, encode_row, score_matrix
+    from models.frame import encode_row
+    from models.scoring import contributions_matrix, score_matrix
     from serving.scorer import Scorer
     from serving.state import RegistryLoader
 
@@ -312,10 +310,6 @@ def _stop(process: subprocess.Popen, port: int) -> None:
         raise RuntimeError(f"port {port} is still open after stopping process group {process.pid}")
 
 
-class WorkersKilled(RuntimeError):
-    """uvicorn's supervisor killed a worker that did not answer its health check, before the server was ready."""
-
-
 @contextmanager
 def running(server: Server) -> Iterator[int]:
     """Start the server in its own process group, wait until every worker has started and the ready path
@@ -340,8 +334,8 @@ def running(server: Server) -> Iterator[int]:
                                    f"{_tail(server.log_path)}")  # fmt: skip
             text = server.log_path.read_text(errors="replace")
             if WORKER_KILLED in text:
-                raise WorkersKilled(
-                    f"{server.name}: uvicorn's supervisor killed a worker before it was ready"
+                raise RuntimeError(
+                    f"{server.name}: uvicorn's supervisor killed a worker before it was ready:\n{_tail(server.log_path)}"
                 )
             # uvicorn logs this once per worker, after the app's startup; a worker accepts only after it
             complete = text.count("Application startup complete")
@@ -528,7 +522,6 @@ class Row:
     label: str
     workers: int
     load: Load
-    note: str = ""  # why this row was launched differently, shown under the table
 
 
 def check_then_load(
@@ -624,39 +617,20 @@ def serving_rows(world: World, models: Any, run_dir: Path, args: argparse.Namesp
     churn_model = config["models"]["churn"]["registered_name"]
     rows: list[Row] = []
     for workers in (1, 2):
-        launchers = [
-            ([str(VENV_BIN / "clm")], ""),
-            ([str(VENV_BIN / "python"), "-c", INLINE_CLM],
-             "`clm serve` never became ready (uvicorn killed its workers in a loop); the same serve() "
-             "launched as `python -c 'from clm.cli import app; app()' serve ...`"),
-        ]  # fmt: skip
-        for launcher, note in launchers:
-            port = free_port()
-            ours = Server(
-                "ours", [*launcher, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-                         "--log-level", "info"],
-                server_env(world, CLM_ONLINE_STORE=world.store_url, CLM_API_KEYS=json.dumps({API_KEY: ["score"]}),
-                           CLM_DECISION_LOG=f"sqlite:///{run_dir / f'decisions-{workers}-{port}.db'}",
-                           CLM_EXPLORATION="false", CLM_DATA_DIR=str(run_dir)),
-                "/readyz", port, workers, run_dir / f"ours-{workers}-{port}.log",
-            )  # fmt: skip
-            try:
-                with running(ours) as pgid:
-                    for target in (ours_get, ours_post):
-                        rows.append(
-                            Row(
-                                "ours",
-                                target.label,
-                                workers,
-                                check_then_load(ours, pgid, target, run_dir, args),
-                                note,
-                            )
-                        )
-                break
-            except WorkersKilled as exc:
-                print(f"  {exc} (log: {ours.log_path}); trying the next launcher", flush=True)
-        else:
-            raise RuntimeError(f"the decision API did not start with {workers} workers")
+        port = free_port()
+        ours = Server(
+            "ours", [str(VENV_BIN / "clm"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers",
+                     str(workers), "--log-level", "info"],
+            server_env(world, CLM_ONLINE_STORE=world.store_url, CLM_API_KEYS=json.dumps({API_KEY: ["score"]}),
+                       CLM_DECISION_LOG=f"sqlite:///{run_dir / f'decisions-{workers}-{port}.db'}",
+                       CLM_EXPLORATION="false", CLM_DATA_DIR=str(run_dir)),
+            "/readyz", port, workers, run_dir / f"ours-{workers}-{port}.log",
+        )  # fmt: skip
+        with running(ours) as pgid:
+            for target in (ours_get, ours_post):
+                rows.append(
+                    Row("ours", target.label, workers, check_then_load(ours, pgid, target, run_dir, args))
+                )
 
         port = free_port()
         hello_server = Server(
@@ -703,17 +677,14 @@ def report(rows: list[Row], costs: InProcess, args: argparse.Namespace) -> str:
         f"{'case':<42} {'workers':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  "
         f"{'server CPU ms/req':>17}  {'cores: server / wrk / others':>28}",
     ]
-    notes = sorted({r.note for r in rows if r.note})
     for row in rows:
         load = row.load
         server, wrk, others = load.cores()
-        marker = f"  [{notes.index(row.note) + 1}]" if row.note else ""
         lines.append(
             f"{row.system + ' ' + row.label:<42} {row.workers:>7} {load.per_second:>8.1f} {load.p50_ms:>8.2f} "
             f"{load.p99_ms:>8.2f} {load.errors:>6}  {load.server_cpu_ms_per_request:>17.2f}  "
-            f"{f'{server:.2f} / {wrk:.2f} / {others:.2f}':>28}{marker}"
+            f"{f'{server:.2f} / {wrk:.2f} / {others:.2f}':>28}"
         )
-    lines += [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
     by = {(r.system, r.label, r.workers): r.load for r in rows}
     lines += ["", f"{'ours ÷ other':<42} {'workers':>7} {'÷hello req/s':>13} {'÷hello p99':>11} "
                   f"{'÷mlflow req/s':>14} {'÷mlflow p99':>12}"]  # fmt: skip

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from models.catalog import NO_ACTION, Action, ContactPolicy
+from models.frame import Columns, numeric_column, object_column
 
 # Candidate status codes, in order of precedence when several apply.
 ELIGIBLE = "eligible"
@@ -36,32 +37,22 @@ class ContactState:
     contacts_30d: np.ndarray  # float
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> ContactState:
-        """From the features `last_action`, `days_since_last_contact` and `contacts_count_30d`; an absent
-        column means never contacted."""
-        n = len(frame)
-        if "last_action" in frame:
-            last = frame["last_action"].to_numpy(dtype=object)
-            last = np.where(pd.isna(last), None, last).astype(object)
-        else:
-            last = np.full(n, None, dtype=object)
+    def from_frame(cls, frame: Columns, n: int | None = None) -> ContactState:
+        """From the features `last_action`, `days_since_last_contact` and `contacts_count_30d` (a frame or
+        a mapping of columns); an absent column means never contacted."""
+        if n is None:
+            n = len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values()), []))
         return cls(
-            last_action=last,
-            days_since_last_contact=_float_column(frame, "days_since_last_contact", np.nan),
+            last_action=object_column(frame, "last_action", n),
+            days_since_last_contact=numeric_column(frame, "days_since_last_contact", n),
             contacts_30d=np.nan_to_num(
-                _float_column(frame, f"contacts_count_{CONTACT_WINDOW_DAYS}d", 0.0), nan=0.0
+                numeric_column(frame, f"contacts_count_{CONTACT_WINDOW_DAYS}d", n, default=0.0), nan=0.0
             ),
         )
 
     @classmethod
     def never_contacted(cls, n: int) -> ContactState:
         return cls(np.full(n, None, dtype=object), np.full(n, np.nan), np.zeros(n))
-
-
-def _float_column(frame: pd.DataFrame, column: str, default: float) -> np.ndarray:
-    if column not in frame:
-        return np.full(len(frame), default, dtype="float64")
-    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
 def expected_values(

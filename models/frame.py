@@ -3,7 +3,10 @@ Training, batch scoring, serving and the tests all build it here, so a column ca
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,3 +44,54 @@ def model_matrix(
         else:
             columns[name] = pd.to_numeric(values, errors="coerce").astype("float64")
     return pd.DataFrame(columns, index=index)
+
+
+# Features arrive as a DataFrame (batch) or as a mapping of name → equal-length sequence (the request
+# path, where building a one-row frame costs more than the decision). These read either.
+Columns = pd.DataFrame | Mapping[str, Sequence[Any]]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def numeric_column(columns: Columns, name: str, n: int, default: float = math.nan) -> np.ndarray:
+    """A feature as float64 (unparseable or missing → NaN); `default` everywhere when it is absent."""
+    if name not in columns:
+        return np.full(n, default, dtype="float64")
+    values = columns[name]
+    if isinstance(values, pd.Series):
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    out = np.full(n, np.nan)
+    for i, value in enumerate(values):
+        if not _missing(value):
+            with contextlib.suppress(TypeError, ValueError):
+                out[i] = float(value)
+    return out
+
+
+def object_column(columns: Columns, name: str, n: int) -> np.ndarray:
+    """A feature as an object array with None for missing values (and everywhere when it is absent)."""
+    if name not in columns:
+        return np.full(n, None, dtype=object)
+    return np.array([None if _missing(v) else v for v in columns[name]], dtype=object)
+
+
+def encode_row(
+    values: Mapping[str, Any], feature_names: Sequence[str], categories: Mapping[str, Sequence[Any]]
+) -> np.ndarray:
+    """One feature vector (name → value) as the 1-row float matrix LightGBM sees for `model_matrix`'s
+    frame: numbers as float, categoricals as their index in the category list, anything else missing."""
+    row = np.full((1, len(feature_names)), np.nan)
+    for j, name in enumerate(feature_names):
+        value = values.get(name)
+        if _missing(value):
+            continue
+        if name in categories:
+            listed = categories[name]
+            if value in listed:
+                row[0, j] = list(listed).index(value)
+        else:
+            with contextlib.suppress(TypeError, ValueError):
+                row[0, j] = float(value)
+    return row

@@ -17,7 +17,7 @@ from models.arbitration import Arbitration, ContactState, arbitrate
 from models.catalog import NO_ACTION, Action, ContactPolicy, catalog_from_dict, catalog_to_dict
 from models.stages import StageAssignment, StageRules, assign_stages
 from models.uplift import UpliftModel
-from models.value import ValueParams, monthly_churn, value_arrays, value_inputs
+from models.value import ValueParams, value_arrays
 
 POLICY_FILE = "policy.json"
 UPLIFT_DIR = "uplift"
@@ -131,60 +131,47 @@ class Decisions:
         upgrade = np.array([a.outcome == "upgrade" for a in self.policy.catalog])
         return np.where(upgrade[None, :], self.delta_upgrade, self.delta_churn)
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row per user: stage, scores, value, the chosen action with its value, uplift, cost and
-        channel, whether its uplift came from a model or a prior, and the probability it was chosen with."""
+    def columns(self, chosen: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Per user: stage, scores, value, the chosen action with its value, uplift, cost and channel,
+        whether its uplift came from a model or a prior, and the probability it was chosen with. `chosen`
+        (action index per user, −1 = none) replaces the policy's choice, e.g. by a budget plan, which is
+        deterministic (propensity 1, not explored)."""
         arb = self.arbitration
-        chosen = arb.chosen
+        replaced = chosen is not None
+        chosen = arb.chosen if chosen is None else np.asarray(chosen)
         rows = np.arange(len(self))
         picked = np.clip(chosen, 0, None)
         contacted = chosen >= 0
-        costs = np.array([a.cost for a in self.policy.catalog])
-        channels = np.array([a.channel for a in self.policy.catalog], dtype=object)
-        sources = np.array([self.policy.source(a) for a in self.policy.actions], dtype=object)
-        uplift = self.targeted_uplift()
-        return pd.DataFrame(
-            {
-                "stage": self.stages.stage,
-                "stage_rule": self.stages.rule,
-                "stage_since_days": self.stages.since_days,
-                "p_churn": self.churn_probability,
-                "p_upgrade": self.upgrade_probability,
-                "clv": self.values["clv"],
-                "upgrade_value": self.values["upgrade_value"],
-                "action": arb.chosen_names(),
-                "expected_value": np.where(contacted, arb.value[rows, picked], 0.0),
-                "uplift": np.where(contacted, uplift[rows, picked], 0.0),
-                "cost": np.where(contacted, costs[picked], 0.0),
-                "channel": np.where(contacted, channels[picked], None),
-                "uplift_source": np.where(contacted, sources[picked], None),
-                "propensity": arb.propensity,
-                "explored": arb.explored,
-            }
-        )
+        catalog = self.policy.catalog
+        names = np.array([a.name for a in catalog], dtype=object)
+        costs = np.array([a.cost for a in catalog])
+        channels = np.array([a.channel for a in catalog], dtype=object)
+        sources = np.array([self.policy.source(a.name) for a in catalog], dtype=object)
+        return {
+            "stage": self.stages.stage,
+            "stage_rule": self.stages.rule,
+            "stage_since_days": self.stages.since_days,
+            "p_churn": self.churn_probability,
+            "p_upgrade": self.upgrade_probability,
+            "clv": self.values["clv"],
+            "upgrade_value": self.values["upgrade_value"],
+            "action": np.where(contacted, names[picked], NO_ACTION),
+            "expected_value": np.where(contacted, arb.value[rows, picked], 0.0),
+            "uplift": np.where(contacted, self.targeted_uplift()[rows, picked], 0.0),
+            "cost": np.where(contacted, costs[picked], 0.0),
+            "channel": np.where(contacted, channels[picked], None),
+            "uplift_source": np.where(contacted, sources[picked], None),
+            "propensity": np.ones(len(self)) if replaced else arb.propensity,
+            "explored": np.zeros(len(self), dtype=bool) if replaced else arb.explored,
+        }
+
+    def to_frame(self, chosen: np.ndarray | None = None) -> pd.DataFrame:
+        """`columns()` as a frame, one row per user."""
+        return pd.DataFrame(self.columns(chosen))
 
     def row(self, i: int) -> dict[str, Any]:
-        """`to_frame()`'s row i as a dict, without building a frame (the request path)."""
-        arb = self.arbitration
-        a = int(arb.chosen[i])
-        action = self.policy.catalog[a] if a >= 0 else None
-        return {
-            "stage": self.stages.stage[i],
-            "stage_rule": self.stages.rule[i],
-            "stage_since_days": float(self.stages.since_days[i]),
-            "p_churn": float(self.churn_probability[i]),
-            "p_upgrade": float(self.upgrade_probability[i]),
-            "clv": float(self.values["clv"][i]),
-            "upgrade_value": float(self.values["upgrade_value"][i]),
-            "action": action.name if action else NO_ACTION,
-            "expected_value": float(arb.value[i, a]) if action else 0.0,
-            "uplift": float(self.targeted_uplift()[i, a]) if action else 0.0,
-            "cost": action.cost if action else 0.0,
-            "channel": action.channel if action else None,
-            "uplift_source": self.policy.source(action.name) if action else None,
-            "propensity": float(arb.propensity[i]),
-            "explored": bool(arb.explored[i]),
-        }
+        """`to_frame()`'s row i as plain Python values, without building a frame (the request path)."""
+        return {k: (v[i].item() if isinstance(v[i], np.generic) else v[i]) for k, v in self.columns().items()}
 
     def candidates(self, i: int, lang: str = "en") -> list[dict[str, Any]]:
         """Every action for user i (catalog order, then no_action) with its value or why it was not chosen."""
@@ -223,24 +210,6 @@ class Decisions:
         return out
 
 
-def _numbers(frame: Any, name: str, n: int) -> np.ndarray:
-    if name not in frame:
-        return np.full(n, np.nan)
-    values = frame[name]
-    if isinstance(values, pd.Series):
-        return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    return np.array([np.nan if v is None else v for v in values], dtype="float64")
-
-
-def _objects(frame: Any, name: str, n: int) -> np.ndarray:
-    if name not in frame:
-        return np.full(n, None, dtype=object)
-    values = np.asarray(frame[name], dtype=object)
-    return np.array(
-        [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values], dtype=object
-    )
-
-
 def decide(
     frame: pd.DataFrame | Mapping[str, Any],
     churn_probability: np.ndarray,
@@ -271,13 +240,7 @@ def decide(
     columns["churn_probability"] = churn_probability
     columns["upgrade_probability"] = upgrade_probability
     stages = assign_stages(columns, policy.stage_rules)
-    value = policy.value
-    if value.revenue_column not in frame and isinstance(frame, pd.DataFrame):
-        value_inputs(frame, churn_probability, churn_horizon_days, value)  # raises, naming the column
-    values = value_arrays(
-        _numbers(frame, "mrr", n), _numbers(frame, value.revenue_column, n), _objects(frame, "current_plan", n),
-        churn_probability, churn_horizon_days, value,
-    )  # fmt: skip
+    values = value_arrays(frame, churn_probability, churn_horizon_days, policy.value)
     if uplift_matrix is not None:
         deltas = policy.uplift.predict_encoded(uplift_matrix)
     elif isinstance(frame, pd.DataFrame):
@@ -286,12 +249,7 @@ def decide(
         deltas = policy.uplift.predict_encoded(
             np.vstack([policy.uplift.encode_row({k: frame[k][i] for k in frame}) for i in range(n)])
         )
-    last_action = _objects(frame, "last_action", n)
-    contacts = ContactState(
-        last_action=last_action,
-        days_since_last_contact=_numbers(frame, "days_since_last_contact", n),
-        contacts_30d=np.nan_to_num(_numbers(frame, "contacts_count_30d", n), nan=0.0),
-    )
+    contacts = ContactState.from_frame(frame, n)
     arb = arbitrate(
         stages.stage,
         deltas["churn"],
@@ -315,4 +273,4 @@ def decide(
     )
 
 
-__all__ = ["Decisions", "PolicyBundle", "decide", "load_policy", "monthly_churn", "save_policy"]
+__all__ = ["Decisions", "PolicyBundle", "decide", "load_policy", "save_policy"]

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,27 +33,6 @@ def contributions(frame: pd.DataFrame, bundle: ModelBundle, *, num_threads: int 
     """Exact TreeSHAP (LightGBM pred_contrib): one column per feature, then the base value; each row sums
     to the raw score."""
     return bundle.booster.predict(matrix_for(frame, bundle), pred_contrib=True, num_threads=num_threads)
-
-
-def encode_row(
-    values: Mapping[str, Any], feature_names: Sequence[str], categories: Mapping[str, Sequence[str]]
-) -> np.ndarray:
-    """One feature vector (name → value) as the 1-row float matrix LightGBM sees for `model_matrix`'s
-    frame: numbers as float, categoricals as their index in the category list, anything else missing.
-    No pandas: this is the request path."""
-    row = np.full((1, len(feature_names)), np.nan)
-    for j, name in enumerate(feature_names):
-        value = values.get(name)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
-        if name in categories:
-            listed = categories[name]
-            if value in listed:
-                row[0, j] = listed.index(value)
-        else:
-            with contextlib.suppress(TypeError, ValueError):
-                row[0, j] = float(value)
-    return row
 
 
 def score_matrix(matrix: np.ndarray, bundle: ModelBundle) -> tuple[float, float]:

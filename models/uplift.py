@@ -7,7 +7,6 @@ The estimate for action `a` and outcome `y` is tau_a(x) = P(y | x, contacted wit
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -21,7 +20,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.frame import model_matrix
+from models.frame import encode_row, model_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -371,19 +370,7 @@ class UpliftModel:
 
     def encode_row(self, row: Mapping[str, Any]) -> np.ndarray:
         """One user's features (name → value, e.g. from the online store) as a 1-row matrix, without pandas."""
-        values = np.full((1, len(self.feature_names_)), np.nan)
-        for j, name in enumerate(self.feature_names_):
-            value = row.get(name)
-            if value is None or pd.isna(value):
-                continue
-            if name in self.categories_:
-                categories = self.categories_[name]
-                if value in categories:
-                    values[0, j] = categories.index(value)
-            else:
-                with contextlib.suppress(TypeError, ValueError):
-                    values[0, j] = float(value)
-        return values
+        return encode_row(row, self.feature_names_, self.categories_)
 
     @staticmethod
     def _predict_booster(booster: lgb.Booster, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.frame import Columns, numeric_column, object_column
+
 DAYS_PER_MONTH = 30
 
 
@@ -86,10 +88,6 @@ def _required(section: Mapping[str, Any], table: str, key: str) -> Any:
     return section[key]
 
 
-def _numeric_column(frame: pd.DataFrame, column: str) -> np.ndarray:
-    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-
-
 def monthly_margin(mrr: Any, revenue_in_window: Any, params: ValueParams) -> np.ndarray:
     """margin_share × (MRR + window revenue scaled to 30 days); missing amounts count as zero."""
     recurring = np.nan_to_num(np.asarray(mrr, dtype="float64"), nan=0.0)
@@ -143,44 +141,33 @@ def upgrade_value(current_plan: Any, p_churn_month: Any, params: ValueParams) ->
 
 
 def value_arrays(
-    mrr: Any, revenue_in_window: Any, current_plan: Any, p_churn: Any, horizon_days: int, params: ValueParams
+    columns: Columns, p_churn: Any, horizon_days: int, params: ValueParams
 ) -> dict[str, np.ndarray]:
-    """`value_inputs` on plain arrays (the request path): margin_month, p_churn_month, clv, upgrade_value."""
-    p_month = monthly_churn(p_churn, horizon_days)
-    margin = monthly_margin(mrr, revenue_in_window, params)
-    return {
-        "margin_month": margin,
-        "p_churn_month": p_month,
-        "clv": clv(margin, p_month, params),
-        "upgrade_value": upgrade_value(current_plan, p_month, params),
-    }
-
-
-def value_inputs(frame: pd.DataFrame, p_churn: Any, horizon_days: int, params: ValueParams) -> pd.DataFrame:
-    """Margin, 30-day churn, CLV and upgrade value per row of a features frame, given the calibrated churn
-    probability over `horizon_days` (what batch scoring and serving pass to arbitration)."""
+    """Margin, 30-day churn, CLV and upgrade value per row of the features (a frame, or a mapping of
+    columns on the request path), given the calibrated churn probability over `horizon_days`."""
     revenue = params.revenue_column
-    if revenue not in frame:
-        available = sorted(c for c in frame.columns if str(c).startswith("revenue_sum_"))
+    if revenue not in columns:
+        available = sorted(str(c) for c in columns if str(c).startswith("revenue_sum_"))
         raise ValueError(
             f"value needs the feature {revenue!r} (value.revenue_window_days = {params.revenue_window_days}); "
             f"the frame has revenue columns {available}"
         )
-    missing = [column for column in ("mrr", "current_plan") if column not in frame]
+    missing = [column for column in ("mrr", "current_plan") if column not in columns]
     if missing:
         raise ValueError(f"value needs the feature(s) {missing}, absent from the frame")
+    n = len(columns[revenue])
     p_month = monthly_churn(p_churn, horizon_days)
-    if p_month.shape != (len(frame),):
-        raise ValueError(
-            f"p_churn has shape {np.shape(p_churn)}, expected one probability per row ({len(frame)})"
-        )
-    margin = monthly_margin(_numeric_column(frame, "mrr"), _numeric_column(frame, revenue), params)
-    return pd.DataFrame(
-        {
-            "margin_month": margin,
-            "p_churn_month": p_month,
-            "clv": clv(margin, p_month, params),
-            "upgrade_value": upgrade_value(frame["current_plan"].to_numpy(dtype=object), p_month, params),
-        },
-        index=frame.index,
-    )
+    if p_month.shape != (n,):
+        raise ValueError(f"p_churn has shape {np.shape(p_churn)}, expected one probability per row ({n})")
+    margin = monthly_margin(numeric_column(columns, "mrr", n), numeric_column(columns, revenue, n), params)
+    return {
+        "margin_month": margin,
+        "p_churn_month": p_month,
+        "clv": clv(margin, p_month, params),
+        "upgrade_value": upgrade_value(object_column(columns, "current_plan", n), p_month, params),
+    }
+
+
+def value_inputs(frame: pd.DataFrame, p_churn: Any, horizon_days: int, params: ValueParams) -> pd.DataFrame:
+    """`value_arrays` as a frame on the features frame's index."""
+    return pd.DataFrame(value_arrays(frame, p_churn, horizon_days, params), index=frame.index)

@@ -75,30 +75,27 @@ class Metrics:
             self.model_version.labels(role, name, version).set(1)
 
 
-def validate_features(features: dict[str, Any], models: ModelSet) -> None:
-    """422 naming every unknown feature and every value of the wrong type."""
+def feature_errors(
+    features: dict[str, Any], models: ModelSet, loc: tuple = ("body", "features")
+) -> list[dict]:
+    """Every unknown feature and every value of the wrong type, located under `loc` (for a 422)."""
     errors = []
     for name, value in features.items():
         feature = models.registry.get(name)
         if feature is None:
-            errors.append(
-                {
-                    "loc": ("body", "features", name),
-                    "msg": f"unknown feature {name!r}",
-                    "type": "unknown_feature",
-                }
-            )
+            msg, kind = f"unknown feature {name!r}", "unknown_feature"
         elif value is None:
             continue
         elif feature.dtype == "category":
-            if not isinstance(value, str):
-                errors.append({"loc": ("body", "features", name), "msg": f"{name} must be a string or null",
-                               "type": "string_type"})  # fmt: skip
+            if isinstance(value, str):
+                continue
+            msg, kind = f"{name} must be a string or null", "string_type"
         elif isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-            errors.append({"loc": ("body", "features", name), "msg": f"{name} must be a finite number or null",
-                           "type": "float_type"})  # fmt: skip
-    if errors:
-        raise RequestValidationError(errors)
+            msg, kind = f"{name} must be a finite number or null", "float_type"
+        else:
+            continue
+        errors.append({"loc": (*loc, name), "msg": msg, "type": kind})
+    return errors
 
 
 def request_digest(user_id: str | None, features: dict[str, Any]) -> str:
@@ -237,7 +234,7 @@ def create_app(
         return decision
 
     def decide_request(body: DecisionRequest, models: ModelSet, lang: str) -> Decision:
-        validate_features(body.features, models)
+        """The decision for a validated request (its features checked by `feature_errors`)."""
         values: dict[str, Any] = {}
         as_of = None
         if body.user_id is not None:
@@ -261,7 +258,11 @@ def create_app(
     def post_decision(body: DecisionRequest, lang: Lang = "en") -> Decision:
         """The same decision for a feature vector (partial vectors allowed; missing features are listed),
         optionally starting from a user's stored features."""
-        return decide_request(body, serving_models(), lang)
+        models = serving_models()
+        errors = feature_errors(body.features, models)
+        if errors:
+            raise RequestValidationError(errors)
+        return decide_request(body, models, lang)
 
     @app.post("/v1/decisions/batch", response_model=BatchResponse, tags=["decisions"], dependencies=score_scope,
               responses={413: {"description": "more items than the batch limit"}})  # fmt: skip
@@ -270,13 +271,13 @@ def create_app(
         if len(body.items) > settings.max_batch:
             raise HTTPException(413, f"{len(body.items)} items; the batch limit is {settings.max_batch}")
         models = serving_models()
-        for i, item in enumerate(body.items):
-            unknown = [n for n in item.features if n not in models.registry]
-            if unknown:
-                raise RequestValidationError(
-                    [{"loc": ("body", "items", i, "features", n), "msg": f"unknown feature {n!r}",
-                      "type": "unknown_feature"} for n in unknown]
-                )  # fmt: skip
+        errors = [
+            error
+            for i, item in enumerate(body.items)
+            for error in feature_errors(item.features, models, ("body", "items", i, "features"))
+        ]
+        if errors:  # nothing is decided (or logged) for a batch with an invalid item
+            raise RequestValidationError(errors)
         out = []
         for item in body.items:
             try:

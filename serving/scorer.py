@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from models.catalog import NO_ACTION
+from models.frame import encode_row
 from models.policy import decide
-from models.scoring import contributions_matrix, encode_row, score_matrix
+from models.scoring import contributions_matrix, score_matrix
 from serving.schemas import Decision
 from serving.state import ModelSet
 

@@ -20,7 +20,14 @@ import pandas as pd
 
 from features.jobs import connect, latest_features, load_inputs
 from features.registry import FeatureParams
-from models.arbitration import CONTACT_CAP, COOLDOWN, ELIGIBLE, INELIGIBLE_STAGE, plan_within_budget
+from models.arbitration import (
+    CONTACT_CAP,
+    COOLDOWN,
+    ELIGIBLE,
+    INELIGIBLE_STAGE,
+    expected_values,
+    plan_within_budget,
+)
 from models.catalog import NO_ACTION
 from models.policy import PolicyBundle, decide, load_policy
 from models.registry import download_policy
@@ -28,6 +35,7 @@ from models.stages import STAGES, stage_agreement
 from models.value import monthly_churn, monthly_margin, survival_annuity
 from training import tracking
 from training.policy import ScoringModels, load_scoring_models, offline_value, policy_frame
+from training.truth import effect_matrices, read_effects
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -85,25 +93,28 @@ def load_policy_by_alias(
     config: dict[str, Any], aliases: tuple[str, ...] = ("champion", "challenger")
 ) -> tuple[PolicyBundle, str]:
     name = config["models"]["policy"]["registered_name"]
-    for alias in aliases:
-        found = tracking.version_by_alias(name, alias)
-        if found is not None:
-            return load_policy(
-                download_policy(f"models:/{name}@{alias}")
-            ), f"{name} v{found.version} @{alias}"
-    raise ValueError(f"no {name} registered (@{' or @'.join(aliases)}): run `clm train --model policy` first")
+    found = tracking.first_alias(name, aliases)
+    if found is None:
+        raise ValueError(
+            f"no {name} registered (@{' or @'.join(aliases)}): run `clm train --model policy` first"
+        )
+    return load_policy(download_policy(found.model_uri)), f"{name} v{found.version} @{found.alias}"
 
 
-def true_effect_matrices(
-    effects: pd.DataFrame, users: pd.Series, actions: tuple[str, ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(n, A) true change in churn and in upgrade probability per user and catalog action (NaN unknown)."""
-    out = []
-    for column in ("delta_p_churn", "delta_p_upgrade"):
-        wide = effects.pivot(index="user_id", columns="action", values=column)
-        wide = wide.reindex(index=users.to_numpy(), columns=list(actions))
-        out.append(wide.to_numpy(dtype=float))
-    return out[0], out[1]
+def true_values(effects: pd.DataFrame, users: pd.Series, decisions) -> np.ndarray:
+    """(n, A) true incremental value of each action for each user: the arbitration's formula with the
+    simulator's true effects in place of the estimates, every policy valued with the same CLV (0 where the
+    truth does not know the user)."""
+    policy = decisions.policy
+    d_churn, d_upgrade = effect_matrices(effects, users, policy.actions)
+    value = expected_values(
+        d_churn,
+        d_upgrade,
+        decisions.values["clv"],
+        decisions.values["upgrade_value"],
+        [a.cost for a in policy.catalog],
+    )
+    return np.where(np.isfinite(value), value, 0.0)
 
 
 def baseline_choices(
@@ -158,6 +169,9 @@ def evaluate_policy(
     effects_path = None if truth_dir is None else Path(truth_dir) / "effects.parquet"
     has_truth = effects_path is not None and effects_path.exists()
     as_of = as_of or _default_as_of(policy, effects_path if has_truth else None)
+    effects = read_effects(truth_dir, as_of) if has_truth else None
+    if has_truth and effects is None:
+        raise ValueError(f"{effects_path} has no true effects at {as_of}; pick a truth cutoff with --as-of")
     in_sample = str(as_of) in policy.metadata.get("train_waves", [])
     if in_sample:
         log.warning(
@@ -180,20 +194,10 @@ def evaluate_policy(
     n_users = len(frame)
     budget: dict[str, float] = {}
     true_value = None
-    if has_truth:
-        effects = pd.read_parquet(effects_path, filters=[("cutoff", "==", as_of)])
-        if effects.empty:
-            raise ValueError(
-                f"{effects_path} has no true effects at {as_of}; pick a truth cutoff with --as-of"
-            )
+    if effects is not None:
         known = frame["user_id"].isin(set(effects["user_id"])).to_numpy()
         extra["users_without_truth"] = float((~known).sum())
-        d_churn, d_upgrade = true_effect_matrices(effects, frame["user_id"], policy.actions)
-        clv = decisions.values["clv"]
-        upgrade_value = decisions.values["upgrade_value"]
-        true_value = -d_churn * clv[:, None] + d_upgrade * upgrade_value[:, None] - costs[None, :]
-        true_value = np.where(np.isfinite(true_value), true_value, 0.0)
-        true_value[~known] = 0.0
+        true_value = true_values(effects, frame["user_id"], decisions)
         contactable = ~np.isin(arb.status, [INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP])
         choices = {"clm": arb.greedy, "no_action": np.full(n_users, -1)}
         choices.update(
@@ -237,7 +241,7 @@ def evaluate_policy(
                      config["policy"]["budget_method"])  # fmt: skip
 
     progress("offline estimates from the logged campaign")
-    offline = _offline(data_dir, config, as_of, policy, models, truth_dir if has_truth else None)
+    offline = _offline(data_dir, config, as_of, policy, models, effects)
 
     agreement = None
     outcomes_path = None if truth_dir is None else Path(truth_dir) / "outcomes.parquet"
@@ -338,7 +342,9 @@ def _budget(
     return out
 
 
-def _offline(data_dir, config, as_of, policy, models: ScoringModels, truth_dir) -> dict[str, float | None]:
+def _offline(
+    data_dir, config, as_of, policy, models: ScoringModels, effects: pd.DataFrame | None
+) -> dict[str, float | None]:
     """IPS/DR from the campaign logged at `as_of`, and (simulation) the truth on the same users."""
     try:
         rows, _ = policy_frame(data_dir, config, waves=[as_of])
@@ -353,16 +359,9 @@ def _offline(data_dir, config, as_of, policy, models: ScoringModels, truth_dir) 
     estimate = offline_value(policy, rows, decisions)
     out: dict[str, float | None] = estimate.as_dict()
     out["truth_on_logged"] = None
-    effects_path = None if truth_dir is None else Path(truth_dir) / "effects.parquet"
-    if effects_path is not None and effects_path.exists():
-        effects = pd.read_parquet(effects_path, filters=[("cutoff", "==", as_of)])
-        d_churn, d_upgrade = true_effect_matrices(effects, rows["user_id"], policy.actions)
-        costs = np.array([a.cost for a in policy.catalog])
-        clv = decisions.values["clv"]
-        upv = decisions.values["upgrade_value"]
-        tv = -d_churn * clv[:, None] + d_upgrade * upv[:, None] - costs[None, :]
-        tv = np.where(np.isfinite(tv), tv, 0.0)
-        out["truth_on_logged"] = 1000.0 * float(value_of(decisions.arbitration.greedy, tv).mean())
+    if effects is not None:
+        truth = true_values(effects, rows["user_id"], decisions)
+        out["truth_on_logged"] = 1000.0 * float(value_of(decisions.arbitration.greedy, truth).mean())
     return out
 
 

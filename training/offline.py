@@ -99,31 +99,29 @@ def estimate(
     q_logged = q_hat[rows, [column[a] for a in logged_action]]
     q_none = q_hat[:, 0]
 
-    def ips_parts(target: np.ndarray) -> tuple[float, float]:
-        weights = np.where(logged_action == target, 1.0 / p, 0.0)
-        total = float(np.sum(weights * reward))
-        return total / n, total / max(float(np.sum(weights)), 1e-12)
-
-    nothing = np.full(n, NO_ACTION, dtype=object)
-    ips_pi, snips_pi = ips_parts(policy_action)
-    ips_0, snips_0 = ips_parts(nothing)
     match_pi = logged_action == policy_action
     match_0 = logged_action == NO_ACTION
-    ips_rows = np.where(match_pi, reward / p, 0.0) - np.where(match_0, reward / p, 0.0)
-    dr_rows = (q_policy + np.where(match_pi, (reward - q_logged) / p, 0.0)) - (
-        q_none + np.where(match_0, (reward - q_logged) / p, 0.0)
-    )
-    dr_pi = np.mean(q_policy + np.where(match_pi, (reward - q_logged) / p, 0.0))
-    dr_0 = np.mean(q_none + np.where(match_0, (reward - q_logged) / p, 0.0))
+    weighted = reward / p
+    residual = (reward - q_logged) / p
+    # per-row contributions: their means are the estimates, their spread the standard errors
+    ips_rows = np.where(match_pi, weighted, 0.0) - np.where(match_0, weighted, 0.0)
+    dr_rows = q_policy - q_none + np.where(match_pi, residual, 0.0) - np.where(match_0, residual, 0.0)
+
+    def snips(match: np.ndarray) -> float:
+        return float(np.sum(np.where(match, weighted, 0.0)) / max(float(np.sum(match / p)), 1e-12))
+
+    def se(values: np.ndarray) -> float:
+        return 1000.0 * float(np.std(values, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
     contacted = policy_action != NO_ACTION
     logged_set = set(logged_action.tolist())
     supported = np.array([a in logged_set for a in policy_action[contacted]], dtype=bool)
     return OfflineEstimate(
-        ips=1000.0 * (ips_pi - ips_0),
-        snips=1000.0 * (snips_pi - snips_0),
-        dr=1000.0 * float(dr_pi - dr_0),
-        ips_se=1000.0 * float(np.std(ips_rows, ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
-        dr_se=1000.0 * float(np.std(dr_rows, ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+        ips=1000.0 * float(ips_rows.mean()),
+        snips=1000.0 * (snips(match_pi) - snips(match_0)),
+        dr=1000.0 * float(dr_rows.mean()),
+        ips_se=se(ips_rows),
+        dr_se=se(dr_rows),
         direct=1000.0 * float(np.mean(q_policy - q_none)),
         n_logged=n,
         matched=int(match_pi.sum()),

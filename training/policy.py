@@ -32,6 +32,7 @@ from models.value import ValueParams
 from training import tracking
 from training.dataset import NotEnoughHistory, load_training_frame
 from training.offline import OfflineEstimate, estimate, outcome_model_values, realised_rewards
+from training.truth import effect_matrices, read_effects
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -61,16 +62,13 @@ def load_scoring_models(
     versions: dict[str, str] = {}
     for target in ("churn", "upgrade"):
         name = config["models"][target]["registered_name"]
-        for alias in aliases:
-            found = tracking.version_by_alias(name, alias)
-            if found is not None:
-                bundles[target] = load_bundle(download_bundle(f"models:/{name}@{alias}"))
-                versions[target] = f"{name} v{found.version} @{alias}"
-                break
-        else:
+        found = tracking.first_alias(name, aliases)
+        if found is None:
             raise ValueError(
                 f"no {name} model registered (@{' or @'.join(aliases)}): run `clm train --model {target}` first"
             )
+        bundles[target] = load_bundle(download_bundle(found.model_uri))
+        versions[target] = f"{name} v{found.version} @{found.alias}"
     return ScoringModels(bundles["churn"], bundles["upgrade"], versions)
 
 
@@ -175,7 +173,7 @@ def fit_uplift(
 def uplift_quality(
     policy: PolicyBundle,
     rows: pd.DataFrame,
-    effects: dict[str, np.ndarray] | None = None,
+    true_deltas: tuple[np.ndarray, np.ndarray] | None = None,
     offered: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per action, on logged rows the policy never saw and only where the policy would offer the action
@@ -206,9 +204,9 @@ def uplift_quality(
         if treated.sum() >= 10 and (~treated).sum() >= 10:
             metrics["qini"] = qini_coefficient(benefit[mask], treated, good, weights)
             metrics["auuc"] = auuc(benefit[mask], treated, good, weights)
-        if effects is not None:
-            true = effects.get(f"{action.name}:{outcome}")
-            ok = np.zeros(len(rows), dtype=bool) if true is None else np.isfinite(true) & where
+        if true_deltas is not None:
+            true = true_deltas[0 if outcome == "churn" else 1][:, a]
+            ok = np.isfinite(true) & where
             if ok.sum() >= 10 and np.ptp(estimated[ok]) > 0:
                 metrics["truth_spearman"] = float(
                     pd.Series(estimated[ok]).corr(pd.Series(true[ok]), method="spearman")
@@ -237,12 +235,10 @@ def offline_value(policy: PolicyBundle, rows: pd.DataFrame, decisions: Decisions
 
 
 def behaviour_checks(
-    policy: PolicyBundle, rows: pd.DataFrame, models: ScoringModels
+    policy: PolicyBundle, rows: pd.DataFrame, p_churn: np.ndarray, p_upgrade: np.ndarray, horizon: int
 ) -> tuple[bool, list[str]]:
     """What must hold for any policy before it serves: deterministic without exploration, only eligible
     choices, no contact when every action costs more than anything can be worth, finite uplifts."""
-    p_churn, p_upgrade = models.probabilities(rows)
-    horizon = models.churn.horizon_days
     lines: list[str] = []
     first = decide(rows, p_churn, p_upgrade, policy, churn_horizon_days=horizon)
     second = decide(rows, p_churn, p_upgrade, policy, churn_horizon_days=horizon)
@@ -268,23 +264,6 @@ def behaviour_checks(
     for name, ok in checks.items():
         lines.append(f"{'PASS' if ok else 'FAIL'}  {name}")
     return all(checks.values()), lines
-
-
-def true_effects(truth_dir: Path | None, cutoff: dt.date, rows: pd.DataFrame) -> dict[str, np.ndarray] | None:
-    """On simulated data: the true change in churn/upgrade probability per action for `rows`' users at
-    `cutoff`, keyed "action:churn" / "action:upgrade"; None without truth."""
-    path = None if truth_dir is None else Path(truth_dir) / "effects.parquet"
-    if path is None or not path.exists():
-        return None
-    effects = pd.read_parquet(path, filters=[("cutoff", "==", cutoff)])
-    if effects.empty:
-        return None
-    out: dict[str, np.ndarray] = {}
-    for outcome, column in (("churn", "delta_p_churn"), ("upgrade", "delta_p_upgrade")):
-        wide = effects.pivot(index="user_id", columns="action", values=column)
-        for action in wide.columns:
-            out[f"{action}:{outcome}"] = wide[action].reindex(rows["user_id"]).to_numpy(dtype=float)
-    return out
 
 
 @dataclass
@@ -340,12 +319,15 @@ def train_policy(
     p_churn, p_upgrade = models.probabilities(test_rows)
     decisions = decide(test_rows, p_churn, p_upgrade, policy, churn_horizon_days=models.churn.horizon_days)
     offered = decisions.arbitration.status != INELIGIBLE_STAGE
-    quality = uplift_quality(policy, test_rows, true_effects(truth_dir, test_wave, test_rows), offered)
+    effects = read_effects(truth_dir, test_wave)
+    true_deltas = None if effects is None else effect_matrices(effects, test_rows["user_id"], policy.actions)
+    quality = uplift_quality(policy, test_rows, true_deltas, offered)
     offline = offline_value(policy, test_rows, decisions)
     chosen = pd.Series(decisions.arbitration.chosen_names())
     share = {a: float((chosen == a).mean()) for a in (*policy.actions, NO_ACTION)}
-    passed, behaviour_lines = behaviour_checks(policy, test_rows, models)
-    champion_offline = _champion_offline(name, test_rows, models)
+    horizon_days = models.churn.horizon_days
+    passed, behaviour_lines = behaviour_checks(policy, test_rows, p_churn, p_upgrade, horizon_days)
+    champion_offline = _champion_offline(name, test_rows, p_churn, p_upgrade, horizon_days)
 
     progress("policy: logging to MLflow")
     run_params = {
@@ -382,15 +364,16 @@ def _quality_frame(quality: dict[str, dict[str, float]]) -> pd.DataFrame:
     return pd.DataFrame([{"action": a, **m} for a, m in quality.items()])
 
 
-def _champion_offline(name: str, rows: pd.DataFrame, models: ScoringModels) -> OfflineEstimate | None:
+def _champion_offline(
+    name: str, rows: pd.DataFrame, p_churn: np.ndarray, p_upgrade: np.ndarray, horizon: int
+) -> OfflineEstimate | None:
     """The current champion policy's offline value on the same held-out wave (for promotion)."""
     champion = tracking.version_by_alias(name, "champion")
     if champion is None:
         return None
     try:
         policy = load_policy(download_policy(champion.model_uri))
-        p_churn, p_upgrade = models.probabilities(rows)
-        decisions = decide(rows, p_churn, p_upgrade, policy, churn_horizon_days=models.churn.horizon_days)
+        decisions = decide(rows, p_churn, p_upgrade, policy, churn_horizon_days=horizon)
         return offline_value(policy, rows, decisions)
     except Exception as exc:  # a champion that cannot be evaluated here is reported, not fatal
         log.warning(

@@ -27,7 +27,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -411,6 +411,15 @@ def version_by_alias(name: str, alias: str) -> RegisteredVersion | None:
             return None
         raise
     return _registered_version(name, model_version.version, model_version.run_id, alias)
+
+
+def first_alias(name: str, aliases: Sequence[str]) -> RegisteredVersion | None:
+    """The version the first existing alias of `aliases` points at (e.g. champion, else challenger)."""
+    for alias in aliases:
+        found = version_by_alias(name, alias)
+        if found is not None:
+            return found
+    return None
 
 
 def version_metrics(name: str, version: str) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +34,25 @@ def truth_oracle(truth: pd.DataFrame | None, target: str) -> Callable[[pd.DataFr
 
 def latent_stages(truth: pd.DataFrame | None) -> pd.DataFrame | None:
     return None if truth is None else truth[["user_id", "cutoff", "latent_stage"]]
+
+
+def read_effects(truth_dir: Path | None, cutoff) -> pd.DataFrame | None:
+    """`truth/effects.parquet` at one cutoff (user_id, action, delta_p_churn, delta_p_upgrade); None when
+    there is no truth or it has nothing at that cutoff."""
+    path = None if truth_dir is None else Path(truth_dir) / "effects.parquet"
+    if path is None or not path.exists():
+        return None
+    effects = pd.read_parquet(path, filters=[("cutoff", "==", cutoff)])
+    return None if effects.empty else effects
+
+
+def effect_matrices(
+    effects: pd.DataFrame, users: pd.Series, actions: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, A) true change in churn and in upgrade probability per user and action, in `actions` order
+    (NaN where the truth does not know the user)."""
+    out = []
+    for column in ("delta_p_churn", "delta_p_upgrade"):
+        wide = effects.pivot(index="user_id", columns="action", values=column)
+        out.append(wide.reindex(index=users.to_numpy(), columns=list(actions)).to_numpy(dtype=float))
+    return out[0], out[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -284,84 +285,57 @@ def _serve(console: Console, out: Path) -> None:
     print them, stop it."""
     import json
     import secrets
-    import signal
-    import socket
-    import subprocess
-    import sys
     import time
 
     import httpx
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from clm.commands.serve import background_server
+
     key = secrets.token_hex(8)
-    env = {**os.environ, "CLM_API_KEYS": json.dumps({key: ["score"]}),
+    env = {"CLM_API_KEYS": json.dumps({key: ["score"]}),
            "CLM_ONLINE_STORE": f"sqlite:///{(out / 'online.db').resolve()}",
            "CLM_DECISION_LOG": f"sqlite:///{(out / 'decisions.db').resolve()}"}  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    log_path = out / "serve.log"
-    with log_path.open("wb") as log_file, console.status(f"starting clm serve on {base}"):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "clm.cli", "serve", "--port", str(port)], env=env, stdout=log_file,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    with contextlib.ExitStack() as stack:
         try:
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-            else:
-                console.print(f"[red]clm serve did not become ready; see {log_path}[/red]")
-                return
-            store_users = httpx.get(f"{base}/v1/models", headers={"X-API-Key": key}, timeout=10).json()
-            table = Table(
-                title=f"9. the decision API at {base} (features as of {store_users['store'].get('as_of')})"
-            )
-            for column in (
-                "GET /v1/users/{id}/decision",
-                "stage",
-                "P(churn)",
-                "action",
-                "value",
-                "ms",
-                "top reason",
-            ):
-                table.add_column(column)
-            for user in ("u000003", "u000007", "u000029"):
-                started = time.perf_counter()
-                response = httpx.get(
-                    f"{base}/v1/users/{user}/decision", headers={"X-API-Key": key}, timeout=30
-                )
-                elapsed = 1000 * (time.perf_counter() - started)
-                if response.status_code != 200:
-                    table.add_row(
-                        user, f"HTTP {response.status_code}", "", "", "", f"{elapsed:.0f}", response.text[:60]
-                    )
-                    continue
-                d = response.json()
-                reason = (
-                    d["explanations"]["churn"]["top"][0]["reason"]
-                    if d["explanations"]["churn"]["top"]
-                    else ""
-                )
+            with console.status("starting clm serve"):
+                base = stack.enter_context(background_server(env, out.resolve()))
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/red]")
+            return
+        store_users = httpx.get(f"{base}/v1/models", headers={"X-API-Key": key}, timeout=10).json()
+        table = Table(
+            title=f"9. the decision API at {base} (features as of {store_users['store'].get('as_of')})"
+        )
+        for column in (
+            "GET /v1/users/{id}/decision",
+            "stage",
+            "P(churn)",
+            "action",
+            "value",
+            "ms",
+            "top reason",
+        ):
+            table.add_column(column)
+        for user in ("u000003", "u000007", "u000029"):
+            started = time.perf_counter()
+            response = httpx.get(f"{base}/v1/users/{user}/decision", headers={"X-API-Key": key}, timeout=30)
+            elapsed = 1000 * (time.perf_counter() - started)
+            if response.status_code != 200:
                 table.add_row(
-                    user, d["stage"]["name"], f"{d['churn']['probability']:.1%} {d['churn']['band']}",
-                    d["action"]["name"], f"{d['action']['expected_value']:.2f}", f"{elapsed:.0f}", reason,
-                )  # fmt: skip
-            console.print(table)
-            console.print(
-                f'   try it: CLM_API_KEYS=\'{{"KEY": ["score"]}}\' CLM_ONLINE_STORE=sqlite:///{(out / "online.db").resolve()} '
-                ".venv/bin/clm serve, then curl -H 'X-API-Key: KEY' http://127.0.0.1:8000/v1/users/u000003/decision "
-                "(OpenAPI at /docs)"
+                    user, f"HTTP {response.status_code}", "", "", "", f"{elapsed:.0f}", response.text[:60]
+                )
+                continue
+            d = response.json()
+            reason = (
+                d["explanations"]["churn"]["top"][0]["reason"] if d["explanations"]["churn"]["top"] else ""
             )
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+            table.add_row(
+                user, d["stage"]["name"], f"{d['churn']['probability']:.1%} {d['churn']['band']}",
+                d["action"]["name"], f"{d['action']['expected_value']:.2f}", f"{elapsed:.0f}", reason,
+            )  # fmt: skip
+        console.print(table)
+        console.print(
+            f'   try it: CLM_API_KEYS=\'{{"KEY": ["score"]}}\' CLM_ONLINE_STORE=sqlite:///{(out / "online.db").resolve()} '
+            ".venv/bin/clm serve, then curl -H 'X-API-Key: KEY' http://127.0.0.1:8000/v1/users/u000003/decision "
+            "(OpenAPI at /docs)"
+        )

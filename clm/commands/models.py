@@ -277,7 +277,8 @@ def score(
         plan = plan_within_budget(
             arb.value, arb.status == ELIGIBLE, costs, budget, method=config["policy"]["budget_method"]
         )
-        table = _apply_plan(table, plan.chosen, decisions)
+        table = decisions.to_frame(chosen=plan.chosen)
+        table["budget_dropped"] = (decisions.arbitration.greedy >= 0) & (plan.chosen < 0)
         typer.echo(
             f"budget {budget:,.2f}: {plan.contacts:,} contacts, cost {plan.total_cost:,.2f}, expected value "
             f"{plan.total_value:,.2f} (unconstrained: {plan.unconstrained_contacts:,} contacts, cost "
@@ -295,28 +296,3 @@ def score(
         f"scored {len(result):,} users as of {day} into {out}: {contacted:,} to contact, expected value "
         f"{result['expected_value'].sum():,.2f} ({policy_version})"
     )
-
-
-def _apply_plan(table: pd.DataFrame, chosen: np.ndarray, decisions) -> pd.DataFrame:
-    """The batch table with the budgeted choice instead of the unconstrained one."""
-    arb = decisions.arbitration
-    rows = np.arange(len(chosen))
-    picked = np.clip(chosen, 0, None)
-    contacted = chosen >= 0
-    catalog = decisions.policy.catalog
-    names = np.array([a.name for a in catalog], dtype=object)
-    costs = np.array([a.cost for a in catalog])
-    channels = np.array([a.channel for a in catalog], dtype=object)
-    sources = np.array([decisions.policy.source(a.name) for a in catalog], dtype=object)
-    uplift = decisions.targeted_uplift()
-    out = table.copy()
-    out["action"] = np.where(contacted, names[picked], "no_action")
-    out["expected_value"] = np.where(contacted, arb.value[rows, picked], 0.0)
-    out["uplift"] = np.where(contacted, uplift[rows, picked], 0.0)
-    out["cost"] = np.where(contacted, costs[picked], 0.0)
-    out["channel"] = np.where(contacted, channels[picked], None)
-    out["uplift_source"] = np.where(contacted, sources[picked], None)
-    out["propensity"] = 1.0
-    out["explored"] = False
-    out["budget_dropped"] = (arb.greedy >= 0) & ~contacted
-    return out

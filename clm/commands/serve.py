@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -47,3 +53,45 @@ def serve(
         "--log-level", log_level, "--no-access-log", "--timeout-worker-healthcheck", "60",
     ]  # fmt: skip
     os.execv(sys.executable, argv)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def background_server(
+    env: Mapping[str, str], workdir: Path, *, workers: int = 1, ready_timeout_seconds: float = 180.0
+) -> Iterator[str]:
+    """`clm serve` in its own process group on a free 127.0.0.1 port with `env` added to the environment;
+    yields the base URL once /readyz answers 200 (RuntimeError with the server's log if it never does) and
+    always stops the process group. Used by `clm demo` and the live tests."""
+    import httpx
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = Path(workdir) / "serve.log"
+    with log_path.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "clm.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", str(workers)],
+            env={**os.environ, **env}, cwd=workdir, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + ready_timeout_seconds
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                        break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"clm serve did not become ready:\n{log_path.read_text()[-4000:]}")
+                time.sleep(0.5)
+            yield base
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)

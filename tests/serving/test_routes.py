@@ -105,6 +105,10 @@ def test_batch(client) -> None:
     assert [i["decision"]["user_id"] for i in out[:3]] == users
     assert out[3]["decision"]["stage"]["name"] == "new"
     assert out[4]["decision"] is None and out[4]["error"]["status"] == 404
+    bad = client.post("/v1/decisions/batch", json={"items": [{"features": {}}, {"features": {"tenure_days": "x"}}]},
+                      headers=SCORE)  # fmt: skip
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "items", 1, "features", "tenure_days"]
 
 
 def test_auth(client) -> None:

@@ -15,24 +15,10 @@ from typer.testing import CliRunner
 
 from clm.cli import app
 from clm.config import load_config
-from training import tracking
 from training.promote import promote_model
 from training.train import train
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("policystore")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    tracking.configure(uri)
-    yield uri
-    mp.undo()
-    if mlflow.active_run():
-        mlflow.end_run()
 
 
 @pytest.fixture(scope="module")

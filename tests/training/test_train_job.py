@@ -31,19 +31,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("mlstore")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    tracking.configure(uri)
-    yield uri
-    mp.undo()
-    if mlflow.active_run():
-        mlflow.end_run()
-
-
-@pytest.fixture(scope="module")
 def first(world: Path, store: str, tmp_path_factory: pytest.TempPathFactory):
     config = load_config()
     return train(world, ["churn", "upgrade"], config=config, project_root=tmp_path_factory.mktemp("proj"),
