@@ -28,8 +28,8 @@ import pandas as pd
 from clm.config import load_config
 from features.registry import FeatureParams, build_registry
 from models.frame import category_lists, model_matrix
+from models.metrics import classification_metrics
 from training.fit import ModelSpec, new_model
-from training.metrics import classification_metrics
 
 
 def synthetic_frame(rows: int, seed: int = 0) -> pd.DataFrame:

@@ -179,3 +179,41 @@ def latest_features(
         campaigns=inputs.campaigns, labels=keep_all,
     )  # fmt: skip
     return con.to_pandas(features), inputs.data_end
+
+
+def feature_history(
+    data_dir: Path,
+    cutoffs: Sequence[dt.date],
+    *,
+    params: FeatureParams | None = None,
+    label_params: LabelParams | None = None,
+    con: ibis.BaseBackend | None = None,
+) -> pd.DataFrame:
+    """Every known user's features at each cutoff (churned users included, as the online store serves them),
+    with the churn and upgrade labels where the horizon after the cutoff has closed inside the data (null
+    otherwise). What the reviewer pages and the campaign report read for stage flows and calibration."""
+    import dataclasses
+
+    p = params or FeatureParams()
+    lp = dataclasses.replace(label_params or LabelParams(), keep_churned_users=True)
+    con = con or connect()
+    inputs = load_inputs(con, data_dir)
+    late = [c for c in cutoffs if c > inputs.data_end]
+    if late:
+        raise DataDirectoryError(
+            f"cutoffs after the data's end ({inputs.data_end}): {', '.join(map(str, late))}"
+        )
+    features = build_features(
+        inputs.events, cutoffs, p, users=inputs.users, subscriptions=inputs.subscriptions,
+        campaigns=inputs.campaigns, labels=lp,
+    )  # fmt: skip
+    labels = build_labels(
+        inputs.events, cutoffs, lp, p, data_end=inputs.data_end, users=inputs.users,
+        subscriptions=inputs.subscriptions,
+    )  # fmt: skip
+    feature_table = con.to_pyarrow(features)
+    label_table = con.to_pyarrow(labels).select(["user_id", "cutoff", "churn", "upgrade"])
+    joined = feature_table.join(label_table, ["user_id", "cutoff"], join_type="left outer")
+    frame = joined.to_pandas()
+    frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date
+    return frame.sort_values(["cutoff", "user_id"], kind="stable").reset_index(drop=True)

@@ -13,10 +13,10 @@ import pandas as pd
 
 from features.registry import Feature
 from models.frame import category_lists
+from models.metrics import classification_metrics, expected_calibration_error, slice_metrics, tenure_band
 from models.propensity import PropensityModel
 from training.baselines import fit_logistic_baseline, recency_rule_scores, rule_probability
 from training.dataset import Split
-from training.metrics import classification_metrics, expected_calibration_error, slice_metrics, tenure_band
 
 
 @dataclass(frozen=True)

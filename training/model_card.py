@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from training.metrics import MIN_SLICE_ROWS
+from models.metrics import MIN_SLICE_ROWS
 
 METRIC_ORDER: tuple[str, ...] = (
     "roc_auc",

@@ -18,16 +18,17 @@ import pandas as pd
 from features.build import LabelParams
 from features.jobs import build_feature_tables, connect, load_inputs
 from features.registry import FeatureParams, build_registry, registry_version
+from models import plots
 from models.behaviour import behaviour_report
 from models.bundle import ModelBundle, bundle_from_model, load_bundle, save_bundle
 from models.frame import model_matrix
+from models.metrics import classification_metrics, summarize_folds
 from models.pyfunc import ClmPyfuncModel
 from models.registry import download_bundle
 from models.scoring import contributions, score
-from training import plots, tracking
+from training import tracking
 from training.dataset import Split, backtest_splits, closed_cutoffs, load_training_frame, monthly_cutoffs
 from training.fit import FoldResult, ModelSpec, fit_fold
-from training.metrics import classification_metrics, summarize_folds
 from training.model_card import render_model_card
 from training.truth import latent_stages, read_truth, truth_oracle
 

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from features.registry import Feature
+from models.metrics import classification_metrics
 from training.dataset import Split
 from training.fit import ModelSpec, new_model, rows_for
-from training.metrics import classification_metrics
 
 SPACE: dict[str, Sequence[Any]] = {
     "num_leaves": (7, 15, 31, 63),

@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from training.metrics import classification_metrics, slice_metrics, summarize_folds
-from training.model_card import ORACLE_ABSENT_NOTE, ORACLE_PRESENT_NOTE, render_model_card
-from training.plots import (
+from models.metrics import classification_metrics, slice_metrics, summarize_folds
+from models.plots import (
     calibration_figure,
     importance_figure,
     lift_figure,
@@ -20,6 +19,7 @@ from training.plots import (
     shap_beeswarm_figure,
     shap_dependence_figures,
 )
+from training.model_card import ORACLE_ABSENT_NOTE, ORACLE_PRESENT_NOTE, render_model_card
 
 ROWS = 80
 

@@ -1,4 +1,5 @@
-"""Figures for a training run: calibration, lift and gains, SHAP summaries, importance.
+"""Figures for training runs, reviewer pages and campaign reports: calibration, lift and gains, SHAP
+summaries and waterfalls, importance, stage and action mixes, score distributions.
 
 Every function returns a `matplotlib.figure.Figure` and touches nothing global at import. Figures are
 built on the object API (no pyplot state), so they render with the Agg canvas whatever backend the
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from training.metrics import expected_calibration_error
+from models.metrics import expected_calibration_error
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -81,19 +82,27 @@ def _reliability(y: np.ndarray, p: np.ndarray, n_bins: int) -> tuple[np.ndarray,
     return mean_score, observed
 
 
-def calibration_figure(y_true: object, p_before: object, p_after: object, n_bins: int = 10) -> Figure:
-    """Reliability diagram before and after calibration, with the diagonal and ECE in the legend."""
+def calibration_figure(
+    y_true: object, p_before: object | None, p_after: object, n_bins: int = 10, *, title: str = "Calibration"
+) -> Figure:
+    """Reliability diagram (before and) after calibration, with the diagonal and ECE in the legend.
+    `p_before=None` draws the served, calibrated scores alone."""
     y = np.asarray(y_true, dtype="float64").ravel()
     figure = _new_figure(6.0, 6.5)
     curve_axes, count_axes = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     curve_axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
-    for label, scores, marker in (("before", p_before, "o"), ("after", p_after, "s")):
+    curves = (
+        (("before", p_before, "o"), ("after", p_after, "s"))
+        if p_before is not None
+        else (("calibrated", p_after, "s"),)
+    )
+    for label, scores, marker in curves:
         p = np.asarray(scores, dtype="float64").ravel()
         ece = expected_calibration_error(y, p, n_bins=n_bins)
         mean_score, observed = _reliability(y, p, n_bins)
         curve_axes.plot(mean_score, observed, marker=marker, label=f"{label} (ECE {ece:.3f})")
         count_axes.hist(p, bins=n_bins, range=(0, 1), histtype="step", label=label)
-    curve_axes.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed positive rate", title="Calibration")
+    curve_axes.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed positive rate", title=title)
     curve_axes.legend(loc="upper left")
     count_axes.set(xlabel="predicted probability", ylabel="rows")
     return figure
@@ -226,6 +235,119 @@ def importance_figure(
     axes.barh([str(names[i]) for i in order], gain_values[order])
     axes.set(xlabel="total gain", title=f"Feature importance (top {order.size} by gain)")
     return figure
+
+
+STAGE_COLOURS = {
+    "new": "#4e79a7", "growing": "#59a14f", "mature": "#76b7b2", "at_risk": "#f28e2b",
+    "dormant": "#9c9c9c", "reactivated": "#b07aa1",
+}  # fmt: skip
+
+
+def waterfall_figure(
+    base_value: float,
+    contributions: Sequence[float],
+    labels: Sequence[str],
+    *,
+    top_k: int = 10,
+    title: str = "Why this score",
+) -> Figure:
+    """A SHAP waterfall for one prediction: from the model's base value, each of the `top_k` largest
+    contributions (log-odds) in turn, the rest summed into one bar, ending at the raw score. The bars sum
+    exactly to the raw score, as LightGBM's `pred_contrib` does."""
+    values = np.asarray(contributions, dtype="float64").ravel()
+    if values.size != len(labels):
+        raise ValueError(f"{values.size} contributions but {len(labels)} labels")
+    order = np.argsort(-np.abs(values), kind="stable")
+    shown = order[:top_k]
+    rest = values[order[top_k:]].sum()
+    names = [str(labels[i]) for i in shown]
+    steps = list(values[shown])
+    if order.size > top_k:
+        names.append(f"{order.size - top_k} other features")
+        steps.append(float(rest))
+    raw = float(base_value + values.sum())
+    figure = _new_figure(7.5, max(2.6, 0.42 * len(steps) + 1.4))
+    axes = figure.subplots()
+    start = float(base_value)
+    rows = np.arange(len(steps))[::-1]
+    for row, step in zip(rows, steps, strict=True):
+        colour = "#d62728" if step > 0 else "#1f77b4"
+        axes.barh(row, step, left=start, color=colour, height=0.6)
+        axes.annotate(f"{step:+.3f}", (start + step, row), xytext=(4 if step > 0 else -4, 0),
+                      textcoords="offset points", va="center", ha="left" if step > 0 else "right",
+                      fontsize=8)  # fmt: skip
+        start += step
+    axes.set_yticks(rows, names, fontsize=8)
+    axes.axvline(float(base_value), color="grey", linestyle=":", linewidth=1)
+    axes.axvline(raw, color="black", linewidth=1)
+    probability = 1.0 / (1.0 + np.exp(-raw))
+    axes.set(
+        xlabel=f"log-odds: base {base_value:.3f} → raw score {raw:.3f} (uncalibrated probability {probability:.2f})",
+        title=title,
+    )
+    axes.margins(x=0.15)
+    return figure
+
+
+def stage_share_figure(counts: pd.DataFrame, *, title: str = "Stage mix by cutoff") -> Figure:
+    """Stacked bars of users per stage (columns) at each cutoff (rows), in the frame's column order."""
+    figure = _new_figure(8.0, 4.2)
+    axes = figure.subplots()
+    labels = [str(index) for index in counts.index]
+    bottom = np.zeros(len(counts))
+    for stage in counts.columns:
+        heights = counts[stage].to_numpy(dtype="float64")
+        axes.bar(labels, heights, bottom=bottom, label=str(stage), color=STAGE_COLOURS.get(str(stage)))
+        bottom += heights
+    axes.set(xlabel="cutoff", ylabel="users", title=title)
+    axes.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    return figure
+
+
+def action_mix_figure(mix: pd.DataFrame, *, title: str = "Actions chosen") -> Figure:
+    """Users per action (bars) with the total expected value written beside each bar. `mix` has the
+    columns action, users and expected_value."""
+    figure = _new_figure(7.5, max(2.6, 0.35 * len(mix) + 1.2))
+    axes = figure.subplots()
+    rows = np.arange(len(mix))[::-1]
+    axes.barh(rows, mix["users"].to_numpy(dtype="float64"), color="#4e79a7")
+    for row, users, value in zip(rows, mix["users"], mix["expected_value"], strict=True):
+        axes.annotate(f"{int(users):,} · EV {value:,.0f}", (users, row), xytext=(4, 0),
+                      textcoords="offset points", va="center", fontsize=8)  # fmt: skip
+    axes.set_yticks(rows, [str(a) for a in mix["action"]], fontsize=8)
+    axes.set(xlabel="users", title=title)
+    axes.margins(x=0.25)
+    return figure
+
+
+def score_distribution_figure(scores: Mapping[str, object], *, title: str = "Score distributions") -> Figure:
+    """One histogram per named probability (e.g. churn, upgrade), 20 bins over [0, 1]."""
+    figure = _new_figure(4.2 * max(len(scores), 1), 3.4)
+    axes_list = np.atleast_1d(figure.subplots(1, max(len(scores), 1)))
+    for axes, (name, values) in zip(axes_list, scores.items(), strict=True):
+        p = np.asarray(values, dtype="float64").ravel()
+        axes.hist(p[np.isfinite(p)], bins=20, range=(0, 1), color="#4e79a7")
+        axes.set(xlabel=f"{name} probability", ylabel="users", title=f"{name} (median {np.nanmedian(p):.3f})")
+    figure.suptitle(title)
+    return figure
+
+
+def figure_svg(fig: Figure) -> str:
+    """The figure as inline SVG markup (text kept as text, so pages stay small and searchable), then
+    released. Needs no server and no network to display."""
+    import io
+
+    from matplotlib import rc_context
+
+    buffer = io.StringIO()
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "clm"}):
+        fig.savefig(buffer, format="svg")
+    if "matplotlib.pyplot" in sys.modules:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.metrics import (
+from models.metrics import (
     TENURE_BAND_LABELS,
     classification_metrics,
     expected_calibration_error,

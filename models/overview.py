@@ -1,0 +1,125 @@
+"""Population views of the decisions: every user's decision at one or more cutoffs, the stage mix and the
+flows between stages, the action mix, the highest-risk and highest-value users, global SHAP drivers. Pure:
+frames and bundles in, frames out. The reviewer pages and the campaign report render these."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from models.bundle import ModelBundle
+from models.catalog import NO_ACTION
+from models.policy import PolicyBundle, decide
+from models.scoring import contributions, score
+from models.stages import STAGES
+
+NOT_SEEN = "not yet seen"
+
+
+def population_decisions(
+    frame: pd.DataFrame,
+    churn: ModelBundle,
+    upgrade: ModelBundle,
+    policy: PolicyBundle,
+    *,
+    rng: np.random.Generator | None = None,
+) -> pd.DataFrame:
+    """One row per row of `frame` (registry features; `cutoff` optional): user_id, cutoff, then the
+    policy's decision columns (stage, stage_rule, p_churn, p_upgrade, clv, action, expected_value, …)."""
+    p_churn = score(frame, churn)["probability"].to_numpy()
+    p_upgrade = score(frame, upgrade)["probability"].to_numpy()
+    if "cutoff" not in frame:
+        decisions = decide(frame, p_churn, p_upgrade, policy, churn_horizon_days=churn.horizon_days, rng=rng)
+        table = decisions.to_frame()
+    else:  # one decision per cutoff: the contact state and exploration are per snapshot
+        parts = []
+        for _, index in frame.groupby("cutoff", sort=True).indices.items():
+            part = frame.iloc[index].reset_index(drop=True)
+            decisions = decide(part, p_churn[index], p_upgrade[index], policy,
+                               churn_horizon_days=churn.horizon_days, rng=rng)  # fmt: skip
+            parts.append(decisions.to_frame().set_axis(index))
+        table = pd.concat(parts).sort_index()
+    keys = {"user_id": frame["user_id"].astype(str).to_numpy()}
+    if "cutoff" in frame:
+        keys["cutoff"] = frame["cutoff"].to_numpy()
+    return pd.concat([pd.DataFrame(keys), table.reset_index(drop=True)], axis=1)
+
+
+def stage_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Users per stage (columns, in lifecycle order) at each cutoff (rows)."""
+    counts = pd.crosstab(table["cutoff"], table["stage"])
+    return counts.reindex(columns=[s for s in STAGES if s in counts.columns] + sorted(
+        set(counts.columns) - set(STAGES)), fill_value=0)  # fmt: skip
+
+
+def stage_flows(table: pd.DataFrame) -> pd.DataFrame:
+    """Users moving between stages from each cutoff to the next: from_cutoff, to_cutoff, from_stage,
+    to_stage, users. A user absent at the earlier cutoff comes from `not yet seen`."""
+    cutoffs = sorted(table["cutoff"].unique())
+    rows = []
+    for before, after in itertools.pairwise(cutoffs):
+        earlier = table.loc[table["cutoff"] == before, ["user_id", "stage"]]
+        later = table.loc[table["cutoff"] == after, ["user_id", "stage"]]
+        moved = later.merge(earlier, on="user_id", how="left", suffixes=("_to", "_from"))
+        moved["stage_from"] = moved["stage_from"].fillna(NOT_SEEN)
+        counts = moved.groupby(["stage_from", "stage_to"]).size()
+        for (from_stage, to_stage), users in counts.items():
+            rows.append((before, after, from_stage, to_stage, int(users)))
+    return pd.DataFrame(rows, columns=["from_cutoff", "to_cutoff", "from_stage", "to_stage", "users"])
+
+
+def flow_matrix(flows: pd.DataFrame, from_cutoff: object, to_cutoff: object) -> pd.DataFrame:
+    """The flows between two cutoffs as a from-stage × to-stage table of users."""
+    part = flows[(flows["from_cutoff"] == from_cutoff) & (flows["to_cutoff"] == to_cutoff)]
+    matrix = part.pivot_table(
+        index="from_stage", columns="to_stage", values="users", aggfunc="sum", fill_value=0
+    )
+    order = [s for s in (*STAGES, NOT_SEEN) if s in matrix.index]
+    return matrix.reindex(index=order, columns=[s for s in STAGES if s in matrix.columns], fill_value=0)
+
+
+def action_mix(table: pd.DataFrame) -> pd.DataFrame:
+    """Per action: users, share of users, total expected value, total cost and mean uplift; most chosen
+    first, `no_action` last."""
+    grouped = table.groupby("action", sort=False).agg(
+        users=("action", "size"),
+        expected_value=("expected_value", "sum"),
+        cost=("cost", "sum"),
+        mean_uplift=("uplift", "mean"),
+    )
+    grouped["share"] = grouped["users"] / max(len(table), 1)
+    grouped = grouped.reset_index()
+    grouped["_last"] = grouped["action"] == NO_ACTION
+    grouped = grouped.sort_values(["_last", "users", "action"], ascending=[True, False, True], kind="stable")
+    return grouped.drop(columns="_last").reset_index(drop=True)[
+        ["action", "users", "share", "expected_value", "cost", "mean_uplift"]
+    ]
+
+
+def top_users(table: pd.DataFrame, *, n: int = 50) -> pd.DataFrame:
+    """The `n` highest-risk users and the `n` highest-value users (CLV), one row each, with a `why`
+    column (high risk / high value / both), highest churn probability first."""
+    risky = table.nlargest(n, "p_churn").index
+    valuable = table.nlargest(n, "clv").index
+    picked = table.loc[risky.union(valuable)].copy()
+    in_risk = picked.index.isin(risky)
+    in_value = picked.index.isin(valuable)
+    picked["why"] = np.where(
+        in_risk & in_value, "high risk and high value", np.where(in_risk, "high risk", "high value")
+    )
+    return picked.sort_values(["p_churn", "clv"], ascending=False, kind="stable").reset_index(drop=True)
+
+
+def global_drivers(frame: pd.DataFrame, bundle: ModelBundle, *, sample: int = 2000, seed: int = 0) -> tuple[
+    np.ndarray, pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Exact TreeSHAP on a random sample of `frame`: the contributions (rows × features, no bias column),
+    the sampled feature values, and the features ranked by mean |contribution|."""
+    rows = frame.sample(min(sample, len(frame)), random_state=seed) if len(frame) > sample else frame
+    values = contributions(rows, bundle)[:, :-1]
+    features = rows[bundle.feature_names].reset_index(drop=True)
+    ranking = pd.DataFrame(
+        {"feature": bundle.feature_names, "mean_abs_contribution": np.abs(values).mean(axis=0)}
+    ).sort_values("mean_abs_contribution", ascending=False, kind="stable")
+    return values, features, ranking.reset_index(drop=True)
