@@ -217,3 +217,28 @@ def feature_history(
     frame = joined.to_pandas()
     frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date
     return frame.sort_values(["cutoff", "user_id"], kind="stable").reset_index(drop=True)
+
+
+def user_activity(
+    data_dir: Path, user_id: str, *, before: dt.date, limit: int = 20
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One user's most recent events (ts, event_type, amount) and campaign contacts (ts, action, propensity)
+    before a date, newest first — what a reviewer reads beside a decision."""
+    import duckdb
+
+    data_dir = Path(data_dir)
+    limit_ts = dt.datetime.combine(before, dt.time(), tzinfo=dt.UTC)
+    out = []
+    for name, columns in (("events", "ts, event_type, amount"), ("campaigns", "ts, action, propensity")):
+        path = data_dir / f"{name}.parquet"
+        if not path.exists():
+            out.append(pd.DataFrame(columns=[c.strip() for c in columns.split(",")]))
+            continue
+        with duckdb.connect() as con:
+            con.execute("SET TimeZone = 'UTC'")
+            frame = con.execute(
+                f"SELECT {columns} FROM read_parquet(?) WHERE user_id = ? AND ts < ? ORDER BY ts DESC LIMIT ?",
+                [str(path), user_id, limit_ts, limit],
+            ).df()
+        out.append(frame)
+    return out[0], out[1]

@@ -349,6 +349,10 @@ class OnlineStore(abc.ABC):
         """Rows of the users found, all from the same snapshot; unknown users are left out."""
 
     @abc.abstractmethod
+    def user_ids(self) -> list[str]:
+        """Every user in the current snapshot (sorted; empty before the first write)."""
+        raise NotImplementedError
+
     def info(self) -> SnapshotInfo | None:
         """The current snapshot's description, or None before the first write."""
 
@@ -577,6 +581,12 @@ class SQLiteStore(OnlineStore):
         codec = self._codec(conn, rows[0][0])
         return {user_id: codec.decode(user_id, vector) for _, user_id, vector in rows}
 
+    def user_ids(self) -> list[str]:
+        conn = self._connection()
+        if conn.execute("SELECT 1 FROM current_snapshot").fetchone() is None:
+            return []
+        return [row[0] for row in conn.execute("SELECT user_id FROM features ORDER BY user_id")]
+
     def info(self) -> SnapshotInfo | None:
         row = self._connection().execute(_SQLITE_INFO).fetchone()
         return None if row is None else SnapshotInfo.from_json(row[0], row[1])
@@ -708,6 +718,14 @@ class RedisStore(OnlineStore):
             for user_id, value in zip(wanted, values, strict=True)
             if value is not None
         }
+
+    def user_ids(self) -> list[str]:
+        info = self.info()
+        if info is None:
+            return []
+        root = f"{self._snapshot_root}{info.snapshot_id}:u:"
+        found = self._client.scan_iter(match=f"{root}*", count=REDIS_KEYS_PER_BATCH)
+        return sorted(key.decode()[len(root) :] for key in found)
 
     def info(self) -> SnapshotInfo | None:
         fetched = self._fetch([])

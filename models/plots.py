@@ -360,3 +360,18 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
 
         plt.close(fig)
     return target
+
+
+def figure_png_data_uri(fig: Figure, *, dpi: int = PNG_DPI) -> str:
+    """The figure as a `data:image/png;base64,…` URI, then released: for figures with thousands of marks
+    (the SHAP beeswarm), where inline SVG would be far larger. Needs no server and no network."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    if "matplotlib.pyplot" in sys.modules:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -30,6 +30,7 @@ from prometheus_client import (
 
 from features.online import open_store
 from serving.decision_log import DecisionLog, DecisionRecord, UnknownDecision
+from serving.review import OverviewCache, review_router
 from serving.schemas import (
     BatchItem,
     BatchRequest,
@@ -136,6 +137,7 @@ def create_app(
         metrics.loaded("served", holder.current)
         metrics.loaded("shadow", holder.shadow)
         holder.start_polling(settings.reload_interval_seconds)
+        overview.warm(holder.current, app.state.store)
         yield
         holder.stop()
         app.state.decision_log.close()
@@ -148,6 +150,8 @@ def create_app(
         "Send the API key in `X-API-Key`.",
         lifespan=lifespan,
     )
+    overview = OverviewCache(config, settings.events_dir)
+    app.include_router(review_router(config, settings, scorer, holder, loader, overview))
     app.state.holder = holder
     app.state.settings = settings
     app.state.metrics = metrics

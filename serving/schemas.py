@@ -26,6 +26,9 @@ class Churn(BaseModel):
 
 class Upgrade(BaseModel):
     probability: float = Field(ge=0, le=1)
+    value: float | None = Field(
+        None, description="Extra margin an upgrade to the next plan brings over the value horizon"
+    )
 
 
 class ChosenAction(BaseModel):

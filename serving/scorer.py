@@ -104,7 +104,7 @@ class Scorer:
             as_of=as_of,
             stage={"name": row["stage"], "rule": row["stage_rule"], "since": since},
             churn={"probability": probabilities["churn"], "band": self.band(probabilities["churn"])},
-            upgrade={"probability": probabilities["upgrade"]},
+            upgrade={"probability": probabilities["upgrade"], "value": float(row["upgrade_value"])},
             clv=float(row["clv"]),
             action={
                 "name": action,

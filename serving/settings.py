@@ -19,6 +19,11 @@ class ServingSettings(BaseSettings):
     )
     online_store: str | None = Field(None, description="sqlite:///PATH or redis://HOST:PORT/DB?prefix=NAME.")
     data_dir: str = Field("data", description="Where the default SQLite files live.")
+    events_dir: str | None = Field(
+        None,
+        description="The canonical data directory (events.parquet, …) the reviewer pages read for stage "
+        "flows, calibration and each user's recent events; without it they show the store's snapshot only.",
+    )
     decision_log: str | None = Field(
         None, description="sqlite:///PATH (default DATA/decisions.db) or postgresql://…"
     )

@@ -58,7 +58,10 @@ class RegistryLoader:
         }
 
     def load(self, alias: str) -> ModelSet:
-        versions = self.versions(alias)
+        return self.load_versions(self.versions(alias), alias)
+
+    def load_versions(self, versions: dict[str, str], alias: str) -> ModelSet:
+        """The ModelSet of exact versions (registered name → version), e.g. to replay a logged decision."""
         uri = {t: f"models:/{n}/{versions[n]}" for t, n in self.names.items()}
         churn = load_bundle(download_bundle(uri["churn"]))
         upgrade = load_bundle(download_bundle(uri["upgrade"]))

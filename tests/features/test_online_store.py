@@ -191,9 +191,12 @@ def test_second_snapshot_replaces_the_first(store: OnlineStore) -> None:
         {"user_id": ["old", "both"], "cutoff": [D(2025, 1, 1)] * 2, "a": [1.0, 2.0], "b": ["x", "y"]}
     )
     second = pd.DataFrame({"user_id": ["both", "new"], "cutoff": [D(2025, 2, 1)] * 2, "c": [3.0, 4.0]})
+    assert store.user_ids() == []
     store.write_snapshot(first, as_of=D(2025, 1, 1), feature_version="v1")
     assert store.read("old") is not None
+    assert store.user_ids() == ["both", "old"]
     store.write_snapshot(second, as_of=D(2025, 2, 1), feature_version="v2")
+    assert store.user_ids() == ["both", "new"]
 
     assert store.read("old") is None
     assert store.read("both").values == {"c": 3.0}
