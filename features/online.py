@@ -351,8 +351,8 @@ class OnlineStore(abc.ABC):
     @abc.abstractmethod
     def user_ids(self) -> list[str]:
         """Every user in the current snapshot (sorted; empty before the first write)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def info(self) -> SnapshotInfo | None:
         """The current snapshot's description, or None before the first write."""
 

@@ -98,10 +98,11 @@ def action_mix(table: pd.DataFrame) -> pd.DataFrame:
     ]
 
 
-def top_users(table: pd.DataFrame, *, n: int = 50) -> pd.DataFrame:
-    """The `n` highest-risk users and the `n` highest-value users (CLV), one row each, with a `why`
-    column (high risk / high value / both), highest churn probability first."""
-    risky = table.nlargest(n, "p_churn").index
+def top_users(table: pd.DataFrame, *, n: int = 50, lapsed: tuple[str, ...] = ("dormant",)) -> pd.DataFrame:
+    """The `n` highest-risk users still active (stages other than `lapsed`, who have already gone) and the
+    `n` highest-value users (CLV), one row each, with a `why` column (high risk / high value / both),
+    highest churn probability first."""
+    risky = table[~table["stage"].isin(lapsed)].nlargest(n, "p_churn").index
     valuable = table.nlargest(n, "clv").index
     picked = table.loc[risky.union(valuable)].copy()
     in_risk = picked.index.isin(risky)

@@ -278,6 +278,10 @@ def waterfall_figure(
                       fontsize=8)  # fmt: skip
         start += step
     axes.set_yticks(rows, names, fontsize=8)
+    path = np.concatenate([[base_value], base_value + np.cumsum(steps)])
+    low, high = float(path.min()), float(path.max())
+    pad = 0.18 * (high - low) + 1e-6
+    axes.set_xlim(low - pad, high + pad)
     axes.axvline(float(base_value), color="grey", linestyle=":", linewidth=1)
     axes.axvline(raw, color="black", linewidth=1)
     probability = 1.0 / (1.0 + np.exp(-raw))
@@ -285,7 +289,6 @@ def waterfall_figure(
         xlabel=f"log-odds: base {base_value:.3f} → raw score {raw:.3f} (uncalibrated probability {probability:.2f})",
         title=title,
     )
-    axes.margins(x=0.15)
     return figure
 
 

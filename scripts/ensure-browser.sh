@@ -3,7 +3,7 @@
 # system executable (/usr/bin/chromium); nothing ever downloads a browser (`playwright install` is not used).
 set -euo pipefail
 
-if [ -x /usr/bin/chromium ]; then
+if [ -x /usr/bin/chromium ] && fc-list 2>/dev/null | grep -qi "wenquanyi"; then
   exit 0
 fi
 if ! command -v apt-get >/dev/null; then
@@ -17,5 +17,5 @@ fi
 echo "installing Debian's chromium (for the browser tests)"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core fonts-wqy-microhei >/dev/null
 /usr/bin/chromium --version

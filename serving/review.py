@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import jinja2
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Form, HTTPException, Query, Request
@@ -428,7 +429,10 @@ def review_router(
     loader: RegistryLoader,
     cache: OverviewCache,
 ) -> APIRouter:
-    templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True
+    )  # everything a user or the data supplies is escaped
+    templates = Jinja2Templates(env=environment)
     templates.env.filters["num"] = lambda v, digits=2: "–" if v is None else f"{float(v):,.{digits}f}"
     templates.env.filters["pct"] = lambda v, digits=1: "–" if v is None else f"{100 * float(v):.{digits}f}%"
     templates.env.filters["fmt"] = _fmt_value
@@ -521,7 +525,7 @@ def review_router(
         if row is None:
             info = store.info()
             when = f"as of the store's snapshot {info.as_of}" if info else "(the store has no snapshot yet)"
-            return error_page(request, lang, 404, TEXT[lang]["not_found"], f"No user {user_id!r} {when}.")
+            return error_page(request, lang, 404, TEXT[lang]["not_found"], f"No user {user_id} {when}.")
         values = dict(row.values)
         decided = scorer.decide(models, values, user_id=user_id, as_of=row.as_of, lang=lang)
         decision = decided.decision
@@ -556,7 +560,7 @@ def review_router(
                 lang,
                 404,
                 TEXT[lang]["not_found"],
-                f"No decision {decision_id!r} in the decision log.",
+                f"No decision {decision_id} in the decision log.",
             )
         payload = logged["payload"]
         as_of = dt.date.fromisoformat(payload["as_of"]) if payload.get("as_of") else None

@@ -1,0 +1,248 @@
+"""The reviewer pages through FastAPI's TestClient over the trained world: auth (401 with a sign-in form, 403,
+the login cookie), the overview's numbers against an independent computation, a user's page (stage,
+reasons, waterfalls, the value breakdown that adds up, zh), a readable 404, and the replay of a logged
+decision that reproduces — and says so when it does not."""
+
+from __future__ import annotations
+
+import html as html_lib
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from clm.config import load_config
+from models.overview import population_decisions
+from serving.app import create_app
+from serving.review import CSP, compare_replay
+from serving.settings import ServingSettings
+
+REVIEW = {"X-API-Key": "review-key"}
+SCORE = {"X-API-Key": "score-key"}
+EXTERNAL = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def review_client(served_world, tmp_path_factory):
+    from training import tracking
+
+    log_dir = tmp_path_factory.mktemp("review-log")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", served_world.tracking_uri)
+        tracking.configure(served_world.tracking_uri)
+        mp.setenv(
+            "CLM_API_KEYS",
+            json.dumps({"score-key": ["score"], "review-key": ["review"], "admin-key": ["admin"]}),
+        )
+        mp.setenv("CLM_ONLINE_STORE", served_world.store_url)
+        mp.setenv("CLM_DECISION_LOG", f"sqlite:///{log_dir / 'decisions.db'}")
+        mp.setenv("CLM_EVENTS_DIR", str(served_world.data))
+        mp.setenv("CLM_EXPLORATION", "false")
+        app = create_app(load_config(), ServingSettings())
+        with TestClient(app, raise_server_exceptions=False) as client:
+            client.world = served_world
+            yield client
+
+
+def _cells(html: str, table_id: str) -> list[list[str]]:
+    """The text of each body row's cells of the table with this id."""
+    body = html.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0].split("<tbody>", 1)[1]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, flags=re.S)
+    return [[re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)]
+            for row in rows]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["/review", "/review/users/u000001", "/review/decisions/abc"])
+def test_pages_need_the_review_scope(review_client, path) -> None:
+    missing = review_client.get(path)
+    assert missing.status_code == 401
+    assert "text/html" in missing.headers["content-type"]
+    assert 'action="/review/login"' in missing.text and 'name="api_key"' in missing.text
+    assert review_client.get(path, headers={"X-API-Key": "nope"}).status_code == 401
+    forbidden = review_client.get(path, headers=SCORE)
+    assert forbidden.status_code == 403 and "review scope" in forbidden.text
+
+
+def test_login_keeps_the_key_in_an_http_only_cookie(review_client) -> None:
+    wrong = review_client.post(
+        "/review/login", data={"api_key": "score-key", "next": "/review"}, follow_redirects=False
+    )
+    assert wrong.status_code == 403 and "review scope" in wrong.text
+    unknown = review_client.post("/review/login", data={"api_key": "nope"}, follow_redirects=False)
+    assert unknown.status_code == 401
+    offsite = review_client.post("/review/login", data={"api_key": "review-key", "next": "https://evil.example/x"},
+                                 follow_redirects=False)  # fmt: skip
+    assert offsite.status_code == 303 and offsite.headers["location"] == "/review"
+    ok = review_client.post("/review/login", data={"api_key": "review-key", "next": "/review/users/u000001"},
+                            follow_redirects=False)  # fmt: skip
+    assert ok.status_code == 303 and ok.headers["location"] == "/review/users/u000001"
+    cookie = ok.headers["set-cookie"]
+    assert "clm_review_key=review-key" in cookie and "HttpOnly" in cookie and "Path=/review" in cookie
+    assert review_client.get("/review", cookies={"clm_review_key": "review-key"}).status_code == 200
+    review_client.cookies.clear()
+
+
+def test_the_overview_counts_what_the_policy_decides_for_the_snapshot(review_client) -> None:
+    response = review_client.get("/review", headers=REVIEW)
+    assert response.status_code == 200, response.text
+    html = response.text
+    assert response.headers["content-security-policy"] == CSP
+    assert not EXTERNAL.search(html), EXTERNAL.search(html)
+    for section in ("stages", "actions", "calibration", "top-users", "versions"):
+        assert f'id="{section}"' in html
+    assert html.count("<svg") >= 5  # stage mix, action mix, scores, calibration, lift
+
+    # independently: the policy's decisions for every user in the store's snapshot
+    store_rows = review_client.app.state.store
+    rows = store_rows.read_many(store_rows.user_ids())
+    frame = pd.DataFrame([r.values for r in rows.values()]).assign(user_id=list(rows))
+    models = review_client.app.state.holder.current
+    expected = population_decisions(frame, models.churn, models.upgrade, models.policy)
+    as_of = str(store_rows.info().as_of)
+    counts = {row[0]: row[1:] for row in _cells(html, "stage-counts")}
+    header = re.findall(
+        r'class="badge stage-(\w+)"', html.split('id="stage-counts"', 1)[1].split("</thead>", 1)[0]
+    )
+    shown = {stage: int(value.replace(",", "")) for stage, value in zip(header, counts[as_of], strict=True)}
+    assert shown == {s: int(n) for s, n in expected["stage"].value_counts().items() if s in shown}
+    assert sum(shown.values()) == len(rows)
+    mix = {row[0]: int(row[1].replace(",", "")) for row in _cells(html, "action-mix")}
+    assert mix == {a: int(n) for a, n in expected["action"].value_counts().items()}
+    total = float(expected["expected_value"].sum())
+    assert re.search(r'id="total-value">([\d,.-]+)<', html).group(1) == f"{total:,.0f}"
+    # earlier cutoffs come from the event data; the calibration uses a cutoff whose labels are known
+    assert len(counts) == 4
+    assert "labels known for" in html
+
+
+def test_top_users_link_to_their_pages_and_leave_out_the_lapsed(review_client) -> None:
+    html = review_client.get("/review", headers=REVIEW).text
+    rows = _cells(html, "top-table")
+    assert rows
+    links = re.findall(r'class="user-link" href="(/review/users/[^"?]+)\?lang=en"', html)
+    assert len(links) == len(rows)
+    risky = [row for row in rows if row[-1] == "high risk"]
+    assert risky and all(row[1] != "dormant" for row in risky)
+
+
+def test_a_users_page_shows_the_decision_and_why(review_client) -> None:
+    user = review_client.world.user_ids[3]
+    api = review_client.get(f"/v1/users/{user}/decision", headers=SCORE).json()
+    response = review_client.get(f"/review/users/{user}", headers=REVIEW)
+    assert response.status_code == 200, response.text
+    html = html_lib.unescape(response.text)
+    assert f'id="stage">{api["stage"]["name"]}<' in html
+    assert api["stage"]["rule"] in html
+    assert f'id="action">{api["action"]["name"]}<' in html
+    for model in ("churn", "upgrade"):
+        for contribution in api["explanations"][model]["top"]:
+            assert contribution["reason"] in html
+        figure = html.split(f'id="waterfall-{model}"', 1)[1].split("</svg>", 1)[0]
+        assert "<svg" in figure and "SHAP waterfall" in figure
+    # the value breakdown: retention value + upgrade gain − cost = the expected value, for every action
+    breakdown = _cells(html, "breakdown")
+    assert len(breakdown) == len(api["alternatives"])
+    for name, _status, retention, growth, cost, value, _why in breakdown:
+        parts = [float(x.replace(",", "")) for x in (retention, growth, cost)]
+        assert sum(parts) == pytest.approx(float(value.replace(",", "")), abs=0.011), name
+    chosen = [row for row in breakdown if row[1] == "chosen"]
+    assert [row[0] for row in chosen] == [api["action"]["name"]]
+    assert _cells(html, "timeline") and _cells(html, "events")
+    assert not EXTERNAL.search(html)
+
+
+def test_the_users_page_in_chinese(review_client) -> None:
+    user = review_client.world.user_ids[3]
+    api = review_client.get(f"/v1/users/{user}/decision?lang=zh", headers=SCORE).json()
+    html = html_lib.unescape(review_client.get(f"/review/users/{user}?lang=zh", headers=REVIEW).text)
+    assert 'lang="zh-CN"' in html and "流失评分的原因" in html and "每个动作的期望价值" in html
+    assert api["explanations"]["churn"]["top"][0]["reason"] in html
+
+
+def test_an_unknown_user_gets_a_readable_404_page(review_client) -> None:
+    response = review_client.get("/review/users/no-such-user", headers=REVIEW)
+    assert response.status_code == 404
+    assert "text/html" in response.headers["content-type"]
+    assert (
+        "No user no-such-user as of the store&#39;s snapshot" in response.text
+        and "Back to the overview" in response.text
+    )
+    hostile = review_client.get("/review/users/<img src=x onerror=alert(1)>", headers=REVIEW)
+    assert hostile.status_code == 404
+    assert "<img src=x" not in hostile.text and "&lt;img src=x onerror=alert(1)&gt;" in hostile.text
+    missing = review_client.get("/review/decisions/0123456789abcdef", headers=REVIEW)
+    assert missing.status_code == 404 and "No decision" in missing.text
+
+
+def test_a_logged_decision_is_replayed_and_reproduces(review_client) -> None:
+    user = review_client.world.user_ids[5]
+    decision = review_client.get(f"/v1/users/{user}/decision", headers=SCORE).json()
+    response = review_client.get(f"/review/decisions/{decision['decision_id']}", headers=REVIEW)
+    assert response.status_code == 200, response.text
+    html = response.text
+    assert (
+        'id="replay-result">Re-run under the same versions with the logged inputs: the decision reproduces.'
+        in html
+    )
+    assert f'id="action">{decision["action"]["name"]}<' in html
+    assert decision["versions"]["churn_model"] in html
+    assert html.count("SHAP waterfall") == 2
+    # and the user's page lists it
+    page = review_client.get(f"/review/users/{user}", headers=REVIEW).text
+    assert f"/review/decisions/{decision['decision_id']}" in page
+
+
+def test_a_replay_that_does_not_reproduce_says_what_differs(review_client) -> None:
+    user = review_client.world.user_ids[5]
+    decision = review_client.get(f"/v1/users/{user}/decision", headers=SCORE).json()
+    log = review_client.app.state.decision_log
+    assert log.flush()
+    logged = log.get_decision(decision["decision_id"])
+    models = review_client.app.state.holder.current
+    from serving.scorer import Scorer
+
+    again = Scorer(load_config()).decide(models, logged["inputs"], user_id=user, as_of=None)
+    assert compare_replay(logged, again) == []
+    logged["payload"]["churn"]["probability"] += 0.01
+    logged["candidates"][0]["expected_value"] += 1.0
+    differences = compare_replay(logged, again)
+    assert len(differences) == 2
+    assert differences[0].startswith("churn probability: logged")
+    assert differences[1].startswith(f"{logged['candidates'][0]['name']} expected value")
+
+
+def test_replays_load_other_versions_from_the_registry(review_client) -> None:
+    from serving.review import ReplayModels
+    from serving.state import RegistryLoader
+
+    serving = review_client.app.state.holder.current
+    replays = ReplayModels(RegistryLoader(load_config()))
+    loaded = replays.get(serving.version_labels(), None)
+    assert loaded is not serving and loaded.versions == serving.versions
+    assert replays.get(serving.version_labels(), None) is loaded  # kept
+    rng = np.random.default_rng(0)
+    row = {n: float(v) for n, v in zip(serving.churn.feature_names, rng.random(5), strict=False)}
+    from models.frame import encode_row
+    from models.scoring import score_matrix
+
+    a = score_matrix(encode_row(row, serving.churn.feature_names, serving.churn.categories), serving.churn)
+    b = score_matrix(encode_row(row, loaded.churn.feature_names, loaded.churn.categories), loaded.churn)
+    assert a == b
+
+
+def test_without_event_data_the_overview_uses_the_store_and_says_what_is_missing(
+    served_env, monkeypatch
+) -> None:
+    monkeypatch.delenv("CLM_EVENTS_DIR", raising=False)
+    app = create_app(load_config(), ServingSettings())
+    with TestClient(app) as client:
+        html = client.get("/review", headers=REVIEW).text
+        assert 'id="no-history"' in html and "CLM_EVENTS_DIR" in html
+        counts = _cells(html, "stage-counts")
+        assert len(counts) == 1
+        assert sum(int(x.replace(",", "")) for x in counts[0][1:]) == len(served_env.user_ids)
+        user = client.get(f"/review/users/{served_env.user_ids[0]}", headers=REVIEW)
+        assert user.status_code == 200 and "CLM_EVENTS_DIR" in user.text
