@@ -12,11 +12,12 @@ STAMP := $(VENV)/.synced
 CLM := $(VENV)/bin/clm
 DEMO_DIR ?= $(CURDIR)/data/demo
 PYTEST_ARGS ?=
+PORT ?= 8000
 
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: help setup demo test bench lint clean
+.PHONY: help setup demo review test bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -33,8 +34,13 @@ setup: $(STAMP)  ## create .venv from the lock file (idempotent)
 demo: setup  ## simulate a small world and run the pipeline end to end
 	$(CLM) demo --out $(DEMO_DIR)
 
+review: setup  ## serve the demo's decisions and reviewer pages on 127.0.0.1:$(PORT) (after `make demo`)
+	@test -f $(DEMO_DIR)/serve.env || { echo "run make demo first"; exit 1; }
+	set -a && . $(DEMO_DIR)/serve.env && set +a && $(CLM) serve --host 127.0.0.1 --port $(PORT)
+
 test: setup  ## run the test suite (heavy runs are behind the `slow` marker)
 	@bash scripts/ensure-services.sh
+	@bash scripts/ensure-browser.sh
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: setup  ## run the benchmarks; each prints its figures (about 35 minutes on 2 cores)

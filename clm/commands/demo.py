@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +28,7 @@ from features.registry import build_registry, registry_version
 from simulation.calibration import TARGETS, measure
 from simulation.io import simulate_to_directory
 from simulation.params import LATENT_TO_PRODUCT_STAGE, STAGES
+from training import tracking
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +119,15 @@ def demo(
     _features_and_store(console, config, data, out, days)
     _train_and_promote(console, config, data, raw / "truth")
     _policy(console, config, data, raw / "truth")
-    _serve(console, out)
+    urls = _serve(console, out)
+    if urls:
+        console.print(
+            f"[bold]reviewer pages[/bold] — start the server with `make review`, open a page and sign in with "
+            f"the review key [bold]{urls['review_key']}[/bold]:"
+        )
+        for name in ("overview", "user", "replay"):
+            if name in urls:
+                console.print(f"   {name:9s} {urls[name]}")
 
 
 def _features_and_store(console: Console, config: dict, data: Path, out: Path, days: int) -> None:
@@ -161,7 +172,6 @@ def _features_and_store(console: Console, config: dict, data: Path, out: Path, d
 
 def _train_and_promote(console: Console, config: dict, data: Path, truth: Path) -> None:
     """Train both models into the project's MLflow store, then promote each challenger."""
-    from training import tracking
     from training.promote import promote_model
     from training.train import train
 
@@ -280,10 +290,24 @@ def _policy(console: Console, config: dict, data: Path, truth: Path) -> None:
     console.print("   action mix: " + ", ".join(f"{a} {n:,}" for a, n in counts.items()))
 
 
-def _serve(console: Console, out: Path) -> None:
+DEMO_USERS = ("u000003", "u000007", "u000029")
+
+
+def serve_env(out: Path, keys: dict[str, list[str]]) -> dict[str, str]:
+    """The environment `clm serve` needs over the demo's directory (store, decision log, event data)."""
+    out = out.resolve()
+    return {
+        "CLM_API_KEYS": json.dumps(keys),
+        "CLM_ONLINE_STORE": f"sqlite:///{out / 'online.db'}",
+        "CLM_DECISION_LOG": f"sqlite:///{out / 'decisions.db'}",
+        "CLM_EVENTS_DIR": str(out / "data"),
+    }
+
+
+def _serve(console: Console, out: Path) -> dict[str, str]:
     """Start `clm serve` on a free local port over the demo's store, ask it for a few decisions over HTTP,
-    print them, stop it."""
-    import json
+    open the reviewer pages, print them, stop it; write `OUT/serve.env` for `make review`. Returns the
+    reviewer URLs (on port 8000, where `make review` serves)."""
     import secrets
     import time
 
@@ -291,17 +315,21 @@ def _serve(console: Console, out: Path) -> None:
 
     from clm.commands.serve import background_server
 
-    key = secrets.token_hex(8)
-    env = {"CLM_API_KEYS": json.dumps({key: ["score"]}),
-           "CLM_ONLINE_STORE": f"sqlite:///{(out / 'online.db').resolve()}",
-           "CLM_DECISION_LOG": f"sqlite:///{(out / 'decisions.db').resolve()}"}  # fmt: skip
+    key, review_key = secrets.token_hex(8), secrets.token_hex(8)
+    env = serve_env(out, {key: ["score"], review_key: ["review"]})
+    env_file = out / "serve.env"
+    env_file.write_text(
+        "".join(f"{name}={shlex.quote(value)}\n" for name, value in env.items())
+        + f"MLFLOW_TRACKING_URI={shlex.quote(tracking.resolve_tracking_uri(Path.cwd()))}\n"
+    )
+    urls: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
         try:
             with console.status("starting clm serve"):
                 base = stack.enter_context(background_server(env, out.resolve()))
         except RuntimeError as exc:
             console.print(f"[red]{exc}[/red]")
-            return
+            return urls
         store_users = httpx.get(f"{base}/v1/models", headers={"X-API-Key": key}, timeout=10).json()
         table = Table(
             title=f"9. the decision API at {base} (features as of {store_users['store'].get('as_of')})"
@@ -316,7 +344,8 @@ def _serve(console: Console, out: Path) -> None:
             "top reason",
         ):
             table.add_column(column)
-        for user in ("u000003", "u000007", "u000029"):
+        decision_ids = []
+        for user in DEMO_USERS:
             started = time.perf_counter()
             response = httpx.get(f"{base}/v1/users/{user}/decision", headers={"X-API-Key": key}, timeout=30)
             elapsed = 1000 * (time.perf_counter() - started)
@@ -326,6 +355,7 @@ def _serve(console: Console, out: Path) -> None:
                 )
                 continue
             d = response.json()
+            decision_ids.append(d["decision_id"])
             reason = (
                 d["explanations"]["churn"]["top"][0]["reason"] if d["explanations"]["churn"]["top"] else ""
             )
@@ -334,8 +364,24 @@ def _serve(console: Console, out: Path) -> None:
                 d["action"]["name"], f"{d['action']['expected_value']:.2f}", f"{elapsed:.0f}", reason,
             )  # fmt: skip
         console.print(table)
+        pages = {"overview": "/review", "user": f"/review/users/{DEMO_USERS[0]}"}
+        if decision_ids:
+            pages["replay"] = f"/review/decisions/{decision_ids[0]}"
+        review = Table(title="10. the reviewer pages (scope review)")
+        for column in ("page", "path", "HTTP", "ms", "KiB"):
+            review.add_column(column)
+        for name, path in pages.items():
+            started = time.perf_counter()
+            response = httpx.get(f"{base}{path}", headers={"X-API-Key": review_key}, timeout=120)
+            elapsed = 1000 * (time.perf_counter() - started)
+            review.add_row(
+                name, path, str(response.status_code), f"{elapsed:.0f}", f"{len(response.content) / 1024:.0f}"
+            )
+            urls[name] = f"http://127.0.0.1:8000{path}"
+        console.print(review)
         console.print(
-            f'   try it: CLM_API_KEYS=\'{{"KEY": ["score"]}}\' CLM_ONLINE_STORE=sqlite:///{(out / "online.db").resolve()} '
-            ".venv/bin/clm serve, then curl -H 'X-API-Key: KEY' http://127.0.0.1:8000/v1/users/u000003/decision "
-            "(OpenAPI at /docs)"
+            f"   try the API: `make review` (clm serve on 127.0.0.1:8000 with {env_file}), then "
+            f"curl -H 'X-API-Key: {key}' http://127.0.0.1:8000/v1/users/{DEMO_USERS[0]}/decision (OpenAPI at /docs)"
         )
+    urls["review_key"] = review_key
+    return urls

@@ -1,0 +1,197 @@
+"""The reviewer pages in a real headless browser: Debian's chromium driven by Playwright against a real
+`clm serve` over the trained world. A reviewer signs in, reads the overview, follows a link to a user,
+sees the stage, action, reasons and waterfalls, opens the replay of a logged decision, switches to
+Chinese; a key without the review scope is refused and an unknown user gets a readable 404. Any
+JavaScript console error, page error or failed request fails the test. Screenshots go to the test's
+temporary directory."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from clm.commands.serve import background_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+KEYS = {"score-key": ["score"], "review-key": ["review"]}
+
+
+@pytest.fixture(scope="module")
+def server(served_world, tmp_path_factory) -> Iterator[str]:
+    workdir = tmp_path_factory.mktemp("browser-serve")
+    env = {
+        "MLFLOW_TRACKING_URI": served_world.tracking_uri,
+        "CLM_API_KEYS": json.dumps(KEYS),
+        "CLM_ONLINE_STORE": served_world.store_url,
+        "CLM_DECISION_LOG": f"sqlite:///{workdir / 'decisions.db'}",
+        "CLM_EVENTS_DIR": str(served_world.data),
+        "CLM_EXPLORATION": "false",
+    }
+    with background_server(env, workdir, ready_timeout_seconds=180) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: run scripts/ensure-browser.sh (make test does) to install Debian's chromium"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-component-update", "--no-first-run"],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+
+
+class Watched:
+    """A page whose console errors, page errors, failed requests and unexpected HTTP errors are collected."""
+
+    def __init__(self, context, base: str, shots: Path) -> None:
+        self.page = context.new_page()
+        self.base = base
+        self.shots = shots
+        self.problems: list[str] = []
+        self.expected_status: set[int] = set()
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url} {r.failure}"))
+        self.page.on("response", self._response)
+
+    def _console(self, message) -> None:
+        if message.type != "error":
+            return
+        # chromium reports a page answered with an error status as a console error; expected ones are fine
+        refused = re.search(r"Failed to load resource: the server responded with a status of (\d+)", message.text)
+        if refused and int(refused.group(1)) in self.expected_status:
+            return
+        self.problems.append(f"console: {message.text}")
+
+    def _response(self, response) -> None:
+        if not response.url.startswith(self.base):
+            self.problems.append(f"request to another origin: {response.url}")
+        elif response.status >= 400 and response.status not in self.expected_status:
+            self.problems.append(f"HTTP {response.status} for {response.url}")
+
+    def goto(self, path: str, *, status: int = 200):
+        self.expected_status = {status} if status >= 400 else set()
+        response = self.page.goto(self.base + path)
+        assert response is not None and response.status == status, (path, response and response.status)
+        return response
+
+    def shot(self, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 10_000
+        return path
+
+
+@pytest.fixture
+def watched(browser, server, tmp_path) -> Iterator[Watched]:
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = Watched(context, server, tmp_path)
+    yield page
+    context.close()
+    print(f"screenshots in {tmp_path}: {sorted(p.name for p in tmp_path.glob('*.png'))}")
+    assert page.problems == []
+
+
+def sign_in(watched: Watched, key: str, path: str = "/review") -> None:
+    watched.goto(path, status=401)
+    assert "Sign in" in watched.page.title()
+    watched.page.fill("input[name=api_key]", key)
+    watched.expected_status = {401, 403}
+    watched.page.click("button[type=submit] >> text=Sign in")
+    watched.page.wait_for_load_state()
+
+
+def test_a_reviewer_follows_a_decision_from_the_overview_to_its_replay(watched: Watched, server: str) -> None:
+    page = watched.page
+    sign_in(watched, "review-key")
+    assert page.url == f"{server}/review"
+    assert page.title().startswith("Overview")
+    for section in ("#stages svg", "#actions svg", "#calibration svg", "#top-table"):
+        assert page.locator(section).count() >= 1, section
+    watched.shot("01-overview")
+
+    # the table filter narrows the rows
+    rows = page.locator("#top-table tbody tr")
+    total = rows.count()
+    first_user = page.locator("#top-table a.user-link").first.inner_text()
+    page.fill("#user-filter", first_user)
+    assert page.locator("#top-table tbody tr:visible").count() < total
+    page.fill("#user-filter", "")
+
+    page.locator("#top-table a.user-link").first.click()
+    page.wait_for_load_state()
+    assert page.url.startswith(f"{server}/review/users/{first_user}")
+    api = httpx.get(
+        f"{server}/v1/users/{first_user}/decision", headers={"X-API-Key": "score-key"}, timeout=30
+    ).json()
+    assert page.locator("#stage").inner_text() == api["stage"]["name"]
+    assert page.locator("#action").inner_text() == api["action"]["name"]
+    assert api["stage"]["rule"] in page.locator("#stage-rule").inner_text()
+    reasons = page.locator("table.reasons[data-model=churn]").inner_text()
+    assert api["explanations"]["churn"]["top"][0]["reason"] in reasons
+    for model in ("churn", "upgrade"):
+        figure = page.locator(f"#waterfall-{model} svg")
+        assert figure.count() == 1 and figure.bounding_box()["height"] > 150
+        assert "SHAP waterfall" in figure.text_content()
+    assert page.locator("#breakdown tr.chosen").count() == 1
+    watched.shot("02-user")
+
+    # the decision the API just made for this user is listed; its replay reproduces
+    page.reload()
+    link = page.locator(f"a.decision-link[href^='/review/decisions/{api['decision_id']}']")
+    assert link.count() == 1
+    link.click()
+    page.wait_for_load_state()
+    assert page.locator("#decision-id").inner_text() == api["decision_id"]
+    assert "reproduces" in page.locator("#replay-result").inner_text()
+    assert page.locator("#action").inner_text() == api["action"]["name"]
+    assert page.locator("#waterfall-churn svg").count() == 1
+    watched.shot("03-replay")
+
+    page.click("#lang-toggle")
+    page.wait_for_load_state()
+    assert "lang=zh" in page.url and page.locator("html").get_attribute("lang") == "zh-CN"
+    assert "决策回放" in page.locator("h1").inner_text()
+    watched.shot("04-replay-zh")
+
+
+def test_a_key_without_the_review_scope_is_refused(watched: Watched) -> None:
+    sign_in(watched, "score-key")
+    assert "lacks the review scope" in watched.page.inner_text("body")
+    assert watched.page.context.cookies() == []
+    watched.shot("05-forbidden")
+    watched.goto("/review", status=401)
+
+
+def test_an_unknown_user_gets_a_readable_404_page(watched: Watched) -> None:
+    sign_in(watched, "review-key")
+    watched.goto("/review/users/nobody-here", status=404)
+    body = watched.page.inner_text("body")
+    assert "Not found" in body and "No user nobody-here" in body
+    watched.page.click("text=Back to the overview")
+    watched.page.wait_for_load_state()
+    assert watched.page.title().startswith("Overview")
+    watched.shot("06-not-found")
+
+
+def test_the_user_search_box_goes_to_the_users_page(watched: Watched, served_world) -> None:
+    sign_in(watched, "review-key")
+    user = served_world.user_ids[7]
+    watched.page.fill("header input[name=user_id]", user)
+    watched.page.press("header input[name=user_id]", "Enter")
+    watched.page.wait_for_load_state()
+    assert watched.page.locator("#user-id").inner_text() == user
