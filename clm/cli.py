@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from clm.commands import demo, features, ingest, models, policy, serve, simulate
+from clm.commands import demo, features, ingest, models, policy, report, serve, simulate
 
 app = typer.Typer(
     name="clm",
@@ -38,6 +38,10 @@ app.command("score", help="Stage, scores, CLV and next best action for every use
 app.command(
     "evaluate-policy", help="The policy's value per 1,000 users against baselines and the oracle; IPS/DR."
 )(policy.evaluate_policy)
+app.command(
+    "report",
+    help="A campaign report as one self-contained HTML file: stages, actions, budget, drivers, calibration.",
+)(report.report)
 app.command("serve", help="Serve decisions over HTTP (FastAPI under uvicorn) with the @champion models.")(
     serve.serve
 )

@@ -9,10 +9,10 @@ there if no backend is in use yet, and detaches its figure from pyplot before re
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -335,34 +335,39 @@ def score_distribution_figure(scores: Mapping[str, object], *, title: str = "Sco
     return figure
 
 
-def figure_svg(fig: Figure) -> str:
-    """The figure as inline SVG markup (text kept as text, so pages stay small and searchable), then
-    released. Needs no server and no network to display."""
+_SVG_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
+_SVG_NAMESPACES = re.compile(r'\s+xmlns(?::\w+)?="[^"]*"')
+_SVG_IDS = re.compile(r'\bid="([^"]+)"')
+
+
+def figure_svg(fig: Figure, scope: str | None = None) -> str:
+    """The figure as inline SVG markup for an HTML page, then released: text kept as text (small,
+    searchable), without matplotlib's RDF metadata and namespace declarations (URLs an HTML parser does
+    not need), and with its element ids prefixed by `scope` when given, so that ids repeated across the
+    figures of one page (clip paths, markers) cannot resolve to another figure's. Needs no network."""
     import io
 
     from matplotlib import rc_context
 
     buffer = io.StringIO()
     with rc_context({"svg.fonttype": "none", "svg.hashsalt": "clm"}):
-        fig.savefig(buffer, format="svg")
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
     if "matplotlib.pyplot" in sys.modules:
         import matplotlib.pyplot as plt
 
         plt.close(fig)
     text = buffer.getvalue()
-    return text[text.index("<svg") :]
+    markup = _SVG_NAMESPACES.sub("", _SVG_METADATA.sub("", text[text.index("<svg") :]))
+    if scope is None:
+        return markup
+    ids = set(_SVG_IDS.findall(markup))
 
+    def scoped(match: re.Match[str]) -> str:
+        name = match.group(2)
+        return f"{match.group(1)}{scope}-{name}" if name in ids else match.group(0)
 
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write the figure as PNG (dpi 110), creating the directory, then release it."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, format="png", dpi=PNG_DPI)
-    if "matplotlib.pyplot" in sys.modules:
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-    return target
+    markup = re.sub(r'(\bid=")([^"]+)', scoped, markup)
+    return re.sub(r"(#)([\w.:-]+)", scoped, markup)
 
 
 def figure_png_data_uri(fig: Figure, *, dpi: int = PNG_DPI) -> str:

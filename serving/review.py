@@ -255,10 +255,11 @@ def build_overview(
     flow = ov.flow_matrix(flows, present[-2], present[-1]) if len(present) > 1 else None
     mix = ov.action_mix(snapshot)
     figures = {
-        "stages": plots.figure_svg(plots.stage_share_figure(counts)),
-        "actions": plots.figure_svg(plots.action_mix_figure(mix)),
+        "stages": plots.figure_svg(plots.stage_share_figure(counts), "stages"),
+        "actions": plots.figure_svg(plots.action_mix_figure(mix), "actions"),
         "scores": plots.figure_svg(
-            plots.score_distribution_figure({"churn": snapshot["p_churn"], "upgrade": snapshot["p_upgrade"]})
+            plots.score_distribution_figure({"churn": snapshot["p_churn"], "upgrade": snapshot["p_upgrade"]}),
+            "scores",
         ),
     }
     calibration = None
@@ -273,8 +274,10 @@ def build_overview(
             from models.metrics import expected_calibration_error
 
             title = f"Calibration on the {cutoff} cutoff ({int(rows.sum()):,} users, labels known)"
-            figures["calibration"] = plots.figure_svg(plots.calibration_figure(y, None, p, title=title))
-            figures["lift"] = plots.figure_svg(plots.lift_figure(y, {"churn model": p}))
+            figures["calibration"] = plots.figure_svg(
+                plots.calibration_figure(y, None, p, title=title), "calibration"
+            )
+            figures["lift"] = plots.figure_svg(plots.lift_figure(y, {"churn model": p}), "lift")
             calibration = {
                 "cutoff": cutoff,
                 "users": int(rows.sum()),
@@ -362,7 +365,7 @@ def waterfall_svg(models: ModelSet, target: str, values: dict[str, Any]) -> str:
     labels = [f"{name} = {_fmt_value(values.get(name))}" for name in bundle.feature_names]
     title = f"{bundle.name}: SHAP waterfall (log-odds)"
     figure = plots.waterfall_figure(contrib[-1], contrib[:-1], labels, top_k=WATERFALL_TOP_K, title=title)
-    return plots.figure_svg(figure)
+    return plots.figure_svg(figure, f"waterfall-{target}")
 
 
 def _fmt_value(value: Any) -> str:

@@ -72,7 +72,9 @@ class Watched:
         if message.type != "error":
             return
         # chromium reports a page answered with an error status as a console error; expected ones are fine
-        refused = re.search(r"Failed to load resource: the server responded with a status of (\d+)", message.text)
+        refused = re.search(
+            r"Failed to load resource: the server responded with a status of (\d+)", message.text
+        )
         if refused and int(refused.group(1)) in self.expected_status:
             return
         self.problems.append(f"console: {message.text}")

@@ -30,7 +30,7 @@ def table() -> pd.DataFrame:
                 "no_action",
                 "no_action",
                 "onboarding_guide",
-            ],  # fmt: skip
+            ],
             "expected_value": [1.0, 0.0, 2.5, 0.4, 0.0, 0.0, 0.6],
             "cost": [0.2, 0.0, 6.0, 0.1, 0.0, 0.0, 0.2],
             "uplift": [0.01, 0.0, -0.02, 0.03, 0.0, 0.0, 0.02],

@@ -1,0 +1,700 @@
+"""The campaign report (`clm report`): one self-contained HTML page for a batch scoring run — the stage mix
+and the flows between stages, the actions chosen and what they cost within an optional budget, the score
+distributions, the models' global drivers, their calibration on the latest closed horizon, and the
+policy's evaluation against the simulator's truth when there is one.
+
+`gather_report_inputs` is the I/O edge (it reads the data directory and runs the policy evaluation);
+`build_report` is pure: frames, bundles and the evaluation in, a `ReportData` of frames and inline figures
+out; `render_report` turns that into HTML with Jinja2. The page references nothing outside itself — the
+CSS is inline, the figures are inline SVG (the SHAP beeswarm an embedded PNG) and a Content-Security-Policy
+forbids any fetch — so it opens from a file with no server and no network."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.build import LabelParams
+from features.jobs import DataDirectoryError, connect, feature_history, load_inputs
+from features.registry import FeatureParams, build_registry
+from models.arbitration import ELIGIBLE, plan_within_budget
+from models.catalog import NO_ACTION
+from models.metrics import classification_metrics
+from models.overview import (
+    action_mix,
+    flow_matrix,
+    global_drivers,
+    population_decisions,
+    stage_counts,
+    stage_flows,
+)
+from models.plots import (
+    action_mix_figure,
+    calibration_figure,
+    figure_png_data_uri,
+    figure_svg,
+    lift_figure,
+    score_distribution_figure,
+    shap_beeswarm_figure,
+    stage_share_figure,
+)
+from models.policy import OUTCOME_OF, PolicyBundle, decide
+from models.scoring import score
+from training.evaluate_policy import PolicyEvaluation, evaluate_policy, policy_table
+from training.policy import ScoringModels
+from training.truth import read_effects
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+TITLE = "clm campaign report"
+PREVIOUS_STAGE_CUTOFFS = 3
+TOP_DRIVERS = 10
+BEESWARM_FEATURES = 15
+NO_TRUTH_NOTE = "no ground truth for this data; run `clm evaluate-policy` on simulated data"
+# The sections in page order: anchor id and heading. The tests look for every heading.
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("summary", "Summary"),
+    ("stages", "Stage mix"),
+    ("actions", "Actions and budget"),
+    ("scores", "Score distributions"),
+    ("drivers", "Top global drivers"),
+    ("calibration", "Calibration"),
+    ("policy", "Policy evaluation"),
+)
+POLICY_LABELS = {
+    "clm": "clm policy (uplift × value − cost)",
+    "no_action": "contact nobody",
+    "random": "a random eligible action",
+    "stage_playbook": "stage playbook (first catalog action per stage)",
+    "top_risk_discount": "top-risk decile → retention discount",
+    "oracle": "oracle (knows the true effects)",
+}
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """Where the report's inputs came from, for its header (strings: the command resolves them)."""
+
+    data_dir: str
+    config_source: str
+    config_version: str
+    config_digest: str
+    generated_at: dt.datetime
+    truth_dir: str | None = None
+
+
+@dataclass
+class ReportInputs:
+    """Everything `build_report` reads, gathered by `gather_report_inputs`."""
+
+    as_of: dt.date
+    history: pd.DataFrame  # feature_history rows at the stage cutoffs and the calibration cutoff
+    stage_cutoffs: list[dt.date]  # ascending, ending at as_of
+    calibration_cutoff: dt.date | None
+    models: ScoringModels
+    policy: PolicyBundle
+    policy_version: str
+    context: ReportContext
+    budget: float | None = None
+    budget_method: str = "lagrangian"
+    evaluation: PolicyEvaluation | None = None
+    evaluation_note: str | None = None
+    feature_descriptions: Mapping[str, str] = field(default_factory=dict)
+    driver_sample: int = 2000
+
+
+@dataclass
+class CalibrationView:
+    target: str
+    cutoff: dt.date
+    metrics: dict[str, float]  # classification_metrics on the closed labels, plus mean_predicted
+    figures: dict[str, str]  # reliability, lift → keys of ReportData.figures
+
+
+@dataclass
+class ReportData:
+    """The report's content: numbers as frames, figures as inline markup; `render_report` formats it."""
+
+    title: str
+    as_of: dt.date
+    generated_at: str
+    header: list[tuple[str, str]]
+    n_users: int
+    currency: str
+    versions: dict[str, str]
+    headline: dict[str, float]  # users, contacts, cost, expected_value of the plan that would go out
+    stage_cutoffs: list[dt.date]
+    stage_counts: pd.DataFrame  # cutoff × stage users
+    stage_profile: pd.DataFrame  # per stage at as_of: users, share, mean scores, CLV, contacted
+    flow_step: tuple[dt.date, dt.date] | None
+    flows: pd.DataFrame | None  # from-stage × to-stage users over flow_step
+    action_mix: pd.DataFrame  # action_mix() plus `targets` and, with a budget, `users_within_budget`
+    budget: dict[str, Any]
+    score_summary: pd.DataFrame
+    drivers: dict[str, pd.DataFrame]
+    calibration: list[CalibrationView]
+    calibration_note: str | None
+    policy_table: pd.DataFrame | None
+    policy_lines: list[str]
+    evaluated: bool  # whether the policy evaluation ran (its note says why not)
+    offline: dict[str, float | None] | None
+    policy_note: str | None
+    figures: dict[str, str]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Cutoffs
+
+
+def months_before(day: dt.date, months: int) -> dt.date:
+    """The same day of the month `months` months earlier, clamped to the month's last day."""
+    index = day.year * 12 + day.month - 1 - months
+    year, month = divmod(index, 12)
+    return dt.date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
+
+
+def stage_cutoffs(
+    as_of: dt.date, first_event: dt.date, previous: int = PREVIOUS_STAGE_CUTOFFS
+) -> list[dt.date]:
+    """`as_of` and up to `previous` monthly cutoffs before it that lie after the data's first event."""
+    earlier = [months_before(as_of, k) for k in range(previous, 0, -1)]
+    return [c for c in earlier if c > first_event] + [as_of]
+
+
+# --------------------------------------------------------------------------------------------------------
+# The I/O edge
+
+
+def gather_report_inputs(
+    data_dir: Path,
+    *,
+    config: dict[str, Any],
+    as_of: dt.date,
+    models: ScoringModels,
+    policy: PolicyBundle,
+    policy_version: str,
+    context: ReportContext,
+    project_root: Path,
+    budget: float | None = None,
+    alias: str = "champion",
+    truth_dir: Path | None = None,
+    progress: Progress = lambda message: None,
+) -> ReportInputs:
+    """Read what the report needs from `data_dir`: features and closed labels at the stage and calibration
+    cutoffs, and the policy evaluation (true values when `truth_dir` has effects at `as_of`, offline IPS/DR
+    from the campaign logged that day). Raises DataDirectoryError naming the directory or --as-of."""
+    params = FeatureParams.from_config(config["features"])
+    con = connect()
+    inputs = load_inputs(con, Path(data_dir))
+    first = con.to_pyarrow(inputs.events.ts.min()).as_py()
+    if first is None:
+        raise DataDirectoryError(f"{data_dir}/events.parquet has no events")
+    first_event = first.date()
+    if as_of > inputs.data_end:
+        raise DataDirectoryError(
+            f"--as-of {as_of} is after the end of the data in {data_dir} ({inputs.data_end}, the day after "
+            "its last event)"
+        )
+    if as_of <= first_event:
+        raise DataDirectoryError(
+            f"--as-of {as_of} is not after the first event in {data_dir} ({first_event}): nobody to report on"
+        )
+    cutoffs = stage_cutoffs(as_of, first_event)
+    horizon = models.churn.horizon_days
+    calibration_cutoff: dt.date | None = as_of - dt.timedelta(days=horizon)
+    if calibration_cutoff <= first_event:
+        calibration_cutoff = None
+    labels = LabelParams.from_config(config["labels"], horizon_days=horizon)
+    wanted = sorted({*cutoffs, *([calibration_cutoff] if calibration_cutoff else [])})
+    progress(f"features at {len(wanted)} cutoffs: {', '.join(map(str, wanted))}")
+    history = feature_history(data_dir, wanted, params=params, label_params=labels, con=con)
+    evaluation, note = _evaluation(
+        data_dir, config=config, as_of=as_of, alias=alias, truth_dir=truth_dir, project_root=project_root,
+        progress=progress,
+    )  # fmt: skip
+    return ReportInputs(
+        as_of=as_of, history=history, stage_cutoffs=cutoffs, calibration_cutoff=calibration_cutoff,
+        models=models, policy=policy, policy_version=policy_version, context=context, budget=budget,
+        budget_method=str(config["policy"]["budget_method"]), evaluation=evaluation, evaluation_note=note,
+        feature_descriptions={f.name: f.description for f in build_registry(params)},
+        driver_sample=int(config["training"]["shap_sample_rows"]),
+    )  # fmt: skip
+
+
+def _evaluation(
+    data_dir: Path, *, config: dict[str, Any], as_of: dt.date, alias: str, truth_dir: Path | None,
+    project_root: Path, progress: Progress,
+) -> tuple[PolicyEvaluation | None, str | None]:  # fmt: skip
+    """The policy evaluation at `as_of` (not logged to MLflow: a report only reads), and a note for the
+    reader when the true values cannot be computed or the evaluation failed."""
+    note = None
+    effects = None if truth_dir is None else Path(truth_dir) / "effects.parquet"
+    if effects is None or not effects.exists():
+        truth_dir, note = None, NO_TRUTH_NOTE
+    elif read_effects(truth_dir, as_of) is None:
+        known = sorted(
+            pd.Timestamp(c).date() for c in pd.read_parquet(effects, columns=["cutoff"])["cutoff"].unique()
+        )
+        note = (
+            f"the simulator truth in {truth_dir} has no true effects at {as_of} (it has "
+            f"{', '.join(map(str, known))}); pick one of those dates with --as-of for the true values"
+        )
+        truth_dir = None
+    progress(f"evaluating the policy as of {as_of}")
+    try:
+        evaluation = evaluate_policy(
+            Path(data_dir), config=config, project_root=project_root, as_of=as_of, truth_dir=truth_dir,
+            progress=progress, log_to_mlflow=False, alias=alias,
+        )  # fmt: skip
+    except ValueError as exc:  # the rest of the report stands; the section says why this part is missing
+        log.warning("policy evaluation failed: %s", exc)
+        return None, f"the policy evaluation failed: {exc}"
+    return evaluation, note
+
+
+# --------------------------------------------------------------------------------------------------------
+# The pure part
+
+
+def build_report(inputs: ReportInputs) -> ReportData:
+    """Decisions at every stage cutoff, the mixes, the budget plan, drivers, calibration and the policy
+    table, with their figures."""
+    as_of, models, policy = inputs.as_of, inputs.models, inputs.policy
+    history = inputs.history
+    features = history.drop(columns=[c for c in ("churn", "upgrade") if c in history.columns])
+    at_stage_cutoffs = features[features["cutoff"].isin(inputs.stage_cutoffs)].reset_index(drop=True)
+    table = population_decisions(at_stage_cutoffs, models.churn, models.upgrade, policy)
+    is_now = (table["cutoff"] == as_of).to_numpy()
+    if not is_now.any():
+        raise DataDirectoryError(f"no user is known before --as-of {as_of}")
+    now = table[is_now].reset_index(drop=True)
+    frame_now = at_stage_cutoffs[is_now].reset_index(drop=True)
+    figures: dict[str, str] = {}
+
+    counts = stage_counts(table)
+    figures["stage_share"] = figure_svg(
+        stage_share_figure(counts, title="Users per stage at each cutoff"), "stage-share"
+    )
+    flows = flow_step = None
+    if len(inputs.stage_cutoffs) > 1:
+        flow_step = (inputs.stage_cutoffs[-2], as_of)
+        flows = flow_matrix(stage_flows(table), *flow_step)
+
+    mix = action_mix(now)
+    targets = {a.name: OUTCOME_OF[a.outcome] for a in policy.catalog}
+    mix.insert(1, "targets", mix["action"].map(targets).fillna(""))
+    mix.loc[mix["action"] == NO_ACTION, "mean_uplift"] = math.nan  # no target, no effect to show
+    budget, within_budget = _budget(now, frame_now, models, policy, inputs.budget, inputs.budget_method)
+    if within_budget is not None:
+        mix["users_within_budget"] = mix["action"].map(within_budget).fillna(0).astype(int)
+    figures["action_mix"] = figure_svg(
+        action_mix_figure(mix, title=f"Actions chosen as of {as_of}"), "action-mix"
+    )
+
+    figures["scores"] = figure_svg(
+        score_distribution_figure(
+            {"churn": now["p_churn"], "upgrade": now["p_upgrade"]}, title=f"Scores as of {as_of}"
+        ),
+        "scores",
+    )
+    drivers = {}
+    for target, bundle in (("churn", models.churn), ("upgrade", models.upgrade)):
+        values, sampled, ranking = global_drivers(frame_now, bundle, sample=inputs.driver_sample)
+        top = ranking.head(TOP_DRIVERS).copy()
+        top.insert(1, "description", top["feature"].map(inputs.feature_descriptions).fillna(""))
+        drivers[target] = top
+        figures[f"beeswarm_{target}"] = figure_png_data_uri(
+            shap_beeswarm_figure(values, sampled, max_display=BEESWARM_FEATURES)
+        )
+    calibration, calibration_note, calibration_figures = _calibration(
+        history, inputs.calibration_cutoff, models
+    )
+    figures.update(calibration_figures)
+    policy_rows, lines, offline = _policy_section(inputs.evaluation, models)
+
+    plan = budget["plan"] if inputs.budget is not None else budget["policy"]
+    versions = {**models.versions, "policy": inputs.policy_version}
+    context = inputs.context
+    generated_at = context.generated_at.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    header = [
+        ("as of", str(as_of)),
+        ("data", context.data_dir),
+        ("users scored", f"{len(now):,}"),
+        ("churn model", versions["churn"]),
+        ("upgrade model", versions["upgrade"]),
+        ("policy", versions["policy"]),
+        ("feature version", models.churn.feature_version),
+        (
+            "config",
+            f"{context.config_source} (version {context.config_version}, digest {context.config_digest})",
+        ),
+        ("simulator truth", context.truth_dir or "none"),
+        ("generated at", generated_at),
+    ]
+    return ReportData(
+        title=f"{TITLE} — as of {as_of}",
+        as_of=as_of,
+        generated_at=generated_at,
+        header=header,
+        n_users=len(now),
+        currency=policy.value.currency,
+        versions=versions,
+        headline={
+            "users": float(len(now)),
+            **{k: float(plan[k]) for k in ("contacts", "cost", "expected_value")},
+        },
+        stage_cutoffs=list(inputs.stage_cutoffs),
+        stage_counts=counts,
+        stage_profile=_stage_profile(now, list(counts.columns)),
+        flow_step=flow_step,
+        flows=flows,
+        action_mix=mix,
+        budget=budget,
+        score_summary=_score_summary(now),
+        drivers=drivers,
+        calibration=calibration,
+        calibration_note=calibration_note,
+        policy_table=policy_rows,
+        policy_lines=lines,
+        evaluated=inputs.evaluation is not None,
+        offline=offline,
+        policy_note=inputs.evaluation_note,
+        figures=figures,
+    )
+
+
+def _budget(
+    now: pd.DataFrame, frame_now: pd.DataFrame, models: ScoringModels, policy: PolicyBundle,
+    budget: float | None, method: str,
+) -> tuple[dict[str, Any], pd.Series | None]:  # fmt: skip
+    """The policy's own choice (contacts, cost, expected value) and, with a budget, the plan within it as
+    `clm score --budget` makes it, with the users per action under the plan."""
+    contacted = now["action"] != NO_ACTION
+    out: dict[str, Any] = {
+        "budget": budget,
+        "method": method,
+        "policy": {
+            "contacts": int(contacted.sum()),
+            "cost": float(now["cost"].sum()),
+            "expected_value": float(now["expected_value"].sum()),
+        },
+    }
+    if budget is None:
+        return out, None
+    decisions = decide(
+        frame_now, now["p_churn"].to_numpy(), now["p_upgrade"].to_numpy(), policy,
+        churn_horizon_days=models.churn.horizon_days,
+    )  # fmt: skip
+    arb = decisions.arbitration
+    costs = np.array([a.cost for a in policy.catalog])
+    plan = plan_within_budget(arb.value, arb.status == ELIGIBLE, costs, budget, method=method)
+    planned = decisions.to_frame(chosen=plan.chosen)
+    out["plan"] = {"contacts": plan.contacts, "cost": plan.total_cost, "expected_value": plan.total_value}
+    out["price"] = plan.price
+    out["dropped"] = int((contacted.to_numpy() & (plan.chosen < 0)).sum())
+    return out, planned["action"].value_counts()
+
+
+def _stage_profile(now: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    grouped = now.groupby("stage").agg(
+        users=("stage", "size"), p_churn=("p_churn", "mean"), p_upgrade=("p_upgrade", "mean"),
+        clv=("clv", "mean"), contacted=("action", lambda a: int((a != NO_ACTION).sum())),
+    )  # fmt: skip
+    grouped = grouped.reindex([s for s in order if s in grouped.index])
+    grouped.insert(1, "share", grouped["users"] / max(len(now), 1))
+    return grouped.reset_index()
+
+
+def _score_summary(now: pd.DataFrame) -> pd.DataFrame:
+    """Mean, 10th/50th/90th percentile (and the total CLV) of the scores: statistics × scores."""
+    columns = {}
+    for column in ("p_churn", "p_upgrade", "clv"):
+        values = now[column].to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        q10, q50, q90 = np.quantile(values, [0.1, 0.5, 0.9]) if values.size else (math.nan,) * 3
+        columns[column] = [values.mean() if values.size else math.nan, q10, q50, q90,
+                           values.sum() if column == "clv" else math.nan]  # fmt: skip
+    return pd.DataFrame(
+        {"statistic": ["mean", "10th percentile", "median", "90th percentile", "total"], **columns}
+    )
+
+
+def _calibration(
+    history: pd.DataFrame, cutoff: dt.date | None, models: ScoringModels
+) -> tuple[list[CalibrationView], str | None, dict[str, str]]:
+    """Served scores against the closed labels at `cutoff`, per target whose horizon is the churn
+    model's (the labels' horizon): the views, a note on what is not shown, the figures."""
+    if cutoff is None:
+        return [], "the data has no cutoff whose horizon closed before the as-of date", {}
+    rows = history[history["cutoff"] == cutoff]
+    views, skipped, figures = [], [], {}
+    for target, bundle in (("churn", models.churn), ("upgrade", models.upgrade)):
+        if bundle.horizon_days != models.churn.horizon_days:
+            skipped.append(f"{target} (its {bundle.horizon_days}-day horizon differs from the labels')")
+            continue
+        closed = rows[rows[target].notna()]
+        if closed.empty:
+            skipped.append(f"{target} (no closed labels at {cutoff})")
+            continue
+        y = closed[target].astype(float).to_numpy()
+        p = score(closed, bundle)["probability"].to_numpy()
+        metrics = classification_metrics(y, p)
+        metrics["mean_predicted"] = float(p.mean())
+        keys = {"reliability": f"calibration_{target}", "lift": f"lift_{target}"}
+        figures[keys["reliability"]] = figure_svg(
+            calibration_figure(y, None, p, title=f"{target}: predicted vs observed, cutoff {cutoff}"),
+            keys["reliability"],
+        )
+        figures[keys["lift"]] = figure_svg(lift_figure(y, {f"{target} model": p}), keys["lift"])
+        views.append(CalibrationView(target, cutoff, metrics, keys))
+    note = f"not shown: {'; '.join(skipped)}" if skipped else None
+    return views, note, figures
+
+
+def _policy_section(
+    evaluation: PolicyEvaluation | None, models: ScoringModels
+) -> tuple[pd.DataFrame | None, list[str], dict[str, float | None] | None]:
+    if evaluation is None:
+        return None, [], None
+    rows = None
+    lines = []
+    if evaluation.value_per_1000.get("clm") is not None:
+        rows = policy_table(evaluation)
+        oracle = evaluation.value_per_1000.get("oracle")
+        rows.insert(1, "label", rows["policy"].map(POLICY_LABELS).fillna(rows["policy"]))
+        rows["share_of_oracle"] = rows["value_per_1000"] / oracle if oracle else math.nan
+        goals = evaluation.goals()
+        if goals["share_of_oracle"] is not None:
+            lines.append(f"the clm policy reaches {goals['share_of_oracle']:.0%} of the oracle's true value")
+        reachable = evaluation.extra.get("feature_oracle")
+        if reachable:
+            lines.append(
+                f"diagnostic: a model of these features that knew the true effects would reach {reachable:,.0f} "
+                f"per 1,000 users; the clm policy gets {evaluation.value_per_1000['clm'] / reachable:.0%} of that"
+            )
+    if evaluation.in_sample:
+        lines.append(
+            f"{evaluation.as_of} was a training wave of this policy: its offline estimates are in-sample"
+        )
+    if evaluation.stage_agreement is not None:
+        lines.append(
+            f"stages against the simulator's latent stages: macro F1 {evaluation.stage_agreement['macro_f1']:.2f}, "
+            f"accuracy {evaluation.stage_agreement['accuracy']:.0%}"
+        )
+    if evaluation.clv_check is not None:
+        c = evaluation.clv_check
+        lines.append(
+            f"CLV from {c.attrs['cutoff']} over {c.attrs['months']} months: predicted ÷ realised margin "
+            f"{c.attrs['total_ratio']:.2f}, rank correlation {c.attrs['spearman']:.2f}"
+        )
+    if evaluation.scoring_models != models.versions:
+        scored = ", ".join(evaluation.scoring_models.values())
+        lines.append(f"the evaluation scored users with {scored}")
+    offline = evaluation.offline if evaluation.offline.get("n_logged") else None
+    return rows, lines, offline
+
+
+# --------------------------------------------------------------------------------------------------------
+# Rendering
+
+
+@dataclass
+class Table:
+    """A table as the template draws it: column labels with a kind (how to format and align), rows of raw
+    values. Numbers are right-aligned with thousands separators."""
+
+    id: str
+    columns: list[tuple[str, str]]
+    rows: list[list[Any]]
+    row_header: bool = True  # the first cell of each row is a label
+
+
+NUMBER_FORMATS = {
+    "int": "{:,.0f}",
+    "delta": "{:+,.0f}",
+    "money": "{:,.0f}",
+    "money2": "{:,.2f}",
+    "pct": "{:.1%}",
+    "prob": "{:.3f}",
+    "ratio": "{:.2f}",
+    "num": "{:,.4g}",
+}
+
+
+def format_value(value: Any, kind: str) -> str:
+    """One cell's text: `text` as is, numbers by NUMBER_FORMATS (thousands separators, a typographic minus)
+    or `pp` (a probability change in signed percentage points); "–" for a missing value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if kind == "text":
+        return str(value)
+
+    def text_of(number: float) -> str:
+        return f"{100 * number:+.1f} pp" if kind == "pp" else NUMBER_FORMATS[kind].format(number)
+
+    text = text_of(float(value))
+    if text.startswith("-") and not any(digit in text for digit in "123456789"):
+        text = text_of(0.0)  # no "−0" for a tiny negative
+    return text.replace("-", "−")
+
+
+def _frame_table(table_id: str, frame: pd.DataFrame, columns: Sequence[tuple[str, str, str]]) -> Table:
+    """`columns`: (frame column, label, kind)."""
+    return Table(
+        table_id,
+        [(label, kind) for _, label, kind in columns],
+        [[row[key] for key, _, _ in columns] for row in frame.to_dict("records")],
+    )
+
+
+def report_tables(data: ReportData) -> dict[str, Table]:
+    """Every table of the report, in the shape the template draws."""
+    cur = data.currency
+    tables: dict[str, Table] = {}
+    counts = data.stage_counts
+    cutoffs = list(counts.index)
+    now, previous = cutoffs[-1], (cutoffs[-2] if len(cutoffs) > 1 else None)
+    columns = [("stage", "text")] + [
+        (f"{c} (as of)" if c == now else str(c), "int") for c in cutoffs
+    ]  # fmt: skip
+    columns += [("change vs " + str(previous), "delta")] if previous is not None else []
+    rows = []
+    for stage in counts.columns:
+        row = [stage, *[int(counts.at[c, stage]) for c in cutoffs]]
+        if previous is not None:
+            row.append(int(counts.at[now, stage]) - int(counts.at[previous, stage]))
+        rows.append(row)
+    rows.append(["all users", *[int(counts.loc[c].sum()) for c in cutoffs]]
+                + ([int(counts.loc[now].sum() - counts.loc[previous].sum())] if previous is not None else []))  # fmt: skip
+    tables["stage_counts"] = Table("stage-counts", columns, rows)
+    tables["stage_profile"] = _frame_table("stage-profile", data.stage_profile, [
+        ("stage", "stage", "text"), ("users", "users", "int"), ("share", "share", "pct"),
+        ("p_churn", "mean churn probability", "prob"), ("p_upgrade", "mean upgrade probability", "prob"),
+        ("clv", f"mean CLV ({cur})", "money"), ("contacted", "to contact", "int"),
+    ])  # fmt: skip
+    if data.flows is not None:
+        flows = data.flows
+        tables["flows"] = Table(
+            "stage-flows",
+            [("from ↓ / to →", "text"), *[(str(c), "int") for c in flows.columns], ("total", "int")],
+            [
+                [stage, *[int(v) for v in flows.loc[stage]], int(flows.loc[stage].sum())]
+                for stage in flows.index
+            ],
+        )
+    mix_columns = [
+        ("action", "action", "text"), ("targets", "targets", "text"), ("users", "users", "int"),
+        ("share", "share", "pct"), ("expected_value", f"expected value ({cur})", "money"),
+        ("cost", f"cost ({cur})", "money"), ("mean_uplift", "mean effect on target", "pp"),
+    ]  # fmt: skip
+    if "users_within_budget" in data.action_mix:
+        mix_columns.append(("users_within_budget", "users within budget", "int"))
+    tables["action_mix"] = _frame_table("action-mix", data.action_mix, mix_columns)
+    b = data.budget
+    budget_rows = [["the policy's choice (no budget)", b["policy"]["contacts"], b["policy"]["cost"],
+                    b["policy"]["expected_value"]]]  # fmt: skip
+    if "plan" in b:
+        budget_rows.append([f"within the budget of {b['budget']:,.2f} ({b['method']})", b["plan"]["contacts"],
+                            b["plan"]["cost"], b["plan"]["expected_value"]])  # fmt: skip
+    for row in budget_rows:
+        row.append(row[3] / row[1] if row[1] else math.nan)
+    tables["budget"] = Table(
+        "budget",
+        [("plan", "text"), ("contacts", "int"), (f"cost ({cur})", "money2"),
+         (f"expected value ({cur})", "money2"), ("value per contact", "money2")],
+        budget_rows,
+    )  # fmt: skip
+    tables["scores"] = _frame_table("score-summary", data.score_summary, [
+        ("statistic", "", "text"), ("p_churn", "churn probability", "prob"),
+        ("p_upgrade", "upgrade probability", "prob"), ("clv", f"CLV ({cur})", "money"),
+    ])  # fmt: skip
+    for target, top in data.drivers.items():
+        ranked = top.assign(rank=range(1, len(top) + 1))
+        tables[f"drivers_{target}"] = _frame_table(f"drivers-{target}", ranked, [
+            ("rank", "#", "int"), ("feature", "feature", "text"), ("description", "what it measures", "text"),
+            ("mean_abs_contribution", "mean |SHAP| (log-odds)", "prob"),
+        ])  # fmt: skip
+    if data.calibration:
+        tables["calibration"] = Table(
+            "calibration-table",
+            [("model", "text"), ("cutoff", "text"), ("users", "int"), ("observed rate", "pct"),
+             ("mean predicted", "pct"), ("ECE", "prob"), ("Brier", "prob"), ("ROC AUC", "prob"),
+             ("top-decile lift", "ratio")],
+            [[v.target, str(v.cutoff), v.metrics["rows"], v.metrics["positive_rate"], v.metrics["mean_predicted"],
+              v.metrics["ece"], v.metrics["brier"], v.metrics["roc_auc"], v.metrics["top_decile_lift"]]
+             for v in data.calibration],
+        )  # fmt: skip
+    if data.policy_table is not None:
+        tables["policy"] = _frame_table("policy-table", data.policy_table, [
+            ("label", "policy", "text"), ("value_per_1000", f"true value / 1,000 users ({cur})", "money"),
+            ("contacts_per_1000", "contacts / 1,000", "money"), ("cost_per_1000", f"cost / 1,000 ({cur})", "money"),
+            ("share_of_oracle", "÷ oracle", "ratio"),
+        ])  # fmt: skip
+    if data.offline is not None:
+        o = data.offline
+        tables["offline"] = Table(
+            "offline-estimates",
+            [("estimator", "text"), (f"value / 1,000 logged users ({cur})", "money"), ("± standard error", "money")],
+            [["IPS", o.get("ips"), o.get("ips_se")], ["SNIPS", o.get("snips"), None],
+             ["DR (doubly robust)", o.get("dr"), o.get("dr_se")],
+             ["truth on the same users", o.get("truth_on_logged"), None]],
+        )  # fmt: skip
+    return tables
+
+
+def _environment():
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("training", "templates"),
+        autoescape=select_autoescape(),
+        undefined=StrictUndefined,
+    )
+    env.filters["fmt"] = format_value
+    return env
+
+
+def render_report(data: ReportData) -> str:
+    """The report as one HTML document with no external reference."""
+    from markupsafe import Markup
+
+    template = _environment().get_template("report.html.j2")
+    return template.render(
+        data=data,
+        sections=dict(SECTIONS),
+        tables=report_tables(data),
+        figures={name: Markup(markup) for name, markup in data.figures.items()},
+    )
+
+
+def summary_line(data: ReportData) -> str:
+    """One line for the terminal: users, contacts, cost and expected value of the plan."""
+    h = data.headline
+    plan = "within the budget" if "plan" in data.budget else "unconstrained"
+    return (
+        f"{int(h['users']):,} users as of {data.as_of}: {int(h['contacts']):,} to contact ({plan}), cost "
+        f"{h['cost']:,.2f}, expected value {h['expected_value']:,.2f} {data.currency} ({data.versions['policy']})"
+    )
+
+
+__all__ = [
+    "SECTIONS",
+    "ReportContext",
+    "ReportData",
+    "ReportInputs",
+    "build_report",
+    "gather_report_inputs",
+    "render_report",
+    "stage_cutoffs",
+    "summary_line",
+]
