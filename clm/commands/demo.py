@@ -119,6 +119,7 @@ def demo(
     _features_and_store(console, config, data, out, days)
     _train_and_promote(console, config, data, raw / "truth")
     _policy(console, config, data, raw / "truth")
+    report = _report(console, config, data, out)
     urls = _serve(console, out)
     if urls:
         console.print(
@@ -128,6 +129,31 @@ def demo(
         for name in ("overview", "user", "replay"):
             if name in urls:
                 console.print(f"   {name:9s} {urls[name]}")
+    if report is not None:
+        console.print(
+            f"[bold]campaign report[/bold] (opens in a browser, no server needed): {report.resolve()}"
+        )
+
+
+def _report(console: Console, config: dict, data: Path, out: Path) -> Path | None:
+    """`clm report` as of the latest campaign wave the simulator has true effects for (so the report carries
+    the policy-evaluation table), into OUT/report.html."""
+    import time
+
+    from clm.commands.policy import simulated_truth
+    from clm.commands.report import write_report
+
+    truth = simulated_truth(data)
+    if truth is None:
+        return None
+    day = max(pd.read_parquet(truth / "effects.parquet", columns=["cutoff"])["cutoff"])
+    path = out / "report.html"
+    started = time.perf_counter()
+    with console.status("writing the campaign report") as status:
+        size, summary = write_report(data, day, path, config=config, status=status.update)
+    console.print(f"[bold]9. campaign report[/bold] as of {day}: {path} ({size / 1e6:.1f} MB, "
+                  f"{time.perf_counter() - started:.0f} s) — {summary}")  # fmt: skip
+    return path
 
 
 def _features_and_store(console: Console, config: dict, data: Path, out: Path, days: int) -> None:
@@ -332,7 +358,7 @@ def _serve(console: Console, out: Path) -> dict[str, str]:
             return urls
         store_users = httpx.get(f"{base}/v1/models", headers={"X-API-Key": key}, timeout=10).json()
         table = Table(
-            title=f"9. the decision API at {base} (features as of {store_users['store'].get('as_of')})"
+            title=f"10. the decision API at {base} (features as of {store_users['store'].get('as_of')})"
         )
         for column in (
             "GET /v1/users/{id}/decision",
@@ -367,7 +393,7 @@ def _serve(console: Console, out: Path) -> dict[str, str]:
         pages = {"overview": "/review", "user": f"/review/users/{DEMO_USERS[0]}"}
         if decision_ids:
             pages["replay"] = f"/review/decisions/{decision_ids[0]}"
-        review = Table(title="10. the reviewer pages (scope review)")
+        review = Table(title="11. the reviewer pages (scope review)")
         for column in ("page", "path", "HTTP", "ms", "KiB"):
             review.add_column(column)
         for name, path in pages.items():

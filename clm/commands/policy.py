@@ -137,6 +137,14 @@ def print_trained_policy(console: Console, result: Any) -> None:
     )
 
 
+def simulated_truth(data: Path) -> Path | None:
+    """The simulator's truth beside a data directory (DIR/truth, or DIR/../raw/truth as `clm demo` lays it
+    out), or None for real data."""
+    return next(
+        (p for p in (data / "truth", data.parent / "raw" / "truth") if (p / "effects.parquet").exists()), None
+    )
+
+
 def evaluate_policy(
     data: Annotated[Path, typer.Option("--data", help="Canonical data directory.")],
     as_of: Annotated[
@@ -159,9 +167,7 @@ def evaluate_policy(
 
     settings = Settings()
     config = load_config(settings.config)
-    truth_dir = truth or next(
-        (p for p in (data / "truth", data.parent / "raw" / "truth") if (p / "effects.parquet").exists()), None
-    )
+    truth_dir = truth or simulated_truth(data)
     console = Console(stderr=True)
     try:
         with console.status("evaluating the policy") as status:
