@@ -13,6 +13,7 @@ import re
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -383,3 +384,15 @@ def figure_png_data_uri(fig: Figure, *, dpi: int = PNG_DPI) -> str:
 
         plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write the figure as PNG (dpi 110), creating the directory, then release it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, format="png", dpi=PNG_DPI)
+    if "matplotlib.pyplot" in sys.modules:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return target
