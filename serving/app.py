@@ -137,9 +137,11 @@ def create_app(
         metrics.loaded("served", holder.current)
         metrics.loaded("shadow", holder.shadow)
         holder.start_polling(settings.reload_interval_seconds)
-        overview.warm(holder.current, app.state.store)
+        warming = overview.warm(holder.current, app.state.store)
         yield
         holder.stop()
+        if warming is not None:  # it reads the store: let it finish before the store closes
+            warming.join(timeout=120)
         app.state.decision_log.close()
         app.state.store.close()
 
