@@ -101,6 +101,32 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
         raise
 
 
+def _features_and_labels(
+    con: ibis.BaseBackend,
+    inputs: Inputs,
+    cutoffs: Sequence[dt.date],
+    p: FeatureParams,
+    lp: LabelParams,
+    *,
+    hint: str = "",
+) -> tuple[pa.Table, pa.Table]:
+    """The feature and label tables at `cutoffs` (refused when one lies after the data's end)."""
+    late = [c for c in cutoffs if c > inputs.data_end]
+    if late:
+        raise DataDirectoryError(
+            f"cutoffs after the data's end ({inputs.data_end}): {', '.join(map(str, late))}" + hint
+        )
+    features = build_features(
+        inputs.events, cutoffs, p, users=inputs.users, subscriptions=inputs.subscriptions,
+        campaigns=inputs.campaigns, labels=lp,
+    )  # fmt: skip
+    labels = build_labels(
+        inputs.events, cutoffs, lp, p, data_end=inputs.data_end, users=inputs.users,
+        subscriptions=inputs.subscriptions,
+    )  # fmt: skip
+    return con.to_pyarrow(features), con.to_pyarrow(labels)
+
+
 def build_feature_tables(
     data_dir: Path,
     cutoffs: Sequence[dt.date],
@@ -117,25 +143,13 @@ def build_feature_tables(
     lp = label_params or LabelParams()
     con = con or connect()
     inputs = load_inputs(con, data_dir, as_of)
-    late = [c for c in cutoffs if c > inputs.data_end]
-    if late:
-        raise DataDirectoryError(
-            f"cutoffs after the data's end ({inputs.data_end}): {', '.join(map(str, late))}"
-            + (" (--as-of)" if as_of else "")
-        )
-    features = build_features(
-        inputs.events, cutoffs, p, users=inputs.users, subscriptions=inputs.subscriptions,
-        campaigns=inputs.campaigns, labels=lp,
-    )  # fmt: skip
-    labels = build_labels(
-        inputs.events, cutoffs, lp, p, data_end=inputs.data_end, users=inputs.users,
-        subscriptions=inputs.subscriptions,
-    )  # fmt: skip
-    feature_table = con.to_pyarrow(features)
+    feature_table, all_labels = _features_and_labels(
+        con, inputs, cutoffs, p, lp, hint=" (--as-of)" if as_of else ""
+    )
     # the labels for exactly the feature rows: join on the keys already computed, not on the expression
     # (which would run the feature pipeline a second time)
     keys = feature_table.select(["user_id", "cutoff"])
-    label_table = con.to_pyarrow(labels).join(keys, ["user_id", "cutoff"], join_type="inner")
+    label_table = all_labels.join(keys, ["user_id", "cutoff"], join_type="inner")
     label_table = label_table.sort_by([("cutoff", "ascending"), ("user_id", "ascending")])
     version = registry_version(build_registry(p))
     metadata = {
@@ -198,21 +212,8 @@ def feature_history(
     lp = dataclasses.replace(label_params or LabelParams(), keep_churned_users=True)
     con = con or connect()
     inputs = load_inputs(con, data_dir)
-    late = [c for c in cutoffs if c > inputs.data_end]
-    if late:
-        raise DataDirectoryError(
-            f"cutoffs after the data's end ({inputs.data_end}): {', '.join(map(str, late))}"
-        )
-    features = build_features(
-        inputs.events, cutoffs, p, users=inputs.users, subscriptions=inputs.subscriptions,
-        campaigns=inputs.campaigns, labels=lp,
-    )  # fmt: skip
-    labels = build_labels(
-        inputs.events, cutoffs, lp, p, data_end=inputs.data_end, users=inputs.users,
-        subscriptions=inputs.subscriptions,
-    )  # fmt: skip
-    feature_table = con.to_pyarrow(features)
-    label_table = con.to_pyarrow(labels).select(["user_id", "cutoff", "churn", "upgrade"])
+    feature_table, label_table = _features_and_labels(con, inputs, cutoffs, p, lp)
+    label_table = label_table.select(["user_id", "cutoff", "churn", "upgrade"])
     joined = feature_table.join(label_table, ["user_id", "cutoff"], join_type="left outer")
     frame = joined.to_pandas()
     frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date
