@@ -30,7 +30,7 @@ from prometheus_client import (
 
 from features.online import open_store
 from serving.decision_log import DecisionLog, DecisionRecord, UnknownDecision
-from serving.review import OverviewCache, review_router
+from serving.review import OverviewCache, install_review
 from serving.schemas import (
     BatchItem,
     BatchRequest,
@@ -153,7 +153,7 @@ def create_app(
         lifespan=lifespan,
     )
     overview = OverviewCache(config, settings.events_dir)
-    app.include_router(review_router(config, settings, scorer, holder, loader, overview))
+    install_review(app, config, settings, scorer, holder, loader, overview)
     app.state.holder = holder
     app.state.settings = settings
     app.state.metrics = metrics

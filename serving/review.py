@@ -28,7 +28,7 @@ from typing import Any, Literal
 import jinja2
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
@@ -424,6 +424,28 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return frame.replace({np.nan: None}).to_dict("records")
 
 
+class PageRefused(Exception):
+    """Raised by a page's dependencies: the page to show instead (sign in, forbidden, no models)."""
+
+    def __init__(self, response: HTMLResponse) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def install_review(
+    app: FastAPI,
+    config: dict[str, Any],
+    settings: ServingSettings,
+    scorer: Scorer,
+    holder: ModelHolder,
+    loader: RegistryLoader,
+    cache: OverviewCache,
+) -> None:
+    """Mount the reviewer pages on `app`, with the handler that turns a refused page into its response."""
+    app.include_router(review_router(config, settings, scorer, holder, loader, cache))
+    app.add_exception_handler(PageRefused, lambda request, exc: exc.response)
+
+
 def review_router(
     config: dict[str, Any],
     settings: ServingSettings,
@@ -457,22 +479,26 @@ def review_router(
     def error_page(request: Request, lang: str, status: int, title: str, detail: str) -> HTMLResponse:
         return page(request, "error.html.j2", lang, status, title=title, detail=detail, login=status == 401)
 
-    def authorise(request: Request, lang: str) -> HTMLResponse | None:
+    def signed_in(request: Request, lang: Lang = "en") -> None:
+        """A dependency: the request carries a key with the `review` scope, or the reader gets the page saying why not."""
         key = request.headers.get("x-api-key") or request.cookies.get(COOKIE)
         if not key:
-            return error_page(request, lang, 401, TEXT[lang]["login"], TEXT[lang]["login_needed"])
+            raise PageRefused(error_page(request, lang, 401, TEXT[lang]["login"], TEXT[lang]["login_needed"]))
         scopes = settings.scopes_of(key)
         if scopes is None:
-            return error_page(request, lang, 401, TEXT[lang]["login"], "unknown API key")
+            raise PageRefused(error_page(request, lang, 401, TEXT[lang]["login"], "unknown API key"))
         if "review" not in scopes:
-            return error_page(request, lang, 403, "403", TEXT[lang]["forbidden"])
-        return None
+            raise PageRefused(error_page(request, lang, 403, "403", TEXT[lang]["forbidden"]))
 
-    def serving_models(request: Request, lang: str) -> ModelSet | HTMLResponse:
+    def serving_models(request: Request, lang: str) -> ModelSet:
+        """The models being served, or the page saying none are loaded."""
         models = holder.current
         if models is None:
-            return error_page(request, lang, 503, "503", f"no models loaded: {holder.status.last_error}")
+            detail = f"no models loaded: {holder.status.last_error}"
+            raise PageRefused(error_page(request, lang, 503, "503", detail))
         return models
+
+    signed = [Depends(signed_in)]
 
     @router.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, lang: Lang = "en", next: str = "/review") -> HTMLResponse:
@@ -492,14 +518,9 @@ def review_router(
         response.set_cookie(COOKIE, api_key, httponly=True, samesite="strict", path="/review")
         return response
 
-    @router.get("", response_class=HTMLResponse)
+    @router.get("", response_class=HTMLResponse, dependencies=signed)
     def overview_page(request: Request, lang: Lang = "en") -> HTMLResponse:
-        denied = authorise(request, lang)
-        if denied:
-            return denied
         models = serving_models(request, lang)
-        if isinstance(models, HTMLResponse):
-            return models
         data = cache.get(models, request.app.state.store)
         snapshot = data.snapshot
         contacted = snapshot[snapshot["action"] != "no_action"]
@@ -515,14 +536,9 @@ def review_router(
     def search(request: Request, user_id: str = Query("", max_length=200), lang: Lang = "en"):
         return RedirectResponse(f"/review/users/{user_id.strip()}?lang={lang}", status_code=303)
 
-    @router.get("/users/{user_id}", response_class=HTMLResponse)
+    @router.get("/users/{user_id}", response_class=HTMLResponse, dependencies=signed)
     def user_page(request: Request, user_id: str, lang: Lang = "en") -> HTMLResponse:
-        denied = authorise(request, lang)
-        if denied:
-            return denied
         models = serving_models(request, lang)
-        if isinstance(models, HTMLResponse):
-            return models
         store = request.app.state.store
         row = store.read(user_id)
         if row is None:
@@ -548,11 +564,8 @@ def review_router(
             logged=request.app.state.decision_log.decisions_for_user(user_id, limit=10),
         )  # fmt: skip
 
-    @router.get("/decisions/{decision_id}", response_class=HTMLResponse)
+    @router.get("/decisions/{decision_id}", response_class=HTMLResponse, dependencies=signed)
     def decision_page(request: Request, decision_id: str, lang: Lang = "en") -> HTMLResponse:
-        denied = authorise(request, lang)
-        if denied:
-            return denied
         logged = request.app.state.decision_log.get_decision(decision_id)
         if logged is None:
             request.app.state.decision_log.flush(timeout=2.0)  # a decision made a moment ago may be queued
