@@ -72,20 +72,21 @@ class Feature:
     reason_en: str
     reason_zh: str
     categories: tuple[str, ...] = field(default=())
+    description_zh: str = ""
 
     def reason(self, value: float | str | None, lang: str = "en") -> str:
         """The plain-language reason for this feature's value, e.g. "No activity for 12 days"."""
         template = self.reason_zh if lang == "zh" else self.reason_en
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            missing = "没有记录" if lang == "zh" else "no record"
-            return f"{self.description_for(lang)}: {missing}"
+            missing = "：没有记录" if lang == "zh" else ": no record"
+            return f"{self.description_for(lang)}{missing}"
         if self.dtype == "category":
             return template.format(value=value, window=self.window_days)
         number = float(value)
         return template.format(value=number, abs=abs(number), window=self.window_days)
 
     def description_for(self, lang: str) -> str:
-        return self.reason_zh.split("{")[0].rstrip("：: ") if lang == "zh" else self.description
+        return self.description_zh if lang == "zh" else self.description
 
 
 def _spans(window: int | None) -> tuple[str, str]:
@@ -97,9 +98,22 @@ def _window_label(window: int | None) -> str:
     return "total" if window is None else f"{window}d"
 
 
+# How the default event types read in Chinese; an event type configured beyond these keeps its own name.
+EVENT_LABELS_ZH: dict[str, str] = {
+    "login": "登录",
+    "feature_use": "功能使用",
+    "purchase": "购买",
+    "support_ticket": "客服工单",
+    "upgrade": "升级",
+    "downgrade": "降级",
+    "cancel": "取消",
+}
+
+
 def _count_feature(event_type: str, window: int | None, support: bool) -> Feature:
     span_en, span_zh = _spans(window)
     label = event_type.replace("_", " ")
+    label_zh = EVENT_LABELS_ZH.get(event_type, label)
     return Feature(
         name=f"{event_type}_count_{_window_label(window)}",
         dtype="float64",
@@ -109,7 +123,8 @@ def _count_feature(event_type: str, window: int | None, support: bool) -> Featur
         window_days=window,
         risk_direction=1 if support else -1,
         reason_en=f"{{value:.0f}} {label} events {span_en}",
-        reason_zh=f"{span_zh}有{{value:.0f}}次{label}",
+        reason_zh=f"{span_zh}有{{value:.0f}}次{label_zh}",
+        description_zh=f"{span_zh}的{label_zh}次数",
     )
 
 
@@ -120,88 +135,88 @@ def build_registry(params: FeatureParams | None = None) -> tuple[Feature, ...]:
     trend = p.trend_window_days
     out: list[Feature] = [
         Feature("days_since_last_event", "float64", "recency", "Days since the last event of any kind", "days",
-                None, 1, "No activity for {value:.0f} days", "已经{value:.0f}天没有任何活动"),
+                None, 1, "No activity for {value:.0f} days", "已经{value:.0f}天没有任何活动", description_zh="距上次活动的天数"),
         Feature("days_since_last_login", "float64", "recency", "Days since the last login-like event", "days",
-                None, 1, "Last login {value:.0f} days ago", "最近一次登录在{value:.0f}天前"),
+                None, 1, "Last login {value:.0f} days ago", "最近一次登录在{value:.0f}天前", description_zh="距上次登录的天数"),
         Feature("days_since_last_purchase", "float64", "recency", "Days since the last purchase", "days",
-                None, 1, "Last purchase {value:.0f} days ago", "最近一次购买在{value:.0f}天前"),
+                None, 1, "Last purchase {value:.0f} days ago", "最近一次购买在{value:.0f}天前", description_zh="距上次购买的天数"),
         Feature("tenure_days", "float64", "tenure", "Days since signup (or the first event)", "days",
-                None, -1, "Customer for {value:.0f} days", "已成为用户{value:.0f}天"),
+                None, -1, "Customer for {value:.0f} days", "已成为用户{value:.0f}天", description_zh="注册天数"),
     ]  # fmt: skip
     for window in windows:
         span_en, span_zh = _spans(window)
         lbl = _window_label(window)
         out.append(Feature(f"events_count_{lbl}", "float64", "frequency", f"Number of events {span_en}", "events",
-                           window, -1, f"{{value:.0f}} events {span_en}", f"{span_zh}共{{value:.0f}}次活动"))  # fmt: skip
+                           window, -1, f"{{value:.0f}} events {span_en}", f"{span_zh}共{{value:.0f}}次活动", description_zh=f"{span_zh}的活动次数"))  # fmt: skip
         out.append(Feature(f"active_days_{lbl}", "float64", "frequency", f"Distinct active days {span_en}", "days",
-                           window, -1, f"Active on {{value:.0f}} days {span_en}", f"{span_zh}活跃了{{value:.0f}}天"))  # fmt: skip
+                           window, -1, f"Active on {{value:.0f}} days {span_en}", f"{span_zh}活跃了{{value:.0f}}天", description_zh=f"{span_zh}的活跃天数"))  # fmt: skip
         for event_type in p.count_event_types:
             out.append(_count_feature(event_type, window, event_type in p.support_event_types))
         out.append(Feature(f"revenue_sum_{lbl}", "float64", "monetary", f"Revenue {span_en}", "currency",
-                           window, -1, f"Spent {{value:.2f}} {span_en}", f"{span_zh}消费{{value:.2f}}"))  # fmt: skip
+                           window, -1, f"Spent {{value:.2f}} {span_en}", f"{span_zh}消费{{value:.2f}}", description_zh=f"{span_zh}的消费金额"))  # fmt: skip
         out.append(Feature(f"revenue_mean_{lbl}", "float64", "monetary", f"Mean purchase value {span_en}",
                            "currency", window, -1, f"Average purchase {{value:.2f}} {span_en}",
-                           f"{span_zh}平均每单{{value:.2f}}"))  # fmt: skip
+                           f"{span_zh}平均每单{{value:.2f}}", description_zh=f"{span_zh}的平均订单金额"))  # fmt: skip
     out += [
         Feature(f"activity_change_pct_{trend}d", "float64", "trend",
                 f"Change in active days, last {trend} days vs the {trend} before (%)", "percent", trend, -1,
                 f"Activity in the last {trend} days changed {{value:+.0f}}% against the {trend} days before",
-                f"最近{trend}天活跃度比前{trend}天变化了{{value:+.0f}}%"),
+                f"最近{trend}天活跃度比前{trend}天变化了{{value:+.0f}}%", description_zh=f"最近{trend}天活跃度的变化（%）"),
         Feature(f"activity_diff_{trend}d", "float64", "trend",
                 f"Active days in the last {trend} days minus the {trend} before", "days", trend, -1,
                 f"{{value:+.0f}} active days against the {trend} days before",
-                f"活跃天数比前{trend}天变化{{value:+.0f}}天"),
+                f"活跃天数比前{trend}天变化{{value:+.0f}}天", description_zh=f"最近{trend}天活跃天数的变化"),
         Feature(f"revenue_change_pct_{trend}d", "float64", "trend",
                 f"Change in revenue, last {trend} days vs the {trend} before (%)", "percent", trend, -1,
                 f"Spending in the last {trend} days changed {{value:+.0f}}% against the {trend} days before",
-                f"最近{trend}天消费比前{trend}天变化了{{value:+.0f}}%"),
+                f"最近{trend}天消费比前{trend}天变化了{{value:+.0f}}%", description_zh=f"最近{trend}天消费的变化（%）"),
         Feature(f"revenue_diff_{trend}d", "float64", "trend",
                 f"Revenue in the last {trend} days minus the {trend} before", "currency", trend, -1,
                 f"Spending changed by {{value:+.2f}} against the {trend} days before",
-                f"消费金额比前{trend}天变化{{value:+.2f}}"),
+                f"消费金额比前{trend}天变化{{value:+.2f}}", description_zh=f"最近{trend}天消费金额的变化"),
         Feature("gap_mean_days", "float64", "cadence", "Mean gap between active days", "days", None, 1,
-                "Usually active every {value:.1f} days", "通常每{value:.1f}天活跃一次"),
+                "Usually active every {value:.1f} days", "通常每{value:.1f}天活跃一次", description_zh="活跃间隔的平均天数"),
         Feature("gap_std_days", "float64", "cadence", "Standard deviation of the gap between active days", "days",
-                None, 0, "Gaps between visits vary by {value:.1f} days", "活跃间隔波动{value:.1f}天"),
+                None, 0, "Gaps between visits vary by {value:.1f} days", "活跃间隔波动{value:.1f}天", description_zh="活跃间隔的波动"),
         Feature("gap_ratio", "float64", "cadence", "Current gap divided by the typical gap (overdue-ness)", "ratio",
-                None, 1, "Current absence is {value:.1f}× the usual gap", "本次未活跃时长是平时间隔的{value:.1f}倍"),
+                None, 1, "Current absence is {value:.1f}× the usual gap", "本次未活跃时长是平时间隔的{value:.1f}倍", description_zh="本次未活跃时长与平时间隔之比"),
         Feature("current_plan", "category", "plan", "Plan at the cutoff", "", None, 0,
-                "On the {value} plan", "当前套餐为{value}", categories=p.plan_order),
+                "On the {value} plan", "当前套餐为{value}", categories=p.plan_order, description_zh="当前套餐"),
         Feature("plan_rank", "float64", "plan", "Rank of the current plan (0 = lowest)", "rank", None, 0,
-                "Plan level {value:.0f}", "套餐等级{value:.0f}"),
+                "Plan level {value:.0f}", "套餐等级{value:.0f}", description_zh="套餐等级"),
         Feature("mrr", "float64", "plan", "Monthly recurring revenue of the active subscription", "currency", None,
-                0, "Pays {value:.2f} a month", "每月付费{value:.2f}"),
+                0, "Pays {value:.2f} a month", "每月付费{value:.2f}", description_zh="每月付费"),
         Feature("subscription_periods", "float64", "plan", "Subscription periods started before the cutoff",
-                "periods", None, 0, "{value:.0f} subscription periods so far", "已有{value:.0f}个订阅周期"),
+                "periods", None, 0, "{value:.0f} subscription periods so far", "已有{value:.0f}个订阅周期", description_zh="订阅周期数"),
         Feature("plan_changes_total", "float64", "plan", "Upgrades and downgrades ever", "changes", None, 0,
-                "{value:.0f} plan changes so far", "共变更套餐{value:.0f}次"),
+                "{value:.0f} plan changes so far", "共变更套餐{value:.0f}次", description_zh="套餐变更次数"),
         Feature(f"plan_changes_{PLAN_CHANGE_WINDOW_DAYS}d", "float64", "plan",
                 f"Upgrades and downgrades in the last {PLAN_CHANGE_WINDOW_DAYS} days", "changes",
                 PLAN_CHANGE_WINDOW_DAYS, 0, f"{{value:.0f}} plan changes in the last {PLAN_CHANGE_WINDOW_DAYS} days",
-                f"最近{PLAN_CHANGE_WINDOW_DAYS}天变更套餐{{value:.0f}}次"),
+                f"最近{PLAN_CHANGE_WINDOW_DAYS}天变更套餐{{value:.0f}}次", description_zh=f"最近{PLAN_CHANGE_WINDOW_DAYS}天的套餐变更次数"),
         Feature("bill_period_days", "float64", "plan", "Billing period of the active subscription", "days", None,
-                0, "Billed every {value:.0f} days", "每{value:.0f}天计费一次"),
+                0, "Billed every {value:.0f} days", "每{value:.0f}天计费一次", description_zh="计费周期"),
         Feature("days_to_renewal", "float64", "plan", "Days until the active subscription renews", "days", None, 0,
-                "Renews in {value:.0f} days", "{value:.0f}天后续费"),
+                "Renews in {value:.0f} days", "{value:.0f}天后续费", description_zh="距续费的天数"),
     ]  # fmt: skip
     for window in windows:
         span_en, span_zh = _spans(window)
         out.append(Feature(f"contacts_count_{_window_label(window)}", "float64", "contacts",
                            f"Campaign contacts received {span_en}", "contacts", window, 0,
-                           f"Contacted {{value:.0f}} times {span_en}", f"{span_zh}被联系{{value:.0f}}次"))  # fmt: skip
+                           f"Contacted {{value:.0f}} times {span_en}", f"{span_zh}被联系{{value:.0f}}次", description_zh=f"{span_zh}被联系的次数"))  # fmt: skip
     out += [
         Feature("days_since_last_contact", "float64", "contacts", "Days since the last campaign contact", "days",
-                None, 0, "Last contacted {value:.0f} days ago", "最近一次联系在{value:.0f}天前"),
+                None, 0, "Last contacted {value:.0f} days ago", "最近一次联系在{value:.0f}天前", description_zh="距上次联系的天数"),
         Feature("last_action", "category", "contacts", "The last action received", "", None, 0,
-                "Last received: {value}", "最近一次收到：{value}"),
+                "Last received: {value}", "最近一次收到：{value}", description_zh="最近一次收到的干预"),
         Feature("rfm_recency_score", "float64", "rfm", "RFM recency score (5 = most recent, 0 = never bought)",
-                "score", None, -1, "Recency score {value:.0f} of 5", "最近购买得分{value:.0f}/5"),
+                "score", None, -1, "Recency score {value:.0f} of 5", "最近购买得分{value:.0f}/5", description_zh="RFM最近购买得分"),
         Feature("rfm_frequency_score", "float64", "rfm", "RFM frequency score (5 = most purchases)", "score", None,
-                -1, "Frequency score {value:.0f} of 5", "购买频次得分{value:.0f}/5"),
+                -1, "Frequency score {value:.0f} of 5", "购买频次得分{value:.0f}/5", description_zh="RFM购买频次得分"),
         Feature("rfm_monetary_score", "float64", "rfm", "RFM monetary score (5 = highest spend)", "score", None, -1,
-                "Monetary score {value:.0f} of 5", "消费金额得分{value:.0f}/5"),
+                "Monetary score {value:.0f} of 5", "消费金额得分{value:.0f}/5", description_zh="RFM消费金额得分"),
         Feature("rfm_segment", "category", "rfm", "RFM segment", "", None, 0, "RFM segment: {value}",
-                "RFM分群：{value}", categories=RFM_SEGMENTS),
+                "RFM分群：{value}", categories=RFM_SEGMENTS, description_zh="RFM分群"),
     ]  # fmt: skip
     names = [f.name for f in out]
     duplicates = {n for n in names if names.count(n) > 1}

@@ -30,7 +30,7 @@ from prometheus_client import (
 
 from features.online import open_store
 from serving.decision_log import DecisionLog, DecisionRecord, UnknownDecision
-from serving.review import OverviewCache, install_review
+from serving.review import OverviewCache, PageRefused, refused_page, review_router
 from serving.schemas import (
     BatchItem,
     BatchRequest,
@@ -153,7 +153,8 @@ def create_app(
         lifespan=lifespan,
     )
     overview = OverviewCache(config, settings.events_dir)
-    install_review(app, config, settings, scorer, holder, loader, overview)
+    app.include_router(review_router(config, settings, scorer, holder, loader, overview))
+    app.add_exception_handler(PageRefused, refused_page)
     app.state.holder = holder
     app.state.settings = settings
     app.state.metrics = metrics

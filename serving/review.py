@@ -28,7 +28,7 @@ from typing import Any, Literal
 import jinja2
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
@@ -432,18 +432,9 @@ class PageRefused(Exception):
         self.response = response
 
 
-def install_review(
-    app: FastAPI,
-    config: dict[str, Any],
-    settings: ServingSettings,
-    scorer: Scorer,
-    holder: ModelHolder,
-    loader: RegistryLoader,
-    cache: OverviewCache,
-) -> None:
-    """Mount the reviewer pages on `app`, with the handler that turns a refused page into its response."""
-    app.include_router(review_router(config, settings, scorer, holder, loader, cache))
-    app.add_exception_handler(PageRefused, lambda request, exc: exc.response)
+def refused_page(request: Request, exc: PageRefused) -> HTMLResponse:
+    """The app's handler for PageRefused: the page the dependency chose."""
+    return exc.response
 
 
 def review_router(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,14 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 POLICIES = ("clm", "no_action", "random", "stage_playbook", "top_risk_discount", "oracle")
 TOP_RISK_ACTION = "retention_discount"
+POLICY_LABELS = {
+    "clm": "clm policy (uplift × value − cost)",
+    "no_action": "contact nobody",
+    "random": "a random eligible action",
+    "stage_playbook": "stage playbook (first catalog action per stage)",
+    "top_risk_discount": "top-risk decile → retention discount",
+    "oracle": "oracle (knows the true effects)",
+}
 
 
 @dataclass
@@ -99,6 +108,23 @@ def load_policy_by_alias(
             f"no {name} registered (@{' or @'.join(aliases)}): run `clm train --model policy` first"
         )
     return load_policy(download_policy(found.model_uri)), f"{name} v{found.version} @{found.alias}"
+
+
+class ModelsMissing(RuntimeError):
+    """No registered churn model, upgrade model or policy under the aliases (or one would not load)."""
+
+
+def load_decision_models(
+    config: dict[str, Any], aliases: tuple[str, ...] = ("champion", "challenger")
+) -> tuple[ScoringModels, PolicyBundle, str]:
+    """The churn and upgrade models and the policy, each the first of `aliases` it is registered under, and
+    the policy's version label. Used by `clm score`, `clm report`, the demo and `evaluate_policy`."""
+    try:
+        models = load_scoring_models(config, aliases=aliases)
+        policy, policy_version = load_policy_by_alias(config, aliases=aliases)
+    except Exception as exc:
+        raise ModelsMissing(str(exc)) from exc
+    return models, policy, policy_version
 
 
 def true_values(effects: pd.DataFrame, users: pd.Series, decisions) -> np.ndarray:
@@ -160,12 +186,12 @@ def evaluate_policy(
     log_to_mlflow: bool = True,
     alias: str | None = None,
 ) -> PolicyEvaluation:
-    """Evaluate the registered policy (`alias`, default @champion or else @challenger) as of `as_of`."""
+    """Evaluate the registered policy and the scoring models it decides with (`alias`, default @champion or else
+    @challenger) as of `as_of`."""
     tracking.configure(tracking.resolve_tracking_uri(project_root))
-    policy, policy_version = load_policy_by_alias(
+    models, policy, policy_version = load_decision_models(
         config, aliases=(alias,) if alias else ("champion", "challenger")
     )
-    models = load_scoring_models(config)
     effects_path = None if truth_dir is None else Path(truth_dir) / "effects.parquet"
     has_truth = effects_path is not None and effects_path.exists()
     as_of = as_of or _default_as_of(policy, effects_path if has_truth else None)
@@ -485,4 +511,66 @@ def policy_table(evaluation: PolicyEvaluation) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["NO_ACTION", "POLICIES", "PolicyEvaluation", "evaluate_policy", "policy_table"]
+def evaluation_findings(evaluation: PolicyEvaluation) -> list[str]:
+    """The evaluation's findings in sentences (goals, budget mode, in-sample warning, stage and CLV checks),
+    printed by `clm evaluate-policy` and the demo and shown in the campaign report."""
+    goals = evaluation.goals()
+    lines = []
+    v = evaluation.value_per_1000
+    if goals["share_of_oracle"] is not None:
+        top = v.get("top_risk_discount")
+        if goals["times_top_risk_discount"] is not None:
+            against_top = f"{goals['times_top_risk_discount']:.2f}× the top-risk-discount rule (goal ≥ 1.5×)"
+        else:
+            against_top = f"the top-risk-discount rule loses {format_money(-top)} per 1,000 (clm is {format_money(v['clm'] - top)} ahead)"
+        line = (
+            f"clm reaches {goals['share_of_oracle']:.0%} of the oracle's value (goal ≥ 80 %); {against_top}"
+        )
+        reachable = evaluation.extra.get("feature_oracle")
+        if reachable:
+            line += f"; {v['clm'] / reachable:.0%} of what the features allow"
+        lines.append(line)
+    b = evaluation.budget
+    if b:
+        line = (
+            f"budget mode ({format_money(b['budget'])} = {b['budget'] / max(b['unconstrained_cost'], 1e-9):.0%} of the "
+            f"unconstrained spend): {int(b['contacts']):,} contacts, predicted value {format_money(b['predicted_value'])} vs "
+            f"{format_money(b['unconstrained_predicted_value'])} unconstrained"
+        )
+        if "true_value" in b:
+            line += f"; true value {format_money(b['true_value'])} vs {format_money(b['unconstrained_true_value'])}"
+        lines.append(line)
+    if evaluation.in_sample:
+        lines.append(
+            f"{evaluation.as_of} was a training wave of this policy: its offline estimates are in-sample"
+        )
+    if evaluation.stage_agreement is not None:
+        lines.append(
+            f"stages vs the latent truth: macro F1 {evaluation.stage_agreement['macro_f1']:.3f}, accuracy "
+            f"{evaluation.stage_agreement['accuracy']:.3f}"
+        )
+    if evaluation.clv_check is not None:
+        c = evaluation.clv_check
+        lines.append(
+            f"CLV check from {c.attrs['cutoff']} over {c.attrs['months']} months: predicted ÷ realised margin "
+            f"{c.attrs['total_ratio']:.2f} overall, Spearman {c.attrs['spearman']:.2f}; top decile predicted "
+            f"{c['predicted'].iloc[-1]:,.0f} vs realised {c['realised'].iloc[-1]:,.0f}"
+        )
+    if evaluation.run_id:
+        lines.append(f"logged to MLflow run {evaluation.run_id}")
+    return lines
+
+
+def format_money(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.0f}"
+
+
+__all__ = [
+    "NO_ACTION",
+    "POLICIES",
+    "POLICY_LABELS",
+    "PolicyEvaluation",
+    "evaluate_policy",
+    "evaluation_findings",
+    "policy_table",
+]

@@ -49,7 +49,13 @@ from models.plots import (
 )
 from models.policy import OUTCOME_OF, PolicyBundle, decide
 from models.scoring import score
-from training.evaluate_policy import PolicyEvaluation, evaluate_policy, policy_table
+from training.evaluate_policy import (
+    POLICY_LABELS,
+    PolicyEvaluation,
+    evaluate_policy,
+    evaluation_findings,
+    policy_table,
+)
 from training.policy import ScoringModels
 from training.truth import read_effects
 
@@ -71,14 +77,6 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("calibration", "Calibration"),
     ("policy", "Policy evaluation"),
 )
-POLICY_LABELS = {
-    "clm": "clm policy (uplift × value − cost)",
-    "no_action": "contact nobody",
-    "random": "a random eligible action",
-    "stage_playbook": "stage playbook (first catalog action per stage)",
-    "top_risk_discount": "top-risk decile → retention discount",
-    "oracle": "oracle (knows the true effects)",
-}
 
 
 @dataclass(frozen=True)
@@ -467,36 +465,12 @@ def _policy_section(
     if evaluation is None:
         return None, [], None
     rows = None
-    lines = []
     if evaluation.value_per_1000.get("clm") is not None:
         rows = policy_table(evaluation)
         oracle = evaluation.value_per_1000.get("oracle")
         rows.insert(1, "label", rows["policy"].map(POLICY_LABELS).fillna(rows["policy"]))
         rows["share_of_oracle"] = rows["value_per_1000"] / oracle if oracle else math.nan
-        goals = evaluation.goals()
-        if goals["share_of_oracle"] is not None:
-            lines.append(f"the clm policy reaches {goals['share_of_oracle']:.0%} of the oracle's true value")
-        reachable = evaluation.extra.get("feature_oracle")
-        if reachable:
-            lines.append(
-                f"diagnostic: a model of these features that knew the true effects would reach {reachable:,.0f} "
-                f"per 1,000 users; the clm policy gets {evaluation.value_per_1000['clm'] / reachable:.0%} of that"
-            )
-    if evaluation.in_sample:
-        lines.append(
-            f"{evaluation.as_of} was a training wave of this policy: its offline estimates are in-sample"
-        )
-    if evaluation.stage_agreement is not None:
-        lines.append(
-            f"stages against the simulator's latent stages: macro F1 {evaluation.stage_agreement['macro_f1']:.2f}, "
-            f"accuracy {evaluation.stage_agreement['accuracy']:.0%}"
-        )
-    if evaluation.clv_check is not None:
-        c = evaluation.clv_check
-        lines.append(
-            f"CLV from {c.attrs['cutoff']} over {c.attrs['months']} months: predicted ÷ realised margin "
-            f"{c.attrs['total_ratio']:.2f}, rank correlation {c.attrs['spearman']:.2f}"
-        )
+    lines = evaluation_findings(evaluation)
     if evaluation.scoring_models != models.versions:
         scored = ", ".join(evaluation.scoring_models.values())
         lines.append(f"the evaluation scored users with {scored}")

@@ -241,10 +241,10 @@ def _train_and_promote(console: Console, config: dict, data: Path, truth: Path) 
 def _policy(console: Console, config: dict, data: Path, truth: Path) -> None:
     """Fit and promote the next-best-action policy, evaluate it against the baselines and the oracle, and
     show a few decisions."""
-    from clm.commands.policy import evaluation_lines, evaluation_tables, print_trained_policy
+    from clm.commands.policy import evaluation_tables, print_trained_policy
     from models.policy import decide
-    from training.evaluate_policy import evaluate_policy, load_policy_by_alias
-    from training.policy import load_scoring_models, train_policy
+    from training.evaluate_policy import evaluate_policy, evaluation_findings, load_decision_models
+    from training.policy import train_policy
     from training.promote import promote_model
 
     with console.status("fitting the uplift models and the policy") as status:
@@ -272,11 +272,10 @@ def _policy(console: Console, config: dict, data: Path, truth: Path) -> None:
     console.print("[bold]7. policy evaluation[/bold]")
     for table in evaluation_tables(evaluation):
         console.print(table)
-    for line in evaluation_lines(evaluation):
+    for line in evaluation_findings(evaluation):
         console.print("   " + line)
 
-    models = load_scoring_models(config)
-    policy, version = load_policy_by_alias(config)
+    models, policy, version = load_decision_models(config)
     frame, as_of = latest_features(data, params=feature_params(config))
     p_churn, p_upgrade = models.probabilities(frame)
     decisions = decide(frame, p_churn, p_upgrade, policy, churn_horizon_days=models.churn.horizon_days)

@@ -31,6 +31,10 @@ def label_params(config: dict[str, Any], horizon_days: int | None = None) -> Lab
     return LabelParams.from_config(config["labels"], horizon_days=horizon_days)
 
 
+# The `--data` option of the commands that read a canonical data directory.
+DataDir = Annotated[Path, typer.Option("--data", help="Canonical data directory.")]
+
+
 def date_option(value: str | None, option: str) -> dt.date | None:
     if value is None:
         return None
@@ -107,7 +111,7 @@ def build(
     "materialize", help="Write every user's latest feature vector to the online store (CLM_ONLINE_STORE)."
 )
 def materialize(
-    data: Annotated[Path, typer.Option("--data", help="Canonical data directory.")],
+    data: DataDir,
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Snapshot as of this date (default: the data's end).")
     ] = None,

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from clm.commands.features import date_option, feature_params
+from clm.commands.features import DataDir, date_option, feature_params
 from clm.config import load_config
 from clm.settings import Settings
 from features.jobs import DataDirectoryError, latest_features
@@ -51,7 +51,7 @@ def _fmt(value: float | None) -> str:
 
 
 def train(
-    data: Annotated[Path, typer.Option("--data", help="Canonical data directory.")],
+    data: DataDir,
     model: Annotated[Target, typer.Option("--model", help="Which model to train.")] = Target.all,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Train as if on this date.")] = None,
     horizon_days: Annotated[int | None, typer.Option("--horizon-days", min=1, help="Label horizon.")] = None,
@@ -224,7 +224,7 @@ def evaluate(
 
 
 def score(
-    data: Annotated[Path, typer.Option("--data", help="Canonical data directory.")],
+    data: DataDir,
     as_of: Annotated[
         str, typer.Option("--as-of", help="Score as of this date: only events before it are used.")
     ],
@@ -244,8 +244,7 @@ def score(
     date, with the @champion models and policy."""
     from models.arbitration import ELIGIBLE, plan_within_budget
     from models.policy import decide
-    from training.evaluate_policy import load_policy_by_alias
-    from training.policy import load_scoring_models
+    from training.evaluate_policy import ModelsMissing, load_decision_models
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise typer.BadParameter("the output must end in .csv or .parquet", param_hint="--out")
@@ -255,9 +254,8 @@ def score(
     day = date_option(as_of, "--as-of")
     assert day is not None
     try:
-        models = load_scoring_models(config, aliases=("champion",))
-        policy, policy_version = load_policy_by_alias(config, aliases=("champion",))
-    except Exception as exc:
+        models, policy, policy_version = load_decision_models(config, aliases=("champion",))
+    except ModelsMissing as exc:
         typer.echo(f"clm score: {exc}; run `clm train` and `clm promote` first", err=True)
         raise typer.Exit(2) from exc
     try:

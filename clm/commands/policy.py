@@ -11,24 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clm.commands.features import date_option
+from clm.commands.features import DataDir, date_option
 from clm.config import load_config
 from clm.settings import Settings
 from features.jobs import DataDirectoryError
 from training.dataset import NotEnoughHistory
-
-LABELS = {
-    "clm": "clm policy (uplift × value − cost)",
-    "no_action": "no action",
-    "random": "random eligible action",
-    "stage_playbook": "stage playbook (first catalog action)",
-    "top_risk_discount": "top-risk decile → retention_discount",
-    "oracle": "oracle (true effects)",
-}
-
-
-def _money(value: float | None) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.0f}"
+from training.evaluate_policy import POLICY_LABELS, evaluation_findings, format_money
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -44,17 +32,17 @@ def evaluation_tables(evaluation: Any) -> list[Table]:
     for column in ("policy", "true value / 1,000 users", "contacts / 1,000", "cost / 1,000", "÷ oracle"):
         table.add_column(column, justify="left" if column == "policy" else "right")
     oracle = evaluation.value_per_1000.get("oracle")
-    for name, label in LABELS.items():
+    for name, label in POLICY_LABELS.items():
         value = evaluation.value_per_1000.get(name)
         share = value / oracle if value is not None and oracle else None
         table.add_row(
-            label, _money(value), _money(evaluation.contacts_per_1000.get(name)),
-            _money(evaluation.cost_per_1000.get(name)), _num(share, 2),
+            label, format_money(value), format_money(evaluation.contacts_per_1000.get(name)),
+            format_money(evaluation.cost_per_1000.get(name)), _num(share, 2),
         )  # fmt: skip
     reachable = evaluation.extra.get("feature_oracle")
     if reachable is not None:
         table.add_row(
-            "[dim]diagnostic: oracle from the features (cross-fitted on the true effects)[/dim]", _money(reachable),
+            "[dim]diagnostic: oracle from the features (cross-fitted on the true effects)[/dim]", format_money(reachable),
             "", "", _num(reachable / oracle if oracle else None, 2),
         )  # fmt: skip
     offline = Table(
@@ -64,55 +52,11 @@ def evaluation_tables(evaluation: Any) -> list[Table]:
         offline.add_column(column, justify="right")
     o = evaluation.offline
     offline.add_row(
-        f"{_money(o.get('ips'))} ± {_money(o.get('ips_se'))}", _money(o.get("snips")),
-        f"{_money(o.get('dr'))} ± {_money(o.get('dr_se'))}", _money(o.get("truth_on_logged")),
-        _money(o.get("n_logged")), _money(o.get("matched")),
+        f"{format_money(o.get('ips'))} ± {format_money(o.get('ips_se'))}", format_money(o.get("snips")),
+        f"{format_money(o.get('dr'))} ± {format_money(o.get('dr_se'))}", format_money(o.get("truth_on_logged")),
+        format_money(o.get("n_logged")), format_money(o.get("matched")),
     )  # fmt: skip
     return [table, offline]
-
-
-def evaluation_lines(evaluation: Any) -> list[str]:
-    goals = evaluation.goals()
-    lines = []
-    v = evaluation.value_per_1000
-    if goals["share_of_oracle"] is not None:
-        top = v.get("top_risk_discount")
-        if goals["times_top_risk_discount"] is not None:
-            against_top = f"{goals['times_top_risk_discount']:.2f}× the top-risk-discount rule (goal ≥ 1.5×)"
-        else:
-            against_top = f"the top-risk-discount rule loses {_money(-top)} per 1,000 (clm is {_money(v['clm'] - top)} ahead)"
-        line = (
-            f"clm reaches {goals['share_of_oracle']:.0%} of the oracle's value (goal ≥ 80 %); {against_top}"
-        )
-        reachable = evaluation.extra.get("feature_oracle")
-        if reachable:
-            line += f"; {v['clm'] / reachable:.0%} of what the features allow"
-        lines.append(line)
-    b = evaluation.budget
-    if b:
-        line = (
-            f"budget mode ({_money(b['budget'])} = {b['budget'] / max(b['unconstrained_cost'], 1e-9):.0%} of the "
-            f"unconstrained spend): {int(b['contacts']):,} contacts, predicted value {_money(b['predicted_value'])} vs "
-            f"{_money(b['unconstrained_predicted_value'])} unconstrained"
-        )
-        if "true_value" in b:
-            line += f"; true value {_money(b['true_value'])} vs {_money(b['unconstrained_true_value'])}"
-        lines.append(line)
-    if evaluation.stage_agreement is not None:
-        lines.append(
-            f"stages vs the latent truth: macro F1 {evaluation.stage_agreement['macro_f1']:.3f}, accuracy "
-            f"{evaluation.stage_agreement['accuracy']:.3f}"
-        )
-    if evaluation.clv_check is not None:
-        c = evaluation.clv_check
-        lines.append(
-            f"CLV check from {c.attrs['cutoff']} over {c.attrs['months']} months: predicted ÷ realised margin "
-            f"{c.attrs['total_ratio']:.2f} overall, Spearman {c.attrs['spearman']:.2f}; top decile predicted "
-            f"{c['predicted'].iloc[-1]:,.0f} vs realised {c['realised'].iloc[-1]:,.0f}"
-        )
-    if evaluation.run_id:
-        lines.append(f"logged to MLflow run {evaluation.run_id}")
-    return lines
 
 
 def print_trained_policy(console: Console, result: Any) -> None:
@@ -124,14 +68,14 @@ def print_trained_policy(console: Console, result: Any) -> None:
         table.add_column(column, justify="left" if column in ("action", "source") else "right")
     for action, m in result.quality.items():
         table.add_row(
-            action, "model" if m.get("model") else "prior", _money(m.get("treated_rows")), _num(m.get("qini")),
+            action, "model" if m.get("model") else "prior", format_money(m.get("treated_rows")), _num(m.get("qini")),
             _num(m.get("auuc")), _num(m.get("truth_spearman"), 2), f"{result.action_share.get(action, 0.0):.1%}",
         )  # fmt: skip
     console.print(table)
     o = result.offline
     console.print(
-        f"  offline value per 1,000 logged users: IPS {_money(o.ips)} ± {_money(o.ips_se)}, DR {_money(o.dr)} ± "
-        f"{_money(o.dr_se)}; no_action chosen for "
+        f"  offline value per 1,000 logged users: IPS {format_money(o.ips)} ± {format_money(o.ips_se)}, DR {format_money(o.dr)} ± "
+        f"{format_money(o.dr_se)}; no_action chosen for "
         f"{result.action_share.get('no_action', 0.0):.1%}; behaviour checks "
         f"{'passed' if result.behaviour_passed else 'FAILED'}; scores from {', '.join(result.scoring_models.values())}"
     )
@@ -146,7 +90,7 @@ def simulated_truth(data: Path) -> Path | None:
 
 
 def evaluate_policy(
-    data: Annotated[Path, typer.Option("--data", help="Canonical data directory.")],
+    data: DataDir,
     as_of: Annotated[
         str | None,
         typer.Option("--as-of", help="Evaluate at this date (default: the policy's held-out campaign wave)."),
@@ -163,6 +107,7 @@ def evaluate_policy(
 ) -> None:
     """True value per 1,000 users of the policy against the baselines and the oracle (simulated data), and
     offline IPS/DR estimates from the logged campaign; logged to MLflow."""
+    from training.evaluate_policy import ModelsMissing
     from training.evaluate_policy import evaluate_policy as run
 
     settings = Settings()
@@ -175,7 +120,7 @@ def evaluate_policy(
                 data, config=config, project_root=Path.cwd(), as_of=date_option(as_of, "--as-of"),
                 truth_dir=truth_dir, progress=lambda message: status.update(message), alias=alias,
             )  # fmt: skip
-    except (DataDirectoryError, NotEnoughHistory, ValueError) as exc:
+    except (DataDirectoryError, NotEnoughHistory, ValueError, ModelsMissing) as exc:
         typer.echo(f"clm evaluate-policy: {exc}", err=True)
         raise typer.Exit(2) from exc
     if as_json:
@@ -186,5 +131,5 @@ def evaluate_policy(
         out.print("no simulator truth found: only the offline estimates can be computed")
     for table in evaluation_tables(evaluation):
         out.print(table)
-    for line in evaluation_lines(evaluation):
+    for line in evaluation_findings(evaluation):
         out.print("  " + line)

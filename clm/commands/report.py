@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from clm.commands.features import date_option
+from clm.commands.features import DataDir, date_option
 from clm.commands.policy import simulated_truth
 from clm.config import config_digest, load_config
 from clm.settings import Settings
@@ -20,7 +20,7 @@ from training.dataset import NotEnoughHistory
 
 
 def report(
-    data: Annotated[Path, typer.Option("--data", help="Canonical data directory.")],
+    data: DataDir,
     as_of: Annotated[
         str, typer.Option("--as-of", help="Report on the decisions as of this date (YYYY-MM-DD).")
     ],
@@ -45,6 +45,8 @@ def report(
     settings = Settings()
     config = load_config(settings.config)
     tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
+    from training.evaluate_policy import ModelsMissing
+
     try:
         written, summary = write_report(data, day, out, config=config, budget=budget, alias=alias,
                                         config_source=settings.config)  # fmt: skip
@@ -55,10 +57,6 @@ def report(
         typer.echo(f"clm report: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"wrote {out} ({written / 1e6:.1f} MB, {time.perf_counter() - started:.0f} s): {summary}")
-
-
-class ModelsMissing(RuntimeError):
-    """No registered models or policy under the alias."""
 
 
 def write_report(
@@ -74,15 +72,10 @@ def write_report(
 ) -> tuple[int, str]:
     """Build the report for the data as of `day` and write it to `out`; returns its size in bytes and a
     one-line summary. Used by `clm report` and `clm demo`."""
-    from training.evaluate_policy import load_policy_by_alias
-    from training.policy import load_scoring_models
+    from training.evaluate_policy import load_decision_models
     from training.report import ReportContext, build_report, gather_report_inputs, render_report, summary_line
 
-    try:
-        models = load_scoring_models(config, aliases=(alias,))
-        policy, policy_version = load_policy_by_alias(config, aliases=(alias,))
-    except Exception as exc:
-        raise ModelsMissing(str(exc)) from exc
+    models, policy, policy_version = load_decision_models(config, aliases=(alias,))
     truth = simulated_truth(data)
     context = ReportContext(
         data_dir=str(data.resolve()),

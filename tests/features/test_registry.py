@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 
@@ -37,6 +38,25 @@ def test_reasons_render_values_in_english_and_chinese() -> None:
     assert features["activity_change_pct_30d"].reason(-42.0, "zh") == "最近30天活跃度比前30天变化了-42%"
     assert features["days_since_last_event"].reason(12.0) == "No activity for 12 days"
     assert "no record" in features["days_since_last_purchase"].reason(None)
+
+
+def test_chinese_reasons_are_chinese_for_values_and_missing_values() -> None:
+    """No English words leak into the zh text (category values are data, so only numeric features), and a
+    missing value reads as the feature's own description, never an empty stem."""
+    registry = build_registry()
+    for feature in registry:
+        assert feature.description_zh, feature.name
+        missing = feature.reason(None, "zh")
+        assert missing == f"{feature.description_zh}：没有记录", feature.name
+        if feature.dtype == "float64":
+            text = feature.reason(3.0, "zh")
+            assert not re.search(r"[A-Za-z]", text.replace("RFM", "")), (feature.name, text)
+    features = by_name(registry)
+    assert features["days_to_renewal"].reason(None, "zh") == "距续费的天数：没有记录"
+    assert features["login_count_30d"].reason(4.0, "zh") == "最近30天有4次登录"
+    # an event type beyond the known ones keeps its own name rather than disappearing
+    custom = by_name(build_registry(FeatureParams(count_event_types=("login", "export_pdf"))))
+    assert "export pdf" in custom["export_pdf_count_30d"].reason(2.0, "zh")
 
 
 def test_adding_a_window_in_the_config_adds_its_features_and_changes_the_version() -> None:

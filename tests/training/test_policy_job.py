@@ -116,4 +116,5 @@ def test_the_registered_policy_is_a_pyfunc_that_decides(trained: dict, small_wor
 def test_policy_commands_fail_clearly(store: str, small_world: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["evaluate-policy", "--data", str(tmp_path / "nothing"), "--alias", "nope"])
     assert result.exit_code == 2
-    assert "clm-policy" in result.output + (result.stderr or "")
+    # the alias applies to the scoring models as well as to the policy
+    assert "no clm-churn model registered (@nope)" in result.output + (result.stderr or "")
