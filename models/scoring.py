@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from features.registry import Feature
 from models.bundle import ModelBundle
 from models.frame import model_matrix
 
@@ -44,3 +47,31 @@ def score_matrix(matrix: np.ndarray, bundle: ModelBundle) -> tuple[float, float]
 def contributions_matrix(matrix: np.ndarray, bundle: ModelBundle) -> np.ndarray:
     """Exact TreeSHAP of encoded rows on one thread: one column per feature, then the base value."""
     return bundle.booster.predict(matrix, pred_contrib=True, num_threads=1)
+
+
+def top_reasons(
+    feature_contributions: np.ndarray,
+    names: Sequence[str],
+    values: Mapping[str, Any],
+    registry: Mapping[str, Feature],
+    top_k: int,
+    lang: str = "en",
+) -> list[dict[str, Any]]:
+    """The `top_k` features by |contribution| (ties in feature order) with their values and plain-language
+    reasons: what the API's explanation, the reviewer pages and the notebooks show. `feature_contributions`
+    holds one entry per feature, without the base value."""
+    order = np.argsort(-np.abs(feature_contributions), kind="stable")[:top_k]
+    top = []
+    for j in order:
+        name = names[j]
+        value = values.get(name)
+        feature = registry.get(name)
+        top.append(
+            {
+                "feature": name,
+                "value": value,
+                "contribution": float(feature_contributions[j]),
+                "reason": feature.reason(value, lang) if feature else name,
+            }
+        )
+    return top

@@ -16,7 +16,7 @@ import numpy as np
 from models.catalog import NO_ACTION
 from models.frame import encode_row
 from models.policy import decide
-from models.scoring import contributions_matrix, score_matrix
+from models.scoring import contributions_matrix, score_matrix, top_reasons
 from serving.schemas import Decision
 from serving.state import ModelSet
 
@@ -49,21 +49,7 @@ class Scorer:
     ) -> dict:
         bundle = getattr(models, target)
         contrib = contributions_matrix(matrix, bundle)[0]
-        names = bundle.feature_names
-        order = np.argsort(-np.abs(contrib[:-1]), kind="stable")[: self.top_k]
-        top = []
-        for j in order:
-            name = names[j]
-            value = values.get(name)
-            feature = models.registry.get(name)
-            top.append(
-                {
-                    "feature": name,
-                    "value": value,
-                    "contribution": float(contrib[j]),
-                    "reason": feature.reason(value, lang) if feature else name,
-                }
-            )
+        top = top_reasons(contrib[:-1], bundle.feature_names, values, models.registry, self.top_k, lang)
         return {"base_value": float(contrib[-1]), "raw_score": float(contrib.sum()), "top": top}
 
     def decide(
