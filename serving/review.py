@@ -358,14 +358,39 @@ class ReplayModels:
             return self._sets[key]
 
 
-def waterfall_svg(models: ModelSet, target: str, values: dict[str, Any]) -> str:
-    """The SHAP waterfall of one model for one feature vector (all features; the top 10 drawn)."""
-    bundle = getattr(models, target)
-    contrib = contributions_matrix(encode_row(values, bundle.feature_names, bundle.categories), bundle)[0]
-    labels = [f"{name} = {_fmt_value(values.get(name))}" for name in bundle.feature_names]
-    title = f"{bundle.name}: SHAP waterfall (log-odds)"
-    figure = plots.waterfall_figure(contrib[-1], contrib[:-1], labels, top_k=WATERFALL_TOP_K, title=title)
-    return plots.figure_svg(figure, f"waterfall-{target}")
+class WaterfallCache:
+    """The SHAP waterfalls already drawn, by (model version, target, encoded row): drawing one costs about
+    0.3 s of matplotlib layout, and a reviewer comes back to the same user, or opens the replay of a
+    decision whose inputs are the user's current row. Least recently used first out."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._svgs: OrderedDict[tuple[str, str, bytes], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def svg(self, models: ModelSet, target: str, values: dict[str, Any]) -> str:
+        """The SHAP waterfall of one model for one feature vector (all features; the top 10 drawn)."""
+        bundle = getattr(models, target)
+        matrix = encode_row(values, bundle.feature_names, bundle.categories)
+        labels = [f"{name} = {_fmt_value(values.get(name))}" for name in bundle.feature_names]
+        key = (
+            f"{bundle.name}/{models.versions[bundle.name]}",
+            target,
+            matrix.tobytes() + "|".join(labels).encode(),
+        )
+        with self._lock:
+            if key in self._svgs:
+                self._svgs.move_to_end(key)
+                return self._svgs[key]
+        contrib = contributions_matrix(matrix, bundle)[0]
+        title = f"{bundle.name}: SHAP waterfall (log-odds)"
+        figure = plots.waterfall_figure(contrib[-1], contrib[:-1], labels, top_k=WATERFALL_TOP_K, title=title)
+        markup = plots.figure_svg(figure, f"waterfall-{target}")
+        with self._lock:
+            self._svgs[key] = markup
+            while len(self._svgs) > self.size:
+                self._svgs.popitem(last=False)
+        return markup
 
 
 def _fmt_value(value: Any) -> str:
@@ -454,6 +479,7 @@ def review_router(
     templates.env.filters["fmt"] = _fmt_value
     router = APIRouter(prefix="/review", include_in_schema=False)
     replays = ReplayModels(loader)
+    waterfalls = WaterfallCache()
     recent = int(config["review"]["recent_events"])
 
     def page(request: Request, name: str, lang: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -548,8 +574,8 @@ def review_router(
         return page(
             request, "user.html.j2", lang, d=decision, decided=decided,
             rows=breakdown(decided.candidates, decision.clv, decision.upgrade.value),
-            waterfall_churn=waterfall_svg(models, "churn", decided.inputs),
-            waterfall_upgrade=waterfall_svg(models, "upgrade", decided.inputs),
+            waterfall_churn=waterfalls.svg(models, "churn", decided.inputs),
+            waterfall_upgrade=waterfalls.svg(models, "upgrade", decided.inputs),
             timeline=timeline, events=None if events is None else _records(events),
             contacts=None if contacts is None else _records(contacts),
             logged=request.app.state.decision_log.decisions_for_user(user_id, limit=10),
@@ -571,14 +597,13 @@ def review_router(
             )
         payload = logged["payload"]
         as_of = dt.date.fromisoformat(payload["as_of"]) if payload.get("as_of") else None
-        again = differences = waterfalls = error = None
+        again = differences = drawn = error = None
         try:
             models = replays.get(logged["versions"], holder.current)
             again = scorer.decide(models, logged["inputs"], user_id=logged["user_id"], as_of=as_of, lang=lang)
             differences = compare_replay(logged, again)
-            waterfalls = {
-                "churn": waterfall_svg(models, "churn", logged["inputs"]),
-                "upgrade": waterfall_svg(models, "upgrade", logged["inputs"]),
+            drawn = {
+                target: waterfalls.svg(models, target, logged["inputs"]) for target in ("churn", "upgrade")
             }
         except Exception as exc:  # an archived version, a deleted run: show the record, say why no re-run
             log.warning("replay of %s failed: %s", decision_id, exc)
@@ -586,7 +611,7 @@ def review_router(
         upgrade_value = payload["upgrade"].get("value")
         return page(
             request, "decision.html.j2", lang, logged=logged, p=payload, differences=differences,
-            waterfalls=waterfalls, error=error, rows=breakdown(logged["candidates"], payload["clv"], upgrade_value),
+            waterfalls=drawn, error=error, rows=breakdown(logged["candidates"], payload["clv"], upgrade_value),
             inputs=sorted(logged["inputs"].items()),
         )  # fmt: skip
 

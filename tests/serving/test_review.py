@@ -154,6 +154,34 @@ def test_a_users_page_shows_the_decision_and_why(review_client) -> None:
     assert not EXTERNAL.search(html)
 
 
+def test_waterfalls_are_drawn_once_per_model_version_and_row(review_client, monkeypatch) -> None:
+    from models import plots
+    from serving.review import WaterfallCache
+
+    drawn: list[str] = []
+    draw = plots.waterfall_figure
+
+    def counting(*args, **kwargs):
+        drawn.append(kwargs["title"])
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "waterfall_figure", counting)
+    models = review_client.app.state.holder.current
+    store = review_client.app.state.store
+    first, second = (dict(store.read(u).values) for u in review_client.world.user_ids[:2])
+    cache = WaterfallCache(size=2)
+    svg = cache.svg(models, "churn", first)
+    assert cache.svg(models, "churn", first) == svg and len(drawn) == 1
+    assert "<svg" in svg and 'id="waterfall-churn-' in svg
+    cache.svg(models, "upgrade", first)  # another model: its own figure
+    changed = {**first, "days_since_last_event": (first["days_since_last_event"] or 0) + 30}
+    assert cache.svg(models, "churn", changed) != svg  # another row: its own figure
+    assert len(drawn) == 3
+    cache.svg(models, "churn", second)  # the cache holds two: (first, churn) went out with `changed`
+    cache.svg(models, "churn", first)
+    assert len(drawn) == 5
+
+
 def test_the_users_page_in_chinese(review_client) -> None:
     user = review_client.world.user_ids[3]
     api = review_client.get(f"/v1/users/{user}/decision?lang=zh", headers=SCORE).json()
