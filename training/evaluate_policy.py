@@ -35,7 +35,7 @@ from models.registry import download_policy
 from models.stages import STAGES, stage_agreement
 from models.value import monthly_churn, monthly_margin, survival_annuity
 from training import tracking
-from training.policy import ScoringModels, load_scoring_models, offline_value, policy_frame
+from training.policy import ModelsMissing, ScoringModels, load_scoring_models, offline_value, policy_frame
 from training.truth import effect_matrices, read_effects
 
 log = logging.getLogger(__name__)
@@ -104,27 +104,19 @@ def load_policy_by_alias(
     name = config["models"]["policy"]["registered_name"]
     found = tracking.first_alias(name, aliases)
     if found is None:
-        raise ValueError(
+        raise ModelsMissing(
             f"no {name} registered (@{' or @'.join(aliases)}): run `clm train --model policy` first"
         )
     return load_policy(download_policy(found.model_uri)), f"{name} v{found.version} @{found.alias}"
-
-
-class ModelsMissing(RuntimeError):
-    """No registered churn model, upgrade model or policy under the aliases (or one would not load)."""
 
 
 def load_decision_models(
     config: dict[str, Any], aliases: tuple[str, ...] = ("champion", "challenger")
 ) -> tuple[ScoringModels, PolicyBundle, str]:
     """The churn and upgrade models and the policy, each the first of `aliases` it is registered under, and
-    the policy's version label. Used by `clm score`, `clm report`, the demo and `evaluate_policy`."""
-    try:
-        models = load_scoring_models(config, aliases=aliases)
-        policy, policy_version = load_policy_by_alias(config, aliases=aliases)
-    except Exception as exc:
-        raise ModelsMissing(str(exc)) from exc
-    return models, policy, policy_version
+    the policy's version label (ModelsMissing when one is not registered). Used by `clm score`, `clm report`,
+    the demo and `evaluate_policy`."""
+    return load_scoring_models(config, aliases=aliases), *load_policy_by_alias(config, aliases=aliases)
 
 
 def true_values(effects: pd.DataFrame, users: pd.Series, decisions) -> np.ndarray:
@@ -185,11 +177,12 @@ def evaluate_policy(
     progress: Progress = lambda message: None,
     log_to_mlflow: bool = True,
     alias: str | None = None,
+    loaded: tuple[ScoringModels, PolicyBundle, str] | None = None,
 ) -> PolicyEvaluation:
     """Evaluate the registered policy and the scoring models it decides with (`alias`, default @champion or else
-    @challenger) as of `as_of`."""
+    @challenger; or `loaded`, the models, policy and policy version a caller already holds) as of `as_of`."""
     tracking.configure(tracking.resolve_tracking_uri(project_root))
-    models, policy, policy_version = load_decision_models(
+    models, policy, policy_version = loaded or load_decision_models(
         config, aliases=(alias,) if alias else ("champion", "challenger")
     )
     effects_path = None if truth_dir is None else Path(truth_dir) / "effects.parquet"

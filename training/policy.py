@@ -54,6 +54,10 @@ class ScoringModels:
         )
 
 
+class ModelsMissing(ValueError):
+    """No churn model, upgrade model or policy registered under the aliases asked for."""
+
+
 def load_scoring_models(
     config: dict[str, Any], aliases: tuple[str, ...] = ("champion", "challenger")
 ) -> ScoringModels:
@@ -64,7 +68,7 @@ def load_scoring_models(
         name = config["models"][target]["registered_name"]
         found = tracking.first_alias(name, aliases)
         if found is None:
-            raise ValueError(
+            raise ModelsMissing(
                 f"no {name} model registered (@{' or @'.join(aliases)}): run `clm train --model {target}` first"
             )
         bundles[target] = load_bundle(download_bundle(found.model_uri))

@@ -184,7 +184,6 @@ def gather_report_inputs(
     context: ReportContext,
     project_root: Path,
     budget: float | None = None,
-    alias: str = "champion",
     truth_dir: Path | None = None,
     progress: Progress = lambda message: None,
 ) -> ReportInputs:
@@ -217,8 +216,8 @@ def gather_report_inputs(
     progress(f"features at {len(wanted)} cutoffs: {', '.join(map(str, wanted))}")
     history = feature_history(data_dir, wanted, params=params, label_params=labels, con=con)
     evaluation, note = _evaluation(
-        data_dir, config=config, as_of=as_of, alias=alias, truth_dir=truth_dir, project_root=project_root,
-        progress=progress,
+        data_dir, config=config, as_of=as_of, loaded=(models, policy, policy_version), truth_dir=truth_dir,
+        project_root=project_root, progress=progress,
     )  # fmt: skip
     return ReportInputs(
         as_of=as_of, history=history, stage_cutoffs=cutoffs, calibration_cutoff=calibration_cutoff,
@@ -230,10 +229,11 @@ def gather_report_inputs(
 
 
 def _evaluation(
-    data_dir: Path, *, config: dict[str, Any], as_of: dt.date, alias: str, truth_dir: Path | None,
-    project_root: Path, progress: Progress,
+    data_dir: Path, *, config: dict[str, Any], as_of: dt.date, loaded: tuple[ScoringModels, PolicyBundle, str],
+    truth_dir: Path | None, project_root: Path, progress: Progress,
 ) -> tuple[PolicyEvaluation | None, str | None]:  # fmt: skip
-    """The policy evaluation at `as_of` (not logged to MLflow: a report only reads), and a note for the
+    """The evaluation at `as_of` of the models and policy the report shows (not logged to MLflow: a report
+    only reads), and a note for the
     reader when the true values cannot be computed or the evaluation failed."""
     note = None
     effects = None if truth_dir is None else Path(truth_dir) / "effects.parquet"
@@ -252,7 +252,7 @@ def _evaluation(
     try:
         evaluation = evaluate_policy(
             Path(data_dir), config=config, project_root=project_root, as_of=as_of, truth_dir=truth_dir,
-            progress=progress, log_to_mlflow=False, alias=alias,
+            progress=progress, log_to_mlflow=False, loaded=loaded,
         )  # fmt: skip
     except ValueError as exc:  # the rest of the report stands; the section says why this part is missing
         log.warning("policy evaluation failed: %s", exc)
@@ -318,7 +318,7 @@ def build_report(inputs: ReportInputs) -> ReportData:
         history, inputs.calibration_cutoff, models
     )
     figures.update(calibration_figures)
-    policy_rows, lines, offline = _policy_section(inputs.evaluation, models)
+    policy_rows, lines, offline = _policy_section(inputs.evaluation)
 
     plan = budget["plan"] if inputs.budget is not None else budget["policy"]
     versions = {**models.versions, "policy": inputs.policy_version}
@@ -460,7 +460,7 @@ def _calibration(
 
 
 def _policy_section(
-    evaluation: PolicyEvaluation | None, models: ScoringModels
+    evaluation: PolicyEvaluation | None,
 ) -> tuple[pd.DataFrame | None, list[str], dict[str, float | None] | None]:
     if evaluation is None:
         return None, [], None
@@ -471,9 +471,6 @@ def _policy_section(
         rows.insert(1, "label", rows["policy"].map(POLICY_LABELS).fillna(rows["policy"]))
         rows["share_of_oracle"] = rows["value_per_1000"] / oracle if oracle else math.nan
     lines = evaluation_findings(evaluation)
-    if evaluation.scoring_models != models.versions:
-        scored = ", ".join(evaluation.scoring_models.values())
-        lines.append(f"the evaluation scored users with {scored}")
     offline = evaluation.offline if evaluation.offline.get("n_logged") else None
     return rows, lines, offline
 

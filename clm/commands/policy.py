@@ -107,7 +107,6 @@ def evaluate_policy(
 ) -> None:
     """True value per 1,000 users of the policy against the baselines and the oracle (simulated data), and
     offline IPS/DR estimates from the logged campaign; logged to MLflow."""
-    from training.evaluate_policy import ModelsMissing
     from training.evaluate_policy import evaluate_policy as run
 
     settings = Settings()
@@ -120,7 +119,7 @@ def evaluate_policy(
                 data, config=config, project_root=Path.cwd(), as_of=date_option(as_of, "--as-of"),
                 truth_dir=truth_dir, progress=lambda message: status.update(message), alias=alias,
             )  # fmt: skip
-    except (DataDirectoryError, NotEnoughHistory, ValueError, ModelsMissing) as exc:
+    except (DataDirectoryError, NotEnoughHistory, ValueError) as exc:  # ModelsMissing is a ValueError
         typer.echo(f"clm evaluate-policy: {exc}", err=True)
         raise typer.Exit(2) from exc
     if as_json:

@@ -17,6 +17,7 @@ from clm.settings import Settings
 from features.jobs import DataDirectoryError
 from training import tracking
 from training.dataset import NotEnoughHistory
+from training.evaluate_policy import ModelsMissing
 
 
 def report(
@@ -45,8 +46,6 @@ def report(
     settings = Settings()
     config = load_config(settings.config)
     tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
-    from training.evaluate_policy import ModelsMissing
-
     try:
         written, summary = write_report(data, day, out, config=config, budget=budget, alias=alias,
                                         config_source=settings.config)  # fmt: skip
@@ -87,7 +86,7 @@ def write_report(
     )
     inputs = gather_report_inputs(
         data, config=config, as_of=day, models=models, policy=policy, policy_version=policy_version,
-        context=context, project_root=Path.cwd(), budget=budget, alias=alias, truth_dir=truth,
+        context=context, project_root=Path.cwd(), budget=budget, truth_dir=truth,
         progress=status or (lambda message: None),
     )  # fmt: skip
     if status:
