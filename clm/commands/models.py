@@ -256,7 +256,7 @@ def score(
     try:
         models, policy, policy_version = load_decision_models(config, aliases=("champion",))
     except ModelsMissing as exc:
-        typer.echo(f"clm score: {exc}; run `clm train` and `clm promote` first", err=True)
+        typer.echo(f"clm score: {exc} (and `clm promote` to make it @champion)", err=True)
         raise typer.Exit(2) from exc
     try:
         frame, _ = latest_features(data, params=feature_params(config), as_of=day)

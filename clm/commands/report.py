@@ -50,7 +50,8 @@ def report(
         written, summary = write_report(data, day, out, config=config, budget=budget, alias=alias,
                                         config_source=settings.config)  # fmt: skip
     except ModelsMissing as exc:
-        typer.echo(f"clm report: {exc}; run `clm train` and `clm promote` first", err=True)
+        promote = " (and `clm promote` to make it @champion)" if alias == "champion" else ""
+        typer.echo(f"clm report: {exc}{promote}", err=True)
         raise typer.Exit(2) from exc
     except (DataDirectoryError, NotEnoughHistory, ValueError) as exc:
         typer.echo(f"clm report: {exc}", err=True)
