@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 from nbclient.exceptions import CellExecutionError
 
-from tests.conftest import ServedWorld
+from tests.conftest import ServedWorld, new_store
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -82,13 +82,13 @@ HEAVY = {"02-train-and-compare.ipynb", "04-evaluate-policy.ipynb"}
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in executor.NOTEBOOKS]
 )
-def test_notebook_runs_without_errors(name: str, served_world: ServedWorld, tmp_path: Path) -> None:
-    own_store = tmp_path / "notebook-mlflow"
-    own_store.mkdir()
+def test_notebook_runs_without_errors(
+    name: str, served_world: ServedWorld, migrated_store: Path, tmp_path: Path
+) -> None:
     env = {
         "CLM_NOTEBOOK_DATA": str(served_world.data),
         "MLFLOW_TRACKING_URI": served_world.tracking_uri,
-        "CLM_NOTEBOOK_MLFLOW": f"sqlite:///{own_store / 'mlflow.db'}",
+        "CLM_NOTEBOOK_MLFLOW": new_store(migrated_store, tmp_path / "notebook-mlflow"),
         "CLM_NOTEBOOK_ALIAS": "champion",
     }
     before = registry_state(served_world.tracking_uri)
