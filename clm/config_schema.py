@@ -211,7 +211,9 @@ class ClmConfig(Section):
             raise ValueError("actions.no_action is reserved (it is always a candidate, with value 0)")
         unpriced = [plan for plan in self.features.plan_order if plan not in self.value.plan_prices]
         if unpriced:
-            raise ValueError(f"value.plan_prices has no price for the plan(s) {unpriced} of features.plan_order")
+            raise ValueError(
+                f"value.plan_prices has no price for the plan(s) {unpriced} of features.plan_order"
+            )
         if self.features.no_subscription_plan not in self.features.plan_order:
             raise ValueError(
                 f"features.no_subscription_plan {self.features.no_subscription_plan!r} is not in features.plan_order"
