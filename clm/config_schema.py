@@ -38,6 +38,11 @@ class Section(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The plain nested dict, exactly the keys that were given (optional keys left out stay out): what
+        the `config["section"]["key"]` call sites and the `from_config(section)` readers take."""
+        return self.model_dump(exclude_unset=True)
+
 
 class IngestSection(Section):
     timezone: Name
@@ -225,7 +230,3 @@ class ClmConfig(Section):
         if name not in type(self).model_fields:
             raise KeyError(f"the config has no section {name!r}")
         return getattr(self, name)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The plain nested dict, exactly the keys that were given (optional keys left out stay out)."""
-        return self.model_dump(exclude_unset=True)

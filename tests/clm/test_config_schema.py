@@ -36,6 +36,8 @@ def test_typed_access_reads_the_same_values_as_the_dict(tmp_path: Path) -> None:
     assert typed.section("features").windows_days == [14, 60] == typed.features.windows_days
     assert typed.as_dict()["features"]["windows_days"] == [14, 60]
     assert typed.actions["winback_offer"].stages == ["dormant"]
+    assert typed.features.as_dict() == typed.as_dict()["features"]
+    assert "event_types" not in typed.ingest.as_dict()  # commented out in defaults.toml: stays absent
     with pytest.raises(KeyError, match="no section 'featurez'"):
         typed.section("featurez")
 
