@@ -1,24 +1,61 @@
-"""The API's process settings: one typed object read from `CLM_*` environment variables. Business parameters
-(bands, top-k, the feature windows) come from the versioned config instead."""
+"""Process settings, one hierarchy for the CLI and the API: `ProcessSettings` (where things live, read
+from `CLM_*` environment variables, then `clm.toml` in the working directory, then the defaults) and
+`ServingSettings`, the API's own keys on top. `clm.settings.Settings` extends the same base for the CLI.
+
+The base lives here, not in clm/, because serving may not import clm (DESIGN.md §3) while clm may import
+serving. Business parameters (bands, top-k, the feature windows) come from the versioned config instead."""
 
 from __future__ import annotations
 
+import hmac
+from pathlib import Path
+
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 SCOPES = ("score", "review", "admin")
+SETTINGS_FILE = "clm.toml"
 
 
-class ServingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CLM_", extra="ignore")
+class ProcessSettings(BaseSettings):
+    """What every clm process needs: precedence is explicit arguments, then `CLM_*` variables, then
+    `clm.toml`, then these defaults (no .env file, no secrets directory)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLM_", toml_file=SETTINGS_FILE, extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Local data directory (generated data, stores).")
+    config: Path | None = Field(None, description="A business config TOML merged over the shipped defaults.")
+    online_store: str | None = Field(None, description="sqlite:///PATH or redis://HOST:PORT/DB?prefix=NAME.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def store_url(self) -> str:
+        """The online store: CLM_ONLINE_STORE, else the SQLite file in the data directory."""
+        return self.online_store or f"sqlite:///{self.data_dir}/online.db"
+
+
+class ServingSettings(ProcessSettings):
+    """The API's settings: the shared ones plus keys, the decision log, aliases and request limits."""
 
     api_keys: dict[str, list[str]] = Field(
         default_factory=dict,
         description='JSON object: API key → scopes, e.g. {"k1": ["score"], "k2": ["score", "admin"]}. '
         "With none configured every protected route answers 401.",
     )
-    online_store: str | None = Field(None, description="sqlite:///PATH or redis://HOST:PORT/DB?prefix=NAME.")
-    data_dir: str = Field("data", description="Where the default SQLite files live.")
     events_dir: str | None = Field(
         None,
         description="The canonical data directory (events.parquet, …) the reviewer pages read for stage "
@@ -35,16 +72,11 @@ class ServingSettings(BaseSettings):
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Larger request bodies are refused (413).")
     exploration: bool = Field(True, description="Randomise the policy's configured share of decisions.")
 
-    def store_url(self) -> str:
-        return self.online_store or f"sqlite:///{self.data_dir}/online.db"
-
     def decision_log_url(self) -> str:
         return self.decision_log or f"sqlite:///{self.data_dir}/decisions.db"
 
     def scopes_of(self, key: str) -> frozenset[str] | None:
         """The scopes of an API key (constant-time comparison against every configured key), None if unknown."""
-        import hmac
-
         found: frozenset[str] | None = None
         for known, scopes in self.api_keys.items():
             if hmac.compare_digest(known.encode(), key.encode()):

@@ -78,3 +78,31 @@ def test_settings_read_clm_environment_variables(monkeypatch: pytest.MonkeyPatch
     settings = Settings()
     assert settings.timezone == "Asia/Shanghai"
     assert settings.online_store == "redis://127.0.0.1:6379/0"
+
+
+def test_a_config_typo_stops_a_command_with_the_key_and_its_nearest_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLM_CONFIG", raising=False)
+    (tmp_path / "events.csv").write_text("user_id,ts,event_type,amount\nu1,2024-01-01,login,0\n")
+    (tmp_path / "typo.toml").write_text('[ingest]\ntimezon = "Asia/Tokyo"\n')
+    result = runner.invoke(
+        app, ["ingest", "--events", "events.csv", "--config", "typo.toml", "--out", str(tmp_path / "d")]
+    )
+    assert result.exit_code == 2
+    assert "'ingest.timezon' is not known; did you mean 'ingest.timezone'?" in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_settings_read_clm_toml_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLM_DATA_DIR", raising=False)
+    monkeypatch.delenv("CLM_TIMEZONE", raising=False)
+    (tmp_path / "clm.toml").write_text('data_dir = "elsewhere"\ntimezone = "Europe/Berlin"\n')
+    monkeypatch.setenv("CLM_TIMEZONE", "Asia/Shanghai")
+    settings = Settings()
+    assert settings.data_dir == Path("elsewhere")
+    assert settings.timezone == "Asia/Shanghai"  # the environment beats the file
