@@ -94,6 +94,8 @@ def test_a_typo_names_the_key_and_its_nearest_valid_name(tmp_path: Path, text: s
         ('[ingest]\ntimezone = "Mars/Olympus"\n', "'ingest.timezone': unknown time zone 'Mars/Olympus'"),
         ('[value.plan_prices]\npro = "39"\n', "config key 'value.plan_prices.pro': expected a valid number, got '39'"),
         ('[features]\nplan_order = ["free", "basic", "pro", "team"]\n', "no price for the plan(s) ['team']"),
+        ('[actions.no_action]\nstages = ["new"]\ncost = 0\nchannel = "x"\ncooldown_days = 1\noutcome = "retention"\n'
+         "prior_delta_churn = 0.0\nprior_delta_upgrade = 0.0\n", "actions.no_action is reserved"),
         ("[labels]\nkeep_churned_users = 1\n", "config key 'labels.keep_churned_users': expected a valid boolean, got 1"),
     ],
 )  # fmt: skip
