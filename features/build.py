@@ -11,6 +11,7 @@ not with events × cutoffs.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,12 @@ def cutoff_table(cutoffs: Sequence[dt.date]) -> ir.Table:
         }
     )
     return ibis.memtable(frame)
+
+
+def data_end_table(data_end: dt.date) -> ir.Table:
+    """One row: the first day with no data, as an epoch day and a midnight-UTC timestamp."""
+    ts = pd.Timestamp(data_end, tz="UTC").as_unit("us")
+    return ibis.memtable({"data_end_day": [epoch_day(data_end)], "data_end_ts": [ts]})
 
 
 def user_spine(
@@ -245,7 +252,25 @@ def build_features(
     activity in the horizon before it and no active subscription) are left out."""
     p = params or FeatureParams()
     label_params = labels or LabelParams()
-    cut = cutoff_table(cutoffs)
+    return _features(
+        events, cutoff_table(cutoffs), cutoffs, p, label_params, users=users, subscriptions=subscriptions,
+        campaigns=campaigns, holdout_actions=holdout_actions,
+    )  # fmt: skip
+
+
+def _features(
+    events: ir.Table,
+    cut: ir.Table,
+    cutoffs: Sequence[dt.date],
+    p: FeatureParams,
+    label_params: LabelParams,
+    *,
+    users: ir.Table | None,
+    subscriptions: ir.Table | None,
+    campaigns: ir.Table | None,
+    holdout_actions: Sequence[str],
+) -> ir.Table:
+    """`build_features` over a cutoff table given as a table (a memtable, or a placeholder to compile)."""
     last_ts = midnight_utc(max(cutoffs))
     events = events.filter(events.ts < last_ts)
     daily = _daily(events, p)
@@ -448,16 +473,31 @@ def build_labels(
     horizon (plus `churn_offset_days`) has not closed by `data_end` (the first day with no data)."""
     lp = params or LabelParams()
     p = feature_params or FeatureParams()
+    cut, end = cutoff_table(cutoffs), data_end_table(data_end)
+    return _labels(events, cut, end, lp, p, users=users, subscriptions=subscriptions)
+
+
+def _labels(
+    events: ir.Table,
+    cut: ir.Table,
+    end: ir.Table,
+    lp: LabelParams,
+    p: FeatureParams,
+    *,
+    users: ir.Table | None,
+    subscriptions: ir.Table | None,
+) -> ir.Table:
+    """`build_labels` over the cutoffs and the data's end given as tables (memtables, or placeholders to
+    compile once for any cutoffs and any data end)."""
     horizon = lp.horizon_days
     offset = lp.churn_offset_days
-    cut = cutoff_table(cutoffs)
-    spine = user_spine(events.filter(events.ts < midnight_utc(max(cutoffs))), cut, users)
-    spine = spine.mutate(
+    last_cutoff_ts = cut.cutoff_ts.max().as_scalar()
+    spine = user_spine(events.filter(events.ts < last_cutoff_ts), cut, users)
+    spine = spine.cross_join(end).mutate(
         horizon_ts=spine.cutoff_ts + ibis.interval(days=horizon),
         churn_end_ts=spine.cutoff_ts + ibis.interval(days=horizon + offset),
     )
-    end_ts = midnight_utc(data_end)
-    events = events.filter(events.ts < end_ts)
+    events = events.filter(events.ts < end.data_end_ts.max().as_scalar())
     e = events.mutate(day=_day_of(events.ts))
     activity = (
         e.event_type.isin(list(p.purchase_event_types)) if lp.non_contractual_activity == "purchase" else True
@@ -511,7 +551,7 @@ def build_labels(
         upgrade = (after["n_upgrade"] > 0) | (after["revenue"] > lp.upgrade_spend_threshold) | moved_up
     elif lp.churn_definition == "contractual":
         raise ValueError("contractual churn needs subscriptions")
-    closed = t.cutoff_day + horizon + offset <= epoch_day(data_end)
+    closed = t.cutoff_day + horizon + offset <= t.data_end_day
     return (
         t.mutate(
             horizon_days=ibis.literal(horizon, "int32"),
@@ -521,3 +561,73 @@ def build_labels(
         .select("user_id", ibis._.cutoff.cast("date").name("cutoff"), "horizon_days", "churn", "upgrade")
         .order_by(["cutoff", "user_id"])
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# compiled once: the same builders over placeholder inputs, compiled to SQL once per key and reused
+
+InputSchemas = tuple[tuple[str, Any], ...]  # (input name, ibis schema) for each input present
+CUTOFFS_INPUT = "cutoffs"
+DATA_END_INPUT = "data_end"
+
+
+@dataclass(frozen=True)
+class CompiledQuery:
+    """A builder's expression over placeholder tables, compiled once. To run it, bind each placeholder
+    (`placeholders`: input name → the table name the SQL reads) to the real input and execute `sql`;
+    `expr` gives the result's schema and types."""
+
+    expr: ir.Table
+    sql: str
+    placeholders: Mapping[str, str]
+
+
+def _placeholder_tables(schemas: InputSchemas) -> dict[str, ir.Table]:
+    epoch = dt.date(1970, 1, 1)
+    all_schemas = {
+        **dict(schemas),
+        CUTOFFS_INPUT: cutoff_table([epoch]).schema(),
+        DATA_END_INPUT: data_end_table(epoch).schema(),
+    }
+    return {name: ibis.table(schema, name=f"__clm_input_{name}__") for name, schema in all_schemas.items()}
+
+
+def _compiled(expr: ir.Table, tables: Mapping[str, ir.Table], dialect: str) -> CompiledQuery:
+    sql = ibis.to_sql(expr, dialect=dialect)
+    names = {name: table.get_name() for name, table in tables.items()}
+    return CompiledQuery(expr, sql, {name: table for name, table in names.items() if f'"{table}"' in sql})
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_features(
+    dialect: str,
+    schemas: InputSchemas,
+    cutoffs: tuple[dt.date, ...],
+    params: FeatureParams,
+    labels: LabelParams,
+    holdout_actions: tuple[str, ...] = ("no_action",),
+) -> CompiledQuery:
+    """`build_features` compiled for `dialect` over inputs of these schemas (the inputs named in `schemas`,
+    plus `cutoffs`): building and compiling the expression costs seconds, running it on small data
+    milliseconds, so a process pays it once per key (the cutoffs are in it: windows are literals)."""
+    tables = _placeholder_tables(schemas)
+    expr = _features(
+        tables["events"], tables[CUTOFFS_INPUT], cutoffs, params, labels, users=tables.get("users"),
+        subscriptions=tables.get("subscriptions"), campaigns=tables.get("campaigns"),
+        holdout_actions=holdout_actions,
+    )  # fmt: skip
+    return _compiled(expr, tables, dialect)
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_labels(
+    dialect: str, schemas: InputSchemas, params: LabelParams, feature_params: FeatureParams
+) -> CompiledQuery:
+    """`build_labels` compiled once per key, like `compiled_features`; the cutoffs and the data's end
+    are inputs (`cutoffs`, `data_end`), so one compilation serves any of them."""
+    tables = _placeholder_tables(schemas)
+    expr = _labels(
+        tables["events"], tables[CUTOFFS_INPUT], tables[DATA_END_INPUT], params, feature_params,
+        users=tables.get("users"), subscriptions=tables.get("subscriptions"),
+    )  # fmt: skip
+    return _compiled(expr, tables, dialect)
