@@ -11,6 +11,7 @@ not with events × cutoffs.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ import ibis
 import ibis.expr.types as ir
 import pandas as pd
 
-from features.registry import PLAN_CHANGE_WINDOW_DAYS, RFM_GRID, FeatureParams, build_registry, feature_names
+from features.registry import FeatureParams, build_registry, plan_rank, rfm_measures
 
 SECONDS_PER_DAY = 86_400
 # Sums only ever needed over the whole history (cadence statistics).
@@ -86,6 +87,12 @@ def cutoff_table(cutoffs: Sequence[dt.date]) -> ir.Table:
         }
     )
     return ibis.memtable(frame)
+
+
+def data_end_table(data_end: dt.date) -> ir.Table:
+    """One row: the first day with no data, as an epoch day and a midnight-UTC timestamp."""
+    ts = pd.Timestamp(data_end, tz="UTC").as_unit("us")
+    return ibis.memtable({"data_end_day": [epoch_day(data_end)], "data_end_ts": [ts]})
 
 
 def user_spine(
@@ -193,15 +200,6 @@ def _running_totals(
     )
 
 
-def _window_total(t: ir.Table, column: str, window: int | None) -> ir.Value:
-    total = t[f"{column}_at_0"]
-    return total if window is None else total - t[f"{column}_at_{window}"]
-
-
-def _change_pct(recent: ir.Value, before: ir.Value) -> ir.Value:
-    return (100.0 * (recent - before) / ibis.greatest(before, 1.0)).cast("float64")
-
-
 def _subscription_state(spine: ir.Table, subscriptions: ir.Table, at: str, params: FeatureParams) -> ir.Table:
     """Per (user, cutoff): the subscription active at the timestamp column `at` of the spine — known
     from its start, so only rows started before it count — plus how many periods had started."""
@@ -212,7 +210,7 @@ def _subscription_state(spine: ir.Table, subscriptions: ir.Table, at: str, param
     elapsed_days = ((joined[at].epoch_seconds() - joined.start.epoch_seconds()) / SECONDS_PER_DAY).cast(
         "float64"
     )
-    rank = _plan_rank(joined.plan, params)
+    rank = plan_rank(joined.plan, params)
     state = joined.group_by(["user_id", "cutoff_day"]).aggregate(
         subscription_periods=joined.count().cast("float64"),
         active_plan=joined.plan.argmax(joined.start.epoch_seconds(), where=active),
@@ -222,11 +220,6 @@ def _subscription_state(spine: ir.Table, subscriptions: ir.Table, at: str, param
         has_active=active.any(),
     )
     return state
-
-
-def _plan_rank(plan: ir.StringValue, params: FeatureParams) -> ir.Value:
-    branches = [(plan == name, float(i)) for i, name in enumerate(params.plan_order)]
-    return ibis.cases(*branches, else_=ibis.null("float64")).cast("float64")
 
 
 def build_features(
@@ -245,7 +238,25 @@ def build_features(
     activity in the horizon before it and no active subscription) are left out."""
     p = params or FeatureParams()
     label_params = labels or LabelParams()
-    cut = cutoff_table(cutoffs)
+    return _features(
+        events, cutoff_table(cutoffs), cutoffs, p, label_params, users=users, subscriptions=subscriptions,
+        campaigns=campaigns, holdout_actions=holdout_actions,
+    )  # fmt: skip
+
+
+def _features(
+    events: ir.Table,
+    cut: ir.Table,
+    cutoffs: Sequence[dt.date],
+    p: FeatureParams,
+    label_params: LabelParams,
+    *,
+    users: ir.Table | None,
+    subscriptions: ir.Table | None,
+    campaigns: ir.Table | None,
+    holdout_actions: Sequence[str],
+) -> ir.Table:
+    """`build_features` over a cutoff table given as a table (a memtable, or a placeholder to compile)."""
     last_ts = midnight_utc(max(cutoffs))
     events = events.filter(events.ts < last_ts)
     daily = _daily(events, p)
@@ -293,145 +304,79 @@ def _feature_columns(
     campaigns: ir.Table | None,
     holdout_actions: Sequence[str],
 ) -> ir.Table:
-    windows: list[int | None] = [*sorted(p.windows_days), None]
-    trend = p.trend_window_days
-    f: dict[str, ir.Value] = {}
-    since = lambda day: (t.cutoff_day - day).cast("float64")  # noqa: E731
-    f["days_since_last_event"] = since(t.last_event_day)
-    f["days_since_last_login"] = since(t.last_login_day)
-    f["days_since_last_purchase"] = since(t.last_purchase_day)
-    f["tenure_days"] = (t.cutoff_day - t.first_day).cast("float64")
-    for w in windows:
-        label = "total" if w is None else f"{w}d"
-        f[f"events_count_{label}"] = _window_total(t, "n_events", w).cast("float64")
-        f[f"active_days_{label}"] = _window_total(t, "active", w).cast("float64")
-        for event_type in p.count_event_types:
-            f[f"{event_type}_count_{label}"] = _window_total(t, f"n_{event_type}", w).cast("float64")
-        revenue = _window_total(t, "revenue", w).cast("float64")
-        purchases = _window_total(t, "n_purchases", w)
-        f[f"revenue_sum_{label}"] = revenue
-        f[f"revenue_mean_{label}"] = ibis.ifelse(purchases > 0, revenue / purchases, None).cast("float64")
-    active_recent = (t["active_at_0"] - t[f"active_at_{trend}"]).cast("float64")
-    active_before = (t[f"active_at_{trend}"] - t[f"active_at_{2 * trend}"]).cast("float64")
-    revenue_recent = (t["revenue_at_0"] - t[f"revenue_at_{trend}"]).cast("float64")
-    revenue_before = (t[f"revenue_at_{trend}"] - t[f"revenue_at_{2 * trend}"]).cast("float64")
-    f[f"activity_change_pct_{trend}d"] = _change_pct(active_recent, active_before)
-    f[f"activity_diff_{trend}d"] = active_recent - active_before
-    f[f"revenue_change_pct_{trend}d"] = _change_pct(revenue_recent, revenue_before)
-    f[f"revenue_diff_{trend}d"] = revenue_recent - revenue_before
-    gaps = t["has_gap_at_0"].cast("float64")
-    mean_gap = ibis.ifelse(gaps > 0, t["gap_at_0"] / gaps, None).cast("float64")
-    variance = t["gap_sq_at_0"] / gaps - mean_gap * mean_gap
-    f["gap_mean_days"] = mean_gap
-    f["gap_std_days"] = ibis.ifelse(gaps > 0, ibis.greatest(variance, 0.0).sqrt(), None).cast("float64")
-    f["gap_ratio"] = (f["days_since_last_event"] / mean_gap).cast("float64")
-    changes = [f"n_{e}" for e in p.plan_change_event_types]
-    f["plan_changes_total"] = sum((_window_total(t, c, None) for c in changes), ibis.literal(0)).cast(
-        "float64"
+    """The context the registry's builders read (see `features.registry`), then one column per registry
+    entry from its own builder."""
+    registry = build_registry(p)
+    context = _with_rfm_thresholds(
+        _with_last_action(_with_subscription(t, p, users, subscriptions), campaigns, holdout_actions), p
     )
-    f[f"plan_changes_{PLAN_CHANGE_WINDOW_DAYS}d"] = sum(
-        (_window_total(t, c, PLAN_CHANGE_WINDOW_DAYS) for c in changes), ibis.literal(0)
-    ).cast("float64")
-    for w in windows:
-        label = "total" if w is None else f"{w}d"
-        f[f"contacts_count_{label}"] = _window_total(t, "contacts", w).cast("float64")
-    f["days_since_last_contact"] = since(t.last_contact_day)
-    table = t.mutate(**f)
-
-    # plan and subscription
-    if subscriptions is not None:
-        state = _subscription_state(table, subscriptions, "cutoff_ts", p)
-        table = table.left_join(state, ["user_id", "cutoff_day"]).drop("user_id_right", "cutoff_day_right")
-        bill = float(p.bill_period_days)
-        plan = table.active_plan.fill_null(p.no_subscription_plan)
-        table = table.mutate(
-            current_plan=plan,
-            mrr=table.active_mrr.fill_null(0.0),
-            subscription_periods=table.subscription_periods.fill_null(0.0),
-            bill_period_days=ibis.ifelse(table.has_active.fill_null(False), bill, None).cast("float64"),
-            days_to_renewal=(bill - table.active_elapsed % bill).cast("float64"),
-            has_active_subscription=table.has_active.fill_null(False),
-        )
-    elif users is not None and "plan" in users.columns:
-        signup_plan = users.select(plan_user=users.user_id, signup_plan=users.plan)
-        table = table.left_join(signup_plan, table.user_id == signup_plan.plan_user).drop("plan_user")
-        table = table.mutate(
-            current_plan=table.signup_plan, mrr=ibis.null("float64"), subscription_periods=ibis.null("float64"),
-            bill_period_days=ibis.null("float64"), days_to_renewal=ibis.null("float64"),
-            has_active_subscription=ibis.literal(False),
-        )  # fmt: skip
-    else:
-        table = table.mutate(
-            current_plan=ibis.null("string"), mrr=ibis.null("float64"), subscription_periods=ibis.null("float64"),
-            bill_period_days=ibis.null("float64"), days_to_renewal=ibis.null("float64"),
-            has_active_subscription=ibis.literal(False),
-        )  # fmt: skip
-    table = table.mutate(plan_rank=_plan_rank(table.current_plan, p))
-
-    # the last action received
-    if campaigns is not None:
-        contacts = campaigns.filter(~campaigns.action.isin(list(holdout_actions)))
-        last = (
-            contacts.mutate(contact_day=_day_of(contacts.ts))
-            .group_by(["user_id", "contact_day"])
-            .aggregate(last_action=ibis._.action.max())
-        )
-        last = last.rename(action_user="user_id")
-        table = table.left_join(
-            last, (table.user_id == last.action_user) & (table.last_contact_day == last.contact_day)
-        ).drop("action_user", "contact_day")
-    else:
-        table = table.mutate(last_action=ibis.null("string"))
-
-    table = _rfm(table, p)
+    columns = {}
+    for feature in registry:
+        if feature.build is None:
+            raise ValueError(f"feature {feature.name} has no builder")
+        value = feature.build(context, p)
+        columns[feature.name] = value.cast("string") if feature.dtype == "category" else value.cast("float64")
+    table = context.mutate(**columns)
     if not label_params.keep_churned_users:
         horizon = float(label_params.horizon_days)
-        churned = (table.days_since_last_event >= horizon) & ~table.has_active_subscription
+        has_active = table.subscriptions_known & table.has_active.fill_null(False)
+        churned = (table.days_since_last_event >= horizon) & ~has_active
         table = table.filter(~churned.fill_null(False))
-    columns = feature_names(build_registry(p))
     return table.select("user_id", table.cutoff.cast("date").name("cutoff"), *columns).order_by(
         ["cutoff", "user_id"]
     )
 
 
-def _rfm(t: ir.Table, p: FeatureParams) -> ir.Table:
-    """Quintile scores among the users who have bought, at each cutoff; 0 for those who have not."""
-    has_count = "purchase_count_total" in t.columns
-    t = t.mutate(
-        _buyer=(t.purchase_count_total if has_count else t.revenue_sum_total) > 0,
-        _frequency=t.purchase_count_total if has_count else t.events_count_total,
-    )
-    buckets = p.rfm_buckets
-    # Quintile thresholds per cutoff among buyers (exact quantiles: one aggregate, no window sort over
-    # the wide table). A score counts the thresholds a value passes, so ties share a score.
-    measures = {"r": t.days_since_last_purchase, "f": t._frequency, "m": t.revenue_sum_total}
-    buyers = t.filter(t._buyer)
-    qs = [i / buckets for i in range(1, buckets)]
-    thresholds = buyers.group_by("cutoff_day").aggregate(
-        **{
-            f"_q{key}{i}": buyers[expr.get_name()].quantile(q)
-            for key, expr in measures.items()
-            for i, q in enumerate(qs)
-        }
-    )
-    t = t.left_join(thresholds, "cutoff_day").drop("cutoff_day_right")
-
-    def passed(value: ir.Value, key: str) -> ir.Value:
-        return sum((ibis.ifelse(value > t[f"_q{key}{i}"], 1, 0) for i in range(len(qs))), ibis.literal(0))
-
-    scored = t.mutate(
-        rfm_recency_score=ibis.ifelse(t._buyer, buckets - passed(measures["r"], "r"), 0).cast("float64"),
-        rfm_frequency_score=ibis.ifelse(t._buyer, 1 + passed(measures["f"], "f"), 0).cast("float64"),
-        rfm_monetary_score=ibis.ifelse(t._buyer, 1 + passed(measures["m"], "m"), 0).cast("float64"),
-    )
-    scored = scored.drop(*[c for c in scored.columns if c.startswith("_q")])
-    r, f = scored.rfm_recency_score, scored.rfm_frequency_score
-    branches = [((r == 0) | (f == 0), "No Purchase Yet")]
-    for segment, (r_range, f_range) in RFM_GRID.items():
-        branches.append(
-            (r.between(min(r_range), max(r_range)) & f.between(min(f_range), max(f_range)), segment)
+def _with_subscription(
+    t: ir.Table, p: FeatureParams, users: ir.Table | None, subscriptions: ir.Table | None
+) -> ir.Table:
+    """The subscription active at the cutoff (null columns without the input), and the signup plan."""
+    if subscriptions is not None:
+        state = _subscription_state(t, subscriptions, "cutoff_ts", p).rename(
+            periods_started="subscription_periods"
         )
-    return scored.mutate(rfm_segment=ibis.cases(*branches)).drop("_buyer", "_frequency")
+        t = t.left_join(state, ["user_id", "cutoff_day"]).drop("user_id_right", "cutoff_day_right")
+        t = t.mutate(subscriptions_known=ibis.literal(True))
+    else:
+        t = t.mutate(
+            subscriptions_known=ibis.literal(False), active_plan=ibis.null("string"),
+            active_rank=ibis.null("float64"), active_mrr=ibis.null("float64"),
+            active_elapsed=ibis.null("float64"), has_active=ibis.null("boolean"),
+            periods_started=ibis.null("float64"),
+        )  # fmt: skip
+    if subscriptions is None and users is not None and "plan" in users.columns:
+        signup_plan = users.select(plan_user=users.user_id, signup_plan=users.plan)
+        return t.left_join(signup_plan, t.user_id == signup_plan.plan_user).drop("plan_user")
+    return t.mutate(signup_plan=ibis.null("string"))
+
+
+def _with_last_action(t: ir.Table, campaigns: ir.Table | None, holdout_actions: Sequence[str]) -> ir.Table:
+    """The action of the last contact (the largest name when one day had several)."""
+    if campaigns is None:
+        return t.mutate(contact_last_action=ibis.null("string"))
+    contacts = campaigns.filter(~campaigns.action.isin(list(holdout_actions)))
+    last = (
+        contacts.mutate(contact_day=_day_of(contacts.ts))
+        .group_by(["user_id", "contact_day"])
+        .aggregate(contact_last_action=ibis._.action.max())
+    )
+    last = last.rename(action_user="user_id")
+    return t.left_join(last, (t.user_id == last.action_user) & (t.last_contact_day == last.contact_day)).drop(
+        "action_user", "contact_day"
+    )
+
+
+def _with_rfm_thresholds(t: ir.Table, p: FeatureParams) -> ir.Table:
+    """Quintile thresholds of the RFM measures among the users who have bought, per cutoff (exact
+    quantiles: one aggregate, no window sort over the wide table)."""
+    buyer, measures = rfm_measures(t, p)
+    marked = t.mutate(_buyer=buyer, **{f"_measure_{key}": value for key, value in measures.items()})
+    buyers = marked.filter(marked._buyer)
+    qs = [i / p.rfm_buckets for i in range(1, p.rfm_buckets)]
+    thresholds = buyers.group_by("cutoff_day").aggregate(
+        **{f"_q{key}{i}": buyers[f"_measure_{key}"].quantile(q) for key in measures for i, q in enumerate(qs)}
+    )
+    return t.left_join(thresholds, "cutoff_day").drop("cutoff_day_right")
 
 
 def build_labels(
@@ -448,16 +393,31 @@ def build_labels(
     horizon (plus `churn_offset_days`) has not closed by `data_end` (the first day with no data)."""
     lp = params or LabelParams()
     p = feature_params or FeatureParams()
+    cut, end = cutoff_table(cutoffs), data_end_table(data_end)
+    return _labels(events, cut, end, lp, p, users=users, subscriptions=subscriptions)
+
+
+def _labels(
+    events: ir.Table,
+    cut: ir.Table,
+    end: ir.Table,
+    lp: LabelParams,
+    p: FeatureParams,
+    *,
+    users: ir.Table | None,
+    subscriptions: ir.Table | None,
+) -> ir.Table:
+    """`build_labels` over the cutoffs and the data's end given as tables (memtables, or placeholders to
+    compile once for any cutoffs and any data end)."""
     horizon = lp.horizon_days
     offset = lp.churn_offset_days
-    cut = cutoff_table(cutoffs)
-    spine = user_spine(events.filter(events.ts < midnight_utc(max(cutoffs))), cut, users)
-    spine = spine.mutate(
+    last_cutoff_ts = cut.cutoff_ts.max().as_scalar()
+    spine = user_spine(events.filter(events.ts < last_cutoff_ts), cut, users)
+    spine = spine.cross_join(end).mutate(
         horizon_ts=spine.cutoff_ts + ibis.interval(days=horizon),
         churn_end_ts=spine.cutoff_ts + ibis.interval(days=horizon + offset),
     )
-    end_ts = midnight_utc(data_end)
-    events = events.filter(events.ts < end_ts)
+    events = events.filter(events.ts < end.data_end_ts.max().as_scalar())
     e = events.mutate(day=_day_of(events.ts))
     activity = (
         e.event_type.isin(list(p.purchase_event_types)) if lp.non_contractual_activity == "purchase" else True
@@ -511,7 +471,7 @@ def build_labels(
         upgrade = (after["n_upgrade"] > 0) | (after["revenue"] > lp.upgrade_spend_threshold) | moved_up
     elif lp.churn_definition == "contractual":
         raise ValueError("contractual churn needs subscriptions")
-    closed = t.cutoff_day + horizon + offset <= epoch_day(data_end)
+    closed = t.cutoff_day + horizon + offset <= t.data_end_day
     return (
         t.mutate(
             horizon_days=ibis.literal(horizon, "int32"),
@@ -521,3 +481,73 @@ def build_labels(
         .select("user_id", ibis._.cutoff.cast("date").name("cutoff"), "horizon_days", "churn", "upgrade")
         .order_by(["cutoff", "user_id"])
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# compiled once: the same builders over placeholder inputs, compiled to SQL once per key and reused
+
+InputSchemas = tuple[tuple[str, Any], ...]  # (input name, ibis schema) for each input present
+CUTOFFS_INPUT = "cutoffs"
+DATA_END_INPUT = "data_end"
+
+
+@dataclass(frozen=True)
+class CompiledQuery:
+    """A builder's expression over placeholder tables, compiled once. To run it, bind each placeholder
+    (`placeholders`: input name → the table name the SQL reads) to the real input and execute `sql`;
+    `expr` gives the result's schema and types."""
+
+    expr: ir.Table
+    sql: str
+    placeholders: Mapping[str, str]
+
+
+def _placeholder_tables(schemas: InputSchemas) -> dict[str, ir.Table]:
+    epoch = dt.date(1970, 1, 1)
+    all_schemas = {
+        **dict(schemas),
+        CUTOFFS_INPUT: cutoff_table([epoch]).schema(),
+        DATA_END_INPUT: data_end_table(epoch).schema(),
+    }
+    return {name: ibis.table(schema, name=f"__clm_input_{name}__") for name, schema in all_schemas.items()}
+
+
+def _compiled(expr: ir.Table, tables: Mapping[str, ir.Table], dialect: str) -> CompiledQuery:
+    sql = ibis.to_sql(expr, dialect=dialect)
+    names = {name: table.get_name() for name, table in tables.items()}
+    return CompiledQuery(expr, sql, {name: table for name, table in names.items() if f'"{table}"' in sql})
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_features(
+    dialect: str,
+    schemas: InputSchemas,
+    cutoffs: tuple[dt.date, ...],
+    params: FeatureParams,
+    labels: LabelParams,
+    holdout_actions: tuple[str, ...] = ("no_action",),
+) -> CompiledQuery:
+    """`build_features` compiled for `dialect` over inputs of these schemas (the inputs named in `schemas`,
+    plus `cutoffs`): building and compiling the expression costs seconds, running it on small data
+    milliseconds, so a process pays it once per key (the cutoffs are in it: windows are literals)."""
+    tables = _placeholder_tables(schemas)
+    expr = _features(
+        tables["events"], tables[CUTOFFS_INPUT], cutoffs, params, labels, users=tables.get("users"),
+        subscriptions=tables.get("subscriptions"), campaigns=tables.get("campaigns"),
+        holdout_actions=holdout_actions,
+    )  # fmt: skip
+    return _compiled(expr, tables, dialect)
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_labels(
+    dialect: str, schemas: InputSchemas, params: LabelParams, feature_params: FeatureParams
+) -> CompiledQuery:
+    """`build_labels` compiled once per key, like `compiled_features`; the cutoffs and the data's end
+    are inputs (`cutoffs`, `data_end`), so one compilation serves any of them."""
+    tables = _placeholder_tables(schemas)
+    expr = _labels(
+        tables["events"], tables[CUTOFFS_INPUT], tables[DATA_END_INPUT], params, feature_params,
+        users=tables.get("users"), subscriptions=tables.get("subscriptions"),
+    )  # fmt: skip
+    return _compiled(expr, tables, dialect)

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import tempfile
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.build import LabelParams, build_features, build_labels, midnight_utc
+from features.build import (
+    CUTOFFS_INPUT,
+    DATA_END_INPUT,
+    CompiledQuery,
+    LabelParams,
+    build_features,
+    build_labels,
+    compiled_features,
+    compiled_labels,
+    cutoff_table,
+    data_end_table,
+    midnight_utc,
+)
 from features.registry import FeatureParams, build_registry, registry_version
 
 log = logging.getLogger(__name__)
@@ -103,6 +116,85 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
         raise
 
 
+def _input_tables(inputs: Inputs, names: Sequence[str] = INPUTS) -> dict[str, ir.Table]:
+    tables = {name: getattr(inputs, name) for name in names}
+    return {name: table for name, table in tables.items() if table is not None}
+
+
+def _schemas(tables: dict[str, ir.Table]) -> tuple[tuple[str, Any], ...]:
+    return tuple((name, table.schema()) for name, table in tables.items())
+
+
+def _execute(con: ibis.BaseBackend, compiled: CompiledQuery, tables: dict[str, ir.Table]) -> pa.Table:
+    """Run a compiled query with each placeholder bound to a view of the real input (named per call, so
+    that two runs on one connection never see each other's inputs)."""
+    suffix = uuid.uuid4().hex[:12]
+    sql = compiled.sql
+    views: list[str] = []
+    try:
+        for name, placeholder in compiled.placeholders.items():
+            view = f"clm_{name}_{suffix}"
+            con.create_view(view, tables[name], overwrite=True)
+            views.append(view)
+            sql = sql.replace(f'"{placeholder}"', f'"{view}"')
+        result = con.con.sql(sql).to_arrow_table()  # DuckDB's own connection: no SQL parsing by Ibis
+    finally:
+        for view in views:
+            con.con.execute(f'DROP VIEW IF EXISTS "{view}"')
+    from ibis.backends.duckdb.converter import DuckDBPyArrowData
+
+    return compiled.expr.__pyarrow_result__(result, data_mapper=DuckDBPyArrowData)
+
+
+def _as_pandas(table: pa.Table) -> pd.DataFrame:
+    """An Arrow result as `con.to_pandas` gives it on DuckDB (columns with nulls through Python objects,
+    then ibis's conversion to the schema), so a compiled run reaches pandas users unchanged."""
+    import ibis.expr.schema as sch
+    from ibis.backends.duckdb.converter import DuckDBPandasData
+
+    frame = pd.DataFrame(
+        {
+            name: column.to_pylist()
+            if pa.types.is_nested(column.type) or pa.types.is_dictionary(column.type) or column.null_count
+            else column.to_pandas()
+            for name, column in zip(table.column_names, table.columns, strict=True)
+        }
+    )
+    return DuckDBPandasData.convert_table(frame, sch.Schema.from_pyarrow(table.schema))
+
+
+def _feature_table(
+    con: ibis.BaseBackend, inputs: Inputs, cutoffs: Sequence[dt.date], p: FeatureParams, lp: LabelParams
+) -> pa.Table:
+    """The feature table at `cutoffs`: on DuckDB from SQL compiled once per process and key, elsewhere
+    from the expression compiled afresh."""
+    tables = _input_tables(inputs)
+    if con.name != "duckdb":
+        features = build_features(
+            inputs.events, cutoffs, p, users=inputs.users, subscriptions=inputs.subscriptions,
+            campaigns=inputs.campaigns, labels=lp,
+        )  # fmt: skip
+        return con.to_pyarrow(features)
+    compiled = compiled_features(con.name, _schemas(tables), tuple(sorted(set(cutoffs))), p, lp)
+    return _execute(con, compiled, {**tables, CUTOFFS_INPUT: cutoff_table(cutoffs)})
+
+
+def _label_table(
+    con: ibis.BaseBackend, inputs: Inputs, cutoffs: Sequence[dt.date], p: FeatureParams, lp: LabelParams
+) -> pa.Table:
+    """The label table at `cutoffs`, compiled once per key like `_feature_table`."""
+    tables = _input_tables(inputs, ("events", "users", "subscriptions"))
+    if con.name != "duckdb":
+        labels = build_labels(
+            inputs.events, cutoffs, lp, p, data_end=inputs.data_end, users=inputs.users,
+            subscriptions=inputs.subscriptions,
+        )  # fmt: skip
+        return con.to_pyarrow(labels)
+    compiled = compiled_labels(con.name, _schemas(tables), lp, p)
+    bounds = {CUTOFFS_INPUT: cutoff_table(cutoffs), DATA_END_INPUT: data_end_table(inputs.data_end)}
+    return _execute(con, compiled, {**tables, **bounds})
+
+
 def _features_and_labels(
     con: ibis.BaseBackend,
     inputs: Inputs,
@@ -118,15 +210,7 @@ def _features_and_labels(
         raise DataDirectoryError(
             f"cutoffs after the data's end ({inputs.data_end}): {', '.join(map(str, late))}" + hint
         )
-    features = build_features(
-        inputs.events, cutoffs, p, users=inputs.users, subscriptions=inputs.subscriptions,
-        campaigns=inputs.campaigns, labels=lp,
-    )  # fmt: skip
-    labels = build_labels(
-        inputs.events, cutoffs, lp, p, data_end=inputs.data_end, users=inputs.users,
-        subscriptions=inputs.subscriptions,
-    )  # fmt: skip
-    return con.to_pyarrow(features), con.to_pyarrow(labels)
+    return _feature_table(con, inputs, cutoffs, p, lp), _label_table(con, inputs, cutoffs, p, lp)
 
 
 def build_feature_tables(
@@ -190,11 +274,8 @@ def latest_features(
     con = con or connect()
     inputs = load_inputs(con, data_dir, as_of)
     keep_all = LabelParams(keep_churned_users=True)
-    features = build_features(
-        inputs.events, [inputs.data_end], p, users=inputs.users, subscriptions=inputs.subscriptions,
-        campaigns=inputs.campaigns, labels=keep_all,
-    )  # fmt: skip
-    return con.to_pandas(features), inputs.data_end
+    features = _feature_table(con, inputs, [inputs.data_end], p, keep_all)
+    return _as_pandas(features), inputs.data_end
 
 
 def feature_history(

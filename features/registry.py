@@ -4,6 +4,22 @@ schema and the explanations all read it; nobody re-types the feature list.
 
 The list is a function of the feature parameters (windows, event types) from the config, so adding a
 window in the config adds its features everywhere without code.
+
+Each entry also carries `build(t, params)`, the Ibis expression of its column, so a feature is defined
+in one place: `features.build` only prepares the per-(user, cutoff) context table `t` the builders read
+and evaluates every entry. The context's columns:
+
+- `cutoff_day`; `first_day` (first event or signup); `last_event_day`, `last_login_day`,
+  `last_purchase_day`, `last_contact_day` (epoch days, null when none);
+- `<metric>_at_<offset>`: the metric's total over everything strictly before cutoff − offset days, for
+  every offset in `FeatureParams.offsets_days` (`gap`, `gap_sq`, `has_gap` at 0 only); metrics `n_events`,
+  `active` (active days), `revenue`, `n_purchases`, `contacts` and `n_<event type>` per counted type;
+- the subscription at the cutoff: `subscriptions_known` (whether the input exists), `active_plan`,
+  `active_mrr`, `active_elapsed` (days since its start), `has_active`, `periods_started`, and
+  `signup_plan` (users' plan, null without it); `contact_last_action` (the last contact's action);
+- `_q<r|f|m><i>`: the RFM quantile thresholds among buyers at the cutoff (see `rfm_measures`).
+
+Ibis is imported inside the builders only: reading the registry (serving, the CLI) does not load it.
 """
 
 from __future__ import annotations
@@ -11,14 +27,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from functools import partial
+from typing import Any, Literal
 
 Dtype = Literal["float64", "category"]
 # Plan changes are counted over this fixed window whatever the configured windows are.
 PLAN_CHANGE_WINDOW_DAYS = 90
 Direction = Literal[1, -1, 0]
+# (context table, params) -> the column's Ibis expression; module-level functions and partials, so a
+# Feature still pickles
+ColumnBuilder = Callable[[Any, "FeatureParams"], Any]
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,7 @@ class Feature:
     reason_zh: str
     categories: tuple[str, ...] = field(default=())
     description_zh: str = ""
+    build: ColumnBuilder | None = field(default=None, compare=False, repr=False)
 
     def reason(self, value: float | str | None, lang: str = "en") -> str:
         """The plain-language reason for this feature's value, e.g. "No activity for 12 days"."""
@@ -125,6 +146,7 @@ def _count_feature(event_type: str, window: int | None, support: bool) -> Featur
         reason_en=f"{{value:.0f}} {label} events {span_en}",
         reason_zh=f"{span_zh}有{{value:.0f}}次{label_zh}",
         description_zh=f"{span_zh}的{label_zh}次数",
+        build=partial(_window_count, f"n_{event_type}", window),
     )
 
 
@@ -135,88 +157,107 @@ def build_registry(params: FeatureParams | None = None) -> tuple[Feature, ...]:
     trend = p.trend_window_days
     out: list[Feature] = [
         Feature("days_since_last_event", "float64", "recency", "Days since the last event of any kind", "days",
-                None, 1, "No activity for {value:.0f} days", "已经{value:.0f}天没有任何活动", description_zh="距上次活动的天数"),
+                None, 1, "No activity for {value:.0f} days", "已经{value:.0f}天没有任何活动", description_zh="距上次活动的天数",
+                build=partial(_days_since, "last_event_day")),
         Feature("days_since_last_login", "float64", "recency", "Days since the last login-like event", "days",
-                None, 1, "Last login {value:.0f} days ago", "最近一次登录在{value:.0f}天前", description_zh="距上次登录的天数"),
+                None, 1, "Last login {value:.0f} days ago", "最近一次登录在{value:.0f}天前", description_zh="距上次登录的天数",
+                build=partial(_days_since, "last_login_day")),
         Feature("days_since_last_purchase", "float64", "recency", "Days since the last purchase", "days",
-                None, 1, "Last purchase {value:.0f} days ago", "最近一次购买在{value:.0f}天前", description_zh="距上次购买的天数"),
+                None, 1, "Last purchase {value:.0f} days ago", "最近一次购买在{value:.0f}天前", description_zh="距上次购买的天数",
+                build=partial(_days_since, "last_purchase_day")),
         Feature("tenure_days", "float64", "tenure", "Days since signup (or the first event)", "days",
-                None, -1, "Customer for {value:.0f} days", "已成为用户{value:.0f}天", description_zh="注册天数"),
+                None, -1, "Customer for {value:.0f} days", "已成为用户{value:.0f}天", description_zh="注册天数",
+                build=partial(_days_since, "first_day")),
     ]  # fmt: skip
     for window in windows:
         span_en, span_zh = _spans(window)
         lbl = _window_label(window)
         out.append(Feature(f"events_count_{lbl}", "float64", "frequency", f"Number of events {span_en}", "events",
-                           window, -1, f"{{value:.0f}} events {span_en}", f"{span_zh}共{{value:.0f}}次活动", description_zh=f"{span_zh}的活动次数"))  # fmt: skip
+                           window, -1, f"{{value:.0f}} events {span_en}", f"{span_zh}共{{value:.0f}}次活动", description_zh=f"{span_zh}的活动次数",
+                           build=partial(_window_count, "n_events", window)))  # fmt: skip
         out.append(Feature(f"active_days_{lbl}", "float64", "frequency", f"Distinct active days {span_en}", "days",
-                           window, -1, f"Active on {{value:.0f}} days {span_en}", f"{span_zh}活跃了{{value:.0f}}天", description_zh=f"{span_zh}的活跃天数"))  # fmt: skip
+                           window, -1, f"Active on {{value:.0f}} days {span_en}", f"{span_zh}活跃了{{value:.0f}}天", description_zh=f"{span_zh}的活跃天数",
+                           build=partial(_window_count, "active", window)))  # fmt: skip
         for event_type in p.count_event_types:
             out.append(_count_feature(event_type, window, event_type in p.support_event_types))
         out.append(Feature(f"revenue_sum_{lbl}", "float64", "monetary", f"Revenue {span_en}", "currency",
-                           window, -1, f"Spent {{value:.2f}} {span_en}", f"{span_zh}消费{{value:.2f}}", description_zh=f"{span_zh}的消费金额"))  # fmt: skip
+                           window, -1, f"Spent {{value:.2f}} {span_en}", f"{span_zh}消费{{value:.2f}}", description_zh=f"{span_zh}的消费金额",
+                           build=partial(_window_count, "revenue", window)))  # fmt: skip
         out.append(Feature(f"revenue_mean_{lbl}", "float64", "monetary", f"Mean purchase value {span_en}",
                            "currency", window, -1, f"Average purchase {{value:.2f}} {span_en}",
-                           f"{span_zh}平均每单{{value:.2f}}", description_zh=f"{span_zh}的平均订单金额"))  # fmt: skip
+                           f"{span_zh}平均每单{{value:.2f}}", description_zh=f"{span_zh}的平均订单金额",
+                           build=partial(_revenue_mean, window)))  # fmt: skip
     out += [
         Feature(f"activity_change_pct_{trend}d", "float64", "trend",
                 f"Change in active days, last {trend} days vs the {trend} before (%)", "percent", trend, -1,
                 f"Activity in the last {trend} days changed {{value:+.0f}}% against the {trend} days before",
-                f"最近{trend}天活跃度比前{trend}天变化了{{value:+.0f}}%", description_zh=f"最近{trend}天活跃度的变化（%）"),
+                f"最近{trend}天活跃度比前{trend}天变化了{{value:+.0f}}%", description_zh=f"最近{trend}天活跃度的变化（%）",
+                build=partial(_change_pct, "active")),
         Feature(f"activity_diff_{trend}d", "float64", "trend",
                 f"Active days in the last {trend} days minus the {trend} before", "days", trend, -1,
                 f"{{value:+.0f}} active days against the {trend} days before",
-                f"活跃天数比前{trend}天变化{{value:+.0f}}天", description_zh=f"最近{trend}天活跃天数的变化"),
+                f"活跃天数比前{trend}天变化{{value:+.0f}}天", description_zh=f"最近{trend}天活跃天数的变化",
+                build=partial(_change_diff, "active")),
         Feature(f"revenue_change_pct_{trend}d", "float64", "trend",
                 f"Change in revenue, last {trend} days vs the {trend} before (%)", "percent", trend, -1,
                 f"Spending in the last {trend} days changed {{value:+.0f}}% against the {trend} days before",
-                f"最近{trend}天消费比前{trend}天变化了{{value:+.0f}}%", description_zh=f"最近{trend}天消费的变化（%）"),
+                f"最近{trend}天消费比前{trend}天变化了{{value:+.0f}}%", description_zh=f"最近{trend}天消费的变化（%）",
+                build=partial(_change_pct, "revenue")),
         Feature(f"revenue_diff_{trend}d", "float64", "trend",
                 f"Revenue in the last {trend} days minus the {trend} before", "currency", trend, -1,
                 f"Spending changed by {{value:+.2f}} against the {trend} days before",
-                f"消费金额比前{trend}天变化{{value:+.2f}}", description_zh=f"最近{trend}天消费金额的变化"),
+                f"消费金额比前{trend}天变化{{value:+.2f}}", description_zh=f"最近{trend}天消费金额的变化",
+                build=partial(_change_diff, "revenue")),
         Feature("gap_mean_days", "float64", "cadence", "Mean gap between active days", "days", None, 1,
-                "Usually active every {value:.1f} days", "通常每{value:.1f}天活跃一次", description_zh="活跃间隔的平均天数"),
+                "Usually active every {value:.1f} days", "通常每{value:.1f}天活跃一次", description_zh="活跃间隔的平均天数", build=_gap_mean),
         Feature("gap_std_days", "float64", "cadence", "Standard deviation of the gap between active days", "days",
-                None, 0, "Gaps between visits vary by {value:.1f} days", "活跃间隔波动{value:.1f}天", description_zh="活跃间隔的波动"),
+                None, 0, "Gaps between visits vary by {value:.1f} days", "活跃间隔波动{value:.1f}天", description_zh="活跃间隔的波动", build=_gap_std),
         Feature("gap_ratio", "float64", "cadence", "Current gap divided by the typical gap (overdue-ness)", "ratio",
-                None, 1, "Current absence is {value:.1f}× the usual gap", "本次未活跃时长是平时间隔的{value:.1f}倍", description_zh="本次未活跃时长与平时间隔之比"),
+                None, 1, "Current absence is {value:.1f}× the usual gap", "本次未活跃时长是平时间隔的{value:.1f}倍", description_zh="本次未活跃时长与平时间隔之比",
+                build=_gap_ratio),
         Feature("current_plan", "category", "plan", "Plan at the cutoff", "", None, 0,
-                "On the {value} plan", "当前套餐为{value}", categories=p.plan_order, description_zh="当前套餐"),
+                "On the {value} plan", "当前套餐为{value}", categories=p.plan_order, description_zh="当前套餐",
+                build=_current_plan),
         Feature("plan_rank", "float64", "plan", "Rank of the current plan (0 = lowest)", "rank", None, 0,
-                "Plan level {value:.0f}", "套餐等级{value:.0f}", description_zh="套餐等级"),
+                "Plan level {value:.0f}", "套餐等级{value:.0f}", description_zh="套餐等级", build=_plan_rank),
         Feature("mrr", "float64", "plan", "Monthly recurring revenue of the active subscription", "currency", None,
-                0, "Pays {value:.2f} a month", "每月付费{value:.2f}", description_zh="每月付费"),
+                0, "Pays {value:.2f} a month", "每月付费{value:.2f}", description_zh="每月付费", build=_mrr),
         Feature("subscription_periods", "float64", "plan", "Subscription periods started before the cutoff",
-                "periods", None, 0, "{value:.0f} subscription periods so far", "已有{value:.0f}个订阅周期", description_zh="订阅周期数"),
+                "periods", None, 0, "{value:.0f} subscription periods so far", "已有{value:.0f}个订阅周期", description_zh="订阅周期数", build=_subscription_periods),
         Feature("plan_changes_total", "float64", "plan", "Upgrades and downgrades ever", "changes", None, 0,
-                "{value:.0f} plan changes so far", "共变更套餐{value:.0f}次", description_zh="套餐变更次数"),
+                "{value:.0f} plan changes so far", "共变更套餐{value:.0f}次", description_zh="套餐变更次数",
+                build=partial(_plan_changes, None)),
         Feature(f"plan_changes_{PLAN_CHANGE_WINDOW_DAYS}d", "float64", "plan",
                 f"Upgrades and downgrades in the last {PLAN_CHANGE_WINDOW_DAYS} days", "changes",
                 PLAN_CHANGE_WINDOW_DAYS, 0, f"{{value:.0f}} plan changes in the last {PLAN_CHANGE_WINDOW_DAYS} days",
-                f"最近{PLAN_CHANGE_WINDOW_DAYS}天变更套餐{{value:.0f}}次", description_zh=f"最近{PLAN_CHANGE_WINDOW_DAYS}天的套餐变更次数"),
+                f"最近{PLAN_CHANGE_WINDOW_DAYS}天变更套餐{{value:.0f}}次", description_zh=f"最近{PLAN_CHANGE_WINDOW_DAYS}天的套餐变更次数",
+                build=partial(_plan_changes, PLAN_CHANGE_WINDOW_DAYS)),
         Feature("bill_period_days", "float64", "plan", "Billing period of the active subscription", "days", None,
-                0, "Billed every {value:.0f} days", "每{value:.0f}天计费一次", description_zh="计费周期"),
+                0, "Billed every {value:.0f} days", "每{value:.0f}天计费一次", description_zh="计费周期", build=_bill_period_days),
         Feature("days_to_renewal", "float64", "plan", "Days until the active subscription renews", "days", None, 0,
-                "Renews in {value:.0f} days", "{value:.0f}天后续费", description_zh="距续费的天数"),
+                "Renews in {value:.0f} days", "{value:.0f}天后续费", description_zh="距续费的天数", build=_days_to_renewal),
     ]  # fmt: skip
     for window in windows:
         span_en, span_zh = _spans(window)
         out.append(Feature(f"contacts_count_{_window_label(window)}", "float64", "contacts",
                            f"Campaign contacts received {span_en}", "contacts", window, 0,
-                           f"Contacted {{value:.0f}} times {span_en}", f"{span_zh}被联系{{value:.0f}}次", description_zh=f"{span_zh}被联系的次数"))  # fmt: skip
+                           f"Contacted {{value:.0f}} times {span_en}", f"{span_zh}被联系{{value:.0f}}次", description_zh=f"{span_zh}被联系的次数",
+                           build=partial(_window_count, "contacts", window)))  # fmt: skip
     out += [
         Feature("days_since_last_contact", "float64", "contacts", "Days since the last campaign contact", "days",
-                None, 0, "Last contacted {value:.0f} days ago", "最近一次联系在{value:.0f}天前", description_zh="距上次联系的天数"),
+                None, 0, "Last contacted {value:.0f} days ago", "最近一次联系在{value:.0f}天前", description_zh="距上次联系的天数",
+                build=partial(_days_since, "last_contact_day")),
         Feature("last_action", "category", "contacts", "The last action received", "", None, 0,
-                "Last received: {value}", "最近一次收到：{value}", description_zh="最近一次收到的干预"),
+                "Last received: {value}", "最近一次收到：{value}", description_zh="最近一次收到的干预", build=_last_action),
         Feature("rfm_recency_score", "float64", "rfm", "RFM recency score (5 = most recent, 0 = never bought)",
-                "score", None, -1, "Recency score {value:.0f} of 5", "最近购买得分{value:.0f}/5", description_zh="RFM最近购买得分"),
+                "score", None, -1, "Recency score {value:.0f} of 5", "最近购买得分{value:.0f}/5", description_zh="RFM最近购买得分", build=_rfm_recency_score),
         Feature("rfm_frequency_score", "float64", "rfm", "RFM frequency score (5 = most purchases)", "score", None,
-                -1, "Frequency score {value:.0f} of 5", "购买频次得分{value:.0f}/5", description_zh="RFM购买频次得分"),
+                -1, "Frequency score {value:.0f} of 5", "购买频次得分{value:.0f}/5", description_zh="RFM购买频次得分", build=_rfm_frequency_score),
         Feature("rfm_monetary_score", "float64", "rfm", "RFM monetary score (5 = highest spend)", "score", None, -1,
-                "Monetary score {value:.0f} of 5", "消费金额得分{value:.0f}/5", description_zh="RFM消费金额得分"),
+                "Monetary score {value:.0f} of 5", "消费金额得分{value:.0f}/5", description_zh="RFM消费金额得分", build=_rfm_monetary_score),
         Feature("rfm_segment", "category", "rfm", "RFM segment", "", None, 0, "RFM segment: {value}",
-                "RFM分群：{value}", categories=RFM_SEGMENTS, description_zh="RFM分群"),
+                "RFM分群：{value}", categories=RFM_SEGMENTS, description_zh="RFM分群",
+                build=_rfm_segment),
     ]  # fmt: skip
     names = [f.name for f in out]
     duplicates = {n for n in names if names.count(n) > 1}
@@ -272,7 +313,192 @@ def registry_version(registry: Sequence[Feature]) -> str:
 
 
 def as_records(registry: Sequence[Feature]) -> Iterator[dict]:
+    """Each feature's metadata as a plain dict (its builder left out)."""
     for feature in registry:
-        record = asdict(feature)
+        record = {f.name: getattr(feature, f.name) for f in fields(feature) if f.name != "build"}
         record["categories"] = list(feature.categories)
         yield record
+
+
+# ---------------------------------------------------------------------------------------------------
+# the column builders: each reads the context table described in the module docstring
+
+
+def _window_total(t: Any, metric: str, window: int | None) -> Any:
+    """The metric's total over [cutoff − window, cutoff), or over everything before the cutoff."""
+    total = t[f"{metric}_at_0"]
+    return total if window is None else total - t[f"{metric}_at_{window}"]
+
+
+def _window_count(metric: str, window: int | None, t: Any, p: FeatureParams) -> Any:
+    return _window_total(t, metric, window).cast("float64")
+
+
+def _days_since(column: str, t: Any, p: FeatureParams) -> Any:
+    return (t.cutoff_day - t[column]).cast("float64")
+
+
+def _revenue_mean(window: int | None, t: Any, p: FeatureParams) -> Any:
+    import ibis
+
+    revenue = _window_total(t, "revenue", window).cast("float64")
+    purchases = _window_total(t, "n_purchases", window)
+    return ibis.ifelse(purchases > 0, revenue / purchases, None).cast("float64")
+
+
+def _trend_halves(metric: str, t: Any, p: FeatureParams) -> tuple[Any, Any]:
+    """The metric over the last trend window, and over the one before it."""
+    trend = p.trend_window_days
+    recent = (t[f"{metric}_at_0"] - t[f"{metric}_at_{trend}"]).cast("float64")
+    before = (t[f"{metric}_at_{trend}"] - t[f"{metric}_at_{2 * trend}"]).cast("float64")
+    return recent, before
+
+
+def _change_pct(metric: str, t: Any, p: FeatureParams) -> Any:
+    import ibis
+
+    recent, before = _trend_halves(metric, t, p)
+    return (100.0 * (recent - before) / ibis.greatest(before, 1.0)).cast("float64")
+
+
+def _change_diff(metric: str, t: Any, p: FeatureParams) -> Any:
+    recent, before = _trend_halves(metric, t, p)
+    return recent - before
+
+
+def _gap_mean(t: Any, p: FeatureParams) -> Any:
+    import ibis
+
+    gaps = t["has_gap_at_0"].cast("float64")
+    return ibis.ifelse(gaps > 0, t["gap_at_0"] / gaps, None).cast("float64")
+
+
+def _gap_std(t: Any, p: FeatureParams) -> Any:
+    import ibis
+
+    gaps = t["has_gap_at_0"].cast("float64")
+    mean_gap = _gap_mean(t, p)
+    variance = t["gap_sq_at_0"] / gaps - mean_gap * mean_gap
+    return ibis.ifelse(gaps > 0, ibis.greatest(variance, 0.0).sqrt(), None).cast("float64")
+
+
+def _gap_ratio(t: Any, p: FeatureParams) -> Any:
+    return (_days_since("last_event_day", t, p) / _gap_mean(t, p)).cast("float64")
+
+
+def _plan_changes(window: int | None, t: Any, p: FeatureParams) -> Any:
+    import ibis
+
+    changes = (_window_total(t, f"n_{e}", window) for e in p.plan_change_event_types)
+    return sum(changes, ibis.literal(0)).cast("float64")
+
+
+def _current_plan(t: Any, p: FeatureParams) -> Any:
+    """The active subscription's plan (the no-subscription plan when none); without subscriptions, the
+    plan the users table gives."""
+    import ibis
+
+    return ibis.ifelse(t.subscriptions_known, t.active_plan.fill_null(p.no_subscription_plan), t.signup_plan)
+
+
+def plan_rank(plan: Any, p: FeatureParams) -> Any:
+    """A plan's position in `plan_order` (null for a plan not in it)."""
+    import ibis
+
+    branches = [(plan == name, float(i)) for i, name in enumerate(p.plan_order)]
+    return ibis.cases(*branches, else_=ibis.null("float64")).cast("float64")
+
+
+def _plan_rank(t: Any, p: FeatureParams) -> Any:
+    return plan_rank(_current_plan(t, p), p)
+
+
+def _subscription_value(t: Any, value: Any, when_none: float) -> Any:
+    """`value` (or `when_none` when no subscription is active) — null without a subscriptions input."""
+    import ibis
+
+    return ibis.ifelse(t.subscriptions_known, value.fill_null(when_none), ibis.null("float64")).cast(
+        "float64"
+    )
+
+
+def _mrr(t: Any, p: FeatureParams) -> Any:
+    return _subscription_value(t, t.active_mrr, 0.0)
+
+
+def _subscription_periods(t: Any, p: FeatureParams) -> Any:
+    return _subscription_value(t, t.periods_started, 0.0)
+
+
+def _bill_period_days(t: Any, p: FeatureParams) -> Any:
+    import ibis
+
+    billed = t.subscriptions_known & t.has_active.fill_null(False)
+    return ibis.ifelse(billed, float(p.bill_period_days), None).cast("float64")
+
+
+def _days_to_renewal(t: Any, p: FeatureParams) -> Any:
+    bill = float(p.bill_period_days)
+    return (bill - t.active_elapsed % bill).cast("float64")
+
+
+def _last_action(t: Any, p: FeatureParams) -> Any:
+    return t.contact_last_action
+
+
+def rfm_measures(t: Any, p: FeatureParams) -> tuple[Any, dict[str, Any]]:
+    """Whether the user has bought, and the recency, frequency and monetary measures the quintiles
+    (`_q<key><i>` in the context) are taken over, among buyers at each cutoff."""
+    registry = {f.name: f for f in build_registry(p)}
+    has_count = "purchase_count_total" in registry
+
+    def value(name: str) -> Any:
+        build = registry[name].build
+        assert build is not None
+        return build(t, p)
+
+    buyer = (value("purchase_count_total") if has_count else value("revenue_sum_total")) > 0
+    frequency = value("purchase_count_total") if has_count else value("events_count_total")
+    return buyer, {"r": value("days_since_last_purchase"), "f": frequency, "m": value("revenue_sum_total")}
+
+
+def _thresholds_passed(t: Any, value: Any, key: str, p: FeatureParams) -> Any:
+    """How many quintile thresholds the value exceeds (ties share a score)."""
+    import ibis
+
+    passed = (ibis.ifelse(value > t[f"_q{key}{i}"], 1, 0) for i in range(p.rfm_buckets - 1))
+    return sum(passed, ibis.literal(0))
+
+
+def _rfm_score(key: str, t: Any, p: FeatureParams) -> Any:
+    """1–5 among buyers (recency reversed: 5 = most recent), 0 for those who have not bought."""
+    import ibis
+
+    buyer, measures = rfm_measures(t, p)
+    passed = _thresholds_passed(t, measures[key], key, p)
+    score = p.rfm_buckets - passed if key == "r" else 1 + passed
+    return ibis.ifelse(buyer, score, 0).cast("float64")
+
+
+def _rfm_recency_score(t: Any, p: FeatureParams) -> Any:
+    return _rfm_score("r", t, p)
+
+
+def _rfm_frequency_score(t: Any, p: FeatureParams) -> Any:
+    return _rfm_score("f", t, p)
+
+
+def _rfm_monetary_score(t: Any, p: FeatureParams) -> Any:
+    return _rfm_score("m", t, p)
+
+
+def _rfm_segment(t: Any, p: FeatureParams) -> Any:
+    import ibis
+
+    r, f = _rfm_score("r", t, p), _rfm_score("f", t, p)
+    branches = [((r == 0) | (f == 0), "No Purchase Yet")]
+    for segment, (r_range, f_range) in RFM_GRID.items():
+        branches.append(
+            (r.between(min(r_range), max(r_range)) & f.between(min(f_range), max(f_range)), segment)
+        )
+    return ibis.cases(*branches)

@@ -326,3 +326,32 @@ def test_churn_observed_a_window_later_with_an_offset(tmp_path: Path) -> None:
     assert early.label_rows_known == 0
     with pytest.raises(ValueError, match="churn_offset_days"):
         LabelParams(churn_offset_days=-1)
+
+
+def test_the_compiled_query_is_reused_and_bound_to_each_call_s_own_inputs(tmp_path: Path) -> None:
+    """Compiled once per key, the SQL must still read each call's own data: a second world with the same
+    schemas reuses the compilation and gets exactly what a fresh, uncompiled build gives."""
+    import ibis
+
+    from features.build import build_features, compiled_features, compiled_labels
+    from features.jobs import connect, load_inputs
+
+    con = connect()  # one connection for both: a binding must not outlive its call
+    first = write_world(tmp_path / "first", tiny_events())
+    build_feature_tables(first, [CUTOFF], tmp_path / "out-first", con=con)
+    misses = compiled_features.cache_info().misses, compiled_labels.cache_info().misses
+    events = tiny_events()
+    events.loc[events["user_id"] == "b", ["event_type", "amount"]] = ["purchase", 70.0]  # on Feb 27
+    second = write_world(tmp_path / "second", events)
+    build_feature_tables(second, [CUTOFF], tmp_path / "out-second", con=con)
+    assert (compiled_features.cache_info().misses, compiled_labels.cache_info().misses) == misses
+    reused = pd.read_parquet(tmp_path / "out-second" / "features.parquet")
+    assert reused.set_index("user_id").loc["b", "revenue_sum_7d"] == 70.0
+    inputs = load_inputs(con, second)
+    fresh = build_features(
+        inputs.events, [CUTOFF], users=inputs.users, subscriptions=inputs.subscriptions,
+        campaigns=inputs.campaigns,
+    )  # fmt: skip
+    expected = con.to_pyarrow(fresh).to_pandas()
+    pd.testing.assert_frame_equal(reused, expected)
+    assert isinstance(fresh, ibis.expr.types.Table)

@@ -10,6 +10,7 @@ import pytest
 from features.registry import (
     RFM_SEGMENTS,
     FeatureParams,
+    as_records,
     build_registry,
     by_name,
     feature_names,
@@ -90,3 +91,47 @@ def test_rfm_grid_puts_every_score_pair_in_exactly_one_segment() -> None:
 def test_bad_parameters_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
         FeatureParams(**bad)
+
+
+def test_every_feature_carries_its_builder_and_the_version_ignores_it() -> None:
+    registry = build_registry()
+    assert all(callable(feature.build) for feature in registry)
+    # the hash reads names, dtypes and windows only: the same list with other builders is the same version
+    import dataclasses
+
+    rebuilt = [dataclasses.replace(feature, build=None) for feature in registry]
+    assert registry_version(rebuilt) == registry_version(registry) == "f-3d80733329"
+    assert "build" not in next(iter(as_records(registry)))
+
+
+def test_a_feature_added_to_the_registry_alone_appears_in_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding a feature touches one place: its registry entry (metadata and builder together)."""
+    import dataclasses
+    import datetime as dt
+
+    import ibis
+    import pandas as pd
+
+    import features.build as build
+
+    def with_extra(params: FeatureParams | None = None) -> tuple:
+        events_7d = by_name(build_registry(params))["events_count_7d"]
+        extra = dataclasses.replace(
+            events_7d, name="events_count_7d_doubled", build=lambda t, p: 2 * events_7d.build(t, p)
+        )
+        return (*build_registry(params), extra)
+
+    monkeypatch.setattr(build, "build_registry", with_extra)
+    events = ibis.memtable(
+        pd.DataFrame(
+            {
+                "user_id": ["a", "a", "a"],
+                "ts": pd.to_datetime(["2025-02-01", "2025-02-25", "2025-02-27"], utc=True),
+                "event_type": ["login", "login", "purchase"],
+                "amount": [None, None, 5.0],
+            }
+        )
+    )
+    table = build.build_features(events, [dt.date(2025, 3, 1)]).execute()
+    assert table.loc[0, "events_count_7d"] == 2
+    assert table.loc[0, "events_count_7d_doubled"] == 4
