@@ -6,28 +6,31 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
-from clm.config import load_config
-from clm.settings import Settings
-from features.build import LabelParams
-from features.cutoffs import CutoffSpecError, parse_cutoffs
-from features.jobs import DataDirectoryError, build_feature_tables, latest_features
-from features.online import open_store
-from features.registry import FeatureParams, build_registry, registry_version
+if TYPE_CHECKING:
+    from clm.settings import Settings
+    from features.build import LabelParams
+    from features.registry import FeatureParams
+
+# The heavy imports (Ibis, pandas, the feature jobs, pydantic settings) wait inside the functions: `clm
+# features --help`, and every command module that borrows the options below, stays well under a second.
 
 log = logging.getLogger(__name__)
 app = typer.Typer(help="Point-in-time features, labels and the online store.", no_args_is_help=True)
 
 
 def feature_params(config: dict[str, Any]) -> FeatureParams:
+    from features.registry import FeatureParams
+
     return FeatureParams.from_config(config["features"])
 
 
 def label_params(config: dict[str, Any], horizon_days: int | None = None) -> LabelParams:
+    from features.build import LabelParams
+
     return LabelParams.from_config(config["labels"], horizon_days=horizon_days)
 
 
@@ -71,6 +74,13 @@ def build(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
 ) -> None:
     """Build the offline feature and label tables."""
+    from rich.console import Console
+
+    from clm.config import load_config
+    from clm.settings import Settings
+    from features.cutoffs import CutoffSpecError, parse_cutoffs
+    from features.jobs import DataDirectoryError, build_feature_tables
+
     settings = Settings()
     config = load_config(settings.config)
     try:
@@ -122,6 +132,14 @@ def materialize(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
 ) -> None:
     """Materialize the latest features per user into the online store."""
+    from rich.console import Console
+
+    from clm.config import load_config
+    from clm.settings import Settings
+    from features.jobs import DataDirectoryError, latest_features
+    from features.online import open_store
+    from features.registry import build_registry, registry_version
+
     settings = Settings()
     config = load_config(settings.config)
     params = feature_params(config)

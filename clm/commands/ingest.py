@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from clm.config import ConfigError, load_config
-from clm.settings import Settings
-from features.ingest import REJECTS_FILE, IngestCounts, IngestOptions, InputError, ingest_files
-from features.mapping import MappingError, load_mapping
-from features.schemas import EVENT_COLUMNS
+
+if TYPE_CHECKING:
+    from clm.settings import Settings
+    from features.ingest import IngestCounts, IngestOptions
+
+# pandas, pyarrow, pandera and pydantic-settings are imported inside the functions, so that `clm ingest
+# --help` stays well under a second.
 
 USAGE_ERROR = 2
 
@@ -37,6 +39,9 @@ def _names(section: dict[str, Any], key: str, default: tuple[str, ...] | None) -
 
 def ingest_options(config: dict[str, Any], settings: Settings, timezone: str | None) -> IngestOptions:
     """Ingest options from the config's [ingest] table; the time zone is --timezone, else CLM_TIMEZONE, else config."""
+    from features.ingest import IngestOptions
+    from features.schemas import EVENT_COLUMNS
+
     section = config.get("ingest", {})
     if timezone is None:
         explicit = "timezone" in settings.model_fields_set
@@ -98,6 +103,12 @@ def ingest(
     ] = False,
 ) -> None:
     """Validate raw events (and users, subscriptions, campaigns) into DIR; bad rows go to DIR/rejects.parquet."""
+    from pydantic import ValidationError
+
+    from clm.settings import Settings
+    from features.ingest import REJECTS_FILE, InputError, ingest_files
+    from features.mapping import MappingError, load_mapping
+
     err = Console(stderr=True)
 
     def fail(exc: Exception) -> typer.Exit:

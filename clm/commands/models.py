@@ -9,21 +9,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from clm.commands.features import DataDir, date_option, feature_params
 from clm.config import load_config
-from clm.settings import Settings
-from features.jobs import DataDirectoryError, latest_features
-from models.bundle import load_bundle
-from models.registry import download_bundle
-from training import tracking
-from training.dataset import NotEnoughHistory
+
+# mlflow, sklearn, lightgbm, pandas, numpy and the training package are imported inside the commands, so
+# that `clm train --help` (and the others) stay well under a second.
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +59,11 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Train, backtest and register the churn/upgrade models and the policy (alias @challenger)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from clm.settings import Settings
+    from features.jobs import DataDirectoryError
+    from training.dataset import NotEnoughHistory
     from training.train import summary_json
     from training.train import train as run_training
 
@@ -152,6 +151,8 @@ def promote(
     model: Annotated[PromotableTarget, typer.Option("--model", help="Which model to promote.")],
 ) -> None:
     """Move @champion to @challenger if it is no worse on the same backtest and passed the behaviour checks."""
+    from clm.settings import Settings
+    from training import tracking
     from training.promote import PromotionError, promote_model
 
     settings = Settings()
@@ -186,7 +187,11 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Evaluate a registered model version on the data's latest backtest folds."""
+    from clm.settings import Settings
     from features.build import LabelParams
+    from models.bundle import load_bundle
+    from models.registry import download_bundle
+    from training import tracking
     from training.dataset import backtest_splits, closed_cutoffs
     from training.train import evaluate_bundle_on_folds, training_frame
 
@@ -242,8 +247,14 @@ def score(
 ) -> None:
     """Stage, churn and upgrade probability, CLV and the next best action for every user known before the
     date, with the @champion models and policy."""
+    import numpy as np
+    import pandas as pd
+
+    from clm.settings import Settings
+    from features.jobs import DataDirectoryError, latest_features
     from models.arbitration import ELIGIBLE, plan_within_budget
     from models.policy import decide
+    from training import tracking
     from training.evaluate_policy import ModelsMissing, load_decision_models
 
     if out.suffix.lower() not in (".csv", ".parquet"):

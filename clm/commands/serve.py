@@ -16,7 +16,6 @@ from typing import Annotated
 import typer
 
 from clm.config import load_config
-from clm.settings import Settings
 
 
 def app_factory():
@@ -36,6 +35,7 @@ def serve(
 ) -> None:
     """Serve decisions over HTTP: the @champion models and policy from the MLflow registry, features from
     the online store (CLM_ONLINE_STORE), keys from CLM_API_KEYS, the decision log at CLM_DECISION_LOG."""
+    from clm.settings import Settings
     from training import tracking
 
     settings = Settings()

@@ -9,13 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from clm.config import load_config
-from clm.settings import Settings
-from features.cutoffs import CutoffSpecError, parse_cutoffs
-from simulation.io import simulate_to_directory
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +45,15 @@ def simulate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary instead of text.")] = False,
 ) -> None:
     """Simulate users through their lifecycle and write events, users, subscriptions, campaigns and truth."""
+    # imported here so that `clm simulate --help` does not pay for numpy, pyarrow and the simulator
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from clm.config import load_config
+    from clm.settings import Settings
+    from features.cutoffs import CutoffSpecError, parse_cutoffs
+    from simulation.io import simulate_to_directory
+
     settings = Settings()
     config = load_config(settings.config)
     start_date = _parse_date(start, "--start")
