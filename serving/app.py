@@ -96,11 +96,10 @@ async def lifespan(app: FastAPI):
         rng=np.random.default_rng() if settings.exploration else None,
     )  # fmt: skip
     holder.start_polling(settings.reload_interval_seconds)
-    warming = state.overview.warm(holder.current, state.store)
+    state.overview.warm(holder.current, state.store)
     yield
     holder.stop()
-    if warming is not None:  # it reads the store: let it finish before the store closes
-        warming.join(timeout=120)
+    state.overview.close()  # a build still running stops; none reads the store once this returns
     state.decision_log.close()
     state.store.close()
 
