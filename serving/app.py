@@ -20,8 +20,8 @@ from fastapi.responses import JSONResponse
 
 from features.online import open_store
 from serving.decision_log import DecisionLog
-from serving.review import OverviewCache, PageRefused, refused_page, review_router
-from serving.routers import decisions, health, models, outcomes
+from serving.review import OverviewCache, PageRefused, ReplayModels, WaterfallCache, refused_page
+from serving.routers import decisions, health, models, outcomes, review
 from serving.scorer import Scorer
 from serving.service import (
     DecisionService,
@@ -136,8 +136,9 @@ def create_app(
     app.state.loader = loader
     app.state.holder = holder
     app.state.overview = OverviewCache(config, settings.events_dir)
-    app.include_router(review_router(config, settings, scorer, holder, loader, app.state.overview))
-    for router in (decisions.router, outcomes.router, models.router, health.router):
+    app.state.replays = ReplayModels(loader)
+    app.state.waterfalls = WaterfallCache()
+    for router in (review.router, decisions.router, outcomes.router, models.router, health.router):
         app.include_router(router)
     app.middleware("http")(limits_and_timing)
     app.add_exception_handler(PageRefused, refused_page)

@@ -14,6 +14,8 @@ from fastapi import Depends, Header, HTTPException, Query, Request
 
 from features.online import OnlineStore
 from serving.decision_log import DecisionLog
+from serving.review.caches import ReplayModels, WaterfallCache
+from serving.review.overview import OverviewCache
 from serving.scorer import Scorer
 from serving.service import DecisionService, Metrics, NoModelsLoaded
 from serving.settings import ServingSettings
@@ -56,6 +58,18 @@ def get_service(request: Request) -> DecisionService:
     return request.app.state.service
 
 
+def get_overview(request: Request) -> OverviewCache:
+    return request.app.state.overview
+
+
+def get_replays(request: Request) -> ReplayModels:
+    return request.app.state.replays
+
+
+def get_waterfalls(request: Request) -> WaterfallCache:
+    return request.app.state.waterfalls
+
+
 SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
 ConfigDep = Annotated[dict[str, Any], Depends(get_config)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
@@ -65,6 +79,9 @@ LoaderDep = Annotated[RegistryLoader, Depends(get_loader)]
 StoreDep = Annotated[OnlineStore, Depends(get_store)]
 DecisionLogDep = Annotated[DecisionLog, Depends(get_decision_log)]
 ServiceDep = Annotated[DecisionService, Depends(get_service)]
+OverviewDep = Annotated[OverviewCache, Depends(get_overview)]
+ReplaysDep = Annotated[ReplayModels, Depends(get_replays)]
+WaterfallsDep = Annotated[WaterfallCache, Depends(get_waterfalls)]
 
 
 def serving_models(holder: HolderDep) -> ModelSet:

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving import review
-from serving.review import BuildCancelled, OverviewCache, summarise_overview, timelines_by_user
+from serving.review import overview as review
+from serving.review.overview import BuildCancelled, OverviewCache, summarise_overview, timelines_by_user
 
 
 def test_timelines_match_a_groupby_per_user() -> None:

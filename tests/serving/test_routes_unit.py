@@ -1,7 +1,8 @@
 """The API's routes without a trained world: `create_app` with its lifespan never entered, and every
 dependency the routes read (`serving.dependencies`) replaced by a stub through `app.dependency_overrides`.
 Auth (401/403), 404, 413, 422, 503 without models, a decision through a stub service, outcomes, models,
-readyz and the shadow-and-log step of the real `DecisionService` over a stub scorer and log."""
+readyz, the review pages' refusals, and the shadow-and-log step of the real `DecisionService` over a stub
+scorer and log."""
 
 from __future__ import annotations
 
@@ -296,3 +297,14 @@ def test_the_service_decides_shadows_counts_and_logs(config) -> None:
     with pytest.raises(UnknownUser, match="'nobody' has no features \\(the store has no snapshot yet\\)"):
         service.decide_user("served", "nobody", "en")
     assert len(log.records) == 1
+
+
+def test_review_pages_refuse_with_a_page(config) -> None:
+    client, _ = stub_app(config, loaded=False)
+    missing = client.get("/review")
+    assert missing.status_code == 401 and 'action="/review/login"' in missing.text
+    assert missing.headers["content-security-policy"].startswith("default-src 'none'")
+    assert client.get("/review", headers=SCORE).status_code == 403
+    none = client.get("/review/users/u1", headers=REVIEW)
+    assert none.status_code == 503 and "text/html" in none.headers["content-type"]
+    assert "no models loaded: LookupError" in none.text
