@@ -1,0 +1,55 @@
+"""Reading a decision back: every action's value as its parts, and what differs between a logged decision
+and its re-run under the same versions (pure functions over the logged record)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from serving.scorer import Decided
+
+REPLAY_TOLERANCE = 1e-9
+
+
+def breakdown(
+    candidates: list[dict[str, Any]], clv: float, upgrade_value: float | None
+) -> list[dict[str, Any]]:
+    """Every candidate's value as its parts: −Δchurn × CLV, Δupgrade × upgrade value, −cost."""
+    rows = []
+    for c in candidates:
+        retention = -float(c.get("delta_churn", 0.0)) * clv
+        growth = float(c.get("delta_upgrade", 0.0)) * (upgrade_value or 0.0)
+        rows.append({**c, "retention_value": retention, "upgrade_gain": growth})
+    return sorted(rows, key=lambda r: (r["status"] != "chosen", -r["expected_value"]))
+
+
+def compare_replay(logged: dict[str, Any], again: Decided) -> list[str]:
+    """What differs between a logged decision and its re-run (empty when it reproduces)."""
+    payload = logged["payload"]
+    new = again.decision
+    differences = []
+    checks = [
+        ("stage", payload["stage"]["name"], new.stage.name),
+        ("stage rule", payload["stage"]["rule"], new.stage.rule),
+        ("churn probability", payload["churn"]["probability"], new.churn.probability),
+        ("upgrade probability", payload["upgrade"]["probability"], new.upgrade.probability),
+        ("clv", payload["clv"], new.clv),
+    ]
+    if not logged["explored"]:
+        checks.append(("action", payload["action"]["name"], new.action.name))
+    before = {c["name"]: c for c in logged["candidates"]}
+    for c in again.candidates:
+        old = before.get(c["name"])
+        if old is None:
+            differences.append(f"candidate {c['name']} was not in the logged decision")
+            continue
+        checks.append((f"{c['name']} expected value", old["expected_value"], c["expected_value"]))
+    for name, old_value, new_value in checks:
+        if isinstance(old_value, float) or isinstance(new_value, float):
+            if not math.isclose(
+                float(old_value), float(new_value), rel_tol=REPLAY_TOLERANCE, abs_tol=REPLAY_TOLERANCE
+            ):
+                differences.append(f"{name}: logged {old_value!r}, now {new_value!r}")
+        elif old_value != new_value:
+            differences.append(f"{name}: logged {old_value!r}, now {new_value!r}")
+    return differences

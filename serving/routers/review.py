@@ -1,0 +1,208 @@
+"""The reviewer pages: server-rendered HTML over the same models, store and decision log as the API.
+
+- `/review`: the snapshot's overview (stage mix and flows, action mix and value, calibration and lift,
+  the highest-risk and highest-value users, versions);
+- `/review/users/{user_id}`: one user's decision as a reviewer needs it (stage and timeline, scores,
+  SHAP waterfalls, reasons, the value breakdown of every action and why the others lost, recent events
+  and contacts, the decisions logged for the user);
+- `/review/decisions/{decision_id}`: a logged decision as it was made, re-run under the versions it was
+  made with to show that it reproduces.
+
+Scope `review`. A browser sends the key once to /review/login, which keeps it in an HttpOnly cookie;
+scripts may send `X-API-Key`. Figures are matplotlib SVG rendered here; pages load nothing from
+another origin (Content-Security-Policy says so). `?lang=zh` renders the Chinese text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from features.jobs import user_activity
+from serving.dependencies import (
+    ConfigDep,
+    DecisionLogDep,
+    HolderDep,
+    OverviewDep,
+    ReplaysDep,
+    ScorerDep,
+    SettingsDep,
+    StoreDep,
+    WaterfallsDep,
+)
+from serving.review.pages import COOKIE, PageRefused, error_page, page
+from serving.review.replay import breakdown, compare_replay
+from serving.review.text import TEXT, Lang
+from serving.state import ModelHolder, ModelSet
+
+log = logging.getLogger(__name__)
+
+
+def signed_in(request: Request, settings: SettingsDep, lang: Lang = "en") -> None:
+    """A dependency: the request carries a key with the `review` scope, or the reader gets the page saying why not."""
+    key = request.headers.get("x-api-key") or request.cookies.get(COOKIE)
+    if not key:
+        raise PageRefused(error_page(request, lang, 401, TEXT[lang]["login"], TEXT[lang]["login_needed"]))
+    scopes = settings.scopes_of(key)
+    if scopes is None:
+        raise PageRefused(error_page(request, lang, 401, TEXT[lang]["login"], "unknown API key"))
+    if "review" not in scopes:
+        raise PageRefused(error_page(request, lang, 403, "403", TEXT[lang]["forbidden"]))
+
+
+def serving_models(request: Request, holder: ModelHolder, lang: str) -> ModelSet:
+    """The models being served, or the page saying none are loaded."""
+    models = holder.current
+    if models is None:
+        detail = f"no models loaded: {holder.status.last_error}"
+        raise PageRefused(error_page(request, lang, 503, "503", detail))
+    return models
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return frame.replace({np.nan: None}).to_dict("records")
+
+
+def _local(target: str) -> str:
+    """A redirect target on this site only (no scheme, no host)."""
+    return target if target.startswith("/review") and "//" not in target else "/review"
+
+
+router = APIRouter(prefix="/review", include_in_schema=False)
+SIGNED = [Depends(signed_in)]
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, lang: Lang = "en", next: str = "/review") -> HTMLResponse:
+    return page(request, "login.html.j2", lang, next=_local(next))
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    settings: SettingsDep,
+    api_key: str = Form(...),
+    next: str = Form("/review"),
+    lang: str = Form("en"),
+):
+    lang = lang if lang in TEXT else "en"
+    scopes = settings.scopes_of(api_key)
+    if scopes is None or "review" not in scopes:
+        status = 401 if scopes is None else 403
+        detail = "unknown API key" if scopes is None else TEXT[lang]["forbidden"]
+        return page(request, "login.html.j2", lang, status, next=_local(next), error=detail)
+    response = RedirectResponse(_local(next), status_code=303)
+    response.set_cookie(COOKIE, api_key, httponly=True, samesite="strict", path="/review")
+    return response
+
+
+@router.get("", response_class=HTMLResponse, dependencies=SIGNED)
+def overview_page(
+    request: Request,
+    holder: HolderDep,
+    store: StoreDep,
+    decision_log: DecisionLogDep,
+    cache: OverviewDep,
+    lang: Lang = "en",
+) -> HTMLResponse:
+    models = serving_models(request, holder, lang)
+    data = cache.get(models, store)
+    snapshot = data.snapshot
+    contacted = snapshot[snapshot["action"] != "no_action"]
+    return page(
+        request, "overview.html.j2", lang, data=data, versions=models.version_labels(),
+        info=store.info(), mix=_records(data.mix), top=_records(data.top),
+        counts=data.counts, flow=data.flow, contacts=len(contacted),
+        total_value=float(snapshot["expected_value"].sum()), total_cost=float(contacted["cost"].sum()),
+        decisions=decision_log.stats(),
+    )  # fmt: skip
+
+
+@router.get("/search")
+def search(request: Request, user_id: str = Query("", max_length=200), lang: Lang = "en"):
+    return RedirectResponse(f"/review/users/{user_id.strip()}?lang={lang}", status_code=303)
+
+
+@router.get("/users/{user_id}", response_class=HTMLResponse, dependencies=SIGNED)
+def user_page(
+    request: Request,
+    user_id: str,
+    config: ConfigDep,
+    settings: SettingsDep,
+    scorer: ScorerDep,
+    holder: HolderDep,
+    store: StoreDep,
+    decision_log: DecisionLogDep,
+    cache: OverviewDep,
+    waterfalls: WaterfallsDep,
+    lang: Lang = "en",
+) -> HTMLResponse:
+    models = serving_models(request, holder, lang)
+    row = store.read(user_id)
+    if row is None:
+        info = store.info()
+        when = f"as of the store's snapshot {info.as_of}" if info else "(the store has no snapshot yet)"
+        return error_page(request, lang, 404, TEXT[lang]["not_found"], f"No user {user_id} {when}.")
+    values = dict(row.values)
+    decided = scorer.decide(models, values, user_id=user_id, as_of=row.as_of, lang=lang)
+    decision = decided.decision
+    events = contacts = None
+    if settings.events_dir:
+        events, contacts = user_activity(
+            Path(settings.events_dir), user_id, before=row.as_of, limit=int(config["review"]["recent_events"])
+        )
+    timeline = cache.get(models, store).timelines.get(user_id, [])
+    return page(
+        request, "user.html.j2", lang, d=decision, decided=decided,
+        rows=breakdown(decided.candidates, decision.clv, decision.upgrade.value),
+        waterfall_churn=waterfalls.svg(models, "churn", decided.inputs),
+        waterfall_upgrade=waterfalls.svg(models, "upgrade", decided.inputs),
+        timeline=timeline, events=None if events is None else _records(events),
+        contacts=None if contacts is None else _records(contacts),
+        logged=decision_log.decisions_for_user(user_id, limit=10),
+    )  # fmt: skip
+
+
+@router.get("/decisions/{decision_id}", response_class=HTMLResponse, dependencies=SIGNED)
+def decision_page(
+    request: Request,
+    decision_id: str,
+    scorer: ScorerDep,
+    holder: HolderDep,
+    decision_log: DecisionLogDep,
+    replays: ReplaysDep,
+    waterfalls: WaterfallsDep,
+    lang: Lang = "en",
+) -> HTMLResponse:
+    logged = decision_log.get_decision(decision_id)
+    if logged is None:
+        decision_log.flush(timeout=2.0)  # a decision made a moment ago may be queued
+        logged = decision_log.get_decision(decision_id)
+    if logged is None:
+        return error_page(
+            request, lang, 404, TEXT[lang]["not_found"], f"No decision {decision_id} in the decision log."
+        )
+    payload = logged["payload"]
+    as_of = dt.date.fromisoformat(payload["as_of"]) if payload.get("as_of") else None
+    again = differences = drawn = error = None
+    try:
+        models = replays.get(logged["versions"], holder.current)
+        again = scorer.decide(models, logged["inputs"], user_id=logged["user_id"], as_of=as_of, lang=lang)
+        differences = compare_replay(logged, again)
+        drawn = {target: waterfalls.svg(models, target, logged["inputs"]) for target in ("churn", "upgrade")}
+    except Exception as exc:  # an archived version, a deleted run: show the record, say why no re-run
+        log.warning("replay of %s failed: %s", decision_id, exc)
+        error = f"{type(exc).__name__}: {exc}"
+    upgrade_value = payload["upgrade"].get("value")
+    return page(
+        request, "decision.html.j2", lang, logged=logged, p=payload, differences=differences,
+        waterfalls=drawn, error=error, rows=breakdown(logged["candidates"], payload["clv"], upgrade_value),
+        inputs=sorted(logged["inputs"].items()),
+    )  # fmt: skip

@@ -1,0 +1,179 @@
+"""The decision step behind every decision route: validate the features, read the stored row, decide, score
+the shadow models beside it, count it and log it. It lives here, not in the routes, so a route is a few lines
+of HTTP and a test can swap the whole step for a stub through `app.dependency_overrides`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from typing import Any
+
+import numpy as np
+from fastapi.encoders import jsonable_encoder
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from features.online import FeatureRow, OnlineStore
+from serving.decision_log import DecisionLog, DecisionRecord
+from serving.schemas import Decision, DecisionRequest
+from serving.scorer import Decided, Scorer
+from serving.state import ModelHolder, ModelSet
+
+
+class NoModelsLoaded(RuntimeError):
+    """No model set is serving (the lifespan's load or every reload failed); the API answers 503."""
+
+
+class UnknownUser(LookupError):
+    """The user has no row in the store's snapshot; the API answers 404 (a batch item carries it)."""
+
+
+class Metrics:
+    """Prometheus metrics of one app (its own registry, so several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "clm_request_seconds", "Request latency by route", ["route", "method", "status"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )  # fmt: skip
+        self.decisions = Counter("clm_decisions_total", "Decisions by stage and action", ["stage", "action"],
+                                 registry=self.registry)  # fmt: skip
+        self.model_version = Gauge("clm_model_version_info", "Loaded model versions (value 1)",
+                                   ["role", "model", "version"], registry=self.registry)  # fmt: skip
+        self.reload_failures = Counter(
+            "clm_reload_failures_total", "Failed model loads", registry=self.registry
+        )
+        self.log_failures = Counter("clm_decision_log_failures_total", "Decisions the log could not write",
+                                    registry=self.registry)  # fmt: skip
+
+    def loaded(self, role: str, models: ModelSet | None) -> None:
+        if models is None:
+            return
+        for name, version in models.versions.items():
+            self.model_version.labels(role, name, version).set(1)
+
+
+def feature_errors(
+    features: dict[str, Any], models: ModelSet, loc: tuple = ("body", "features")
+) -> list[dict]:
+    """Every unknown feature and every value of the wrong type, located under `loc` (for a 422)."""
+    errors = []
+    for name, value in features.items():
+        feature = models.registry.get(name)
+        if feature is None:
+            msg, kind = f"unknown feature {name!r}", "unknown_feature"
+        elif value is None:
+            continue
+        elif feature.dtype == "category":
+            if isinstance(value, str):
+                continue
+            msg, kind = f"{name} must be a string or null", "string_type"
+        elif isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+            msg, kind = f"{name} must be a finite number or null", "float_type"
+        else:
+            continue
+        errors.append({"loc": (*loc, name), "msg": msg, "type": kind})
+    return errors
+
+
+def request_digest(user_id: str | None, features: dict[str, Any]) -> str:
+    blob = json.dumps({"user_id": user_id, "features": features}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def shadow_summary(decided: Decided) -> dict[str, Any]:
+    """What the log keeps of the shadow models' decision: enough to compare it with the served one."""
+    decision = decided.decision
+    return {
+        "versions": decision.versions.model_dump(),
+        "action": decision.action.name,
+        "expected_value": decision.action.expected_value,
+        "stage": decision.stage.name,
+        "churn": decision.churn.probability,
+    }
+
+
+def missing_user_detail(user_id: str, store: OnlineStore) -> str:
+    info = store.info()
+    when = f"as of the store's snapshot {info.as_of}" if info else "(the store has no snapshot yet)"
+    return f"user {user_id!r} has no features {when}"
+
+
+class DecisionService:
+    """Decides for the API: the models serving now, the user's stored row, the shadow models beside them,
+    the metrics and the decision log. One per app, built in the lifespan once the store and log are open."""
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        holder: ModelHolder,
+        store: OnlineStore,
+        decision_log: DecisionLog,
+        metrics: Metrics,
+        rng: np.random.Generator | None,
+    ) -> None:
+        self.scorer, self.holder, self.store, self.decision_log = scorer, holder, store, decision_log
+        self.metrics, self.rng = metrics, rng
+
+    def models(self) -> ModelSet:
+        """The models serving now (raises NoModelsLoaded, with the last load error, when there are none)."""
+        models = self.holder.current
+        if models is None:
+            raise NoModelsLoaded(f"no models loaded: {self.holder.status.last_error}")
+        return models
+
+    def stored(self, user_id: str) -> FeatureRow:
+        row = self.store.read(user_id)
+        if row is None:
+            raise UnknownUser(missing_user_detail(user_id, self.store))
+        return row
+
+    def decide_user(self, models: ModelSet, user_id: str, lang: str) -> Decision:
+        """The decision for a user from the online store."""
+        row = self.stored(user_id)
+        return self.decide_and_log(models, dict(row.values), user_id, row.as_of, lang, {})
+
+    def decide_request(self, body: DecisionRequest, models: ModelSet, lang: str) -> Decision:
+        """The decision for a validated request (its features checked by `feature_errors`): the user's stored
+        row, if any, overridden by the posted features."""
+        values: dict[str, Any] = {}
+        as_of = None
+        if body.user_id is not None:
+            row = self.stored(body.user_id)
+            values.update(row.values)
+            as_of = row.as_of
+        values.update(body.features)
+        return self.decide_and_log(models, values, body.user_id, as_of, lang, body.features)
+
+    def decide_and_log(
+        self,
+        models: ModelSet,
+        values: dict,
+        user_id: str | None,
+        as_of: dt.date | None,
+        lang: str,
+        features: dict,
+    ) -> Decision:
+        """Decide, score the shadow models beside it (logged, never returned), count and log the decision."""
+        started = time.perf_counter()
+        decided = self.scorer.decide(models, values, user_id=user_id, as_of=as_of, lang=lang, rng=self.rng)
+        shadow = None
+        shadow_models = self.holder.shadow
+        if shadow_models is not None:
+            other = self.scorer.decide(shadow_models, values, user_id=user_id, as_of=as_of, lang=lang)
+            shadow = shadow_summary(other)
+        decision = decided.decision
+        self.metrics.decisions.labels(decision.stage.name, decision.action.name).inc()
+        self.decision_log.append(
+            DecisionRecord(
+                decision_id=decision.decision_id, ts=dt.datetime.now(dt.UTC), user_id=user_id,
+                request_digest=request_digest(user_id, features), versions=decision.versions.model_dump(),
+                stage=decision.stage.name, action=decision.action.name, propensity=decided.propensity,
+                explored=decided.explored, expected_value=decision.action.expected_value,
+                candidates=decided.candidates, latency_ms=1000 * (time.perf_counter() - started),
+                payload=decision.model_dump(mode="json"), inputs=jsonable_encoder(decided.inputs), shadow=shadow,
+            )
+        )  # fmt: skip
+        return decision
