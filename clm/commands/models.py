@@ -9,8 +9,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,7 +17,7 @@ from rich.table import Table
 from clm.commands.features import DataDir, date_option, feature_params
 from clm.config import load_config
 from clm.settings import Settings
-from features.jobs import DataDirectoryError, latest_features
+from features.jobs import DataDirectoryError
 from models.bundle import load_bundle
 from models.registry import download_bundle
 from training import tracking
@@ -242,9 +240,12 @@ def score(
 ) -> None:
     """Stage, churn and upgrade probability, CLV and the next best action for every user known before the
     date, with the @champion models and policy."""
-    from models.arbitration import ELIGIBLE, plan_within_budget
-    from models.policy import decide
-    from training.evaluate_policy import ModelsMissing, load_decision_models
+    import numpy as np
+    import pandas as pd
+
+    from features.jobs import DataDirectoryError, latest_features
+    from models.decision import ModelsMissing, load_decision_models
+    from training import tracking
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise typer.BadParameter("the output must end in .csv or .parquet", param_hint="--out")
@@ -254,7 +255,7 @@ def score(
     day = date_option(as_of, "--as-of")
     assert day is not None
     try:
-        models, policy, policy_version = load_decision_models(config, aliases=("champion",))
+        models = load_decision_models(config, aliases=("champion",))
     except ModelsMissing as exc:
         typer.echo(f"clm score: {exc} (and `clm promote` to make it @champion)", err=True)
         raise typer.Exit(2) from exc
@@ -263,27 +264,20 @@ def score(
     except (DataDirectoryError, ValueError) as exc:
         typer.echo(f"clm score: {exc}", err=True)
         raise typer.Exit(2) from exc
-    p_churn, p_upgrade = models.probabilities(frame)
-    rng = np.random.default_rng(seed) if explore and budget is None else None
-    decisions = decide(
-        frame, p_churn, p_upgrade, policy, churn_horizon_days=models.churn.horizon_days, rng=rng
-    )
-    table = decisions.to_frame()
-    if budget is not None:
-        arb = decisions.arbitration
-        costs = np.array([a.cost for a in policy.catalog])
-        plan = plan_within_budget(
-            arb.value, arb.status == ELIGIBLE, costs, budget, method=config["policy"]["budget_method"]
-        )
-        table = decisions.to_frame(chosen=plan.chosen)
-        table["budget_dropped"] = (decisions.arbitration.greedy >= 0) & (plan.chosen < 0)
+    decided = models.decide(
+        frame, budget=budget, budget_method=config["policy"]["budget_method"],
+        rng=np.random.default_rng(seed) if explore and budget is None else None,
+    )  # fmt: skip
+    if decided.plan is not None:
+        plan = decided.plan
         typer.echo(
             f"budget {budget:,.2f}: {plan.contacts:,} contacts, cost {plan.total_cost:,.2f}, expected value "
             f"{plan.total_value:,.2f} (unconstrained: {plan.unconstrained_contacts:,} contacts, cost "
             f"{plan.unconstrained_cost:,.2f}, value {plan.unconstrained_value:,.2f})"
         )
+    table = decided.table.drop(columns="user_id")
     result = pd.concat([pd.DataFrame({"user_id": frame["user_id"].to_numpy(), "as_of": day}), table], axis=1)
-    result["policy"] = policy_version
+    result["policy"] = models.label(models.policy)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
         result.to_csv(out, index=False)
@@ -292,5 +286,5 @@ def score(
     contacted = int((result["action"] != "no_action").sum())
     typer.echo(
         f"scored {len(result):,} users as of {day} into {out}: {contacted:,} to contact, expected value "
-        f"{result['expected_value'].sum():,.2f} ({policy_version})"
+        f"{result['expected_value'].sum():,.2f} ({models.described(models.policy)})"
     )
