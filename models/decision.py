@@ -172,30 +172,18 @@ def feature_registry(config: Mapping[str, Any]) -> dict[str, Feature]:
     return by_name(build_registry(FeatureParams.from_config(config["features"])))
 
 
-def _version_by_alias(name: str, alias: str) -> str | None:
-    """The version `name@alias` points at; None when the model or the alias does not exist."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException as exc:
-        # A missing model is RESOURCE_DOES_NOT_EXIST, a missing alias INVALID_PARAMETER_VALUE.
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
-
-
 def find_versions(
     names: Mapping[str, str], aliases: Sequence[str] = DEFAULT_ALIASES
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Registered name → version and registered name → alias, each model taken under the first of
     `aliases` it has. Raises ModelsMissing naming the model and the command that trains it."""
+    from models.registry import version_by_alias
+
     versions: dict[str, str] = {}
     found_under: dict[str, str] = {}
     for target, name in names.items():
         for alias in aliases:
-            version = _version_by_alias(name, alias)
+            version = version_by_alias(name, alias)
             if version is not None:
                 versions[name], found_under[name] = version, alias
                 break

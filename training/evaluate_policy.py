@@ -3,7 +3,12 @@ per 1,000 users is computed from the simulator's true effects (ours, no action, 
 the stage playbook, "contact the top-risk decile with retention_discount", and the oracle that knows the
 true effects); the offline IPS/DR estimates from the logged campaign are compared with the truth on the
 same users. Also: stage agreement with the latent stages, CLV against realised revenue per decile, and a
-budgeted campaign against the unconstrained one. Everything is logged to one MLflow run."""
+budgeted campaign against the unconstrained one. Everything is logged to one MLflow run.
+
+The steps are pure functions over frames and `Decisions` (`policy_values`, `oracle_diagnostics`,
+`budget_comparison`, `offline_on_logged`, `stage_check`, `clv_deciles`); `evaluate_policy` is the thin job
+that reads the data, the truth and the registry, runs them and logs. The simulator's latent-stage map is
+passed in by the caller: nothing here imports `simulation`."""
 
 from __future__ import annotations
 
@@ -596,7 +601,14 @@ __all__ = [
     "POLICIES",
     "POLICY_LABELS",
     "PolicyEvaluation",
+    "PolicyValues",
+    "budget_comparison",
+    "clv_deciles",
     "evaluate_policy",
     "evaluation_findings",
+    "offline_on_logged",
+    "oracle_diagnostics",
     "policy_table",
+    "policy_values",
+    "stage_check",
 ]

@@ -184,7 +184,8 @@ def gather_report_inputs(
 ) -> ReportInputs:
     """Read what the report needs from `data_dir`: features and closed labels at the stage and calibration
     cutoffs, and the policy evaluation (true values when `truth_dir` has effects at `as_of`, offline IPS/DR
-    from the campaign logged that day). Raises DataDirectoryError naming the directory or --as-of."""
+    from the campaign logged that day; the stage check when the caller passes `latent_to_stage`, the
+    simulator's latent → product stage map). Raises DataDirectoryError naming the directory or --as-of."""
     params = FeatureParams.from_config(config["features"])
     con = connect()
     inputs = load_inputs(con, Path(data_dir))
