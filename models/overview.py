@@ -11,8 +11,9 @@ import pandas as pd
 
 from models.bundle import ModelBundle
 from models.catalog import NO_ACTION
-from models.policy import PolicyBundle, decide
-from models.scoring import contributions, score
+from models.decision import decide_population
+from models.policy import PolicyBundle
+from models.scoring import contributions
 from models.stages import STAGES
 
 NOT_SEEN = "not yet seen"
@@ -27,24 +28,9 @@ def population_decisions(
     rng: np.random.Generator | None = None,
 ) -> pd.DataFrame:
     """One row per row of `frame` (registry features; `cutoff` optional): user_id, cutoff, then the
-    policy's decision columns (stage, stage_rule, p_churn, p_upgrade, clv, action, expected_value, …)."""
-    p_churn = score(frame, churn)["probability"].to_numpy()
-    p_upgrade = score(frame, upgrade)["probability"].to_numpy()
-    if "cutoff" not in frame:
-        decisions = decide(frame, p_churn, p_upgrade, policy, churn_horizon_days=churn.horizon_days, rng=rng)
-        table = decisions.to_frame()
-    else:  # one decision per cutoff: the contact state and exploration are per snapshot
-        parts = []
-        for _, index in frame.groupby("cutoff", sort=True).indices.items():
-            part = frame.iloc[index].reset_index(drop=True)
-            decisions = decide(part, p_churn[index], p_upgrade[index], policy,
-                               churn_horizon_days=churn.horizon_days, rng=rng)  # fmt: skip
-            parts.append(decisions.to_frame().set_axis(index))
-        table = pd.concat(parts).sort_index()
-    keys = {"user_id": frame["user_id"].astype(str).to_numpy()}
-    if "cutoff" in frame:
-        keys["cutoff"] = frame["cutoff"].to_numpy()
-    return pd.concat([pd.DataFrame(keys), table.reset_index(drop=True)], axis=1)
+    policy's decision columns (stage, stage_rule, p_churn, p_upgrade, clv, action, expected_value, …) —
+    the table of `models.decision.decide_population`, the one population decision."""
+    return decide_population(frame, churn, upgrade, policy, rng=rng).table
 
 
 def stage_counts(table: pd.DataFrame) -> pd.DataFrame:

@@ -1,12 +1,11 @@
-"""Fetch a registered model's bundle from MLflow (by version or alias); used by scoring and serving."""
+"""The MLflow registry as `models.decision`'s loader reads it: which version an alias points at, and a
+registered model's bundle or policy artifact (by version or alias)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import mlflow
-
-from models.bundle import ModelBundle, load_bundle
 
 
 def download_artifact(model_uri: str, artifact: str, dst: Path | None = None) -> Path:
@@ -27,5 +26,14 @@ def download_policy(model_uri: str, dst: Path | None = None) -> Path:
     return download_artifact(model_uri, "policy", dst)
 
 
-def load_registered_bundle(name: str, alias: str = "champion") -> ModelBundle:
-    return load_bundle(download_bundle(f"models:/{name}@{alias}"))
+def version_by_alias(name: str, alias: str) -> str | None:
+    """The version `name@alias` points at; None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        # A missing model is RESOURCE_DOES_NOT_EXIST, a missing alias INVALID_PARAMETER_VALUE.
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise

@@ -9,69 +9,42 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from features.registry import Feature, FeatureParams, build_registry, by_name
-from models.bundle import ModelBundle, load_bundle
-from models.policy import PolicyBundle, load_policy
-from models.registry import download_bundle, download_policy
+from models.decision import (
+    DecisionModels,
+    feature_registry,
+    find_versions,
+    load_exact_versions,
+    registered_names,
+)
 
 log = logging.getLogger(__name__)
 TARGETS = ("churn", "upgrade", "policy")
 
-
-@dataclass(frozen=True)
-class ModelSet:
-    churn: ModelBundle
-    upgrade: ModelBundle
-    policy: PolicyBundle
-    versions: dict[str, str]  # registered name → version number
-    alias: str
-    registry: dict[str, Feature]
-    loaded_at: float = field(default_factory=time.time)
-
-    def version_labels(self) -> dict[str, str]:
-        """The versions block of a decision."""
-        return {
-            "churn_model": f"{self.churn.name}/{self.versions[self.churn.name]}",
-            "upgrade_model": f"{self.upgrade.name}/{self.versions[self.upgrade.name]}",
-            "policy": f"{self.policy.name}/{self.versions[self.policy.name]}",
-            "features": self.churn.feature_version,
-        }
+ModelSet = DecisionModels  # what serves is the one decision-model set of `models.decision`
 
 
 class RegistryLoader:
-    """Loads a ModelSet by alias from the MLflow registry (the tracking URI comes from the environment)."""
+    """Loads a ModelSet by alias from the MLflow registry (the tracking URI comes from the environment),
+    through `models.decision`'s one loader; the feature registry is built once and shared by every set."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self.names = {target: config["models"][target]["registered_name"] for target in TARGETS}
-        self.registry = by_name(build_registry(FeatureParams.from_config(config["features"])))
+        self.config = config
+        self.names = registered_names(config, TARGETS)
+        self.registry = feature_registry(config)
 
     def versions(self, alias: str) -> dict[str, str]:
-        """The version each alias points at now (raises when one is missing)."""
-        from mlflow import MlflowClient
-
-        client = MlflowClient()
-        return {
-            name: str(client.get_model_version_by_alias(name, alias).version) for name in self.names.values()
-        }
+        """The version each alias points at now (raises ModelsMissing when one is missing)."""
+        return find_versions(self.names, (alias,))[0]
 
     def load(self, alias: str) -> ModelSet:
         return self.load_versions(self.versions(alias), alias)
 
     def load_versions(self, versions: dict[str, str], alias: str) -> ModelSet:
         """The ModelSet of exact versions (registered name → version), e.g. to replay a logged decision."""
-        uri = {t: f"models:/{n}/{versions[n]}" for t, n in self.names.items()}
-        churn = load_bundle(download_bundle(uri["churn"]))
-        upgrade = load_bundle(download_bundle(uri["upgrade"]))
-        policy = load_policy(download_policy(uri["policy"]))
-        if churn.feature_version != policy.feature_version:
-            raise ValueError(
-                f"feature versions differ: {uri['churn']} has {churn.feature_version}, "
-                f"{uri['policy']} has {policy.feature_version}"
-            )
-        return ModelSet(churn, upgrade, policy, versions, alias, self.registry)
+        return load_exact_versions(self.config, versions, alias, registry=self.registry)
 
 
 @dataclass

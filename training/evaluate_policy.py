@@ -3,7 +3,12 @@ per 1,000 users is computed from the simulator's true effects (ours, no action, 
 the stage playbook, "contact the top-risk decile with retention_discount", and the oracle that knows the
 true effects); the offline IPS/DR estimates from the logged campaign are compared with the truth on the
 same users. Also: stage agreement with the latent stages, CLV against realised revenue per decile, and a
-budgeted campaign against the unconstrained one. Everything is logged to one MLflow run."""
+budgeted campaign against the unconstrained one. Everything is logged to one MLflow run.
+
+The steps are pure functions over frames and `Decisions` (`policy_values`, `oracle_diagnostics`,
+`budget_comparison`, `offline_on_logged`, `stage_check`, `clv_deciles`); `evaluate_policy` is the thin job
+that reads the data, the truth and the registry, runs them and logs. The simulator's latent-stage map is
+passed in by the caller: nothing here imports `simulation`."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import dataclasses
 import datetime as dt
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,22 +26,15 @@ import pandas as pd
 
 from features.jobs import connect, latest_features, load_inputs
 from features.registry import FeatureParams
-from models.arbitration import (
-    CONTACT_CAP,
-    COOLDOWN,
-    ELIGIBLE,
-    INELIGIBLE_STAGE,
-    expected_values,
-    plan_within_budget,
-)
+from models.arbitration import CONTACT_CAP, COOLDOWN, INELIGIBLE_STAGE, expected_values
 from models.catalog import NO_ACTION
-from models.policy import PolicyBundle, decide, load_policy
-from models.registry import download_policy
+from models.decision import DecisionModels, load_decision_models, plan_budget, probabilities
+from models.policy import Decisions, PolicyBundle
 from models.stages import STAGES, stage_agreement
-from models.value import monthly_churn, monthly_margin, survival_annuity
+from models.value import ValueParams, monthly_churn, monthly_margin, survival_annuity
 from training import tracking
-from training.policy import ModelsMissing, ScoringModels, load_scoring_models, offline_value, policy_frame
-from training.truth import effect_matrices, read_effects
+from training.policy import offline_value, policy_frame
+from training.truth import effect_matrices, read_effects, read_latent_product_stages
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -98,27 +96,6 @@ class PolicyEvaluation:
         }
 
 
-def load_policy_by_alias(
-    config: dict[str, Any], aliases: tuple[str, ...] = ("champion", "challenger")
-) -> tuple[PolicyBundle, str]:
-    name = config["models"]["policy"]["registered_name"]
-    found = tracking.first_alias(name, aliases)
-    if found is None:
-        raise ModelsMissing(
-            f"no {name} registered (@{' or @'.join(aliases)}): run `clm train --model policy` first"
-        )
-    return load_policy(download_policy(found.model_uri)), f"{name} v{found.version} @{found.alias}"
-
-
-def load_decision_models(
-    config: dict[str, Any], aliases: tuple[str, ...] = ("champion", "challenger")
-) -> tuple[ScoringModels, PolicyBundle, str]:
-    """The churn and upgrade models and the policy, each the first of `aliases` it is registered under, and
-    the policy's version label (ModelsMissing when one is not registered). Used by `clm score`, `clm report`,
-    the demo and `evaluate_policy`."""
-    return load_scoring_models(config, aliases=aliases), *load_policy_by_alias(config, aliases=aliases)
-
-
 def true_values(effects: pd.DataFrame, users: pd.Series, decisions) -> np.ndarray:
     """(n, A) true incremental value of each action for each user: the arbitration's formula with the
     simulator's true effects in place of the estimates, every policy valued with the same CLV (0 where the
@@ -167,127 +144,83 @@ def value_of(choice: np.ndarray, true_value: np.ndarray) -> np.ndarray:
     return np.where(choice >= 0, true_value[rows, np.clip(choice, 0, None)], 0.0)
 
 
-def evaluate_policy(
-    data_dir: Path,
-    *,
-    config: dict[str, Any],
-    project_root: Path,
-    as_of: dt.date | None = None,
-    truth_dir: Path | None = None,
-    progress: Progress = lambda message: None,
-    log_to_mlflow: bool = True,
-    alias: str | None = None,
-    loaded: tuple[ScoringModels, PolicyBundle, str] | None = None,
-) -> PolicyEvaluation:
-    """Evaluate the registered policy and the scoring models it decides with (`alias`, default @champion or else
-    @challenger; or `loaded`, the models, policy and policy version a caller already holds) as of `as_of`."""
-    tracking.configure(tracking.resolve_tracking_uri(project_root))
-    models, policy, policy_version = loaded or load_decision_models(
-        config, aliases=(alias,) if alias else ("champion", "challenger")
-    )
-    effects_path = None if truth_dir is None else Path(truth_dir) / "effects.parquet"
-    has_truth = effects_path is not None and effects_path.exists()
-    as_of = as_of or _default_as_of(policy, effects_path if has_truth else None)
-    effects = read_effects(truth_dir, as_of) if has_truth else None
-    if has_truth and effects is None:
-        raise ValueError(f"{effects_path} has no true effects at {as_of}; pick a truth cutoff with --as-of")
-    in_sample = str(as_of) in policy.metadata.get("train_waves", [])
-    if in_sample:
-        log.warning(
-            "%s was a training wave of %s: the offline estimates there are in-sample", as_of, policy_version
-        )
-    params = FeatureParams.from_config(config["features"])
-    horizon = models.churn.horizon_days
+# --------------------------------------------------------------------------------------------------------
+# Pure steps: frames and decisions in, numbers out
 
-    progress(f"scoring every user as of {as_of}")
-    frame, _ = latest_features(data_dir, params=params, as_of=as_of)
-    p_churn, p_upgrade = models.probabilities(frame)
-    decisions = decide(frame, p_churn, p_upgrade, policy, churn_horizon_days=horizon)
-    arb = decisions.arbitration
+
+def contactable_actions(decisions: Decisions) -> np.ndarray:
+    """(n, A): the actions a user could be contacted with at all (stage eligible, no cooldown or cap)."""
+    return ~np.isin(decisions.arbitration.status, [INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP])
+
+
+@dataclass
+class PolicyValues:
+    """True value, contacts and cost per 1,000 users of every policy compared, and diagnostics."""
+
+    value_per_1000: dict[str, float | None]
+    contacts_per_1000: dict[str, float | None]
+    cost_per_1000: dict[str, float | None]
+    extra: dict[str, float]
+
+
+def no_policy_values() -> PolicyValues:
+    """What is known without the simulator's truth: nothing."""
+    return PolicyValues(dict.fromkeys(POLICIES), dict.fromkeys(POLICIES), dict.fromkeys(POLICIES), {})
+
+
+def policy_values(
+    decisions: Decisions, user_ids: pd.Series, effects: pd.DataFrame, top_risk_share: float
+) -> tuple[PolicyValues, np.ndarray, np.ndarray]:
+    """Every compared policy valued with the simulator's true effects, on the users the truth knows: the
+    values, the (n, A) true value matrix and the mask of known users."""
+    policy, arb = decisions.policy, decisions.arbitration
     costs = np.array([a.cost for a in policy.catalog])
-
-    value_per_1000: dict[str, float | None] = dict.fromkeys(POLICIES)
-    contacts: dict[str, float | None] = dict.fromkeys(POLICIES)
-    spend: dict[str, float | None] = dict.fromkeys(POLICIES)
-    extra: dict[str, float] = {}
-    n_users = len(frame)
-    budget: dict[str, float] = {}
-    true_value = None
-    if effects is not None:
-        known = frame["user_id"].isin(set(effects["user_id"])).to_numpy()
-        extra["users_without_truth"] = float((~known).sum())
-        true_value = true_values(effects, frame["user_id"], decisions)
-        contactable = ~np.isin(arb.status, [INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP])
-        choices = {"clm": arb.greedy, "no_action": np.full(n_users, -1)}
-        choices.update(
-            baseline_choices(decisions.stages.stage, arb.status, p_churn, policy.actions, policy.catalog,
-                             float(config["policy"]["top_risk_share"]))
-        )  # fmt: skip
-        oracle_values = np.where(contactable, true_value, -np.inf)
-        best = oracle_values.argmax(axis=1)
-        choices["oracle"] = np.where(oracle_values[np.arange(n_users), best] > 0, best, -1)
-        for name, choice in choices.items():
-            value_per_1000[name] = 1000.0 * float(value_of(choice, true_value)[known].mean())
-            contacts[name] = 1000.0 * float((choice[known] >= 0).mean())
-            spend[name] = 1000.0 * float(
-                np.where(choice >= 0, costs[np.clip(choice, 0, None)], 0.0)[known].mean()
-            )
-        # random: every contactable action equally likely, its expectation computed exactly
-        k = contactable.sum(axis=1)
-        mean_value = np.where(
-            k > 0, np.where(contactable, true_value, 0.0).sum(axis=1) / np.maximum(k, 1), 0.0
-        )
-        mean_cost = np.where(k > 0, (contactable * costs[None, :]).sum(axis=1) / np.maximum(k, 1), 0.0)
-        value_per_1000["random"] = 1000.0 * float(mean_value[known].mean())
-        contacts["random"] = 1000.0 * float((k[known] > 0).mean())
-        spend["random"] = 1000.0 * float(mean_cost[known].mean())
-        progress("the best a model of these features could do (cross-fitted on the true effects)")
-        extra["feature_oracle"] = 1000.0 * float(
-            value_of(
-                feature_oracle_choice(frame, policy, true_value, contactable & known[:, None]), true_value
-            )[known].mean()
-        )
-        unconstrained_best = np.where(true_value.max(axis=1) > 0, true_value.max(axis=1), 0.0)
-        extra["oracle_any_stage"] = 1000.0 * float(unconstrained_best[known].mean())
-        extra["clm_predicted"] = 1000.0 * float(
-            np.where(arb.greedy >= 0, arb.value[np.arange(n_users), np.clip(arb.greedy, 0, None)], 0.0)[
-                known
-            ].mean()
-        )
-
-    progress("budget mode")
-    budget = _budget(decisions, costs, true_value, float(config["policy"]["evaluation_budget_share"]),
-                     config["policy"]["budget_method"])  # fmt: skip
-
-    progress("offline estimates from the logged campaign")
-    offline = _offline(data_dir, config, as_of, policy, models, effects)
-
-    agreement = None
-    outcomes_path = None if truth_dir is None else Path(truth_dir) / "outcomes.parquet"
-    if outcomes_path is not None and outcomes_path.exists():
-        from simulation.params import LATENT_TO_PRODUCT_STAGE
-
-        truth = pd.read_parquet(
-            outcomes_path, columns=["user_id", "cutoff", "latent_stage"], filters=[("cutoff", "==", as_of)]
-        )
-        if not truth.empty:
-            latent = frame["user_id"].map(
-                truth.set_index("user_id")["latent_stage"].map(LATENT_TO_PRODUCT_STAGE)
-            )
-            ok = latent.notna().to_numpy()
-            agreement = stage_agreement(decisions.stages.stage[ok], latent[ok].to_numpy())
-
-    progress("CLV against realised revenue")
-    clv_check = clv_against_realised(data_dir, config, models, policy, as_of)
-
-    evaluation = PolicyEvaluation(
-        as_of=as_of, policy_version=policy_version, scoring_models=models.versions, in_sample=in_sample,
-        n_users=n_users, value_per_1000=value_per_1000, contacts_per_1000=contacts, cost_per_1000=spend,
-        offline=offline, stage_agreement=agreement, clv_check=clv_check, budget=budget, extra=extra,
+    n_users = len(decisions)
+    out = no_policy_values()
+    known = user_ids.isin(set(effects["user_id"])).to_numpy()
+    out.extra["users_without_truth"] = float((~known).sum())
+    true_value = true_values(effects, user_ids, decisions)
+    contactable = contactable_actions(decisions)
+    choices = {"clm": arb.greedy, "no_action": np.full(n_users, -1)}
+    choices.update(
+        baseline_choices(decisions.stages.stage, arb.status, decisions.churn_probability, policy.actions,
+                         policy.catalog, top_risk_share)
     )  # fmt: skip
-    if log_to_mlflow:
-        evaluation.run_id = _log(evaluation, config, decisions)
-    return evaluation
+    oracle_values = np.where(contactable, true_value, -np.inf)
+    best = oracle_values.argmax(axis=1)
+    choices["oracle"] = np.where(oracle_values[np.arange(n_users), best] > 0, best, -1)
+    for name, choice in choices.items():
+        out.value_per_1000[name] = 1000.0 * float(value_of(choice, true_value)[known].mean())
+        out.contacts_per_1000[name] = 1000.0 * float((choice[known] >= 0).mean())
+        out.cost_per_1000[name] = 1000.0 * float(
+            np.where(choice >= 0, costs[np.clip(choice, 0, None)], 0.0)[known].mean()
+        )
+    # random: every contactable action equally likely, its expectation computed exactly
+    k = contactable.sum(axis=1)
+    mean_value = np.where(k > 0, np.where(contactable, true_value, 0.0).sum(axis=1) / np.maximum(k, 1), 0.0)
+    mean_cost = np.where(k > 0, (contactable * costs[None, :]).sum(axis=1) / np.maximum(k, 1), 0.0)
+    out.value_per_1000["random"] = 1000.0 * float(mean_value[known].mean())
+    out.contacts_per_1000["random"] = 1000.0 * float((k[known] > 0).mean())
+    out.cost_per_1000["random"] = 1000.0 * float(mean_cost[known].mean())
+    return out, true_value, known
+
+
+def oracle_diagnostics(
+    frame: pd.DataFrame, decisions: Decisions, true_value: np.ndarray, known: np.ndarray
+) -> dict[str, float]:
+    """Per 1,000 known users: the value reachable from these features when the effects are known (the
+    feature oracle), the oracle that ignores stage eligibility, and what the policy predicted for itself."""
+    arb = decisions.arbitration
+    n_users = len(decisions)
+    allowed = contactable_actions(decisions) & known[:, None]
+    reachable = value_of(feature_oracle_choice(frame, decisions.policy, true_value, allowed), true_value)
+    unconstrained_best = np.where(true_value.max(axis=1) > 0, true_value.max(axis=1), 0.0)
+    predicted = np.where(arb.greedy >= 0, arb.value[np.arange(n_users), np.clip(arb.greedy, 0, None)], 0.0)
+    return {
+        "feature_oracle": 1000.0 * float(reachable[known].mean()),
+        "oracle_any_stage": 1000.0 * float(unconstrained_best[known].mean()),
+        "clm_predicted": 1000.0 * float(predicted[known].mean()),
+    }
 
 
 def feature_oracle_choice(
@@ -318,29 +251,17 @@ def feature_oracle_choice(
     return np.where(predicted[np.arange(len(best)), best] > 0, best, -1)
 
 
-def _default_as_of(policy: PolicyBundle, effects_path: Path | None) -> dt.date:
-    """The policy's held-out wave (when the truth covers it), else the latest truth cutoff."""
-    test_wave = policy.metadata.get("test_wave")
-    if effects_path is None:
-        if test_wave is None:
-            raise ValueError("give --as-of: the policy records no held-out wave")
-        return dt.date.fromisoformat(test_wave)
-    cutoffs = sorted(pd.read_parquet(effects_path, columns=["cutoff"])["cutoff"].unique())
-    cutoffs = [pd.Timestamp(c).date() for c in cutoffs]
-    if test_wave is not None and dt.date.fromisoformat(test_wave) in cutoffs:
-        return dt.date.fromisoformat(test_wave)
-    return cutoffs[-1]
-
-
-def _budget(
-    decisions, costs: np.ndarray, true_value: np.ndarray | None, share: float, method: str
+def budget_comparison(
+    decisions: Decisions, true_value: np.ndarray | None, share: float, method: str
 ) -> dict[str, float]:
+    """The plan within `share` of the unconstrained spend against the unconstrained choice: predicted (and,
+    with the truth, true) value, cost and contacts."""
     arb = decisions.arbitration
-    allowed = arb.status == ELIGIBLE
+    costs = np.array([a.cost for a in decisions.policy.catalog])
     rows = np.arange(len(arb.greedy))
     best = arb.greedy
     unconstrained_cost = float(np.where(best >= 0, costs[np.clip(best, 0, None)], 0.0).sum())
-    plan = plan_within_budget(arb.value, allowed, costs, share * unconstrained_cost, method=method)
+    plan = plan_budget(decisions, share * unconstrained_cost, method)
     out = {
         "budget": share * unconstrained_cost,
         "method_" + method: 1.0,
@@ -361,22 +282,22 @@ def _budget(
     return out
 
 
-def _offline(
-    data_dir, config, as_of, policy, models: ScoringModels, effects: pd.DataFrame | None
+NO_OFFLINE: dict[str, float | None] = {
+    "ips": None, "dr": None, "snips": None, "truth_on_logged": None, "n_logged": 0.0,
+}  # fmt: skip
+
+
+def offline_on_logged(
+    rows: pd.DataFrame, models: DecisionModels, effects: pd.DataFrame | None
 ) -> dict[str, float | None]:
-    """IPS/DR from the campaign logged at `as_of`, and (simulation) the truth on the same users."""
-    try:
-        rows, _ = policy_frame(data_dir, config, waves=[as_of])
-    except Exception as exc:  # no campaign that day: nothing to estimate from
-        log.warning("no offline estimate at %s: %s", as_of, exc)
-        return {"ips": None, "dr": None, "snips": None, "truth_on_logged": None, "n_logged": 0.0}
+    """IPS/DR of the policy's greedy choices on the logged campaign rows with closed outcomes, and
+    (simulation) the truth on the same users."""
     rows = rows[rows["churn"].notna()].reset_index(drop=True)
     if rows.empty:
-        return {"ips": None, "dr": None, "snips": None, "truth_on_logged": None, "n_logged": 0.0}
-    p_churn, p_upgrade = models.probabilities(rows)
-    decisions = decide(rows, p_churn, p_upgrade, policy, churn_horizon_days=models.churn.horizon_days)
-    estimate = offline_value(policy, rows, decisions)
-    out: dict[str, float | None] = estimate.as_dict()
+        return dict(NO_OFFLINE)
+    decisions = models.decide(rows).decisions
+    assert decisions is not None
+    out: dict[str, float | None] = offline_value(models.policy, rows, decisions).as_dict()
     out["truth_on_logged"] = None
     if effects is not None:
         truth = true_values(effects, rows["user_id"], decisions)
@@ -384,8 +305,136 @@ def _offline(
     return out
 
 
-def clv_against_realised(data_dir: Path, config: dict[str, Any], models: ScoringModels, policy: PolicyBundle,
-                         as_of: dt.date, months: int = 6) -> pd.DataFrame | None:  # fmt: skip
+def stage_check(
+    user_ids: pd.Series, stages: np.ndarray, true_stages: pd.Series | None
+) -> dict[str, Any] | None:
+    """Agreement of the assigned stages with the true product stages (user_id → stage) where known."""
+    if true_stages is None or true_stages.empty:
+        return None
+    latent = user_ids.map(true_stages)
+    ok = latent.notna().to_numpy()
+    return stage_agreement(stages[ok], latent[ok].to_numpy())
+
+
+def clv_deciles(
+    frame: pd.DataFrame, p_churn: np.ndarray, horizon_days: int, value: ValueParams, realised: np.ndarray,
+    *, cutoff: dt.date, months: int,
+) -> pd.DataFrame:  # fmt: skip
+    """Predicted vs realised discounted margin over `months` months, per decile of the prediction."""
+    window = f"revenue_sum_{value.revenue_window_days}d"
+    margin = monthly_margin(frame["mrr"].to_numpy(dtype=float), frame[window].to_numpy(dtype=float), value)
+    short = dataclasses.replace(value, horizon_months=months)
+    predicted = margin * survival_annuity(monthly_churn(p_churn, horizon_days), short)
+    table = pd.DataFrame({"predicted": predicted, "realised": realised})
+    table["decile"] = pd.qcut(table["predicted"].rank(method="first"), 10, labels=range(1, 11)).astype(int)
+    out = table.groupby("decile").agg(users=("predicted", "size"), predicted=("predicted", "mean"),
+                                      realised=("realised", "mean")).reset_index()  # fmt: skip
+    out["ratio"] = out["predicted"] / out["realised"].replace(0.0, np.nan)
+    out.attrs["cutoff"] = str(cutoff)
+    out.attrs["months"] = months
+    out.attrs["spearman"] = float(table["predicted"].corr(table["realised"], method="spearman"))
+    out.attrs["total_ratio"] = float(table["predicted"].sum() / max(table["realised"].sum(), 1e-9))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# The job: reads, runs the steps, logs
+
+
+def evaluate_policy(
+    data_dir: Path,
+    *,
+    config: dict[str, Any],
+    project_root: Path,
+    as_of: dt.date | None = None,
+    truth_dir: Path | None = None,
+    latent_to_stage: Mapping[str, str] | None = None,
+    progress: Progress = lambda message: None,
+    log_to_mlflow: bool = True,
+    alias: str | None = None,
+    loaded: DecisionModels | None = None,
+) -> PolicyEvaluation:
+    """Evaluate the registered policy and the scoring models it decides with (`alias`, default @champion or else
+    @challenger; or `loaded`, the decision models a caller already holds) as of `as_of`. `latent_to_stage`
+    maps the simulator's latent stages to product stages (the caller knows the simulator; training does
+    not) for the stage check."""
+    tracking.configure(tracking.resolve_tracking_uri(project_root))
+    models = loaded or load_decision_models(config, aliases=(alias,) if alias else ("champion", "challenger"))
+    policy, policy_version = models.policy, models.described(models.policy)
+    effects_path = None if truth_dir is None else Path(truth_dir) / "effects.parquet"
+    has_truth = effects_path is not None and effects_path.exists()
+    as_of = as_of or _default_as_of(policy, effects_path if has_truth else None)
+    effects = read_effects(truth_dir, as_of) if has_truth else None
+    if has_truth and effects is None:
+        raise ValueError(f"{effects_path} has no true effects at {as_of}; pick a truth cutoff with --as-of")
+    in_sample = str(as_of) in policy.metadata.get("train_waves", [])
+    if in_sample:
+        log.warning(
+            "%s was a training wave of %s: the offline estimates there are in-sample", as_of, policy_version
+        )
+    params = FeatureParams.from_config(config["features"])
+
+    progress(f"scoring every user as of {as_of}")
+    frame, _ = latest_features(data_dir, params=params, as_of=as_of)
+    frame = frame.reset_index(drop=True)
+    decisions = models.decide(frame).decisions
+    assert decisions is not None
+    values, true_value = no_policy_values(), None
+    if effects is not None:
+        values, true_value, known = policy_values(
+            decisions, frame["user_id"], effects, float(config["policy"]["top_risk_share"])
+        )
+        progress("the best a model of these features could do (cross-fitted on the true effects)")
+        values.extra.update(oracle_diagnostics(frame, decisions, true_value, known))
+
+    progress("budget mode")
+    budget = budget_comparison(decisions, true_value, float(config["policy"]["evaluation_budget_share"]),
+                               config["policy"]["budget_method"])  # fmt: skip
+
+    progress("offline estimates from the logged campaign")
+    try:
+        logged, _ = policy_frame(data_dir, config, waves=[as_of])
+    except Exception as exc:  # no campaign that day: nothing to estimate from
+        log.warning("no offline estimate at %s: %s", as_of, exc)
+        offline = dict(NO_OFFLINE)
+    else:
+        offline = offline_on_logged(logged, models, effects)
+
+    true_stages = None
+    if latent_to_stage is not None:
+        true_stages = read_latent_product_stages(truth_dir, as_of, latent_to_stage)
+    agreement = stage_check(frame["user_id"], decisions.stages.stage, true_stages)
+
+    progress("CLV against realised revenue")
+    clv_check = clv_against_realised(data_dir, config, models, as_of)
+
+    evaluation = PolicyEvaluation(
+        as_of=as_of, policy_version=policy_version, scoring_models=models.scoring_labels(), in_sample=in_sample,
+        n_users=len(frame), value_per_1000=values.value_per_1000, contacts_per_1000=values.contacts_per_1000,
+        cost_per_1000=values.cost_per_1000, offline=offline, stage_agreement=agreement, clv_check=clv_check,
+        budget=budget, extra=values.extra,
+    )  # fmt: skip
+    if log_to_mlflow:
+        evaluation.run_id = _log(evaluation, config, decisions)
+    return evaluation
+
+
+def _default_as_of(policy: PolicyBundle, effects_path: Path | None) -> dt.date:
+    """The policy's held-out wave (when the truth covers it), else the latest truth cutoff."""
+    test_wave = policy.metadata.get("test_wave")
+    if effects_path is None:
+        if test_wave is None:
+            raise ValueError("give --as-of: the policy records no held-out wave")
+        return dt.date.fromisoformat(test_wave)
+    cutoffs = sorted(pd.read_parquet(effects_path, columns=["cutoff"])["cutoff"].unique())
+    cutoffs = [pd.Timestamp(c).date() for c in cutoffs]
+    if test_wave is not None and dt.date.fromisoformat(test_wave) in cutoffs:
+        return dt.date.fromisoformat(test_wave)
+    return cutoffs[-1]
+
+
+def clv_against_realised(data_dir: Path, config: dict[str, Any], models: DecisionModels, as_of: dt.date,
+                         months: int = 6) -> pd.DataFrame | None:  # fmt: skip
     """Predicted vs realised discounted margin over `months` 30-day months after the latest first-of-month
     cutoff with that much data after it, per decile of the prediction; None when the data is too short."""
     con = connect()
@@ -405,23 +454,12 @@ def clv_against_realised(data_dir: Path, config: dict[str, Any], models: Scoring
         return None
     if frame.empty:
         return None
-    p_churn, _ = models.probabilities(frame)
-    value = policy.value
-    window = f"revenue_sum_{value.revenue_window_days}d"
-    margin = monthly_margin(frame["mrr"].to_numpy(dtype=float), frame[window].to_numpy(dtype=float), value)
-    short = dataclasses.replace(value, horizon_months=months)
-    predicted = margin * survival_annuity(monthly_churn(p_churn, models.churn.horizon_days), short)
+    p_churn, _ = probabilities(frame, models.churn, models.upgrade)
+    value = models.policy.value
     realised = realised_margin(data_dir, frame["user_id"], cutoff, months, value, config)
-    table = pd.DataFrame({"predicted": predicted, "realised": realised})
-    table["decile"] = pd.qcut(table["predicted"].rank(method="first"), 10, labels=range(1, 11)).astype(int)
-    out = table.groupby("decile").agg(users=("predicted", "size"), predicted=("predicted", "mean"),
-                                      realised=("realised", "mean")).reset_index()  # fmt: skip
-    out["ratio"] = out["predicted"] / out["realised"].replace(0.0, np.nan)
-    out.attrs["cutoff"] = str(cutoff)
-    out.attrs["months"] = months
-    out.attrs["spearman"] = float(table["predicted"].corr(table["realised"], method="spearman"))
-    out.attrs["total_ratio"] = float(table["predicted"].sum() / max(table["realised"].sum(), 1e-9))
-    return out
+    return clv_deciles(
+        frame, p_churn, models.churn.horizon_days, value, realised, cutoff=cutoff, months=months
+    )
 
 
 def realised_margin(
@@ -563,7 +601,14 @@ __all__ = [
     "POLICIES",
     "POLICY_LABELS",
     "PolicyEvaluation",
+    "PolicyValues",
+    "budget_comparison",
+    "clv_deciles",
     "evaluate_policy",
     "evaluation_findings",
+    "offline_on_logged",
+    "oracle_diagnostics",
     "policy_table",
+    "policy_values",
+    "stage_check",
 ]

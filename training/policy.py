@@ -20,12 +20,11 @@ from features.build import LabelParams
 from features.jobs import build_feature_tables, connect, load_inputs
 from features.registry import FeatureParams, build_registry, feature_names, registry_version
 from models.arbitration import ELIGIBLE, INELIGIBLE_STAGE
-from models.bundle import ModelBundle, load_bundle
 from models.catalog import NO_ACTION, ContactPolicy, load_catalog
+from models.decision import load_bundles, probabilities
 from models.frame import category_lists, model_matrix
 from models.policy import OUTCOME_OF, Decisions, PolicyBundle, decide, load_policy, save_policy
-from models.registry import download_bundle, download_policy
-from models.scoring import score
+from models.registry import download_policy
 from models.uplift import UpliftModel, UpliftParams
 from models.uplift_metrics import auuc, qini_coefficient
 from models.value import ValueParams
@@ -37,43 +36,6 @@ from training.truth import effect_matrices, read_effects
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 POLICY_ARTIFACT = "policy"
-
-
-@dataclass
-class ScoringModels:
-    """The churn and upgrade models the policy reads scores from, and which versions they are."""
-
-    churn: ModelBundle
-    upgrade: ModelBundle
-    versions: dict[str, str]  # e.g. {"churn": "clm-churn v3 @champion", ...}
-
-    def probabilities(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        return (
-            score(frame, self.churn)["probability"].to_numpy(),
-            score(frame, self.upgrade)["probability"].to_numpy(),
-        )
-
-
-class ModelsMissing(ValueError):
-    """No churn model, upgrade model or policy registered under the aliases asked for."""
-
-
-def load_scoring_models(
-    config: dict[str, Any], aliases: tuple[str, ...] = ("champion", "challenger")
-) -> ScoringModels:
-    """The churn and upgrade models by alias: @champion when there is one, else @challenger."""
-    bundles: dict[str, ModelBundle] = {}
-    versions: dict[str, str] = {}
-    for target in ("churn", "upgrade"):
-        name = config["models"][target]["registered_name"]
-        found = tracking.first_alias(name, aliases)
-        if found is None:
-            raise ModelsMissing(
-                f"no {name} model registered (@{' or @'.join(aliases)}): run `clm train --model {target}` first"
-            )
-        bundles[target] = load_bundle(download_bundle(found.model_uri))
-        versions[target] = f"{name} v{found.version} @{found.alias}"
-    return ScoringModels(bundles["churn"], bundles["upgrade"], versions)
 
 
 def policy_parts(config: dict[str, Any]) -> dict[str, Any]:
@@ -296,7 +258,7 @@ def train_policy(
     """Everything `clm train --model policy` does."""
     tracking.configure(tracking.resolve_tracking_uri(project_root))
     parts = policy_parts(config)
-    models = load_scoring_models(config)
+    churn, upgrade, scoring_models = load_bundles(config)
     progress("policy: building features at each campaign wave")
     frame, data_end = policy_frame(data_dir, config, as_of=as_of)
     horizon = int(config["labels"]["horizon_days"])
@@ -316,12 +278,12 @@ def train_policy(
         name=name, catalog=parts["catalog"], contact=parts["contact"], stages_config=config["stages"],
         value=parts["value"], uplift=uplift, feature_names=names, feature_version=registry_version(registry),
         metadata={"train_waves": [str(w) for w in train_waves], "test_wave": str(test_wave),
-                  "data_end": str(data_end), "scoring_models": models.versions, "churn_horizon_days": horizon},
+                  "data_end": str(data_end), "scoring_models": scoring_models, "churn_horizon_days": horizon},
     )  # fmt: skip
 
     progress(f"policy: checking it on the held-out wave {test_wave}")
-    p_churn, p_upgrade = models.probabilities(test_rows)
-    decisions = decide(test_rows, p_churn, p_upgrade, policy, churn_horizon_days=models.churn.horizon_days)
+    p_churn, p_upgrade = probabilities(test_rows, churn, upgrade)
+    decisions = decide(test_rows, p_churn, p_upgrade, policy, churn_horizon_days=churn.horizon_days)
     offered = decisions.arbitration.status != INELIGIBLE_STAGE
     effects = read_effects(truth_dir, test_wave)
     true_deltas = None if effects is None else effect_matrices(effects, test_rows["user_id"], policy.actions)
@@ -329,14 +291,14 @@ def train_policy(
     offline = offline_value(policy, test_rows, decisions)
     chosen = pd.Series(decisions.arbitration.chosen_names())
     share = {a: float((chosen == a).mean()) for a in (*policy.actions, NO_ACTION)}
-    horizon_days = models.churn.horizon_days
+    horizon_days = churn.horizon_days
     passed, behaviour_lines = behaviour_checks(policy, test_rows, p_churn, p_upgrade, horizon_days)
     champion_offline = _champion_offline(name, test_rows, p_churn, p_upgrade, horizon_days)
 
     progress("policy: logging to MLflow")
     run_params = {
         "target": "policy", "train_waves": [str(w) for w in train_waves], "test_wave": str(test_wave),
-        "feature_version": policy.feature_version, "scoring_models": models.versions,
+        "feature_version": policy.feature_version, "scoring_models": scoring_models,
         "policy": config["policy"], "actions": config["actions"], "stages": config["stages"], "value": config["value"],
     }  # fmt: skip
     with tracking.start_training_run(
@@ -360,7 +322,7 @@ def train_policy(
     return TrainedPolicy(
         registered_name=name, version=str(registered.version), run_id=run.info.run_id, train_waves=train_waves,
         test_wave=test_wave, quality=quality, offline=offline, action_share=share, behaviour_passed=passed,
-        scoring_models=models.versions,
+        scoring_models=scoring_models,
     )  # fmt: skip
 
 

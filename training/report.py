@@ -26,14 +26,13 @@ import pandas as pd
 from features.build import LabelParams
 from features.jobs import DataDirectoryError, connect, feature_history, load_inputs
 from features.registry import FeatureParams, build_registry
-from models.arbitration import ELIGIBLE, plan_within_budget
 from models.catalog import NO_ACTION
+from models.decision import DecisionModels, decide_population
 from models.metrics import classification_metrics
 from models.overview import (
     action_mix,
     flow_matrix,
     global_drivers,
-    population_decisions,
     stage_counts,
     stage_flows,
 )
@@ -47,7 +46,7 @@ from models.plots import (
     shap_beeswarm_figure,
     stage_share_figure,
 )
-from models.policy import OUTCOME_OF, PolicyBundle, decide
+from models.policy import OUTCOME_OF
 from models.scoring import score
 from training.evaluate_policy import (
     POLICY_LABELS,
@@ -56,7 +55,6 @@ from training.evaluate_policy import (
     evaluation_findings,
     policy_table,
 )
-from training.policy import ScoringModels
 from training.truth import read_effects
 
 log = logging.getLogger(__name__)
@@ -99,9 +97,7 @@ class ReportInputs:
     history: pd.DataFrame  # feature_history rows at the stage cutoffs and the calibration cutoff
     stage_cutoffs: list[dt.date]  # ascending, ending at as_of
     calibration_cutoff: dt.date | None
-    models: ScoringModels
-    policy: PolicyBundle
-    policy_version: str
+    models: DecisionModels
     context: ReportContext
     budget: float | None = None
     budget_method: str = "lagrangian"
@@ -178,18 +174,18 @@ def gather_report_inputs(
     *,
     config: dict[str, Any],
     as_of: dt.date,
-    models: ScoringModels,
-    policy: PolicyBundle,
-    policy_version: str,
+    models: DecisionModels,
     context: ReportContext,
     project_root: Path,
     budget: float | None = None,
     truth_dir: Path | None = None,
+    latent_to_stage: Mapping[str, str] | None = None,
     progress: Progress = lambda message: None,
 ) -> ReportInputs:
     """Read what the report needs from `data_dir`: features and closed labels at the stage and calibration
     cutoffs, and the policy evaluation (true values when `truth_dir` has effects at `as_of`, offline IPS/DR
-    from the campaign logged that day). Raises DataDirectoryError naming the directory or --as-of."""
+    from the campaign logged that day; the stage check when the caller passes `latent_to_stage`, the
+    simulator's latent → product stage map). Raises DataDirectoryError naming the directory or --as-of."""
     params = FeatureParams.from_config(config["features"])
     con = connect()
     inputs = load_inputs(con, Path(data_dir))
@@ -216,12 +212,12 @@ def gather_report_inputs(
     progress(f"features at {len(wanted)} cutoffs: {', '.join(map(str, wanted))}")
     history = feature_history(data_dir, wanted, params=params, label_params=labels, con=con)
     evaluation, note = _evaluation(
-        data_dir, config=config, as_of=as_of, loaded=(models, policy, policy_version), truth_dir=truth_dir,
+        data_dir, config=config, as_of=as_of, loaded=models, truth_dir=truth_dir, latent_to_stage=latent_to_stage,
         project_root=project_root, progress=progress,
     )  # fmt: skip
     return ReportInputs(
         as_of=as_of, history=history, stage_cutoffs=cutoffs, calibration_cutoff=calibration_cutoff,
-        models=models, policy=policy, policy_version=policy_version, context=context, budget=budget,
+        models=models, context=context, budget=budget,
         budget_method=str(config["policy"]["budget_method"]), evaluation=evaluation, evaluation_note=note,
         feature_descriptions={f.name: f.description for f in build_registry(params)},
         driver_sample=int(config["training"]["shap_sample_rows"]),
@@ -229,8 +225,8 @@ def gather_report_inputs(
 
 
 def _evaluation(
-    data_dir: Path, *, config: dict[str, Any], as_of: dt.date, loaded: tuple[ScoringModels, PolicyBundle, str],
-    truth_dir: Path | None, project_root: Path, progress: Progress,
+    data_dir: Path, *, config: dict[str, Any], as_of: dt.date, loaded: DecisionModels,
+    truth_dir: Path | None, latent_to_stage: Mapping[str, str] | None, project_root: Path, progress: Progress,
 ) -> tuple[PolicyEvaluation | None, str | None]:  # fmt: skip
     """The evaluation at `as_of` of the models and policy the report shows (not logged to MLflow: a report
     only reads), and a note for the
@@ -252,7 +248,7 @@ def _evaluation(
     try:
         evaluation = evaluate_policy(
             Path(data_dir), config=config, project_root=project_root, as_of=as_of, truth_dir=truth_dir,
-            progress=progress, log_to_mlflow=False, loaded=loaded,
+            latent_to_stage=latent_to_stage, progress=progress, log_to_mlflow=False, loaded=loaded,
         )  # fmt: skip
     except ValueError as exc:  # the rest of the report stands; the section says why this part is missing
         log.warning("policy evaluation failed: %s", exc)
@@ -267,11 +263,12 @@ def _evaluation(
 def build_report(inputs: ReportInputs) -> ReportData:
     """Decisions at every stage cutoff, the mixes, the budget plan, drivers, calibration and the policy
     table, with their figures."""
-    as_of, models, policy = inputs.as_of, inputs.models, inputs.policy
+    as_of, models = inputs.as_of, inputs.models
+    policy = models.policy
     history = inputs.history
     features = history.drop(columns=[c for c in ("churn", "upgrade") if c in history.columns])
     at_stage_cutoffs = features[features["cutoff"].isin(inputs.stage_cutoffs)].reset_index(drop=True)
-    table = population_decisions(at_stage_cutoffs, models.churn, models.upgrade, policy)
+    table = decide_population(at_stage_cutoffs, models.churn, models.upgrade, policy).table
     is_now = (table["cutoff"] == as_of).to_numpy()
     if not is_now.any():
         raise DataDirectoryError(f"no user is known before --as-of {as_of}")
@@ -292,7 +289,7 @@ def build_report(inputs: ReportInputs) -> ReportData:
     targets = {a.name: OUTCOME_OF[a.outcome] for a in policy.catalog}
     mix.insert(1, "targets", mix["action"].map(targets).fillna(""))
     mix.loc[mix["action"] == NO_ACTION, "mean_uplift"] = math.nan  # no target, no effect to show
-    budget, within_budget = _budget(now, frame_now, models, policy, inputs.budget, inputs.budget_method)
+    budget, within_budget = _budget(now, frame_now, models, inputs.budget, inputs.budget_method)
     if within_budget is not None:
         mix["users_within_budget"] = mix["action"].map(within_budget).fillna(0).astype(int)
     figures["action_mix"] = figure_svg(
@@ -321,7 +318,9 @@ def build_report(inputs: ReportInputs) -> ReportData:
     policy_rows, lines, offline = _policy_section(inputs.evaluation)
 
     plan = budget["plan"] if inputs.budget is not None else budget["policy"]
-    versions = {**models.versions, "policy": inputs.policy_version}
+    versions = {
+        target: models.described(getattr(models, target)) for target in ("churn", "upgrade", "policy")
+    }
     context = inputs.context
     generated_at = context.generated_at.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
     header = [
@@ -372,8 +371,7 @@ def build_report(inputs: ReportInputs) -> ReportData:
 
 
 def _budget(
-    now: pd.DataFrame, frame_now: pd.DataFrame, models: ScoringModels, policy: PolicyBundle,
-    budget: float | None, method: str,
+    now: pd.DataFrame, frame_now: pd.DataFrame, models: DecisionModels, budget: float | None, method: str,
 ) -> tuple[dict[str, Any], pd.Series | None]:  # fmt: skip
     """The policy's own choice (contacts, cost, expected value) and, with a budget, the plan within it as
     `clm score --budget` makes it, with the users per action under the plan."""
@@ -389,18 +387,16 @@ def _budget(
     }
     if budget is None:
         return out, None
-    decisions = decide(
-        frame_now, now["p_churn"].to_numpy(), now["p_upgrade"].to_numpy(), policy,
-        churn_horizon_days=models.churn.horizon_days,
+    planned = decide_population(
+        frame_now, models.churn, models.upgrade, models.policy, budget=budget, budget_method=method,
+        scores=(now["p_churn"].to_numpy(), now["p_upgrade"].to_numpy()),
     )  # fmt: skip
-    arb = decisions.arbitration
-    costs = np.array([a.cost for a in policy.catalog])
-    plan = plan_within_budget(arb.value, arb.status == ELIGIBLE, costs, budget, method=method)
-    planned = decisions.to_frame(chosen=plan.chosen)
+    plan = planned.plan
+    assert plan is not None
     out["plan"] = {"contacts": plan.contacts, "cost": plan.total_cost, "expected_value": plan.total_value}
     out["price"] = plan.price
     out["dropped"] = int((contacted.to_numpy() & (plan.chosen < 0)).sum())
-    return out, planned["action"].value_counts()
+    return out, planned.table["action"].value_counts()
 
 
 def _stage_profile(now: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
@@ -428,7 +424,7 @@ def _score_summary(now: pd.DataFrame) -> pd.DataFrame:
 
 
 def _calibration(
-    history: pd.DataFrame, cutoff: dt.date | None, models: ScoringModels
+    history: pd.DataFrame, cutoff: dt.date | None, models: DecisionModels
 ) -> tuple[list[CalibrationView], str | None, dict[str, str]]:
     """Served scores against the closed labels at `cutoff`, per target whose horizon is the churn
     model's (the labels' horizon): the views, a note on what is not shown, the figures."""

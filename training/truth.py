@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +56,17 @@ def effect_matrices(
         wide = effects.pivot(index="user_id", columns="action", values=column)
         out.append(wide.reindex(index=users.to_numpy(), columns=list(actions)).to_numpy(dtype=float))
     return out[0], out[1]
+
+
+def read_latent_product_stages(
+    truth_dir: Path | None, cutoff, latent_to_stage: Mapping[str, str]
+) -> pd.Series | None:
+    """user_id → the product stage of the user's true latent stage at `cutoff` (`latent_to_stage` comes
+    from the caller, which knows the simulator); None when there is no truth."""
+    path = None if truth_dir is None else Path(truth_dir) / "outcomes.parquet"
+    if path is None or not path.exists():
+        return None
+    truth = pd.read_parquet(
+        path, columns=["user_id", "cutoff", "latent_stage"], filters=[("cutoff", "==", cutoff)]
+    )
+    return truth.set_index("user_id")["latent_stage"].map(dict(latent_to_stage))

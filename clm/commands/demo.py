@@ -9,9 +9,8 @@ import logging
 import os
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -20,20 +19,16 @@ from clm.commands.features import feature_params, label_params
 from clm.commands.ingest import ingest_options
 from clm.config import load_config
 from clm.settings import Settings
-from features.cutoffs import parse_cutoffs
-from features.ingest import InputError, ingest_files
-from features.jobs import build_feature_tables, latest_features
-from features.online import open_store
-from features.registry import build_registry, registry_version
-from simulation.calibration import TARGETS, measure
-from simulation.io import simulate_to_directory
-from simulation.params import LATENT_TO_PRODUCT_STAGE, STAGES
-from training import tracking
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
 
 def _stage_table(outcomes: pd.DataFrame) -> Table:
+    from simulation.params import LATENT_TO_PRODUCT_STAGE, STAGES
+
     closed = outcomes[outcomes["churned"].notna()]
     last = closed[closed["cutoff"] == closed["cutoff"].max()]
     summary = last.groupby("latent_stage").agg(
@@ -67,6 +62,12 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:
     """Simulate a small world, ingest it, and print the counts and a stage/churn summary from the truth."""
+    import pandas as pd
+
+    from features.ingest import InputError, ingest_files
+    from simulation.calibration import TARGETS, measure
+    from simulation.io import simulate_to_directory
+
     logging.basicConfig(level=logging.WARNING)
     # MLflow's own INFO lines and download bars would bury the summary; its warnings still show
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -140,6 +141,8 @@ def _report(console: Console, config: dict, data: Path, out: Path) -> Path | Non
     the policy-evaluation table), into OUT/report.html."""
     import time
 
+    import pandas as pd
+
     from clm.commands.policy import simulated_truth
     from clm.commands.report import write_report
 
@@ -158,6 +161,13 @@ def _report(console: Console, config: dict, data: Path, out: Path) -> Path | Non
 
 def _features_and_store(console: Console, config: dict, data: Path, out: Path, days: int) -> None:
     """Build point-in-time features and labels at monthly cutoffs, then fill the online store."""
+    import pandas as pd
+
+    from features.cutoffs import parse_cutoffs
+    from features.jobs import build_feature_tables, latest_features
+    from features.online import open_store
+    from features.registry import build_registry, registry_version
+
     start = dt.date(2025, 1, 1)
     last = start + dt.timedelta(days=days - 1)
     cutoffs = parse_cutoffs(f"monthly:2025-02-01..{last.replace(day=1).isoformat()}")
@@ -198,6 +208,7 @@ def _features_and_store(console: Console, config: dict, data: Path, out: Path, d
 
 def _train_and_promote(console: Console, config: dict, data: Path, truth: Path) -> None:
     """Train both models into the project's MLflow store, then promote each challenger."""
+    from training import tracking
     from training.promote import promote_model
     from training.train import train
 
@@ -241,9 +252,10 @@ def _train_and_promote(console: Console, config: dict, data: Path, truth: Path) 
 def _policy(console: Console, config: dict, data: Path, truth: Path) -> None:
     """Fit and promote the next-best-action policy, evaluate it against the baselines and the oracle, and
     show a few decisions."""
-    from clm.commands.policy import evaluation_tables, print_trained_policy
-    from models.policy import decide
-    from training.evaluate_policy import evaluate_policy, evaluation_findings, load_decision_models
+    from clm.commands.policy import evaluation_tables, latent_to_product_stage, print_trained_policy
+    from features.jobs import latest_features
+    from models.decision import load_decision_models, version_label
+    from training.evaluate_policy import evaluate_policy, evaluation_findings
     from training.policy import train_policy
     from training.promote import promote_model
 
@@ -259,7 +271,7 @@ def _policy(console: Console, config: dict, data: Path, truth: Path) -> None:
     console.print("[bold]6. policy[/bold]")
     print_trained_policy(console, trained)
     console.print(
-        f"   {trained.registered_name} v{trained.version}: "
+        f"   {version_label(trained.registered_name, trained.version)}: "
         + (
             "promoted to @champion"
             if decision.promote
@@ -268,6 +280,7 @@ def _policy(console: Console, config: dict, data: Path, truth: Path) -> None:
     )
     with console.status("evaluating the policy against the baselines") as status:
         evaluation = evaluate_policy(data, config=config, project_root=Path.cwd(), truth_dir=truth,
+                                     latent_to_stage=latent_to_product_stage(),
                                      progress=lambda message: status.update(message))  # fmt: skip
     console.print("[bold]7. policy evaluation[/bold]")
     for table in evaluation_tables(evaluation):
@@ -275,12 +288,10 @@ def _policy(console: Console, config: dict, data: Path, truth: Path) -> None:
     for line in evaluation_findings(evaluation):
         console.print("   " + line)
 
-    models, policy, version = load_decision_models(config)
+    models = load_decision_models(config)
     frame, as_of = latest_features(data, params=feature_params(config))
-    p_churn, p_upgrade = models.probabilities(frame)
-    decisions = decide(frame, p_churn, p_upgrade, policy, churn_horizon_days=models.churn.horizon_days)
-    batch = decisions.to_frame()
-    table = Table(title=f"8. a few decisions as of {as_of} ({version})")
+    batch = models.decide(frame).table
+    table = Table(title=f"8. a few decisions as of {as_of} ({models.described(models.policy)})")
     for column in (
         "user",
         "stage",
@@ -339,6 +350,7 @@ def _serve(console: Console, out: Path) -> dict[str, str]:
     import httpx
 
     from clm.commands.serve import background_server
+    from training import tracking
 
     key, review_key = secrets.token_hex(8), secrets.token_hex(8)
     env = serve_env(out, {key: ["score"], review_key: ["review"]})

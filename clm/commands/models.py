@@ -252,10 +252,8 @@ def score(
 
     from clm.settings import Settings
     from features.jobs import DataDirectoryError, latest_features
-    from models.arbitration import ELIGIBLE, plan_within_budget
-    from models.policy import decide
+    from models.decision import ModelsMissing, load_decision_models
     from training import tracking
-    from training.evaluate_policy import ModelsMissing, load_decision_models
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise typer.BadParameter("the output must end in .csv or .parquet", param_hint="--out")
@@ -265,7 +263,7 @@ def score(
     day = date_option(as_of, "--as-of")
     assert day is not None
     try:
-        models, policy, policy_version = load_decision_models(config, aliases=("champion",))
+        models = load_decision_models(config, aliases=("champion",))
     except ModelsMissing as exc:
         typer.echo(f"clm score: {exc} (and `clm promote` to make it @champion)", err=True)
         raise typer.Exit(2) from exc
@@ -274,27 +272,20 @@ def score(
     except (DataDirectoryError, ValueError) as exc:
         typer.echo(f"clm score: {exc}", err=True)
         raise typer.Exit(2) from exc
-    p_churn, p_upgrade = models.probabilities(frame)
-    rng = np.random.default_rng(seed) if explore and budget is None else None
-    decisions = decide(
-        frame, p_churn, p_upgrade, policy, churn_horizon_days=models.churn.horizon_days, rng=rng
-    )
-    table = decisions.to_frame()
-    if budget is not None:
-        arb = decisions.arbitration
-        costs = np.array([a.cost for a in policy.catalog])
-        plan = plan_within_budget(
-            arb.value, arb.status == ELIGIBLE, costs, budget, method=config["policy"]["budget_method"]
-        )
-        table = decisions.to_frame(chosen=plan.chosen)
-        table["budget_dropped"] = (decisions.arbitration.greedy >= 0) & (plan.chosen < 0)
+    decided = models.decide(
+        frame, budget=budget, budget_method=config["policy"]["budget_method"],
+        rng=np.random.default_rng(seed) if explore and budget is None else None,
+    )  # fmt: skip
+    if decided.plan is not None:
+        plan = decided.plan
         typer.echo(
             f"budget {budget:,.2f}: {plan.contacts:,} contacts, cost {plan.total_cost:,.2f}, expected value "
             f"{plan.total_value:,.2f} (unconstrained: {plan.unconstrained_contacts:,} contacts, cost "
             f"{plan.unconstrained_cost:,.2f}, value {plan.unconstrained_value:,.2f})"
         )
+    table = decided.table.drop(columns="user_id")
     result = pd.concat([pd.DataFrame({"user_id": frame["user_id"].to_numpy(), "as_of": day}), table], axis=1)
-    result["policy"] = policy_version
+    result["policy"] = models.label(models.policy)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
         result.to_csv(out, index=False)
@@ -303,5 +294,5 @@ def score(
     contacted = int((result["action"] != "no_action").sum())
     typer.echo(
         f"scored {len(result):,} users as of {day} into {out}: {contacted:,} to contact, expected value "
-        f"{result['expected_value'].sum():,.2f} ({policy_version})"
+        f"{result['expected_value'].sum():,.2f} ({models.described(models.policy)})"
     )

@@ -14,9 +14,12 @@ from rich.table import Table
 from clm.commands.features import DataDir, date_option
 from clm.config import load_config
 from clm.settings import Settings
-from features.jobs import DataDirectoryError
-from training.dataset import NotEnoughHistory
-from training.evaluate_policy import POLICY_LABELS, evaluation_findings, format_money
+
+
+def format_money(value: float | None) -> str:
+    from training.evaluate_policy import format_money as money
+
+    return money(value)
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -25,6 +28,8 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 def evaluation_tables(evaluation: Any) -> list[Table]:
     """The policy-evaluation table (and the offline-estimate and budget lines) for printing."""
+    from training.evaluate_policy import POLICY_LABELS
+
     title = f"policy evaluation as of {evaluation.as_of} — {evaluation.policy_version}, {evaluation.n_users:,} users"
     if evaluation.in_sample:
         title += " (IN-SAMPLE wave)"
@@ -61,7 +66,7 @@ def evaluation_tables(evaluation: Any) -> list[Table]:
 
 def print_trained_policy(console: Console, result: Any) -> None:
     table = Table(
-        title=f"{result.registered_name} v{result.version} @challenger — uplift on the held-out wave "
+        title=f"{result.registered_name}/{result.version} @challenger — uplift on the held-out wave "
         f"{result.test_wave} (run {result.run_id[:8]})"
     )
     for column in ("action", "source", "contacts", "Qini", "AUUC", "Spearman vs truth", "share chosen"):
@@ -89,6 +94,13 @@ def simulated_truth(data: Path) -> Path | None:
     )
 
 
+def latent_to_product_stage() -> dict[str, str]:
+    """The simulator's latent stage → product stage map: the CLI knows the simulator, `training` does not."""
+    from simulation.params import LATENT_TO_PRODUCT_STAGE
+
+    return dict(LATENT_TO_PRODUCT_STAGE)
+
+
 def evaluate_policy(
     data: DataDir,
     as_of: Annotated[
@@ -107,7 +119,10 @@ def evaluate_policy(
 ) -> None:
     """True value per 1,000 users of the policy against the baselines and the oracle (simulated data), and
     offline IPS/DR estimates from the logged campaign; logged to MLflow."""
+    from features.jobs import DataDirectoryError
+    from training.dataset import NotEnoughHistory
     from training.evaluate_policy import evaluate_policy as run
+    from training.evaluate_policy import evaluation_findings
 
     settings = Settings()
     config = load_config(settings.config)
@@ -117,7 +132,8 @@ def evaluate_policy(
         with console.status("evaluating the policy") as status:
             evaluation = run(
                 data, config=config, project_root=Path.cwd(), as_of=date_option(as_of, "--as-of"),
-                truth_dir=truth_dir, progress=lambda message: status.update(message), alias=alias,
+                truth_dir=truth_dir, latent_to_stage=None if truth_dir is None else latent_to_product_stage(),
+                progress=lambda message: status.update(message), alias=alias,
             )  # fmt: skip
     except (DataDirectoryError, NotEnoughHistory, ValueError) as exc:  # ModelsMissing is a ValueError
         typer.echo(f"clm evaluate-policy: {exc}", err=True)

@@ -11,13 +11,9 @@ from typing import Annotated
 import typer
 
 from clm.commands.features import DataDir, date_option
-from clm.commands.policy import simulated_truth
+from clm.commands.policy import latent_to_product_stage, simulated_truth
 from clm.config import config_digest, load_config
 from clm.settings import Settings
-from features.jobs import DataDirectoryError
-from training import tracking
-from training.dataset import NotEnoughHistory
-from training.evaluate_policy import ModelsMissing
 
 
 def report(
@@ -42,6 +38,11 @@ def report(
         raise typer.BadParameter("the report is an HTML file: the name must end in .html", param_hint="--out")
     day = date_option(as_of, "--as-of")
     assert day is not None
+    from features.jobs import DataDirectoryError
+    from models.decision import ModelsMissing
+    from training import tracking
+    from training.dataset import NotEnoughHistory
+
     started = time.perf_counter()
     settings = Settings()
     config = load_config(settings.config)
@@ -72,10 +73,10 @@ def write_report(
 ) -> tuple[int, str]:
     """Build the report for the data as of `day` and write it to `out`; returns its size in bytes and a
     one-line summary. Used by `clm report` and `clm demo`."""
-    from training.evaluate_policy import load_decision_models
+    from models.decision import load_decision_models
     from training.report import ReportContext, build_report, gather_report_inputs, render_report, summary_line
 
-    models, policy, policy_version = load_decision_models(config, aliases=(alias,))
+    models = load_decision_models(config, aliases=(alias,))
     truth = simulated_truth(data)
     context = ReportContext(
         data_dir=str(data.resolve()),
@@ -86,8 +87,8 @@ def write_report(
         truth_dir=None if truth is None else str(truth.resolve()),
     )
     inputs = gather_report_inputs(
-        data, config=config, as_of=day, models=models, policy=policy, policy_version=policy_version,
-        context=context, project_root=Path.cwd(), budget=budget, truth_dir=truth,
+        data, config=config, as_of=day, models=models, context=context, project_root=Path.cwd(), budget=budget,
+        truth_dir=truth, latent_to_stage=None if truth is None else latent_to_product_stage(),
         progress=status or (lambda message: None),
     )  # fmt: skip
     if status:

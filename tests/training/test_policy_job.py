@@ -118,3 +118,30 @@ def test_policy_commands_fail_clearly(store: str, small_world: Path, tmp_path: P
     assert result.exit_code == 2
     # the alias applies to the scoring models as well as to the policy
     assert "no clm-churn model registered (@nope)" in result.output + (result.stderr or "")
+
+
+def test_the_stage_check_compares_only_the_users_the_truth_knows() -> None:
+    from training.evaluate_policy import stage_check
+
+    users = pd.Series(["a", "b", "c"])
+    agreement = stage_check(
+        users, np.array(["new", "mature", "dormant"]), pd.Series({"a": "new", "b": "at_risk"})
+    )
+    assert agreement["accuracy"] == 0.5 and int(agreement["confusion"].to_numpy().sum()) == 2
+    assert stage_check(users, np.array(["new", "new", "new"]), None) is None
+
+
+def test_the_policy_evaluation_imports_no_simulation_code_at_any_depth() -> None:
+    """The CLI passes the simulator's latent-stage map in; `training` reads only the truth files."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "training"
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any(n == "simulation" or n.startswith("simulation.") for n in names), path

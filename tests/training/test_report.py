@@ -21,12 +21,12 @@ from clm.config import load_config
 from features.build import LabelParams
 from features.jobs import feature_history, latest_features
 from features.registry import FeatureParams
+from models.decision import load_decision_models
 from models.overview import population_decisions
 from models.plots import figure_svg, score_distribution_figure
 from tests.conftest import ServedWorld
 from training import tracking
-from training.evaluate_policy import POLICIES, load_policy_by_alias
-from training.policy import load_scoring_models
+from training.evaluate_policy import POLICIES
 from training.report import format_value, months_before, stage_cutoffs
 
 runner = CliRunner()
@@ -146,14 +146,13 @@ def independent(report_world: ServedWorld) -> pd.DataFrame:
     """Every user's decision at the as-of date from the building blocks: the frame `clm score` scores, the
     @champion models and policy, `population_decisions`."""
     config = load_config()
-    models = load_scoring_models(config, aliases=("champion",))
-    policy, _ = load_policy_by_alias(config, aliases=("champion",))
+    models = load_decision_models(config, aliases=("champion",))
     frame, _ = latest_features(
         report_world.data,
         params=FeatureParams.from_config(config["features"]),
         as_of=dt.date.fromisoformat(AS_OF),
     )
-    return population_decisions(frame, models.churn, models.upgrade, policy)
+    return population_decisions(frame, models.churn, models.upgrade, models.policy)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -241,7 +240,7 @@ def test_budget_plan_is_the_one_clm_score_makes(report: Report, tmp_path: Path) 
 
 def test_calibration_names_its_cutoff_and_users(report: Report) -> None:
     config = load_config()
-    models = load_scoring_models(config, aliases=("champion",))
+    models = load_decision_models(config, aliases=("champion",))
     cutoff = dt.date.fromisoformat(AS_OF) - dt.timedelta(days=models.churn.horizon_days)
     history = feature_history(
         report.world.data, [cutoff], params=FeatureParams.from_config(config["features"]),

@@ -1,0 +1,266 @@
+"""The one decision path: the frozen set of decision models (churn and upgrade bundles, the policy, their
+registry versions and the feature registry), the one loader that reads them from the MLflow registry by
+alias, the one version-label format, and the one vectorised population decision (a frame of users in, a
+per-user decision table out, optionally within a budget, optionally with seeded exploration).
+
+`clm score`, `clm report`, the policy evaluation, the reviewer overview and the demo all decide through
+`decide_population`; the API's one-row decision (`serving.scorer.Scorer`) wires the same `models.policy.decide`
+on one encoded row, and a test holds the two equal on every user of a trained world."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.registry import Feature, FeatureParams, build_registry, by_name
+from models.arbitration import ELIGIBLE, BudgetPlan, plan_within_budget
+from models.bundle import ModelBundle, load_bundle
+from models.policy import Decisions, PolicyBundle, decide, load_policy
+from models.scoring import score
+
+TARGETS = ("churn", "upgrade", "policy")
+SCORING_TARGETS = ("churn", "upgrade")
+DEFAULT_ALIASES = ("champion", "challenger")
+
+
+class ModelsMissing(ValueError):
+    """No churn model, upgrade model or policy registered under the aliases asked for."""
+
+
+def version_label(name: str, version: str) -> str:
+    """The one way a registered version is written: `clm-churn/3` (the API's versions block)."""
+    return f"{name}/{version}"
+
+
+@dataclass(frozen=True)
+class DecisionModels:
+    """What decides: both scoring models and the policy at known registry versions. Immutable, so a
+    request (or a batch run) keeps the set it started with while a reload swaps in another."""
+
+    churn: ModelBundle
+    upgrade: ModelBundle
+    policy: PolicyBundle
+    versions: dict[str, str]  # registered name → version number
+    alias: str  # the alias asked for (the first one, when several were tried)
+    registry: dict[str, Feature]
+    loaded_at: float = field(default_factory=time.time)
+    found_under: dict[str, str] = field(default_factory=dict)  # registered name → alias it was found under
+
+    def label(self, bundle: ModelBundle | PolicyBundle) -> str:
+        return version_label(bundle.name, self.versions[bundle.name])
+
+    def version_labels(self) -> dict[str, str]:
+        """The versions block of a decision."""
+        return {
+            "churn_model": self.label(self.churn),
+            "upgrade_model": self.label(self.upgrade),
+            "policy": self.label(self.policy),
+            "features": self.churn.feature_version,
+        }
+
+    def described(self, bundle: ModelBundle | PolicyBundle) -> str:
+        """The version label with the alias beside it, for CLI output and run parameters."""
+        alias = self.found_under.get(bundle.name, self.alias)
+        return f"{self.label(bundle)} @{alias}"
+
+    def scoring_labels(self) -> dict[str, str]:
+        """The scoring models' described labels by target (what a policy evaluation records)."""
+        return {"churn": self.described(self.churn), "upgrade": self.described(self.upgrade)}
+
+    def decide(
+        self,
+        frame: pd.DataFrame,
+        *,
+        budget: float | None = None,
+        budget_method: str = "lagrangian",
+        rng: np.random.Generator | None = None,
+    ) -> PopulationDecision:
+        return decide_population(
+            frame, self.churn, self.upgrade, self.policy, budget=budget, budget_method=budget_method, rng=rng
+        )
+
+
+# --------------------------------------------------------------------------------------------------------
+# The population decision
+
+
+@dataclass(frozen=True)
+class PopulationDecision:
+    """Every user's decision: `table` (user_id, cutoff when the frame has one, then the policy's decision
+    columns, and `budget_dropped` with a budget), the `decisions` behind it (one snapshot only) and the
+    budget `plan` when one was asked for."""
+
+    table: pd.DataFrame
+    decisions: Decisions | None
+    plan: BudgetPlan | None = None
+
+
+def probabilities(
+    frame: pd.DataFrame, churn: ModelBundle, upgrade: ModelBundle
+) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated churn and upgrade probability per row of `frame`."""
+    return score(frame, churn)["probability"].to_numpy(), score(frame, upgrade)["probability"].to_numpy()
+
+
+def plan_budget(decisions: Decisions, budget: float, method: str = "lagrangian") -> BudgetPlan:
+    """The contacts that pay most within `budget`: among each user's eligible actions, by the policy's
+    expected values and the catalog's costs."""
+    arb = decisions.arbitration
+    costs = np.array([a.cost for a in decisions.policy.catalog])
+    return plan_within_budget(arb.value, arb.status == ELIGIBLE, costs, budget, method=method)
+
+
+def decide_population(
+    frame: pd.DataFrame,
+    churn: ModelBundle,
+    upgrade: ModelBundle,
+    policy: PolicyBundle,
+    *,
+    budget: float | None = None,
+    budget_method: str = "lagrangian",
+    rng: np.random.Generator | None = None,
+    scores: tuple[np.ndarray, np.ndarray] | None = None,
+) -> PopulationDecision:
+    """One decision per row of `frame` (registry features; a `cutoff` column decides each snapshot apart,
+    since the contact state and exploration are per snapshot). `budget` replaces the policy's choice by
+    the plan within it (deterministic: no exploration); `rng` enables the configured exploration;
+    `scores` (churn, upgrade probabilities) skips scoring when the caller has them already."""
+    p_churn, p_upgrade = scores if scores is not None else probabilities(frame, churn, upgrade)
+    p_churn, p_upgrade = np.asarray(p_churn, dtype=float), np.asarray(p_upgrade, dtype=float)
+    horizon = churn.horizon_days
+    keys = {"user_id": frame["user_id"].astype(str).to_numpy()}
+    if "cutoff" in frame:
+        if budget is not None:
+            raise ValueError("a budget plans one snapshot: the frame has several cutoffs")
+        keys["cutoff"] = frame["cutoff"].to_numpy()
+        parts = []
+        for _, index in frame.groupby("cutoff", sort=True).indices.items():
+            part = frame.iloc[index].reset_index(drop=True)
+            decisions = decide(part, p_churn[index], p_upgrade[index], policy,
+                               churn_horizon_days=horizon, rng=rng)  # fmt: skip
+            parts.append(decisions.to_frame().set_axis(index))
+        table = pd.concat(parts).sort_index().reset_index(drop=True)
+        return PopulationDecision(pd.concat([pd.DataFrame(keys), table], axis=1), None)
+    frame = frame.reset_index(drop=True)
+    decisions = decide(frame, p_churn, p_upgrade, policy, churn_horizon_days=horizon,
+                       rng=None if budget is not None else rng)  # fmt: skip
+    plan = None
+    if budget is None:
+        table = decisions.to_frame()
+    else:
+        plan = plan_budget(decisions, budget, budget_method)
+        table = decisions.to_frame(chosen=plan.chosen)
+        table["budget_dropped"] = (decisions.arbitration.greedy >= 0) & (plan.chosen < 0)
+    return PopulationDecision(pd.concat([pd.DataFrame(keys), table], axis=1), decisions, plan)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The one loader (the only code that reads the MLflow registry for scoring)
+
+
+def registered_names(config: Mapping[str, Any], targets: Sequence[str] = TARGETS) -> dict[str, str]:
+    """Target → registered model name, from the config's `models` section."""
+    return {target: str(config["models"][target]["registered_name"]) for target in targets}
+
+
+def feature_registry(config: Mapping[str, Any]) -> dict[str, Feature]:
+    return by_name(build_registry(FeatureParams.from_config(config["features"])))
+
+
+def find_versions(
+    names: Mapping[str, str], aliases: Sequence[str] = DEFAULT_ALIASES
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Registered name → version and registered name → alias, each model taken under the first of
+    `aliases` it has. Raises ModelsMissing naming the model and the command that trains it."""
+    from models.registry import version_by_alias
+
+    versions: dict[str, str] = {}
+    found_under: dict[str, str] = {}
+    for target, name in names.items():
+        for alias in aliases:
+            version = version_by_alias(name, alias)
+            if version is not None:
+                versions[name], found_under[name] = version, alias
+                break
+        else:
+            what = f"{name} model" if target in SCORING_TARGETS else name
+            raise ModelsMissing(
+                f"no {what} registered (@{' or @'.join(aliases)}): run `clm train --model {target}` first"
+            )
+    return versions, found_under
+
+
+def _download(name: str, version: str, artifact: str):
+    from models.registry import download_artifact
+
+    return download_artifact(f"models:/{name}/{version}", artifact)
+
+
+def load_bundles(
+    config: Mapping[str, Any], aliases: Sequence[str] = DEFAULT_ALIASES
+) -> tuple[ModelBundle, ModelBundle, dict[str, str]]:
+    """The churn and upgrade models alone (what the policy job scores with before a policy exists) and
+    their described labels by target (`clm-churn/3 @champion`)."""
+    names = registered_names(config, SCORING_TARGETS)
+    versions, found_under = find_versions(names, aliases)
+    churn, upgrade = (load_bundle(_download(names[t], versions[names[t]], "bundle")) for t in SCORING_TARGETS)
+    labels = {t: f"{version_label(names[t], versions[names[t]])} @{found_under[names[t]]}" for t in names}
+    return churn, upgrade, labels
+
+
+def load_exact_versions(
+    config: Mapping[str, Any],
+    versions: Mapping[str, str],
+    alias: str,
+    *,
+    found_under: Mapping[str, str] | None = None,
+    registry: dict[str, Feature] | None = None,
+) -> DecisionModels:
+    """The decision models at exact versions (registered name → version), e.g. to replay a logged
+    decision. Raises ValueError when the churn model and the policy were built on different features."""
+    names = registered_names(config)
+    churn = load_bundle(_download(names["churn"], versions[names["churn"]], "bundle"))
+    upgrade = load_bundle(_download(names["upgrade"], versions[names["upgrade"]], "bundle"))
+    policy = load_policy(_download(names["policy"], versions[names["policy"]], "policy"))
+    if churn.feature_version != policy.feature_version:
+        raise ValueError(
+            f"feature versions differ: models:/{names['churn']}/{versions[names['churn']]} has "
+            f"{churn.feature_version}, models:/{names['policy']}/{versions[names['policy']]} has "
+            f"{policy.feature_version}"
+        )
+    return DecisionModels(
+        churn, upgrade, policy, {n: str(versions[n]) for n in names.values()}, alias,
+        registry if registry is not None else feature_registry(config), found_under=dict(found_under or {}),
+    )  # fmt: skip
+
+
+def load_decision_models(
+    config: Mapping[str, Any],
+    aliases: Sequence[str] = DEFAULT_ALIASES,
+    *,
+    registry: dict[str, Feature] | None = None,
+) -> DecisionModels:
+    """The churn and upgrade models and the policy, each under the first of `aliases` it is registered
+    with (ModelsMissing naming the one that is not)."""
+    versions, found_under = find_versions(registered_names(config), aliases)
+    return load_exact_versions(config, versions, aliases[0], found_under=found_under, registry=registry)
+
+
+__all__ = [
+    "DecisionModels",
+    "ModelsMissing",
+    "PopulationDecision",
+    "decide_population",
+    "find_versions",
+    "load_bundles",
+    "load_decision_models",
+    "load_exact_versions",
+    "plan_budget",
+    "probabilities",
+    "version_label",
+]
