@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from features.build import LabelParams
-from features.jobs import build_feature_tables, connect, load_inputs
+from features.jobs import DataDirectoryError, build_feature_tables, connect, load_inputs
 from features.registry import FeatureParams, build_registry, registry_version
 from models import plots
 from models.behaviour import behaviour_report
@@ -290,7 +290,15 @@ def training_frame(
     first event up to the data's end or `as_of`), and that end: the cutoff the models are meant for."""
     con = connect()
     inputs = load_inputs(con, data_dir, as_of)
-    first = con.to_pyarrow(inputs.events.ts.min()).as_py().date()
+    first_event = con.to_pyarrow(inputs.events.ts.min()).as_py()
+    if first_event is None:
+        # only an as-of date can leave no events (load_inputs refuses a directory without any): name both
+        # dates so the user sees how far to move it
+        data_start = con.to_pyarrow(load_inputs(con, data_dir).events.ts.min()).as_py()
+        raise DataDirectoryError(
+            f"{data_dir}: no events before the as-of date {as_of}; the first event is on {data_start.date()}"
+        )
+    first = first_event.date()
     cutoffs = monthly_cutoffs(first, inputs.data_end, int(config["training"]["first_cutoff_after_days"]))
     if not cutoffs:
         raise ValueError(f"{data_dir}: not enough history for a monthly cutoff before {inputs.data_end}")

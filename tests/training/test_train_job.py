@@ -135,3 +135,11 @@ def test_train_command_prints_a_json_summary_and_refuses_a_too_short_history(
     short = runner.invoke(app, ["train", "--data", str(world), "--as-of", "2025-05-15"])
     assert short.exit_code == 2
     assert "backtest" in short.output + (short.stderr or "")
+
+
+def test_train_command_refuses_an_as_of_date_before_the_first_event(world: Path) -> None:
+    result = runner.invoke(app, ["train", "--data", str(world), "--as-of", "2024-06-01"])
+    assert result.exit_code == 2, result.output
+    message = result.output + (result.stderr or "")
+    assert "2024-06-01" in message and "2025-01-01" in message and "first event" in message
+    assert result.exception is None or isinstance(result.exception, SystemExit)
