@@ -355,3 +355,26 @@ def test_the_compiled_query_is_reused_and_bound_to_each_call_s_own_inputs(tmp_pa
     expected = con.to_pyarrow(fresh).to_pandas()
     pd.testing.assert_frame_equal(reused, expected)
     assert isinstance(fresh, ibis.expr.types.Table)
+
+
+def test_the_single_pass_and_the_running_totals_plans_agree(
+    monkeypatch: pytest.MonkeyPatch, small_world: Path
+) -> None:
+    """Few cutoffs take one FILTER pass, many take running totals: the same table either way."""
+    import features.build as build
+    from features.jobs import connect, load_inputs
+
+    con = connect()
+    inputs = load_inputs(con, small_world)
+    cutoffs = [dt.date(2025, 4, 1), dt.date(2025, 6, 1), dt.date(2025, 8, 1)]
+    tables = []
+    for limit in (len(cutoffs), len(cutoffs) - 1):
+        monkeypatch.setattr(build, "SINGLE_PASS_MAX_CUTOFFS", limit)
+        expr = build.build_features(
+            inputs.events, cutoffs, users=inputs.users, subscriptions=inputs.subscriptions,
+            campaigns=inputs.campaigns, labels=LabelParams(keep_churned_users=True),
+        )  # fmt: skip
+        tables.append(con.to_pandas(expr))
+    single, running = tables
+    assert len(single) > 1000
+    pd.testing.assert_frame_equal(single, running, check_exact=False, rtol=1e-9, atol=1e-9)
