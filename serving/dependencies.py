@@ -17,7 +17,7 @@ from serving.decision_log import DecisionLog
 from serving.review.caches import ReplayModels, WaterfallCache
 from serving.review.overview import OverviewCache
 from serving.scorer import Scorer
-from serving.service import DecisionService, Metrics, NoModelsLoaded
+from serving.service import DecisionService, Metrics, current_models
 from serving.settings import ServingSettings
 from serving.state import ModelHolder, ModelSet, RegistryLoader
 
@@ -85,11 +85,10 @@ WaterfallsDep = Annotated[WaterfallCache, Depends(get_waterfalls)]
 
 
 def serving_models(holder: HolderDep) -> ModelSet:
-    """The models serving now; 503 (with the last load error) when none are loaded."""
-    models = holder.current
-    if models is None:
-        raise NoModelsLoaded(f"no models loaded: {holder.status.last_error}")
-    return models
+    """The models serving now; 503 (with the last load error) when none are loaded. A dependency runs
+    before the request is validated, so routes with a body or query take `ServiceDep` and call
+    `service.models()` instead (keeping 422 ahead of 503)."""
+    return current_models(holder)
 
 
 ModelsDep = Annotated[ModelSet, Depends(serving_models)]

@@ -95,6 +95,14 @@ def shadow_summary(decided: Decided) -> dict[str, Any]:
     }
 
 
+def current_models(holder: ModelHolder) -> ModelSet:
+    """The models serving now (raises NoModelsLoaded, with the last load error, when none are)."""
+    models = holder.current
+    if models is None:
+        raise NoModelsLoaded(f"no models loaded: {holder.status.last_error}")
+    return models
+
+
 def missing_user_detail(user_id: str, store: OnlineStore) -> str:
     info = store.info()
     when = f"as of the store's snapshot {info.as_of}" if info else "(the store has no snapshot yet)"
@@ -118,11 +126,8 @@ class DecisionService:
         self.metrics, self.rng = metrics, rng
 
     def models(self) -> ModelSet:
-        """The models serving now (raises NoModelsLoaded, with the last load error, when there are none)."""
-        models = self.holder.current
-        if models is None:
-            raise NoModelsLoaded(f"no models loaded: {self.holder.status.last_error}")
-        return models
+        """The models serving now; called inside a route, so a request's 422 comes before a 503."""
+        return current_models(self.holder)
 
     def stored(self, user_id: str) -> FeatureRow:
         row = self.store.read(user_id)

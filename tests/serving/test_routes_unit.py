@@ -210,6 +210,8 @@ def test_without_models_decisions_and_models_answer_503_and_readyz_says_why(conf
     ):
         assert response.status_code == 503, response.text
         assert response.json()["detail"].startswith("no models loaded: LookupError: no version of clm-churn")
+    invalid = client.post("/v1/decisions", json={"features": {}, "surprise": 1}, headers=SCORE)
+    assert invalid.status_code == 422  # an invalid request is named before the missing models
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["ready"] is False and ready.json()["models"] is None
