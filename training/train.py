@@ -19,7 +19,7 @@ from features.build import LabelParams
 from features.jobs import DataDirectoryError, build_feature_tables, connect, load_inputs
 from features.registry import FeatureParams, build_registry, registry_version
 from models import plots
-from models.behaviour import behaviour_report
+from models.behaviour import BehaviourReport, behaviour_report
 from models.bundle import ModelBundle, bundle_from_model, load_bundle, save_bundle
 from models.frame import model_matrix
 from models.metrics import classification_metrics, summarize_folds
@@ -65,20 +65,47 @@ def evaluate_bundle_on_folds(
     return summarize_folds(per_fold)
 
 
-def train_target(
+@dataclass(frozen=True)
+class TargetFit:
+    """One target fitted and checked over its frame, before anything is logged: the backtest folds, the
+    final fold's model as a bundle, the baselines' backtest and the behaviour checks."""
+
+    folds: list[Split]
+    results: list[FoldResult]
+    best_params: dict[str, Any]
+    backtest: dict[str, dict[str, float]]
+    baseline_backtest: dict[str, dict[str, dict[str, float]]]
+    feature_version: str
+    bundle: ModelBundle
+    behaviour: BehaviourReport
+
+    @property
+    def final(self) -> FoldResult:
+        return self.results[-1]
+
+
+def baseline_backtests(results: Sequence[FoldResult]) -> dict[str, dict[str, dict[str, float]]]:
+    """The baselines (and the oracle, on simulated data) summarised over the folds that all have them."""
+    return {
+        name: summarize_folds([r.metrics[name] for r in results]) for name in ("logistic", "recency_rule", "oracle")
+        if all(name in r.metrics for r in results)
+    }  # fmt: skip
+
+
+def fit_target(
     frame: pd.DataFrame,
     spec: ModelSpec,
     *,
-    params: FeatureParams,
+    registry: Sequence[Any],
     horizon_days: int,
     scoring_cutoff: dt.date,
-    config: dict[str, Any],
+    training: dict[str, Any],
     truth: pd.DataFrame | None,
     progress: Progress,
     tune_trials: int = 0,
-) -> TrainedTarget:
-    registry = build_registry(params)
-    training = config["training"]
+) -> TargetFit:
+    """The pure steps over a frame: split into backtest folds, tune (optionally), fit and calibrate each
+    fold against its baselines, bundle the final fold's model and run the behaviour checks. No I/O."""
     seed = int(training["seed"])
     folds = backtest_splits(closed_cutoffs(frame, spec.target), horizon_days, int(training["backtest_folds"]))
     oracle = truth_oracle(truth, spec.target)
@@ -96,12 +123,6 @@ def train_target(
                      params_override=best_params)
         )  # fmt: skip
     final = results[-1]
-    backtest = summarize_folds([r.metrics["model"] for r in results])
-    baseline_backtest = {
-        name: summarize_folds([r.metrics[name] for r in results]) for name in ("logistic", "recency_rule", "oracle")
-        if all(name in r.metrics for r in results)
-    }  # fmt: skip
-
     feature_version = registry_version(registry)
     bundle = bundle_from_model(
         final.model, name=spec.registered_name, target=spec.target, feature_version=feature_version,
@@ -110,28 +131,85 @@ def train_target(
                   "train_cutoffs": [str(c) for c in final.split.train], "valid_cutoff": str(final.split.valid),
                   "test_cutoff": str(final.split.test), "scoring_cutoff": str(scoring_cutoff)},
     )  # fmt: skip
-    behaviour = behaviour_report(bundle, final.test_frame, seed=seed)
+    return TargetFit(
+        folds=folds,
+        results=results,
+        best_params=best_params,
+        backtest=summarize_folds([r.metrics["model"] for r in results]),
+        baseline_backtest=baseline_backtests(results),
+        feature_version=feature_version,
+        bundle=bundle,
+        behaviour=behaviour_report(bundle, final.test_frame, seed=seed),
+    )
+
+
+def refit_recipe_on_folds(
+    frame: pd.DataFrame, folds: Sequence[Split], spec: ModelSpec, registry: Sequence[Any], recipe: dict[str, Any],
+    seed: int,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Another recipe (the champion's parameters) refitted on exactly these folds, summarised like the
+    backtest: recipes are compared, not artefacts trained on other cutoffs."""
+    return summarize_folds(
+        [
+            fit_fold(frame, split, spec, registry, seed=seed, params_override=recipe).metrics["model"]
+            for split in folds
+        ]
+    )
+
+
+def champion_backtest_of(
+    frame: pd.DataFrame,
+    fit: TargetFit,
+    spec: ModelSpec,
+    registry: Sequence[Any],
+    seed: int,
+    progress: Progress,
+) -> dict[str, dict[str, float]] | None:
+    """The registered champion's recipe on this backtest, or None when there is none (or it cannot be
+    refitted here: reported, not fatal). Reads the registry."""
     champion = tracking.version_by_alias(spec.registered_name, "champion")
-    champion_backtest = None
-    if champion is not None:
-        # Compare recipes, not artefacts: the champion's final model was trained on cutoffs that are test
-        # cutoffs of this backtest, so it is refitted with its own parameters on exactly these folds.
-        try:
-            champion_bundle = load_bundle(download_bundle(champion.model_uri))
-            recipe = champion_bundle.metadata.get("recipe_params", {})
-            progress(f"{spec.target}: refitting champion v{champion.version}'s recipe on the same folds")
-            refits = [
-                fit_fold(frame, split, spec, registry, seed=seed, params_override=recipe).metrics["model"]
-                for split in folds
-            ]
-            champion_backtest = summarize_folds(refits)
-        except Exception as exc:  # a champion that cannot be refitted here is reported, not fatal
-            log.warning(
-                "could not evaluate champion %s v%s on this backtest: %s",
-                champion.name,
-                champion.version,
-                exc,
-            )
+    if champion is None:
+        return None
+    # Compare recipes, not artefacts: the champion's final model was trained on cutoffs that are test
+    # cutoffs of this backtest, so it is refitted with its own parameters on exactly these folds.
+    try:
+        champion_bundle = load_bundle(download_bundle(champion.model_uri))
+        recipe = champion_bundle.metadata.get("recipe_params", {})
+        progress(f"{spec.target}: refitting champion v{champion.version}'s recipe on the same folds")
+        return refit_recipe_on_folds(frame, fit.folds, spec, registry, recipe, seed)
+    except Exception as exc:  # a champion that cannot be refitted here is reported, not fatal
+        log.warning(
+            "could not evaluate champion %s v%s on this backtest: %s", champion.name, champion.version, exc
+        )
+        return None
+
+
+def train_target(
+    frame: pd.DataFrame,
+    spec: ModelSpec,
+    *,
+    params: FeatureParams,
+    horizon_days: int,
+    scoring_cutoff: dt.date,
+    config: dict[str, Any],
+    truth: pd.DataFrame | None,
+    progress: Progress,
+    tune_trials: int = 0,
+) -> TrainedTarget:
+    """The thin job for one target: the pure fit, the champion's comparison, then MLflow logging and
+    registration of the new version as @challenger."""
+    registry = build_registry(params)
+    training = config["training"]
+    seed = int(training["seed"])
+    fit = fit_target(
+        frame, spec, registry=registry, horizon_days=horizon_days, scoring_cutoff=scoring_cutoff, training=training,
+        truth=truth, progress=progress, tune_trials=tune_trials,
+    )  # fmt: skip
+    champion_backtest = champion_backtest_of(frame, fit, spec, registry, seed, progress)
+    final, results, bundle, behaviour = fit.final, fit.results, fit.bundle, fit.behaviour
+    backtest, baseline_backtest, feature_version, best_params = (
+        fit.backtest, fit.baseline_backtest, fit.feature_version, fit.best_params,
+    )  # fmt: skip
 
     progress(f"{spec.target}: logging to MLflow")
     run_params = {
