@@ -126,18 +126,20 @@ def decide_population(
     rng: np.random.Generator | None = None,
     scores: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> PopulationDecision:
-    """One decision per row of `frame` (registry features; a `cutoff` column decides each snapshot apart,
-    since the contact state and exploration are per snapshot). `budget` replaces the policy's choice by
-    the plan within it (deterministic: no exploration); `rng` enables the configured exploration;
-    `scores` (churn, upgrade probabilities) skips scoring when the caller has them already."""
+    """One decision per row of `frame` (registry features; a `cutoff` column is kept as a key, and several
+    cutoffs are decided apart, since the contact state and exploration are per snapshot). `budget`
+    replaces the policy's choice by the plan within it (deterministic: no exploration; one snapshot only);
+    `rng` enables the configured exploration; `scores` (churn, upgrade probabilities) skips scoring when
+    the caller has them already."""
     p_churn, p_upgrade = scores if scores is not None else probabilities(frame, churn, upgrade)
     p_churn, p_upgrade = np.asarray(p_churn, dtype=float), np.asarray(p_upgrade, dtype=float)
     horizon = churn.horizon_days
     keys = {"user_id": frame["user_id"].astype(str).to_numpy()}
     if "cutoff" in frame:
+        keys["cutoff"] = frame["cutoff"].to_numpy()
+    if "cutoff" in frame and frame["cutoff"].nunique() > 1:
         if budget is not None:
             raise ValueError("a budget plans one snapshot: the frame has several cutoffs")
-        keys["cutoff"] = frame["cutoff"].to_numpy()
         parts = []
         for _, index in frame.groupby("cutoff", sort=True).indices.items():
             part = frame.iloc[index].reset_index(drop=True)

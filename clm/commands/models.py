@@ -283,7 +283,7 @@ def score(
             f"{plan.total_value:,.2f} (unconstrained: {plan.unconstrained_contacts:,} contacts, cost "
             f"{plan.unconstrained_cost:,.2f}, value {plan.unconstrained_value:,.2f})"
         )
-    table = decided.table.drop(columns="user_id")
+    table = decided.table.drop(columns=["user_id", "cutoff"], errors="ignore")
     result = pd.concat([pd.DataFrame({"user_id": frame["user_id"].to_numpy(), "as_of": day}), table], axis=1)
     result["policy"] = models.label(models.policy)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,10 @@ def test_the_loader_names_the_missing_model_and_the_command_that_trains_it(
 
 
 def test_a_budget_plan_is_the_arbitrations_plan_within_it(champion: DecisionModels, store_rows) -> None:
-    frame = pd.DataFrame(list(store_rows.values())).assign(user_id=list(store_rows))
+    # one snapshot (the frame `clm score` reads carries its cutoff): one plan over every user
+    frame = pd.DataFrame(list(store_rows.values())).assign(
+        user_id=list(store_rows), cutoff=pd.Timestamp("2025-09-01")
+    )
     free = decide_population(frame, champion.churn, champion.upgrade, champion.policy)
     budget = float(free.table["cost"].sum()) / 2
     planned = champion.decide(frame, budget=budget, budget_method="greedy")
@@ -75,6 +78,12 @@ def test_a_budget_plan_is_the_arbitrations_plan_within_it(champion: DecisionMode
     assert planned.table["budget_dropped"].any()
     assert (planned.table["propensity"] == 1.0).all() and not planned.table["explored"].any()
     assert list(planned.table["user_id"]) == list(frame["user_id"])
+    assert (planned.table["cutoff"] == pd.Timestamp("2025-09-01")).all()
+    # several snapshots are decided apart, and a budget cannot span them
+    two = pd.concat([frame, frame.assign(cutoff=pd.Timestamp("2025-08-01"))], ignore_index=True)
+    assert decide_population(two, champion.churn, champion.upgrade, champion.policy).decisions is None
+    with pytest.raises(ValueError, match="several cutoffs"):
+        champion.decide(two, budget=budget)
 
 
 def _same(one: object, other: object) -> bool:

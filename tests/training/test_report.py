@@ -167,8 +167,8 @@ def test_report_is_one_file_with_every_section_and_its_header(report: Report) ->
     header = {row[0][0]: row[1][0] for row in report.page.tables["report-header"]}
     assert header["as of"] == AS_OF
     assert header["data"] == str(report.world.data.resolve())
-    assert header["churn model"].startswith("clm-churn v") and header["churn model"].endswith("@champion")
-    assert header["policy"].startswith("clm-policy v") and header["policy"].endswith("@champion")
+    assert header["churn model"].startswith("clm-churn/") and header["churn model"].endswith("@champion")
+    assert header["policy"].startswith("clm-policy/") and header["policy"].endswith("@champion")
     assert header["simulator truth"] == str((report.world.data / "truth").resolve())
     assert "shipped defaults" in header["config"] and "digest" in header["config"]
     assert dt.datetime.strptime(header["generated at"], "%Y-%m-%d %H:%M:%S %Z")
