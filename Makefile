@@ -12,6 +12,8 @@ STAMP := $(VENV)/.synced
 CLM := $(VENV)/bin/clm
 DEMO_DIR ?= $(CURDIR)/data/demo
 PYTEST_ARGS ?=
+# pytest-xdist workers: the suite spends much of its time waiting on servers, browsers and kernels
+TEST_WORKERS ?= 2
 PORT ?= 8000
 
 export UV_PYTHON_DOWNLOADS := never
@@ -41,7 +43,7 @@ review: setup  ## serve the demo's decisions and reviewer pages on 127.0.0.1:$(P
 test: setup  ## run the test suite (heavy runs are behind the `slow` marker)
 	@bash scripts/ensure-services.sh
 	@bash scripts/ensure-browser.sh
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: setup  ## run the benchmarks; each prints its figures (about 35 minutes on 2 cores)
 	$(VENV)/bin/python benchmarks/simulate.py
