@@ -610,10 +610,10 @@ class DecisionLog:
             "recorded_at": dt.datetime.now(dt.UTC),
             "value": None if value is None else float(value),
         }
-        # Read before trying: a write that completes between the try and this check would be missed.
-        pending = self.stats()["pending"]
         status = self._store_outcome(row)
-        if status is None and pending:
+        if (
+            status is None
+        ):  # the decision may still be queued, or be written while we looked: flush, try again
             self.flush()
             status = self._store_outcome(row)
         if status is None:
@@ -626,11 +626,15 @@ class DecisionLog:
         with self._engine.begin() as conn:
             if conn.execute(self._insert_outcome, row).rowcount == 1:
                 return "recorded"
-            decisions = self._decisions
-            known = conn.execute(
-                sa.select(decisions.c.decision_id).where(decisions.c.decision_id == row["decision_id"])
+            # Nothing inserted: either this outcome is stored already, or the decision was not there when
+            # the insert looked (it may have been committed since, so asking for the decision would lie).
+            outcomes = self._outcomes
+            stored = conn.execute(
+                sa.select(outcomes.c.decision_id).where(
+                    (outcomes.c.decision_id == row["decision_id"]) & (outcomes.c.outcome == row["outcome"])
+                )
             ).first()
-        return "duplicate" if known is not None else None
+        return "duplicate" if stored is not None else None
 
     def get_decision(self, decision_id: str) -> dict[str, Any] | None:
         """The stored decision with its JSON columns decoded, or None."""

@@ -22,52 +22,28 @@ from serving.settings import ServingSettings
 from serving.state import ModelHolder, ModelSet, RegistryLoader
 
 
-def get_settings(request: Request) -> ServingSettings:
-    return request.app.state.settings
+def _from_state(name: str) -> Callable[[Request], Any]:
+    """A dependency that returns `app.state.<name>`; each is its own function, so each can be overridden."""
+
+    def dependency(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    dependency.__name__ = dependency.__qualname__ = f"get_{name}"
+    return dependency
 
 
-def get_config(request: Request) -> dict[str, Any]:
-    return request.app.state.config
-
-
-def get_holder(request: Request) -> ModelHolder:
-    return request.app.state.holder
-
-
-def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
-
-
-def get_scorer(request: Request) -> Scorer:
-    return request.app.state.scorer
-
-
-def get_loader(request: Request) -> RegistryLoader:
-    return request.app.state.loader
-
-
-def get_store(request: Request) -> OnlineStore:
-    return request.app.state.store
-
-
-def get_decision_log(request: Request) -> DecisionLog:
-    return request.app.state.decision_log
-
-
-def get_service(request: Request) -> DecisionService:
-    return request.app.state.service
-
-
-def get_overview(request: Request) -> OverviewCache:
-    return request.app.state.overview
-
-
-def get_replays(request: Request) -> ReplayModels:
-    return request.app.state.replays
-
-
-def get_waterfalls(request: Request) -> WaterfallCache:
-    return request.app.state.waterfalls
+get_settings = _from_state("settings")
+get_config = _from_state("config")
+get_holder = _from_state("holder")
+get_metrics = _from_state("metrics")
+get_scorer = _from_state("scorer")
+get_loader = _from_state("loader")
+get_store = _from_state("store")
+get_decision_log = _from_state("decision_log")
+get_service = _from_state("service")
+get_overview = _from_state("overview")
+get_replays = _from_state("replays")
+get_waterfalls = _from_state("waterfalls")
 
 
 SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
