@@ -118,6 +118,15 @@ class LazyGroup(TyperGroup):
         for name, spec in COMMANDS.items():
             self.commands[name] = LazyCommand(name, spec)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        from clm.config import ConfigError
+
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:  # a user's config mistake: name the key, no traceback
+            typer.echo(f"clm: {exc}", err=True)
+            raise typer.Exit(2) from exc
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
 

@@ -95,6 +95,28 @@ def test_a_config_typo_stops_a_command_with_the_key_and_its_nearest_name(
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--data", "data"],
+        ["score", "--data", "data", "--as-of", "2025-06-01", "--out", "out.csv"],
+        ["features", "build", "--data", "data", "--cutoffs", "2025-06-01", "--out", "features"],
+        ["evaluate-policy", "--data", "data"],
+    ],
+)
+def test_every_command_stops_on_a_config_typo_without_a_traceback(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "typo.toml").write_text("[labels]\nhorizon_dayz = 30\n")
+    monkeypatch.setenv("CLM_CONFIG", str(tmp_path / "typo.toml"))
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2, result.output
+    assert "'labels.horizon_dayz' is not known; did you mean 'labels.horizon_days'?" in result.stderr
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 def test_settings_read_clm_toml_in_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
