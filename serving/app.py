@@ -23,18 +23,10 @@ from serving.decision_log import DecisionLog
 from serving.review import OverviewCache, PageRefused, ReplayModels, WaterfallCache, refused_page
 from serving.routers import decisions, health, models, outcomes, review
 from serving.scorer import Scorer
-from serving.service import (
-    DecisionService,
-    Metrics,
-    NoModelsLoaded,
-    UnknownUser,
-    feature_errors,
-    request_digest,
-)
+from serving.service import DecisionService, Metrics, NoModelsLoaded, UnknownUser
 from serving.settings import ServingSettings
 from serving.state import ModelHolder, RegistryLoader
 
-__all__ = ["Metrics", "create_app", "feature_errors", "request_digest"]
 log = logging.getLogger(__name__)
 
 
