@@ -16,20 +16,10 @@ from models.catalog import (
     catalog_to_dict,
     load_catalog,
 )
+from simulation.params import ACTIONS
 
 SHIPPED = load_config()
-SHIPPED_ORDER = [
-    "onboarding_guide",
-    "welcome_offer",
-    "recommendation",
-    "education_content",
-    "loyalty_reward",
-    "upgrade_offer",
-    "referral_invite",
-    "retention_discount",
-    "satisfaction_survey",
-    "winback_offer",
-]
+SHIPPED_ORDER = list(ACTIONS)  # the simulator's catalog and the shipped one list the same actions, in order
 
 
 def test_the_shipped_catalog_loads_in_file_order() -> None:
