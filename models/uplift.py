@@ -76,7 +76,9 @@ class UpliftParams:
         tree = dict(policy_section.lightgbm)
         num_boost_round = tree.pop("num_boost_round", cls.num_boost_round)
         if isinstance(num_boost_round, bool) or not isinstance(num_boost_round, int) or num_boost_round < 1:
-            raise ValueError(f"policy.lightgbm.num_boost_round must be a whole number ≥ 1, got {num_boost_round!r}")
+            raise ValueError(
+                f"policy.lightgbm.num_boost_round must be a whole number ≥ 1, got {num_boost_round!r}"
+            )
         return cls(
             learner=policy_section.learner,
             min_treated_rows=policy_section.min_treated_rows,
