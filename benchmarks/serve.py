@@ -122,8 +122,8 @@ def build_world(root: Path, *, users: int, days: int, seed: int) -> World:
             config.models.churn.registered_name,
             config.models.upgrade.registered_name,
         ):
-            _promoted(name, promote_model(name, metric=training["promotion_metric"],
-                                          tolerance=float(training["promotion_tolerance"])))  # fmt: skip
+            _promoted(name, promote_model(name, metric=training.promotion_metric,
+                                          tolerance=training.promotion_tolerance))  # fmt: skip
         step("fitting the policy")
         trained = train_policy(data, config=config, project_root=root, truth_dir=data / "truth")
         # the benchmark needs a champion policy whatever its offline value: a large tolerance, as the tests do

@@ -266,8 +266,8 @@ def _policy(console: Console, config: ClmConfig, data: Path, truth: Path) -> Non
         rules = config.models.policy
         decision = promote_model(
             trained.registered_name,
-            metric=rules["promotion_metric"],
-            tolerance=float(rules["promotion_tolerance"]),
+            metric=rules.promotion_metric,
+            tolerance=rules.promotion_tolerance,
         )
     console.print("[bold]6. policy[/bold]")
     print_trained_policy(console, trained)

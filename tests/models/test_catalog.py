@@ -72,10 +72,8 @@ def test_invalid_actions_name_the_key(name: str, change: dict, message: str) -> 
 
 
 def test_an_empty_catalog_is_rejected() -> None:
-    config = SHIPPED.as_dict()
-    config["actions"] = {}
     with pytest.raises(ConfigError, match=r"'actions': .*at least 1 item"):
-        validate_config(config)
+        validate_config({**SHIPPED.as_dict(), "actions": {}})
 
 
 def test_a_stored_catalog_is_validated_like_the_config() -> None:

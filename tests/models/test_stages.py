@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import pickle
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +12,7 @@ import pytest
 
 from clm.config import ConfigError, load_config, with_overrides
 from features.registry import FeatureParams, build_registry, feature_names
+from models.config import StageRuleSection
 from models.rules import RuleError
 from models.stages import SCORE_NAMES, STAGES, StageRules, assign_stages, stage_agreement
 
@@ -34,9 +34,9 @@ def user(**changes: float) -> dict[str, float]:
     return {**row, **STEADY, **changes}
 
 
-def default_rule(stage: str) -> dict[str, Any]:
+def default_rule(stage: str) -> StageRuleSection:
     (rule,) = [r for r in CONFIG.stages.rules if r.stage == stage]
-    return rule.as_dict()
+    return rule
 
 
 CASES = [
@@ -72,7 +72,7 @@ def test_default_rules_one_row(case: str, row: dict, stage: str, since_days: flo
         expected_text = f"{stage}: {CONFIG.stages.default_description} (no other rule matched)"
     else:
         rule = default_rule(stage)
-        expected_text = f"{stage}: {rule['description']} ({rule['when']})"
+        expected_text = f"{stage}: {rule.description} ({rule.when})"
     assert assignment.rule.tolist() == [expected_text]
     np.testing.assert_array_equal(assignment.since_days, [since_days])
 
