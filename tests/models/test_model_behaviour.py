@@ -21,7 +21,7 @@ from training.fit import ModelSpec, fit_fold
 from training.truth import read_truth, truth_oracle
 
 CONFIG = load_config()
-REGISTRY = build_registry(FeatureParams.from_config(CONFIG["features"]))
+REGISTRY = build_registry(FeatureParams.from_config(CONFIG.features))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def training_frame(small_world: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def churn_fold(training_frame: pd.DataFrame, small_world: Path):
-    spec = ModelSpec.from_config("churn", CONFIG["models"]["churn"])
+    spec = ModelSpec.from_config("churn", CONFIG.models.churn)
     split = time_split(closed_cutoffs(training_frame, "churn"), 30)
     return fit_fold(
         training_frame,
@@ -94,7 +94,7 @@ def test_shap_contributions_add_up_to_the_raw_score(churn_bundle, churn_fold) ->
 
 
 def test_same_seed_and_data_give_the_same_metrics(training_frame: pd.DataFrame, churn_fold) -> None:
-    spec = ModelSpec.from_config("churn", CONFIG["models"]["churn"])
+    spec = ModelSpec.from_config("churn", CONFIG.models.churn)
     again = fit_fold(training_frame, churn_fold.split, spec, REGISTRY, seed=0)
     assert again.metrics["model"] == {
         k: v for k, v in churn_fold.metrics["model"].items() if k != "auc_over_oracle_auc"
@@ -111,7 +111,7 @@ def test_bundle_round_trips_through_disk(churn_bundle, churn_fold, tmp_path: Pat
 
 
 def test_upgrade_model_beats_its_baselines(training_frame: pd.DataFrame, small_world: Path) -> None:
-    spec = ModelSpec.from_config("upgrade", CONFIG["models"]["upgrade"])
+    spec = ModelSpec.from_config("upgrade", CONFIG.models.upgrade)
     split = time_split(closed_cutoffs(training_frame, "upgrade"), 30)
     fold = fit_fold(
         training_frame,
@@ -135,7 +135,7 @@ def test_tuning_searches_on_validation_and_returns_parameters_from_the_space(
     # users, every cutoff, keeps the four fits cheap (they took 65 s on the whole frame, 176 s loaded)
     users = np.sort(training_frame["user_id"].unique())[::5]
     frame = training_frame[training_frame["user_id"].isin(users)]
-    spec = ModelSpec.from_config("churn", CONFIG["models"]["churn"])
+    spec = ModelSpec.from_config("churn", CONFIG.models.churn)
     split = time_split(closed_cutoffs(frame, "churn"), 30)
     best = tune(frame, split, spec, REGISTRY, trials=2, seed=3)
     assert set(best) == set(SPACE)
