@@ -482,8 +482,9 @@ CASES: dict[str, str] = {
 }
 ENGINE_IMPORTS: dict[str, tuple[str, ...]] = {
     "floor": ("duckdb",),
-    "ours_job": ("ibis", "features.build", "features.jobs"),
-    "ours_build": ("ibis", "features.build"),
+    # `import ibis` leaves its DuckDB backend to the first connect: import it here, as `duckdb` is for SQL
+    "ours_job": ("ibis", "ibis.backends.duckdb", "features.build", "features.jobs"),
+    "ours_build": ("ibis", "ibis.backends.duckdb", "features.build"),
     "duckdb_sql": ("duckdb",),
     "polars": ("polars", "pandas"),
     "pandas": ("pandas",),

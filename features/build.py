@@ -28,11 +28,11 @@ SECONDS_PER_DAY = 86_400
 MICROS_PER_DAY = SECONDS_PER_DAY * 1_000_000
 # Sums only ever needed over the whole history (cadence statistics).
 LIFETIME_ONLY = frozenset({"gap", "gap_sq", "has_gap"})
-# Up to this many cutoffs the totals come from one FILTER pass over the rows before each cutoff; beyond,
-# from running totals. Measured on the benchmark's 3M events (a loaded 2-core machine): at 1 cutoff the
-# two run alike (6.6–8.2 s of DuckDB) and the single pass compiles faster (0.7 against 1.0 s); at 12 the
-# running totals win (26–28 s against 31–34 s).
-SINGLE_PASS_MAX_CUTOFFS = 1
+# Up to this many cutoffs the totals come from one FILTER pass over the events before each cutoff (cost:
+# events × cutoffs); beyond, from per-day running totals (cost: active days + users × cutoffs). Measured
+# on the benchmark's 3M events (2 cores, load 12): at 12 monthly cutoffs the single pass took 46–50 s of
+# DuckDB against 63–67 s for the running totals (the hand-written query: 32–40 s).
+SINGLE_PASS_MAX_CUTOFFS = 12
 _AT = re.compile(r".+_at_\d+")  # a `<metric>_at_<offset>` total
 
 
@@ -266,7 +266,8 @@ def _single_pass_totals(
         "n_events": is_event,
         "active": new_day,  # a contact's step is 0
         "n_purchases": is_purchase,
-        **{f"n_{t}": joined.event_type == t for t in counted},
+        # `isin` like `is_purchase`: where purchases are one type, DuckDB binds the same aggregate once
+        **{f"n_{t}": joined.event_type.isin([t]) for t in counted},
     }
     if campaigns is not None:
         counts["contacts"] = joined.is_contact
