@@ -6,6 +6,11 @@ day. "Probe" rows are placed at each cutoff and at each window boundary before i
 per metric over (user, day) then gives, at each probe, the total of everything strictly before it.
 A window's value is the difference of two probes. So the cost grows with users × cutoffs × boundaries,
 not with events × cutoffs.
+
+Up to `SINGLE_PASS_MAX_CUTOFFS` cutoffs the same totals come instead from the plan a hand-written query
+takes: one window over the events (the step to the user's previous event gives new active days and
+gaps), each event joined to the cutoffs it precedes, one `COUNT(*) FILTER` per (metric, offset). Either
+way only the totals some registry builder reads are computed (`_columns_read`).
 """
 
 from __future__ import annotations
