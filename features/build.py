@@ -287,10 +287,11 @@ def _features(
     spine = user_spine(events, cut, users, daily=daily)
 
     counted = sorted({*p.count_event_types, *p.plan_change_event_types})
-    sums = ["n_events", "active", "revenue", "n_purchases", "gap", "gap_sq", "has_gap", "contacts",
+    sums = ["n_events", "active", "revenue", "n_purchases", "purchase_days", "gap", "gap_sq", "has_gap", "contacts",
             *[f"n_{t}" for t in counted]]  # fmt: skip
     rows = daily.mutate(
         active=ibis.literal(1, "int64"),
+        purchase_days=(daily.n_purchases > 0).cast("int64"),
         contacts=ibis.literal(0, "int64"),
         gap=daily.gap.fill_null(0.0),
         gap_sq=daily.gap_sq.fill_null(0.0),
@@ -306,6 +307,8 @@ def _features(
         "last_event_day": ibis.ifelse(rows.is_contact, None, rows.day),
         "last_login_day": ibis.ifelse(rows.n_login_like > 0, rows.day, None),
         "last_purchase_day": ibis.ifelse(rows.n_purchases > 0, rows.day, None),
+        # a maximum of the negated day is the first purchase day, negated (one aggregate kind for all)
+        "first_purchase_neg_day": ibis.ifelse(rows.n_purchases > 0, -rows.day, None),
         "last_contact_day": ibis.ifelse(rows.is_contact, rows.day, None),
     }
     cutoff_days = [epoch_day(c) for c in sorted(set(cutoffs))]
