@@ -455,7 +455,7 @@ def training_data(
             f"{data_dir}: no events before the as-of date {as_of}; the first event is on {data_start.date()}"
         )
     params = FeatureParams.from_config(config["features"])
-    event_types = con.to_pyarrow(inputs.events.event_type.distinct()).to_pylist()
+    event_types = con.to_pyarrow(inputs.events.select("event_type").distinct()).column(0).to_pylist()
     configured_lead = training["first_cutoff_after_days"]
     if configured_lead == "auto":
         lead_days, lead_reason = history_lead_days(params, event_types)
