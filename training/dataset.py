@@ -5,10 +5,12 @@ down to one train/validation/test split, then a single time-based holdout."""
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from features.cutoffs import (
@@ -29,14 +31,30 @@ class Split:
     train: tuple[dt.date, ...]
     valid: dt.date
     test: dt.date
-    # a single time-based holdout: `valid` is the latest cutoff whose window closes by the test cutoff, so
-    # its label window may overlap the training ones' (fine for early stopping and calibration); only the
-    # test cutoff is separated from everything fitted
+    # a single time-based holdout: fit on every cutoff whose window closes by the test cutoff (`train` and
+    # `valid`), early-stopping and calibrating on a share of the users held out of fitting (their label
+    # windows overlap the fitted ones in time, not in users); only the test cutoff is separated in time
     holdout: bool = False
 
     def describe(self) -> str:
-        valid = f"valid {self.valid}" + (" (overlapping training windows)" if self.holdout else "")
-        return f"train {self.train[0]}..{self.train[-1]} ({len(self.train)}), {valid}, test {self.test}"
+        if self.holdout:
+            cutoffs = (*self.train, self.valid)
+            return (
+                f"train {cutoffs[0]}..{cutoffs[-1]} ({len(cutoffs)}) on {1 - HOLDOUT_VALID_SHARE:.0%} of the users, "
+                f"valid on the other {HOLDOUT_VALID_SHARE:.0%} at the same cutoffs, test {self.test}"
+            )
+        return f"train {self.train[0]}..{self.train[-1]} ({len(self.train)}), valid {self.valid}, test {self.test}"
+
+
+# In a single holdout, the share of users whose rows early-stop and calibrate instead of being fitted.
+HOLDOUT_VALID_SHARE = 0.2
+
+
+def validation_users(user_ids: pd.Series, share: float = HOLDOUT_VALID_SHARE) -> np.ndarray:
+    """Which rows belong to the users held out for validation: a stable hash of the user id, so a user's
+    rows at every cutoff fall on the same side, whatever the order or the process."""
+    buckets = user_ids.astype(str).map(lambda user: zlib.crc32(user.encode()) % 1000).to_numpy()
+    return buckets < round(share * 1000)
 
 
 class NotEnoughHistory(ValueError):
