@@ -77,7 +77,9 @@ def rows_for(frame: pd.DataFrame, cutoffs: Sequence[dt.date], target: str) -> pd
     return frame[frame["cutoff"].isin(set(cutoffs)) & frame[target].notna()]
 
 
-def split_rows(frame: pd.DataFrame, split: Split, target: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def split_rows(
+    frame: pd.DataFrame, split: Split, target: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The labelled training, validation and test rows of a split; in a single holdout, validation is
     the held-out users' rows at the training cutoffs."""
     test = rows_for(frame, [split.test], target)
