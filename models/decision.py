@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ import pandas as pd
 from features.registry import Feature, FeatureParams, build_registry, by_name, registry_version
 from models.arbitration import ELIGIBLE, BudgetPlan, plan_within_budget
 from models.bundle import ModelBundle, load_bundle
+from models.config import ModelsConfig
 from models.policy import Decisions, PolicyBundle, decide, load_policy
 from models.scoring import score
 
@@ -186,13 +186,13 @@ def decide_population(
 # The one loader (the only code that reads the MLflow registry for scoring)
 
 
-def registered_names(config: Mapping[str, Any], targets: Sequence[str] = TARGETS) -> dict[str, str]:
+def registered_names(config: ModelsConfig, targets: Sequence[str] = TARGETS) -> dict[str, str]:
     """Target → registered model name, from the config's `models` section."""
-    return {target: str(config["models"][target]["registered_name"]) for target in targets}
+    return {target: config.models.registered_name(target) for target in targets}
 
 
-def feature_registry(config: Mapping[str, Any]) -> dict[str, Feature]:
-    return by_name(build_registry(FeatureParams.from_config(config["features"])))
+def feature_registry(config: ModelsConfig) -> dict[str, Feature]:
+    return by_name(build_registry(FeatureParams.from_config(config.features)))
 
 
 def find_versions(
@@ -228,7 +228,7 @@ def _download(name: str, version: str, artifact: str):
 
 
 def load_bundles(
-    config: Mapping[str, Any], aliases: Sequence[str] = DEFAULT_ALIASES, *, optional: Sequence[str] = ()
+    config: ModelsConfig, aliases: Sequence[str] = DEFAULT_ALIASES, *, optional: Sequence[str] = ()
 ) -> tuple[ModelBundle, ModelBundle | None, dict[str, str]]:
     """The churn and upgrade models alone (what the policy job scores with before a policy exists) and
     their described labels by target (`clm-churn/3 @champion`); the upgrade model None when it is
@@ -252,29 +252,31 @@ PRIOR_POLICY_LABEL = "catalogue priors, not registered"
 
 
 def prior_policy(
-    config: Mapping[str, Any], registry: Mapping[str, Feature] | None = None, *, name: str | None = None
+    config: ModelsConfig, registry: Mapping[str, Feature] | None = None, *, name: str | None = None
 ) -> PolicyBundle:
     """The policy without campaign history: the config's stage rules, value parameters, catalogue and contact
     policy, every action's effect its catalogue prior (`source = prior`)."""
     from models.catalog import ContactPolicy, load_catalog
-    from models.uplift import UpliftModel, UpliftParams, priors_from_catalog
+    from models.uplift import UpliftModel, UpliftParams
     from models.value import ValueParams
 
     features = dict(registry) if registry is not None else feature_registry(config)
     names = list(features)
-    uplift = UpliftModel(UpliftParams.from_config(config["policy"]), priors_from_catalog(config["actions"]))
+    catalog = load_catalog(config.actions)
+    priors = {a.name: {"churn": a.prior_delta_churn, "upgrade": a.prior_delta_upgrade} for a in catalog}
+    uplift = UpliftModel(UpliftParams.from_config(config.policy), priors)
     empty = pd.DataFrame({n: pd.Series(dtype="float64") for n in names})
     uplift.fit(empty, np.array([], dtype=object), None, {"churn": np.array([]), "upgrade": np.array([])})
     return PolicyBundle(
-        name=name or str(config["models"]["policy"]["registered_name"]), catalog=load_catalog(config["actions"]),
-        contact=ContactPolicy.from_config(config["policy"]), stages_config=dict(config["stages"]),
-        value=ValueParams.from_config(config["value"], config["features"]), uplift=uplift, feature_names=names,
+        name=name or config.models.registered_name("policy"), catalog=catalog,
+        contact=ContactPolicy.from_config(config.policy), stages_config=config.stages,
+        value=ValueParams.from_config(config.value, config.features), uplift=uplift, feature_names=names,
         feature_version=registry_version(list(features.values())), metadata={"source": PRIOR_POLICY_LABEL},
     )  # fmt: skip
 
 
 def load_exact_versions(
-    config: Mapping[str, Any],
+    config: ModelsConfig,
     versions: Mapping[str, str],
     alias: str,
     *,
@@ -307,7 +309,7 @@ def load_exact_versions(
 
 
 def load_decision_models(
-    config: Mapping[str, Any],
+    config: ModelsConfig,
     aliases: Sequence[str] = DEFAULT_ALIASES,
     *,
     registry: dict[str, Feature] | None = None,

@@ -23,6 +23,7 @@ from features.registry import PLAN_CHANGE_WINDOW_DAYS, FeatureParams, build_regi
 from models import plots
 from models.behaviour import BehaviourReport, behaviour_report
 from models.bundle import ModelBundle, bundle_from_model, load_bundle, save_bundle
+from models.config import ModelsConfig, TrainingSection
 from models.frame import model_matrix
 from models.metrics import classification_metrics, summarize_folds
 from models.pyfunc import ClmPyfuncModel
@@ -119,7 +120,7 @@ def fit_target(
     registry: Sequence[Any],
     horizon_days: int,
     scoring_cutoff: dt.date,
-    training: dict[str, Any],
+    training: TrainingSection,
     truth: pd.DataFrame | None,
     progress: Progress,
     tune_trials: int = 0,
@@ -129,8 +130,8 @@ def fit_target(
     """The pure steps over a frame: split into backtest folds (as many as the cutoffs allow up to `folds`,
     else a single time-based holdout; exactly `folds` with `exact_folds`), tune (optionally), fit and
     calibrate each fold against its baselines, bundle the final fold's model and run the behaviour checks."""
-    seed = int(training["seed"])
-    wanted = int(folds if folds is not None else training["backtest_folds"])
+    seed = training.seed
+    wanted = folds if folds is not None else training.backtest_folds
     folds = evaluation_splits(closed_cutoffs(frame, spec.target), horizon_days, wanted, exact=exact_folds)
     oracle = truth_oracle(truth, spec.target)
     best_params: dict[str, Any] = {}
@@ -215,7 +216,7 @@ def train_target(
     params: FeatureParams,
     horizon_days: int,
     scoring_cutoff: dt.date,
-    config: dict[str, Any],
+    config: ModelsConfig,
     truth: pd.DataFrame | None,
     progress: Progress,
     tune_trials: int = 0,
@@ -226,8 +227,8 @@ def train_target(
     """The thin job for one target: the pure fit, the champion's comparison, then MLflow logging and
     registration of the new version as @challenger."""
     registry = build_registry(params)
-    training = config["training"]
-    seed = int(training["seed"])
+    training = config.training
+    seed = training.seed
     fit = fit_target(
         frame, spec, registry=registry, horizon_days=horizon_days, scoring_cutoff=scoring_cutoff, training=training,
         truth=truth, progress=progress, tune_trials=tune_trials, folds=folds, exact_folds=exact_folds,
@@ -262,7 +263,7 @@ def train_target(
             "first": str(plan.cutoffs[0]), "last": str(plan.cutoffs[-1]), "why": plan.chosen_because,
         }  # fmt: skip
     with tracking.start_training_run(
-        training["experiment"], f"{spec.target}-{scoring_cutoff}", params=run_params,
+        training.experiment, f"{spec.target}-{scoring_cutoff}", params=run_params,
         tags={"clm.target": spec.target, "clm.scoring_cutoff": str(scoring_cutoff), "clm.evaluation": fit.evaluation},
     ) as run:  # fmt: skip
         tracking.log_metrics_flat(_flat(final.metrics), prefix="test")
@@ -274,7 +275,7 @@ def train_target(
         tracking.log_metrics_flat({"behaviour_passed": float(behaviour.passed)})
         tracking.log_text(behaviour.text(), "behaviour.txt")
         tracking.log_dict(config, "config/resolved_config.json")
-        _log_plots(final, bundle, registry, int(training["shap_sample_rows"]), seed)
+        _log_plots(final, bundle, registry, training.shap_sample_rows, seed)
         if final.slices is not None:
             tracking.log_frame(final.slices, "metrics/slices.csv")
         card = render_model_card(
@@ -432,7 +433,7 @@ class TrainingData:
 
 def training_data(
     data_dir: Path,
-    config: dict[str, Any],
+    config: ModelsConfig,
     labels: LabelParams,
     *,
     as_of: dt.date | None = None,
@@ -443,7 +444,7 @@ def training_data(
 ) -> TrainingData:
     """Features joined to labels at the cutoffs `plan_cutoffs` chooses from the history (from the first
     event up to the data's end or `as_of`), with the plan and notes about the data."""
-    training = config["training"]
+    training = config.training
     con = connect()
     inputs = load_inputs(con, data_dir, as_of)
     first_event = con.to_pyarrow(inputs.events.ts.min()).as_py()
@@ -454,17 +455,17 @@ def training_data(
         raise DataDirectoryError(
             f"{data_dir}: no events before the as-of date {as_of}; the first event is on {data_start.date()}"
         )
-    params = FeatureParams.from_config(config["features"])
+    params = FeatureParams.from_config(config.features)
     event_types = con.to_pyarrow(inputs.events.select("event_type").distinct()).column(0).to_pylist()
-    configured_lead = training["first_cutoff_after_days"]
+    configured_lead = training.first_cutoff_after_days
     if configured_lead == "auto":
         lead_days, lead_reason = history_lead_days(params, event_types)
     else:
         lead_days, lead_reason = int(configured_lead), "training.first_cutoff_after_days"
     plan = plan_cutoffs(
         first_event.date(), inputs.data_end, horizon_days=labels.horizon_days, lead_days=lead_days,
-        lead_reason=lead_reason, cadence=cadence if cadence is not None else training.get("cutoff_cadence", "auto"),
-        folds=int(folds if folds is not None else training["backtest_folds"]), exact_folds=exact_folds,
+        lead_reason=lead_reason, cadence=cadence if cadence is not None else training.cutoff_cadence,
+        folds=folds if folds is not None else training.backtest_folds, exact_folds=exact_folds,
     )  # fmt: skip
     notes = [f"cutoffs: {plan.describe()}"]
     notes += _start_notes(con, inputs)
@@ -490,7 +491,7 @@ def _start_notes(con: Any, inputs: Any) -> list[str]:
 
 def training_frame(
     data_dir: Path,
-    config: dict[str, Any],
+    config: ModelsConfig,
     labels: LabelParams,
     *,
     as_of: dt.date | None = None,
@@ -522,7 +523,7 @@ def train_run(
     data_dir: Path,
     targets: Sequence[str],
     *,
-    config: dict[str, Any],
+    config: ModelsConfig,
     project_root: Path,
     as_of: dt.date | None = None,
     horizon_days: int | None = None,
@@ -535,8 +536,8 @@ def train_run(
     """Everything `clm train` does for the scoring models. `folds` asks for exactly that many backtest
     folds (otherwise as many as the history allows, up to the config's); churn must have both label
     classes, other targets are left out (and say why) when theirs do not."""
-    params = FeatureParams.from_config(config["features"])
-    labels = LabelParams.from_config(config["labels"], horizon_days=horizon_days)
+    params = FeatureParams.from_config(config.features)
+    labels = LabelParams.from_config(config.labels, horizon_days=horizon_days)
     horizon = labels.horizon_days
     tracking.configure(tracking.resolve_tracking_uri(project_root))
     data = training_data(data_dir, config, labels, as_of=as_of, cadence=cadence, folds=folds,
@@ -557,7 +558,7 @@ def train_run(
             skipped[target] = why
             progress(f"{target}: left out — {why}")
             continue
-        spec = ModelSpec.from_config(target, config["models"][target])
+        spec = ModelSpec.from_config(target, config.models.propensity(target))
         results.append(
             train_target(frame, spec, params=params, horizon_days=horizon, scoring_cutoff=data.data_end,
                          config=config, truth=truth, progress=progress, tune_trials=tune_trials, folds=folds,
@@ -570,7 +571,7 @@ def train(
     data_dir: Path,
     targets: Sequence[str],
     *,
-    config: dict[str, Any],
+    config: ModelsConfig,
     project_root: Path,
     as_of: dt.date | None = None,
     horizon_days: int | None = None,

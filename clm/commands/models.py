@@ -102,7 +102,7 @@ def train(
         except CutoffSpecError as exc:
             raise typer.BadParameter(str(exc), param_hint="--cadence") from exc
     console = Console(stderr=True)
-    planned_folds = folds or int(config["training"]["backtest_folds"])
+    planned_folds = folds or config.training.backtest_folds
     explicit_policy = model is Target.policy
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
@@ -220,13 +220,10 @@ def promote(
     settings = Settings()
     config = load_config(settings.config)
     tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
-    section = config["models"][model.value]
-    name = section["registered_name"]
-    rules = section if "promotion_metric" in section else config["training"]
+    name = config.models.registered_name(model.value)
+    rules = config.models.policy if model.value == "policy" else config.training
     try:
-        decision = promote_model(
-            name, metric=rules["promotion_metric"], tolerance=float(rules["promotion_tolerance"])
-        )
+        decision = promote_model(name, metric=rules.promotion_metric, tolerance=rules.promotion_tolerance)
     except PromotionError as exc:
         typer.echo(f"clm promote: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -261,7 +258,7 @@ def evaluate(
     settings = Settings()
     config = load_config(settings.config)
     tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
-    name = config["models"][model.value]["registered_name"]
+    name = config.models.registered_name(model.value)
     uri = (
         f"models:/{name}{model_version}"
         if model_version.startswith("@")
@@ -272,13 +269,11 @@ def evaluate(
     except Exception as exc:
         typer.echo(f"clm evaluate: cannot load {uri}: {exc}", err=True)
         raise typer.Exit(2) from exc
-    labels = LabelParams.from_config(config["labels"], horizon_days=bundle.horizon_days)
+    labels = LabelParams.from_config(config.labels, horizon_days=bundle.horizon_days)
     try:
         frame, _ = training_frame(data, config, labels)
         folds = evaluation_splits(
-            closed_cutoffs(frame, bundle.target),
-            bundle.horizon_days,
-            int(config["training"]["backtest_folds"]),
+            closed_cutoffs(frame, bundle.target), bundle.horizon_days, config.training.backtest_folds
         )
     except (DataDirectoryError, NotEnoughHistory) as exc:
         typer.echo(f"clm evaluate: {exc}", err=True)
@@ -351,7 +346,7 @@ def score(
     for note in models.missing_notes():
         typer.echo(note)
     decided = models.decide(
-        frame, budget=budget, budget_method=config["policy"]["budget_method"],
+        frame, budget=budget, budget_method=config.policy.budget_method,
         rng=np.random.default_rng(seed) if explore and budget is None else None,
     )  # fmt: skip
     if decided.plan is not None:
