@@ -289,6 +289,7 @@ def _single_pass_totals(
         aggregates[f"revenue_at_{offset}"] = (
             values["revenue"].sum(where=both(is_purchase, before)).fill_null(0.0)
         )
+        aggregates[f"purchase_days_at_{offset}"] = joined.day.nunique(where=both(is_purchase, before))
     aggregates.update(
         gap_at_0=values["gap"].sum(where=gap).fill_null(0.0),
         gap_sq_at_0=(values["gap"] * values["gap"]).sum(where=gap).fill_null(0.0),
@@ -297,6 +298,7 @@ def _single_pass_totals(
         last_event_day=joined.day.max(where=is_event),
         last_login_day=joined.day.max(where=joined.event_type.isin(list(p.login_like_event_types))),
         last_purchase_day=joined.day.max(where=is_purchase),
+        first_purchase_neg_day=-joined.day.min(where=is_purchase),
     )
     if campaigns is not None:
         aggregates["last_contact_day"] = joined.day.max(where=joined.is_contact)
@@ -440,10 +442,11 @@ def _running_totals_table(
     """The spine joined to its `_running_totals`: the per-day plan for many cutoffs."""
     daily = _daily(events, p)
     spine = user_spine(events, cut, users, daily=daily)
-    sums = ["n_events", "active", "revenue", "n_purchases", "gap", "gap_sq", "has_gap", "contacts",
+    sums = ["n_events", "active", "revenue", "n_purchases", "purchase_days", "gap", "gap_sq", "has_gap", "contacts",
             *[f"n_{t}" for t in counted]]  # fmt: skip
     rows = daily.mutate(
         active=ibis.literal(1, "int64"),
+        purchase_days=(daily.n_purchases > 0).cast("int64"),
         contacts=ibis.literal(0, "int64"),
         gap=daily.gap.fill_null(0.0),
         gap_sq=daily.gap_sq.fill_null(0.0),
@@ -458,6 +461,8 @@ def _running_totals_table(
         "last_event_day": ibis.ifelse(rows.is_contact, None, rows.day),
         "last_login_day": ibis.ifelse(rows.n_login_like > 0, rows.day, None),
         "last_purchase_day": ibis.ifelse(rows.n_purchases > 0, rows.day, None),
+        # a maximum of the negated day is the first purchase day, negated (one aggregate kind for all)
+        "first_purchase_neg_day": ibis.ifelse(rows.n_purchases > 0, -rows.day, None),
         "last_contact_day": ibis.ifelse(rows.is_contact, rows.day, None),
     }
     cutoff_days = [epoch_day(c) for c in sorted(set(cutoffs))]

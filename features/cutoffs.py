@@ -55,3 +55,57 @@ def parse_cutoffs(spec: str) -> list[dt.date]:
             step += 1
         return dates
     return sorted({_date(part, spec) for part in spec.split(",") if part.strip()})
+
+
+# ---------------------------------------------------------------------------------------------------
+# cadences: how often training cutoffs fall ("daily", "weekly", "monthly", or every N days)
+
+Cadence = str | int
+
+
+def parse_cadence(value: object) -> Cadence:
+    """A cutoff cadence: one of SCHEDULES, or a positive number of days (an int, or digits in a string)."""
+    if isinstance(value, bool):
+        raise CutoffSpecError(
+            f"cutoff cadence must be daily, weekly, monthly or a number of days, got {value!r}"
+        )
+    if isinstance(value, int):
+        if value <= 0:
+            raise CutoffSpecError(f"cutoff cadence must be a positive number of days, got {value}")
+        return value
+    text = str(value).strip().lower()
+    if text.isdigit():
+        return parse_cadence(int(text))
+    if text not in SCHEDULES:
+        raise CutoffSpecError(
+            f"cutoff cadence must be daily, weekly, monthly or a number of days, got {value!r}"
+        )
+    return text
+
+
+def cadence_label(cadence: Cadence) -> str:
+    """How a cadence reads in output: `weekly`, `every 10 days`."""
+    return cadence if isinstance(cadence, str) else f"every {cadence} days"
+
+
+def cadence_step_days(cadence: Cadence) -> int:
+    """The nominal distance between two cutoffs of a cadence (a month counts as 30 days)."""
+    if isinstance(cadence, int):
+        return cadence
+    return {"daily": 1, "weekly": 7, "monthly": 30}[cadence]
+
+
+def schedule(cadence: Cadence, first: dt.date, last: dt.date) -> list[dt.date]:
+    """Cutoffs of `cadence` between `first` and `last` (both included): monthly ones on the first day of each
+    month (the campaign waves' day), the others every step days from `first` itself."""
+    if last < first:
+        return []
+    if cadence == "monthly":
+        start = first if first.day == 1 else (first.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+        return parse_cutoffs(f"monthly:{start}..{last}") if start <= last else []
+    step = dt.timedelta(days=cadence_step_days(cadence))
+    dates, current = [], first
+    while current <= last:
+        dates.append(current)
+        current += step
+    return dates

@@ -12,6 +12,7 @@ earlier accepted row) are counted on their own but also written to the rejects f
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -54,7 +55,6 @@ REJECT_REASONS: dict[str, str] = {
     "missing_user_id": "user_id is empty",
     "missing_ts": "ts is empty",
     "missing_event_type": "event_type is empty",
-    "missing_signup_ts": "signup_ts is empty",
     "missing_plan": "plan is empty (subscriptions)",
     "missing_start": "start is empty",
     "missing_mrr": "mrr is empty",
@@ -122,10 +122,13 @@ class IngestCounts:
     duplicates: int
     rejected_by_reason: dict[str, int]
     ignored_columns: tuple[str, ...] = ()
+    # users only: accepted users without a signup_ts, by where their start was taken from (`first_event`,
+    # `first_subscription`, or `none` when they have neither)
+    started_without_signup: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON-ready summary printed by `clm ingest --json`."""
-        return {
+        summary = {
             "input": self.input,
             "read": self.read,
             "accepted": self.accepted,
@@ -134,6 +137,23 @@ class IngestCounts:
             "duplicates": self.duplicates,
             "ignored_columns": list(self.ignored_columns),
         }
+        if self.started_without_signup:
+            summary["started_without_signup"] = dict(self.started_without_signup)
+        return summary
+
+    def start_note(self) -> str | None:
+        """What the output says about users without a signup_ts, or None when every user had one."""
+        started = self.started_without_signup
+        if not started:
+            return None
+        total = sum(started.values())
+        note = (
+            f"{total:,} users have no signup_ts: {started.get('first_event', 0):,} begin at their first event, "
+            f"{started.get('first_subscription', 0):,} at their first subscription start"
+        )
+        if started.get("none"):
+            note += f"; {started['none']:,} have neither and enter no cutoff until they act"
+        return note
 
 
 @dataclass(frozen=True)
@@ -954,7 +974,47 @@ def ingest_inputs(
             progress(f"validating {len(table.frame) + len(table.malformed):,} {kind} rows")
         result = ingest_frame(kind, table.frame, mapping=mapping.get(kind), options=options, source=str(path))
         results[kind] = _with_malformed(kind, result, table.malformed)
+    if "users" in results:
+        results["users"] = start_users_without_signup(
+            results["users"], results.get("events"), results.get("subscriptions")
+        )
     return results
+
+
+def start_users_without_signup(
+    users: IngestResult, events: IngestResult | None, subscriptions: IngestResult | None
+) -> IngestResult:
+    """Users without a signup_ts begin at their first accepted event or first subscription start, whichever
+    is earlier; the counts say how many began where (`started_without_signup`)."""
+    accepted = users.accepted
+    missing = accepted["signup_ts"].isna()
+    if not missing.any():
+        return users
+    firsts = []
+    for source, result, column in (
+        ("first_event", events, "ts"),
+        ("first_subscription", subscriptions, "start"),
+    ):
+        if result is not None and not result.accepted.empty:
+            first = result.accepted.groupby("user_id")[column].min().rename(source)
+            firsts.append(first)
+    starts = pd.concat(firsts, axis=1) if firsts else pd.DataFrame(index=pd.Index([], dtype="str"))
+    for source in ("first_event", "first_subscription"):
+        if source not in starts:
+            starts[source] = pd.Series(pd.NaT, index=starts.index, dtype=schemas.TIMESTAMP_DTYPE)
+    ids = accepted.loc[missing, "user_id"]
+    found = starts.reindex(ids.to_numpy())
+    start = found.min(axis=1).astype(schemas.TIMESTAMP_DTYPE)
+    from_subscription = found["first_subscription"].notna() & (
+        found["first_event"].isna() | (found["first_subscription"] < found["first_event"])
+    )
+    where = np.where(start.isna(), "none", np.where(from_subscription, "first_subscription", "first_event"))
+    filled = accepted.copy()
+    filled.loc[missing, "signup_ts"] = start.to_numpy()
+    started = {name: int((where == name).sum()) for name in ("first_event", "first_subscription", "none")}
+    log.info("users without signup_ts: %s", started)
+    counts = dataclasses.replace(users.counts, started_without_signup={k: v for k, v in started.items() if v})
+    return IngestResult(filled, users.rejects, counts)
 
 
 def all_rejects(results: Mapping[str, IngestResult]) -> pd.DataFrame:

@@ -94,7 +94,8 @@ def load_inputs(con: ibis.BaseBackend, data_dir: Path, as_of: dt.date | None = N
             subs = subs.filter(subs.start < limit)
             tables["subscriptions"] = subs.mutate(end=ibis.ifelse(subs.end >= limit, None, subs.end))
         if tables["users"] is not None:
-            tables["users"] = tables["users"].filter(tables["users"].signup_ts < limit)
+            users = tables["users"]
+            tables["users"] = users.filter(users.signup_ts.isnull() | (users.signup_ts < limit))
         data_end = as_of
     else:
         last = con.to_pyarrow(events.ts.max()).as_py()

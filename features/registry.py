@@ -10,10 +10,12 @@ in one place: `features.build` only prepares the per-(user, cutoff) context tabl
 and evaluates every entry. The context's columns:
 
 - `cutoff_day`; `first_day` (first event or signup); `last_event_day`, `last_login_day`,
-  `last_purchase_day`, `last_contact_day` (epoch days, null when none);
+  `last_purchase_day`, `last_contact_day` (epoch days, null when none); `first_purchase_neg_day` (the
+  first purchase's epoch day, negated);
 - `<metric>_at_<offset>`: the metric's total over everything strictly before cutoff − offset days, for
   every offset in `FeatureParams.offsets_days` (`gap`, `gap_sq`, `has_gap` at 0 only); metrics `n_events`,
-  `active` (active days), `revenue`, `n_purchases`, `contacts` and `n_<event type>` per counted type;
+  `active` (active days), `revenue`, `n_purchases`, `purchase_days` (days with a purchase), `contacts` and
+  `n_<event type>` per counted type;
 - the subscription at the cutoff: `subscriptions_known` (whether the input exists), `active_plan`,
   `active_mrr`, `active_elapsed` (days since its start), `has_active`, `periods_started`, and
   `signup_plan` (users' plan, null without it); `contact_last_action` (the last contact's action);
@@ -273,11 +275,47 @@ def build_registry(params: FeatureParams | None = None) -> tuple[Feature, ...]:
                 "RFM分群：{value}", categories=RFM_SEGMENTS, description_zh="RFM分群",
                 build=_rfm_segment),
     ]  # fmt: skip
+    out += purchase_cycle_features()
     names = [f.name for f in out]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise ValueError(f"feature names defined twice: {sorted(duplicates)}")
     return tuple(out)
+
+
+def purchase_cycle_features() -> list[Feature]:
+    """Non-contractual (buy-till-you-die) features: recency and frequency in the customer's own time scale,
+    counted in purchase days from the first purchase — T (days since the first purchase), the span from the
+    first to the last purchase, the repeat purchases, the purchase rate over T, how far into T the last
+    purchase came, the mean gap between purchases and the current gap against it. Null before a first
+    purchase; they need no subscriptions, logins or signup dates."""
+    return [
+        Feature("days_since_first_purchase", "float64", "purchase_cycle", "Days since the first purchase (T)", "days",
+                None, 0, "First purchase {value:.0f} days ago", "首次购买在{value:.0f}天前", description_zh="距首次购买的天数",
+                build=_days_since_first_purchase),
+        Feature("purchase_span_days", "float64", "purchase_cycle", "Days from the first to the last purchase",
+                "days", None, 0, "Bought over a span of {value:.0f} days", "购买跨度{value:.0f}天",
+                description_zh="首次到最近一次购买的天数", build=_purchase_span_days),
+        Feature("repeat_purchase_days", "float64", "purchase_cycle", "Days with a purchase after the first one",
+                "purchase days", None, -1, "Came back to buy on {value:.0f} days", "复购了{value:.0f}天",
+                description_zh="复购天数", build=_repeat_purchase_days),
+        Feature("purchase_days_per_30d", "float64", "purchase_cycle",
+                "Purchase days per 30 days since the first purchase", "per 30 days", None, -1,
+                "Buys on {value:.1f} days a month", "每月购买{value:.1f}天", description_zh="每30天的购买天数",
+                build=_purchase_days_per_30d),
+        Feature("purchase_recency_share", "float64", "purchase_cycle",
+                "How far into the time since the first purchase the last one came (1 = just bought)", "share",
+                None, -1, "Last purchase at {value:.0%} of the customer's buying life",
+                "最近一次购买位于其购买周期的{value:.0%}", description_zh="最近购买在购买周期中的位置",
+                build=_purchase_recency_share),
+        Feature("purchase_gap_mean_days", "float64", "purchase_cycle", "Mean days between purchase days", "days",
+                None, 0, "Usually buys every {value:.1f} days", "通常每{value:.1f}天购买一次",
+                description_zh="平均购买间隔天数", build=_purchase_gap_mean_days),
+        Feature("purchase_overdue_ratio", "float64", "purchase_cycle",
+                "Days since the last purchase divided by the usual gap between purchases", "ratio", None, 1,
+                "Next purchase overdue: {value:.1f}× the usual gap", "距上次购买已是平时间隔的{value:.1f}倍",
+                description_zh="距上次购买与平时购买间隔之比", build=_purchase_overdue_ratio),
+    ]  # fmt: skip
 
 
 RFM_SEGMENTS: tuple[str, ...] = (
@@ -516,3 +554,56 @@ def _rfm_segment(t: Any, p: FeatureParams) -> Any:
             (r.between(min(r_range), max(r_range)) & f.between(min(f_range), max(f_range)), segment)
         )
     return ibis.cases(*branches)
+
+
+def _purchase_cycle(t: Any) -> dict[str, Any]:
+    """T, the first-to-last span and the repeat purchase days (float64; null before a first purchase)."""
+    import ibis
+
+    bought = t.purchase_days_at_0 > 0
+    since_first = (t.cutoff_day + t.first_purchase_neg_day).cast("float64")
+    span = (t.last_purchase_day + t.first_purchase_neg_day).cast("float64")
+    repeats = ibis.ifelse(bought, t.purchase_days_at_0 - 1, None).cast("float64")
+    return {"bought": bought, "T": since_first, "span": span, "repeats": repeats}
+
+
+def _days_since_first_purchase(t: Any, p: FeatureParams) -> Any:
+    return _purchase_cycle(t)["T"]
+
+
+def _purchase_span_days(t: Any, p: FeatureParams) -> Any:
+    return _purchase_cycle(t)["span"]
+
+
+def _repeat_purchase_days(t: Any, p: FeatureParams) -> Any:
+    return _purchase_cycle(t)["repeats"]
+
+
+def _purchase_days_per_30d(t: Any, p: FeatureParams) -> Any:
+    import ibis
+
+    c = _purchase_cycle(t)
+    days = t.purchase_days_at_0.cast("float64")
+    return ibis.ifelse(c["bought"], 30.0 * days / ibis.greatest(c["T"], 1.0), None).cast("float64")
+
+
+def _purchase_recency_share(t: Any, p: FeatureParams) -> Any:
+    import ibis
+
+    c = _purchase_cycle(t)
+    return ibis.ifelse(c["T"] > 0, c["span"] / c["T"], None).cast("float64")
+
+
+def _purchase_gap_mean_days(t: Any, p: FeatureParams) -> Any:
+    import ibis
+
+    c = _purchase_cycle(t)
+    return ibis.ifelse(c["repeats"] > 0, c["span"] / c["repeats"], None).cast("float64")
+
+
+def _purchase_overdue_ratio(t: Any, p: FeatureParams) -> Any:
+    import ibis
+
+    gap = _purchase_gap_mean_days(t, p)
+    since_last = _days_since("last_purchase_day", t, p)
+    return ibis.ifelse(gap > 0, since_last / gap, None).cast("float64")

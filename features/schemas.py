@@ -120,7 +120,9 @@ EVENT_FIELDS = (
 )
 USER_FIELDS = (
     Field("user_id", "string", True, "The user."),
-    Field("signup_ts", "timestamp", True, "When the user signed up, in UTC."),
+    # optional: a transaction export often has none; ingest starts such users at their first event or first
+    # subscription start (whichever is earlier) and says how many it started so
+    Field("signup_ts", "timestamp", False, "When the user signed up, in UTC (else their first activity)."),
     Field("plan", "string", False, "Plan at signup."),
     Field("channel", "string", False, "Acquisition channel."),
     Field("country", "string", False, "Country."),

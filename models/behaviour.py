@@ -14,9 +14,14 @@ from models.scoring import contributions, raw_scores, score
 DIRECTION_FEATURES = ("days_since_last_event", "days_since_last_login")
 
 
+class CheckSkipped(Exception):
+    """A check that cannot run on these rows (the data never has the feature); not a failure."""
+
+
 @dataclass
 class BehaviourReport:
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -25,16 +30,23 @@ class BehaviourReport:
     def add(self, name: str, ok: bool, detail: str) -> None:
         self.checks.append((name, bool(ok), detail))
 
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped.append((name, reason))
+
     def text(self) -> str:
-        return "\n".join(f"{'PASS' if ok else 'FAIL'} {name}: {detail}" for name, ok, detail in self.checks)
+        lines = [f"{'PASS' if ok else 'FAIL'} {name}: {detail}" for name, ok, detail in self.checks]
+        return "\n".join(lines + [f"SKIP {name}: {reason}" for name, reason in self.skipped])
 
 
 def check_direction(
     bundle: ModelBundle, frame: pd.DataFrame, feature: str, steps=(1.0, 7.0, 30.0)
 ) -> tuple[bool, str]:
     """Raising `feature` (other features fixed) never lowers the calibrated probability. Rows where the
-    feature is missing are left out: filling them would change more than the feature's size."""
-    frame = frame[frame[feature].notna()]
+    feature is missing are left out: filling them would change more than the feature's size. Raises
+    CheckSkipped when no row has the feature (a log without logins has no days since the last login)."""
+    frame = frame[frame[feature].notna()] if feature in frame else frame.iloc[:0]
+    if frame.empty:
+        raise CheckSkipped(f"the data never has {feature}")
     base = score(frame, bundle)["probability"].to_numpy()
     worst = 0.0
     for step in steps:
@@ -72,7 +84,10 @@ def behaviour_report(
     if bundle.target == "churn":
         for feature in DIRECTION_FEATURES:
             if feature in bundle.feature_names:
-                report.add(f"direction:{feature}", *check_direction(bundle, rows, feature))
+                try:
+                    report.add(f"direction:{feature}", *check_direction(bundle, rows, feature))
+                except CheckSkipped as exc:
+                    report.skip(f"direction:{feature}", str(exc))
     report.add("invariance", *check_invariance(bundle, rows))
     report.add("shap_additivity", *check_additivity(bundle, rows))
     return report

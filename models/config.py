@@ -30,7 +30,8 @@ LightGBMValue = bool | int | float | str
 
 class TrainingSection(Section):
     experiment: Name
-    first_cutoff_after_days: NonNegativeInt
+    first_cutoff_after_days: Literal["auto"] | NonNegativeInt
+    cutoff_cadence: Literal["auto", "daily", "weekly", "monthly"] | PositiveInt
     backtest_folds: PositiveInt
     seed: NonNegativeInt
     shap_sample_rows: PositiveInt

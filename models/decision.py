@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.registry import Feature, FeatureParams, build_registry, by_name
+from features.registry import Feature, FeatureParams, build_registry, by_name, registry_version
 from models.arbitration import ELIGIBLE, BudgetPlan, plan_within_budget
 from models.bundle import ModelBundle, load_bundle
 from models.config import ModelsConfig
@@ -43,15 +43,19 @@ class DecisionModels:
     request (or a batch run) keeps the set it started with while a reload swaps in another."""
 
     churn: ModelBundle
-    upgrade: ModelBundle
-    policy: PolicyBundle
-    versions: dict[str, str]  # registered name → version number
+    upgrade: ModelBundle | None  # None only when loaded with the upgrade model optional and none registered
+    policy: PolicyBundle  # the catalogue's priors (unregistered) when loaded with the policy optional
+    versions: dict[str, str]  # registered name → version number (the registered ones)
     alias: str  # the alias asked for (the first one, when several were tried)
     registry: dict[str, Feature]
     loaded_at: float = field(default_factory=time.time)
     found_under: dict[str, str] = field(default_factory=dict)  # registered name → alias it was found under
 
-    def label(self, bundle: ModelBundle | PolicyBundle) -> str:
+    def label(self, bundle: ModelBundle | PolicyBundle | None) -> str:
+        if bundle is None:
+            return "none"
+        if bundle.name not in self.versions:
+            return f"{bundle.name} ({PRIOR_POLICY_LABEL})"
         return version_label(bundle.name, self.versions[bundle.name])
 
     def version_labels(self) -> dict[str, str]:
@@ -63,14 +67,28 @@ class DecisionModels:
             "features": self.churn.feature_version,
         }
 
-    def described(self, bundle: ModelBundle | PolicyBundle) -> str:
+    def described(self, bundle: ModelBundle | PolicyBundle | None) -> str:
         """The version label with the alias beside it, for CLI output and run parameters."""
+        if bundle is None or bundle.name not in self.versions:
+            return self.label(bundle)
         alias = self.found_under.get(bundle.name, self.alias)
         return f"{self.label(bundle)} @{alias}"
 
     def scoring_labels(self) -> dict[str, str]:
         """The scoring models' described labels by target (what a policy evaluation records)."""
         return {"churn": self.described(self.churn), "upgrade": self.described(self.upgrade)}
+
+    def missing_notes(self) -> list[str]:
+        """What the output should say about the models that are not registered."""
+        notes = []
+        if self.upgrade is None:
+            notes.append("no upgrade model registered: upgrade probabilities are left blank")
+        if self.policy.name not in self.versions:
+            notes.append(
+                f"no {self.policy.name} registered: actions are valued with the catalogue's prior effects "
+                "([actions.*] prior_delta_*)"
+            )
+        return notes
 
     def decide(
         self,
@@ -101,10 +119,13 @@ class PopulationDecision:
 
 
 def probabilities(
-    frame: pd.DataFrame, churn: ModelBundle, upgrade: ModelBundle
+    frame: pd.DataFrame, churn: ModelBundle, upgrade: ModelBundle | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Calibrated churn and upgrade probability per row of `frame`."""
-    return score(frame, churn)["probability"].to_numpy(), score(frame, upgrade)["probability"].to_numpy()
+    """Calibrated churn and upgrade probability per row of `frame` (upgrade NaN without an upgrade model)."""
+    p_upgrade = (
+        np.full(len(frame), np.nan) if upgrade is None else score(frame, upgrade)["probability"].to_numpy()
+    )
+    return score(frame, churn)["probability"].to_numpy(), p_upgrade
 
 
 def plan_budget(decisions: Decisions, budget: float, method: str = "lagrangian") -> BudgetPlan:
@@ -118,7 +139,7 @@ def plan_budget(decisions: Decisions, budget: float, method: str = "lagrangian")
 def decide_population(
     frame: pd.DataFrame,
     churn: ModelBundle,
-    upgrade: ModelBundle,
+    upgrade: ModelBundle | None,
     policy: PolicyBundle,
     *,
     budget: float | None = None,
@@ -175,10 +196,11 @@ def feature_registry(config: ModelsConfig) -> dict[str, Feature]:
 
 
 def find_versions(
-    names: Mapping[str, str], aliases: Sequence[str] = DEFAULT_ALIASES
+    names: Mapping[str, str], aliases: Sequence[str] = DEFAULT_ALIASES, *, optional: Sequence[str] = ()
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Registered name → version and registered name → alias, each model taken under the first of
-    `aliases` it has. Raises ModelsMissing naming the model and the command that trains it."""
+    `aliases` it has. Raises ModelsMissing naming the model and the command that trains it, unless its
+    target is `optional` (then it is left out)."""
     from models.registry import version_by_alias
 
     versions: dict[str, str] = {}
@@ -190,6 +212,8 @@ def find_versions(
                 versions[name], found_under[name] = version, alias
                 break
         else:
+            if target in optional:
+                continue
             what = f"{name} model" if target in SCORING_TARGETS else name
             raise ModelsMissing(
                 f"no {what} registered (@{' or @'.join(aliases)}): run `clm train --model {target}` first"
@@ -204,15 +228,51 @@ def _download(name: str, version: str, artifact: str):
 
 
 def load_bundles(
-    config: ModelsConfig, aliases: Sequence[str] = DEFAULT_ALIASES
-) -> tuple[ModelBundle, ModelBundle, dict[str, str]]:
+    config: ModelsConfig, aliases: Sequence[str] = DEFAULT_ALIASES, *, optional: Sequence[str] = ()
+) -> tuple[ModelBundle, ModelBundle | None, dict[str, str]]:
     """The churn and upgrade models alone (what the policy job scores with before a policy exists) and
-    their described labels by target (`clm-churn/3 @champion`)."""
+    their described labels by target (`clm-churn/3 @champion`); the upgrade model None when it is
+    `optional` and not registered."""
     names = registered_names(config, SCORING_TARGETS)
-    versions, found_under = find_versions(names, aliases)
-    churn, upgrade = (load_bundle(_download(names[t], versions[names[t]], "bundle")) for t in SCORING_TARGETS)
-    labels = {t: f"{version_label(names[t], versions[names[t]])} @{found_under[names[t]]}" for t in names}
+    versions, found_under = find_versions(names, aliases, optional=optional)
+    churn, upgrade = (
+        load_bundle(_download(names[t], versions[names[t]], "bundle")) if names[t] in versions else None
+        for t in SCORING_TARGETS
+    )
+    assert churn is not None
+    labels = {
+        t: f"{version_label(names[t], versions[names[t]])} @{found_under[names[t]]}" if names[t] in versions
+        else "none"
+        for t in names
+    }  # fmt: skip
     return churn, upgrade, labels
+
+
+PRIOR_POLICY_LABEL = "catalogue priors, not registered"
+
+
+def prior_policy(
+    config: ModelsConfig, registry: Mapping[str, Feature] | None = None, *, name: str | None = None
+) -> PolicyBundle:
+    """The policy without campaign history: the config's stage rules, value parameters, catalogue and contact
+    policy, every action's effect its catalogue prior (`source = prior`)."""
+    from models.catalog import ContactPolicy, load_catalog
+    from models.uplift import UpliftModel, UpliftParams
+    from models.value import ValueParams
+
+    features = dict(registry) if registry is not None else feature_registry(config)
+    names = list(features)
+    catalog = load_catalog(config.actions)
+    priors = {a.name: {"churn": a.prior_delta_churn, "upgrade": a.prior_delta_upgrade} for a in catalog}
+    uplift = UpliftModel(UpliftParams.from_config(config.policy), priors)
+    empty = pd.DataFrame({n: pd.Series(dtype="float64") for n in names})
+    uplift.fit(empty, np.array([], dtype=object), None, {"churn": np.array([]), "upgrade": np.array([])})
+    return PolicyBundle(
+        name=name or config.models.registered_name("policy"), catalog=catalog,
+        contact=ContactPolicy.from_config(config.policy), stages_config=config.stages,
+        value=ValueParams.from_config(config.value, config.features), uplift=uplift, feature_names=names,
+        feature_version=registry_version(list(features.values())), metadata={"source": PRIOR_POLICY_LABEL},
+    )  # fmt: skip
 
 
 def load_exact_versions(
@@ -226,9 +286,16 @@ def load_exact_versions(
     """The decision models at exact versions (registered name → version), e.g. to replay a logged
     decision. Raises ValueError when the churn model and the policy were built on different features."""
     names = registered_names(config)
+    registry = registry if registry is not None else feature_registry(config)
     churn = load_bundle(_download(names["churn"], versions[names["churn"]], "bundle"))
-    upgrade = load_bundle(_download(names["upgrade"], versions[names["upgrade"]], "bundle"))
-    policy = load_policy(_download(names["policy"], versions[names["policy"]], "policy"))
+    upgrade = (
+        load_bundle(_download(names["upgrade"], versions[names["upgrade"]], "bundle"))
+        if names["upgrade"] in versions else None
+    )  # fmt: skip
+    if names["policy"] in versions:
+        policy = load_policy(_download(names["policy"], versions[names["policy"]], "policy"))
+    else:
+        policy = prior_policy(config, registry)
     if churn.feature_version != policy.feature_version:
         raise ValueError(
             f"feature versions differ: models:/{names['churn']}/{versions[names['churn']]} has "
@@ -236,8 +303,8 @@ def load_exact_versions(
             f"{policy.feature_version}"
         )
     return DecisionModels(
-        churn, upgrade, policy, {n: str(versions[n]) for n in names.values()}, alias,
-        registry if registry is not None else feature_registry(config), found_under=dict(found_under or {}),
+        churn, upgrade, policy, {n: str(versions[n]) for n in names.values() if n in versions}, alias, registry,
+        found_under=dict(found_under or {}),
     )  # fmt: skip
 
 
@@ -246,10 +313,12 @@ def load_decision_models(
     aliases: Sequence[str] = DEFAULT_ALIASES,
     *,
     registry: dict[str, Feature] | None = None,
+    optional: Sequence[str] = (),
 ) -> DecisionModels:
     """The churn and upgrade models and the policy, each under the first of `aliases` it is registered
-    with (ModelsMissing naming the one that is not)."""
-    versions, found_under = find_versions(registered_names(config), aliases)
+    with (ModelsMissing naming the one that is not). Targets in `optional` ("upgrade", "policy") may be
+    missing: no upgrade model, and the catalogue's priors for the policy."""
+    versions, found_under = find_versions(registered_names(config), aliases, optional=optional)
     return load_exact_versions(config, versions, aliases[0], found_under=found_under, registry=registry)
 
 
@@ -263,6 +332,7 @@ __all__ = [
     "load_decision_models",
     "load_exact_versions",
     "plan_budget",
+    "prior_policy",
     "probabilities",
     "version_label",
 ]

@@ -17,7 +17,7 @@ from models.frame import category_lists
 from models.metrics import classification_metrics, expected_calibration_error, slice_metrics, tenure_band
 from models.propensity import PropensityModel
 from training.baselines import fit_logistic_baseline, recency_rule_scores, rule_probability
-from training.dataset import Split
+from training.dataset import Split, validation_users
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,19 @@ def rows_for(frame: pd.DataFrame, cutoffs: Sequence[dt.date], target: str) -> pd
     return frame[frame["cutoff"].isin(set(cutoffs)) & frame[target].notna()]
 
 
+def split_rows(
+    frame: pd.DataFrame, split: Split, target: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The labelled training, validation and test rows of a split; in a single holdout, validation is
+    the held-out users' rows at the training cutoffs."""
+    test = rows_for(frame, [split.test], target)
+    if split.holdout:
+        pool = rows_for(frame, (*split.train, split.valid), target)
+        held = validation_users(pool["user_id"])
+        return pool[~held], pool[held], test
+    return rows_for(frame, split.train, target), rows_for(frame, [split.valid], target), test
+
+
 def fit_fold(
     frame: pd.DataFrame,
     split: Split,
@@ -92,9 +105,7 @@ def fit_fold(
 ) -> FoldResult:
     """Train on the split's training cutoffs, early-stop and calibrate on validation, score the test cutoff."""
     target = spec.target
-    train = rows_for(frame, split.train, target)
-    valid = rows_for(frame, [split.valid], target)
-    test = rows_for(frame, [split.test], target)
+    train, valid, test = split_rows(frame, split, target)
     y_train, y_valid = train[target].astype(float).to_numpy(), valid[target].astype(float).to_numpy()
     y_test = test[target].astype(float).to_numpy()
     model = new_model(spec, registry, train, seed, params=dict(params_override or {}))

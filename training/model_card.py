@@ -169,6 +169,8 @@ def _metric_names(tables: Iterable[Mapping[str, object]]) -> list[str]:
 
 def _metrics_section(card: Mapping[str, object]) -> list[str]:
     lines = ["## Metrics", ""]
+    if card.get("evaluation"):
+        lines += [f"Evaluation: {card['evaluation']}.", ""]
     test_metrics: Mapping[str, Mapping[str, float]] = card.get("test_metrics") or {}
     data: Mapping[str, object] = card.get("data") or {}
     if test_metrics:

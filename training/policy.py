@@ -39,6 +39,10 @@ Progress = Callable[[str], None]
 POLICY_ARTIFACT = "policy"
 
 
+class NoCampaigns(ValueError):
+    """No logged campaign to learn uplift from: decisions use the catalogue's prior effects."""
+
+
 def policy_parts(config: ModelsConfig) -> dict[str, Any]:
     """The catalog, contact policy, value and uplift parameters from the config (validated)."""
     return {
@@ -63,10 +67,10 @@ def policy_frame(
     con = connect()
     inputs = load_inputs(con, data_dir, as_of)
     if inputs.campaigns is None:
-        raise ValueError(f"{data_dir}: no campaigns.parquet — the policy learns from logged campaigns")
+        raise NoCampaigns(f"{data_dir}: no campaigns.parquet — the policy learns from logged campaigns")
     campaigns = con.to_pandas(inputs.campaigns.select("user_id", "ts", "action", "propensity"))
     if campaigns.empty:
-        raise NotEnoughHistory(f"{data_dir}: campaigns.parquet has no rows before {inputs.data_end}")
+        raise NoCampaigns(f"{data_dir}: campaigns.parquet has no rows before {inputs.data_end}")
     campaigns["cutoff"] = pd.to_datetime(campaigns["ts"], utc=True).dt.date
     if waves is not None:
         campaigns = campaigns[campaigns["cutoff"].isin(set(waves))]
@@ -259,9 +263,9 @@ def train_policy(
     """Everything `clm train --model policy` does."""
     tracking.configure(tracking.resolve_tracking_uri(project_root))
     parts = policy_parts(config)
-    churn, upgrade, scoring_models = load_bundles(config)
     progress("policy: building features at each campaign wave")
     frame, data_end = policy_frame(data_dir, config, as_of=as_of)
+    churn, upgrade, scoring_models = load_bundles(config, optional=("upgrade",))
     horizon = config.labels.horizon_days
     train_waves, test_wave = wave_split(frame, horizon + config.policy.outcome_offset_days)
     params = FeatureParams.from_config(config.features)

@@ -1,6 +1,8 @@
-"""The training job: build features and labels over monthly cutoffs, backtest, fit the final model on the
-latest split, evaluate against baselines (and the oracle on simulated data), log everything to MLflow and
-register a new version with the alias `challenger`."""
+"""The training job: build features and labels at cutoffs that fit the history (cadence and first cutoff
+from the history's length, the horizon and the feature windows), evaluate on as many backtest folds as the
+history allows (down to a single time-based holdout), fit the final model on the latest split, compare it
+with the baselines (and the oracle on simulated data), log everything to MLflow and register a new version
+with the alias `challenger`. Churn is always trained; upgrade only when its labels have both classes."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pandas as pd
 
 from features.build import LabelParams
 from features.jobs import DataDirectoryError, build_feature_tables, connect, load_inputs
-from features.registry import FeatureParams, build_registry, registry_version
+from features.registry import PLAN_CHANGE_WINDOW_DAYS, FeatureParams, build_registry, registry_version
 from models import plots
 from models.behaviour import BehaviourReport, behaviour_report
 from models.bundle import ModelBundle, bundle_from_model, load_bundle, save_bundle
@@ -28,13 +30,24 @@ from models.pyfunc import ClmPyfuncModel
 from models.registry import download_bundle
 from models.scoring import contributions, score
 from training import tracking
-from training.dataset import Split, backtest_splits, closed_cutoffs, load_training_frame, monthly_cutoffs
+from training.dataset import (
+    CutoffPlan,
+    NotEnoughHistory,
+    Split,
+    closed_cutoffs,
+    describe_evaluation,
+    evaluation_splits,
+    load_training_frame,
+    plan_cutoffs,
+)
 from training.fit import FoldResult, ModelSpec, fit_fold
 from training.model_card import render_model_card
 from training.truth import latent_stages, read_truth, truth_oracle
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
+# A target is trained only when its closed labels hold at least this many of each class (churn must be).
+MIN_LABELS_PER_CLASS = 20
 
 
 @dataclass
@@ -48,6 +61,9 @@ class TrainedTarget:
     behaviour_passed: bool
     split: Split
     scoring_cutoff: dt.date
+    evaluation: str = ""  # "3-fold backtest", "single time-based holdout"
+    folds_used: int = 0
+    baseline_backtest: dict[str, dict[str, dict[str, float]]] | None = None
 
 
 def _flat(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -84,6 +100,10 @@ class TargetFit:
     def final(self) -> FoldResult:
         return self.results[-1]
 
+    @property
+    def evaluation(self) -> str:
+        return describe_evaluation(self.folds)
+
 
 def baseline_backtests(results: Sequence[FoldResult]) -> dict[str, dict[str, dict[str, float]]]:
     """The baselines (and the oracle, on simulated data) summarised over the folds that all have them."""
@@ -104,11 +124,15 @@ def fit_target(
     truth: pd.DataFrame | None,
     progress: Progress,
     tune_trials: int = 0,
+    folds: int | None = None,
+    exact_folds: bool = False,
 ) -> TargetFit:
-    """The pure steps over a frame: split into backtest folds, tune (optionally), fit and calibrate each
-    fold against its baselines, bundle the final fold's model and run the behaviour checks. No I/O."""
+    """The pure steps over a frame: split into backtest folds (as many as the cutoffs allow up to `folds`,
+    else a single time-based holdout; exactly `folds` with `exact_folds`), tune (optionally), fit and
+    calibrate each fold against its baselines, bundle the final fold's model and run the behaviour checks."""
     seed = training.seed
-    folds = backtest_splits(closed_cutoffs(frame, spec.target), horizon_days, training.backtest_folds)
+    wanted = folds if folds is not None else training.backtest_folds
+    folds = evaluation_splits(closed_cutoffs(frame, spec.target), horizon_days, wanted, exact=exact_folds)
     oracle = truth_oracle(truth, spec.target)
     best_params: dict[str, Any] = {}
     if tune_trials:
@@ -196,6 +220,9 @@ def train_target(
     truth: pd.DataFrame | None,
     progress: Progress,
     tune_trials: int = 0,
+    folds: int | None = None,
+    exact_folds: bool = False,
+    plan: CutoffPlan | None = None,
 ) -> TrainedTarget:
     """The thin job for one target: the pure fit, the champion's comparison, then MLflow logging and
     registration of the new version as @challenger."""
@@ -204,7 +231,7 @@ def train_target(
     seed = training.seed
     fit = fit_target(
         frame, spec, registry=registry, horizon_days=horizon_days, scoring_cutoff=scoring_cutoff, training=training,
-        truth=truth, progress=progress, tune_trials=tune_trials,
+        truth=truth, progress=progress, tune_trials=tune_trials, folds=folds, exact_folds=exact_folds,
     )  # fmt: skip
     champion_backtest = champion_backtest_of(frame, fit, spec, registry, seed, progress)
     final, results, bundle, behaviour = fit.final, fit.results, fit.bundle, fit.behaviour
@@ -224,15 +251,23 @@ def train_target(
             "test": str(final.split.test),
         },
         "backtest_tests": [str(f.split.test) for f in results],
+        "evaluation": fit.evaluation,
+        "backtest_folds_used": len(results),
         "lightgbm": {k: v for k, v in final.model.params_.items() if k != "monotone_constraints"},
         "tuned": best_params,
         "config": config,
     }
+    if plan is not None:
+        run_params["cutoffs"] = {
+            "cadence": str(plan.cadence), "first_cutoff_after_days": plan.lead_days, "count": len(plan.cutoffs),
+            "first": str(plan.cutoffs[0]), "last": str(plan.cutoffs[-1]), "why": plan.chosen_because,
+        }  # fmt: skip
     with tracking.start_training_run(
         training.experiment, f"{spec.target}-{scoring_cutoff}", params=run_params,
-        tags={"clm.target": spec.target, "clm.scoring_cutoff": str(scoring_cutoff)},
+        tags={"clm.target": spec.target, "clm.scoring_cutoff": str(scoring_cutoff), "clm.evaluation": fit.evaluation},
     ) as run:  # fmt: skip
         tracking.log_metrics_flat(_flat(final.metrics), prefix="test")
+        tracking.log_metrics_flat({"backtest_folds": float(len(results))})
         tracking.log_metrics_flat({"backtest": backtest})
         tracking.log_metrics_flat({"backtest_baselines": baseline_backtest})
         if champion_backtest is not None:
@@ -245,7 +280,7 @@ def train_target(
             tracking.log_frame(final.slices, "metrics/slices.csv")
         card = render_model_card(
             _card(spec, final, results, backtest, baseline_backtest, champion_backtest, behaviour, feature_version,
-                  horizon_days, scoring_cutoff)
+                  horizon_days, scoring_cutoff, evaluation=_evaluation_text(fit.evaluation, results, plan))
         )  # fmt: skip
         tracking.log_text(card, "model_card.md")
         registered = register_bundle(
@@ -263,7 +298,23 @@ def train_target(
         behaviour_passed=behaviour.passed,
         split=final.split,
         scoring_cutoff=scoring_cutoff,
+        evaluation=fit.evaluation,
+        folds_used=len(results),
+        baseline_backtest=baseline_backtest,
     )
+
+
+def _evaluation_text(evaluation: str, results: Sequence[FoldResult], plan: CutoffPlan | None) -> str:
+    """What the metrics come from, for the model card."""
+    tests = ", ".join(str(r.split.test) for r in results)
+    text = f"{evaluation} (test cutoff{'s' if len(results) > 1 else ''} {tests}); every backtest figure is over {len(results)} fold(s)"
+    if results and results[-1].split.holdout:
+        text += (
+            "; the validation cutoff's label window overlaps the training ones, the test cutoff's does not"
+        )
+    if plan is not None:
+        text += f". Cutoffs: {plan.describe()}"
+    return text
 
 
 def register_bundle(
@@ -326,12 +377,12 @@ def _log_plots(final: FoldResult, bundle: ModelBundle, registry, sample_rows: in
 
 
 def _card(spec, final, results, backtest, baseline_backtest, champion_backtest, behaviour, feature_version,
-          horizon_days, scoring_cutoff) -> dict[str, Any]:  # fmt: skip
+          horizon_days, scoring_cutoff, evaluation: str = "") -> dict[str, Any]:  # fmt: skip
     train_rows = final.test_frame  # for positive rate on test
     gains = final.model.booster_.feature_importance(importance_type="gain")
     top = sorted(zip(final.model.feature_names, gains, strict=True), key=lambda kv: -kv[1])[:10]
     limitations = [
-        "Features are computed at monthly cutoffs; behaviour between cutoffs is only seen at the next one.",
+        "Features are computed at cutoffs; behaviour between cutoffs is only seen at the next one.",
         "Calibration is fitted on a single validation cutoff; drift after it is not corrected.",
     ]
     return {
@@ -354,19 +405,46 @@ def _card(spec, final, results, backtest, baseline_backtest, champion_backtest, 
         "top_features": top,
         "limitations": limitations,
         "folds": [str(r.split.test) for r in results],
+        "evaluation": evaluation,
     }
 
 
-def training_frame(
+def history_lead_days(params: FeatureParams, event_types: Sequence[str]) -> tuple[int, str]:
+    """How much history the first cutoff needs: the longest window a feature reads that the data can fill —
+    the trailing windows, the trend's two halves, and the plan-change window only when plan changes occur."""
+    needs = {f"features over {max(params.windows_days)} days": max(params.windows_days),
+             f"the {params.trend_window_days}-day trend against the {params.trend_window_days} days before": 2 * params.trend_window_days}  # fmt: skip
+    if set(params.plan_change_event_types) & set(event_types):
+        needs[f"plan changes over {PLAN_CHANGE_WINDOW_DAYS} days"] = PLAN_CHANGE_WINDOW_DAYS
+    reason, days = max(needs.items(), key=lambda kv: kv[1])
+    return days, f"the longest feature window: {reason}"
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The training frame (features joined to labels at the planned cutoffs), the data's end (the cutoff
+    the models are meant for), the cutoff plan and what the output should say about the data."""
+
+    frame: pd.DataFrame
+    data_end: dt.date
+    plan: CutoffPlan
+    notes: list[str]
+
+
+def training_data(
     data_dir: Path,
     config: ModelsConfig,
     labels: LabelParams,
     *,
     as_of: dt.date | None = None,
+    cadence: str | int | None = None,
+    folds: int | None = None,
+    exact_folds: bool = False,
     progress: Progress = lambda message: None,
-) -> tuple[pd.DataFrame, dt.date]:
-    """Features joined to labels at the first of each month (from `first_cutoff_after_days` after the
-    first event up to the data's end or `as_of`), and that end: the cutoff the models are meant for."""
+) -> TrainingData:
+    """Features joined to labels at the cutoffs `plan_cutoffs` chooses from the history (from the first
+    event up to the data's end or `as_of`), with the plan and notes about the data."""
+    training = config.training
     con = connect()
     inputs = load_inputs(con, data_dir, as_of)
     first_event = con.to_pyarrow(inputs.events.ts.min()).as_py()
@@ -377,16 +455,116 @@ def training_frame(
         raise DataDirectoryError(
             f"{data_dir}: no events before the as-of date {as_of}; the first event is on {data_start.date()}"
         )
-    first = first_event.date()
-    cutoffs = monthly_cutoffs(first, inputs.data_end, config.training.first_cutoff_after_days)
-    if not cutoffs:
-        raise ValueError(f"{data_dir}: not enough history for a monthly cutoff before {inputs.data_end}")
-    progress(f"building features and labels at {len(cutoffs)} monthly cutoffs ({cutoffs[0]}..{cutoffs[-1]})")
     params = FeatureParams.from_config(config.features)
+    event_types = con.to_pyarrow(inputs.events.select("event_type").distinct()).column(0).to_pylist()
+    configured_lead = training.first_cutoff_after_days
+    if configured_lead == "auto":
+        lead_days, lead_reason = history_lead_days(params, event_types)
+    else:
+        lead_days, lead_reason = int(configured_lead), "training.first_cutoff_after_days"
+    plan = plan_cutoffs(
+        first_event.date(), inputs.data_end, horizon_days=labels.horizon_days, lead_days=lead_days,
+        lead_reason=lead_reason, cadence=cadence if cadence is not None else training.cutoff_cadence,
+        folds=folds if folds is not None else training.backtest_folds, exact_folds=exact_folds,
+    )  # fmt: skip
+    notes = [f"cutoffs: {plan.describe()}"]
+    notes += _start_notes(con, inputs)
+    progress(
+        f"building features and labels at {len(plan.cutoffs)} cutoffs ({plan.cutoffs[0]}..{plan.cutoffs[-1]})"
+    )
     with tempfile.TemporaryDirectory(prefix="clm-train-") as tmp:
-        summary = build_feature_tables(data_dir, cutoffs, Path(tmp), params=params, label_params=labels, as_of=as_of,
-                                       con=con)  # fmt: skip
-        return load_training_frame(summary.features_path, summary.labels_path), inputs.data_end
+        summary = build_feature_tables(data_dir, plan.cutoffs, Path(tmp), params=params, label_params=labels,
+                                       as_of=as_of, con=con)  # fmt: skip
+        frame = load_training_frame(summary.features_path, summary.labels_path)
+    return TrainingData(frame, inputs.data_end, plan, notes)
+
+
+def _start_notes(con: Any, inputs: Any) -> list[str]:
+    """How users' start dates are known: signup dates, or their first event where there is none."""
+    if inputs.users is None:
+        return ["no users input: every user begins at their first event"]
+    missing = int(con.to_pyarrow(inputs.users.signup_ts.isnull().sum()).as_py() or 0)
+    if missing:
+        return [f"{missing:,} users have no signup_ts: they begin at their first event"]
+    return []
+
+
+def training_frame(
+    data_dir: Path,
+    config: ModelsConfig,
+    labels: LabelParams,
+    *,
+    as_of: dt.date | None = None,
+    progress: Progress = lambda message: None,
+) -> tuple[pd.DataFrame, dt.date]:
+    """The training frame and the data's end (see `training_data`)."""
+    data = training_data(data_dir, config, labels, as_of=as_of, progress=progress)
+    return data.frame, data.data_end
+
+
+@dataclass
+class TrainingReport:
+    """What `clm train` did for the scoring models: one result per trained target, the cutoff plan, notes
+    about the data and the targets left out with the reason."""
+
+    results: list[TrainedTarget]
+    plan: CutoffPlan
+    notes: list[str]
+    skipped: dict[str, str]
+
+
+def label_counts(frame: pd.DataFrame, target: str) -> tuple[int, int]:
+    """Negative and positive closed labels of a target in the frame."""
+    known = frame[target].dropna().astype(bool)
+    return int((~known).sum()), int(known.sum())
+
+
+def train_run(
+    data_dir: Path,
+    targets: Sequence[str],
+    *,
+    config: ModelsConfig,
+    project_root: Path,
+    as_of: dt.date | None = None,
+    horizon_days: int | None = None,
+    truth_dir: Path | None = None,
+    tune_trials: int = 0,
+    folds: int | None = None,
+    cadence: str | int | None = None,
+    progress: Progress = lambda message: None,
+) -> TrainingReport:
+    """Everything `clm train` does for the scoring models. `folds` asks for exactly that many backtest
+    folds (otherwise as many as the history allows, up to the config's); churn must have both label
+    classes, other targets are left out (and say why) when theirs do not."""
+    params = FeatureParams.from_config(config.features)
+    labels = LabelParams.from_config(config.labels, horizon_days=horizon_days)
+    horizon = labels.horizon_days
+    tracking.configure(tracking.resolve_tracking_uri(project_root))
+    data = training_data(data_dir, config, labels, as_of=as_of, cadence=cadence, folds=folds,
+                         exact_folds=folds is not None, progress=progress)  # fmt: skip
+    frame = data.frame
+    truth = read_truth(truth_dir)
+    stages = latent_stages(truth)
+    if stages is not None:
+        frame = frame.merge(stages, on=["user_id", "cutoff"], how="left")
+    results, skipped = [], {}
+    for target in targets:
+        negatives, positives = label_counts(frame, target)
+        if min(negatives, positives) < MIN_LABELS_PER_CLASS:
+            why = (f"{positives:,} positive and {negatives:,} negative closed labels at the training cutoffs "
+                   f"(at least {MIN_LABELS_PER_CLASS} of each are needed)")  # fmt: skip
+            if target == "churn" or len(targets) == 1:
+                raise NotEnoughHistory(f"{target}: {why}")
+            skipped[target] = why
+            progress(f"{target}: left out — {why}")
+            continue
+        spec = ModelSpec.from_config(target, config.models.propensity(target))
+        results.append(
+            train_target(frame, spec, params=params, horizon_days=horizon, scoring_cutoff=data.data_end,
+                         config=config, truth=truth, progress=progress, tune_trials=tune_trials, folds=folds,
+                         exact_folds=folds is not None, plan=data.plan)
+        )  # fmt: skip
+    return TrainingReport(results, data.plan, data.notes, skipped)
 
 
 def train(
@@ -401,24 +579,11 @@ def train(
     tune_trials: int = 0,
     progress: Progress = lambda message: None,
 ) -> list[TrainedTarget]:
-    """Everything `clm train` does; returns one summary per target."""
-    params = FeatureParams.from_config(config.features)
-    labels = LabelParams.from_config(config.labels, horizon_days=horizon_days)
-    horizon = labels.horizon_days
-    tracking.configure(tracking.resolve_tracking_uri(project_root))
-    frame, data_end = training_frame(data_dir, config, labels, as_of=as_of, progress=progress)
-    truth = read_truth(truth_dir)
-    stages = latent_stages(truth)
-    if stages is not None:
-        frame = frame.merge(stages, on=["user_id", "cutoff"], how="left")
-    results = []
-    for target in targets:
-        spec = ModelSpec.from_config(target, config.models.propensity(target))
-        results.append(
-            train_target(frame, spec, params=params, horizon_days=horizon, scoring_cutoff=data_end, config=config,
-                         truth=truth, progress=progress, tune_trials=tune_trials)
-        )  # fmt: skip
-    return results
+    """The trained targets of `train_run` (the demo's and the tests' entry point)."""
+    return train_run(
+        data_dir, targets, config=config, project_root=project_root, as_of=as_of, horizon_days=horizon_days,
+        truth_dir=truth_dir, tune_trials=tune_trials, progress=progress,
+    ).results  # fmt: skip
 
 
 def summary_json(results: Sequence[TrainedTarget]) -> str:
@@ -427,7 +592,9 @@ def summary_json(results: Sequence[TrainedTarget]) -> str:
             {
                 "target": r.target, "model": r.registered_name, "version": r.version, "run_id": r.run_id,
                 "test": r.test_metrics, "backtest": r.backtest, "behaviour_passed": r.behaviour_passed,
-                "scoring_cutoff": str(r.scoring_cutoff),
+                "scoring_cutoff": str(r.scoring_cutoff), "evaluation": r.evaluation,
+                "backtest_folds": r.folds_used,
+                "backtest_baselines": r.baseline_backtest,
             }
             for r in results
         ],

@@ -131,6 +131,10 @@ def ingest(
         return
     console = Console()
     console.print(_summary_table(counts))
+    for count in counts.values():
+        note = count.start_note()
+        if note:
+            console.print(f"{count.input}: {note}", soft_wrap=True, highlight=False, markup=False)
     console.print(
         f"wrote {out} (rejected and duplicate rows with their reasons: {out / REJECTS_FILE})",
         soft_wrap=True,

@@ -40,6 +40,11 @@ class ScorableTarget(StrEnum):
     upgrade = "upgrade"
 
 
+def _folds_text(backtest: dict) -> str:
+    n = int(backtest["roc_auc"]["n"])
+    return f"{n} fold{'s' if n != 1 else ''}"
+
+
 def _fmt(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
@@ -56,16 +61,34 @@ def train(
         Path | None,
         typer.Option("--truth", help="Simulator truth directory (default: DATA/truth when present)."),
     ] = None,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            "--folds",
+            min=1,
+            help="Exactly this many backtest folds (default: as many as the history "
+            "allows, up to training.backtest_folds, else a single time-based holdout).",
+        ),
+    ] = None,
+    cadence: Annotated[
+        str | None,
+        typer.Option(
+            "--cadence",
+            help="Cutoff cadence: daily, weekly, monthly, a number of days, or auto "
+            "(default: training.cutoff_cadence).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Train, backtest and register the churn/upgrade models and the policy (alias @challenger)."""
+    """Train, backtest and register the churn/upgrade models and the policy (alias @challenger). Churn is
+    always trained; upgrade when its labels have both classes; the policy when campaigns were logged."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from clm.settings import Settings
+    from features.cutoffs import CutoffSpecError, parse_cadence
     from features.jobs import DataDirectoryError
     from training.dataset import NotEnoughHistory
-    from training.train import summary_json
-    from training.train import train as run_training
+    from training.train import summary_json, train_run
 
     settings = Settings()
     config = load_config(settings.config)
@@ -73,12 +96,20 @@ def train(
     with_policy = "policy" in targets or model is Target.all
     targets = [t for t in targets if t != "policy"]
     truth_dir = truth or (data / "truth" if (data / "truth").exists() else None)
+    if cadence is not None and cadence.strip().lower() != "auto":
+        try:
+            cadence = parse_cadence(cadence)
+        except CutoffSpecError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--cadence") from exc
     console = Console(stderr=True)
-    folds = config.training.backtest_folds
+    planned_folds = folds or config.training.backtest_folds
+    explicit_policy = model is Target.policy
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("training", total=1 + len(targets) * (folds + 1) + (4 if with_policy else 0))
+            task = bar.add_task(
+                "training", total=1 + len(targets) * (planned_folds + 1) + (4 if with_policy else 0)
+            )
 
             def step(message: str) -> None:
                 # each message starts a step and closes the previous one; optional steps (tuning, the
@@ -87,32 +118,53 @@ def train(
                 done = current.completed + (1 if current.description != "training" else 0)
                 bar.update(task, description=message, completed=done, total=max(current.total or 0, done + 1))
 
-            results = []
+            results, report = [], None
             if targets:
-                results = run_training(
+                report = train_run(
                     data, targets, config=config, project_root=Path.cwd(), as_of=date_option(as_of, "--as-of"),
-                    horizon_days=horizon_days, truth_dir=truth_dir, tune_trials=tune, progress=step,
+                    horizon_days=horizon_days, truth_dir=truth_dir, tune_trials=tune, folds=folds, cadence=cadence,
+                    progress=step,
                 )  # fmt: skip
-            policy_result = None
+                results = report.results
+            policy_result, policy_note = None, None
             if with_policy:
-                from training.policy import train_policy
+                from training.policy import NoCampaigns, train_policy
 
-                policy_result = train_policy(
-                    data, config=config, project_root=Path.cwd(), as_of=date_option(as_of, "--as-of"),
-                    truth_dir=truth_dir, progress=step,
-                )  # fmt: skip
+                try:
+                    policy_result = train_policy(
+                        data, config=config, project_root=Path.cwd(), as_of=date_option(as_of, "--as-of"),
+                        truth_dir=truth_dir, progress=step,
+                    )  # fmt: skip
+                except NoCampaigns as exc:
+                    if explicit_policy:
+                        raise
+                    policy_note = (f"policy: not trained — {exc}; `clm score` decides with the action catalogue's "
+                                   "prior effects ([actions.*] prior_delta_*) until campaigns are logged")  # fmt: skip
     except (DataDirectoryError, NotEnoughHistory, ValueError) as exc:
         typer.echo(f"clm train: {exc}", err=True)
         raise typer.Exit(2) from exc
+    notes = list(report.notes) if report is not None else []
+    if report is not None:
+        notes += [f"{target}: not trained — {why}" for target, why in report.skipped.items()]
+    if policy_note:
+        notes.append(policy_note)
     if as_json:
         summary = json.loads(summary_json(results))
         if policy_result is not None:
             from training.policy import policy_summary
 
             summary.append(policy_summary(policy_result))
+        if report is not None:
+            summary.append({"target": "notes", "notes": notes, "skipped": report.skipped,
+                            "cutoff_cadence": str(report.plan.cadence), "cutoffs": len(report.plan.cutoffs),
+                            "first_cutoff_after_days": report.plan.lead_days})  # fmt: skip
+        elif policy_note:
+            summary.append({"target": "notes", "notes": notes})
         typer.echo(json.dumps(summary, default=float))
         return
     out = Console()
+    for note in notes:
+        out.print(note, markup=False, highlight=False)
     if policy_result is not None:
         from clm.commands.policy import print_trained_policy
 
@@ -138,7 +190,17 @@ def train(
             )
         out.print(table)
         model_metrics = r.test_metrics["model"]
-        extras = [f"backtest ROC AUC {r.backtest['roc_auc']['mean']:.3f} ± {r.backtest['roc_auc']['std']:.3f} over {int(r.backtest['roc_auc']['n'])} folds",
+        baselines = r.baseline_backtest or {}
+        comparison = [f"model {_fmt(r.backtest['roc_auc']['mean'])}"] + [
+            f"{name} {_fmt(baselines[name]['roc_auc']['mean'])}"
+            for name in ("logistic", "recency_rule", "oracle")
+            if name in baselines
+        ]
+        out.print(
+            f"  evaluation: {r.evaluation}; mean ROC AUC over {_folds_text(r.backtest)}: {', '.join(comparison)}",
+            markup=False, highlight=False,
+        )  # fmt: skip
+        extras = [f"backtest ROC AUC {r.backtest['roc_auc']['mean']:.3f} ± {_fmt(r.backtest['roc_auc']['std'])} over {_folds_text(r.backtest)}",
                   f"ECE {model_metrics['ece_before_calibration']:.3f} → {model_metrics['ece']:.3f} after calibration",
                   f"behaviour checks {'passed' if r.behaviour_passed else 'FAILED'}",
                   f"scoring cutoff {r.scoring_cutoff}"]  # fmt: skip
@@ -186,10 +248,11 @@ def evaluate(
     """Evaluate a registered model version on the data's latest backtest folds."""
     from clm.settings import Settings
     from features.build import LabelParams
+    from features.jobs import DataDirectoryError
     from models.bundle import load_bundle
     from models.registry import download_bundle
     from training import tracking
-    from training.dataset import backtest_splits, closed_cutoffs
+    from training.dataset import NotEnoughHistory, closed_cutoffs, describe_evaluation, evaluation_splits
     from training.train import evaluate_bundle_on_folds, training_frame
 
     settings = Settings()
@@ -207,21 +270,31 @@ def evaluate(
         typer.echo(f"clm evaluate: cannot load {uri}: {exc}", err=True)
         raise typer.Exit(2) from exc
     labels = LabelParams.from_config(config.labels, horizon_days=bundle.horizon_days)
-    frame, _ = training_frame(data, config, labels)
-    folds = backtest_splits(
-        closed_cutoffs(frame, bundle.target), bundle.horizon_days, config.training.backtest_folds
-    )
+    try:
+        frame, _ = training_frame(data, config, labels)
+        folds = evaluation_splits(
+            closed_cutoffs(frame, bundle.target), bundle.horizon_days, config.training.backtest_folds
+        )
+    except (DataDirectoryError, NotEnoughHistory) as exc:
+        typer.echo(f"clm evaluate: {exc}", err=True)
+        raise typer.Exit(2) from exc
     result = evaluate_bundle_on_folds(bundle, frame, folds)
     if as_json:
-        typer.echo(json.dumps({"model": uri, "backtest": result}, default=float))
+        typer.echo(
+            json.dumps(
+                {"model": uri, "evaluation": describe_evaluation(folds), "backtest": result}, default=float
+            )
+        )
         return
     table = Table(
-        title=f"{uri} on {data} — backtest over test cutoffs {', '.join(str(f.test) for f in folds)}"
+        title=f"{uri} on {data} — {describe_evaluation(folds)} over test cutoffs {', '.join(str(f.test) for f in folds)}"
     )
-    for column in ("metric", "mean", "std", "min", "max"):
+    for column in ("metric", "mean", "std", "min", "max", "folds"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for metric, values in result.items():
-        table.add_row(metric, *(_fmt(values.get(k)) for k in ("mean", "std", "min", "max")))
+        table.add_row(
+            metric, *(_fmt(values.get(k)) for k in ("mean", "std", "min", "max")), str(int(values["n"]))
+        )
     Console().print(table)
 
 
@@ -243,7 +316,8 @@ def score(
     seed: Annotated[int, typer.Option("--seed", help="Seed for the exploration draws.")] = 0,
 ) -> None:
     """Stage, churn and upgrade probability, CLV and the next best action for every user known before the
-    date, with the @champion models and policy."""
+    date, with the @champion models and policy. Only the churn model is required: without an upgrade model
+    the upgrade probability is blank, without a policy the catalogue's prior effects value the actions."""
     import numpy as np
     import pandas as pd
 
@@ -260,7 +334,7 @@ def score(
     day = date_option(as_of, "--as-of")
     assert day is not None
     try:
-        models = load_decision_models(config, aliases=("champion",))
+        models = load_decision_models(config, aliases=("champion",), optional=("upgrade", "policy"))
     except ModelsMissing as exc:
         typer.echo(f"clm score: {exc} (and `clm promote` to make it @champion)", err=True)
         raise typer.Exit(2) from exc
@@ -269,6 +343,8 @@ def score(
     except (DataDirectoryError, ValueError) as exc:
         typer.echo(f"clm score: {exc}", err=True)
         raise typer.Exit(2) from exc
+    for note in models.missing_notes():
+        typer.echo(note)
     decided = models.decide(
         frame, budget=budget, budget_method=config.policy.budget_method,
         rng=np.random.default_rng(seed) if explore and budget is None else None,

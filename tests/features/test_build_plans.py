@@ -49,3 +49,34 @@ def test_a_total_only_a_new_feature_reads_is_computed(
     assert table.loc[0, "login_count_60d_extra"] == 2
     assert table.loc[0, "login_count_total"] == 3
     assert table.loc[0, "login_count_7d"] == 1
+
+
+@pytest.mark.parametrize("single_pass_max_cutoffs", [12, 0], ids=["single pass", "running totals"])
+def test_purchase_cycle_features_on_both_plans(
+    monkeypatch: pytest.MonkeyPatch, single_pass_max_cutoffs: int
+) -> None:
+    """Purchases on days 0, 0 (twice that day), 10 and 30 of a user's life, scored 40 days after the first:
+    T = 40, span 30, 2 repeat purchase days, mean gap 15, overdue 10 / 15."""
+    monkeypatch.setattr(build, "SINGLE_PASS_MAX_CUTOFFS", single_pass_max_cutoffs)
+    first = pd.Timestamp("2025-01-01 09:00", tz="UTC")
+    days = [0, 0, 10, 30]
+    events = ibis.memtable(
+        pd.DataFrame(
+            {
+                "user_id": ["a"] * 4 + ["b", "b"],
+                "ts": [first + pd.Timedelta(days=d, hours=i) for i, d in enumerate(days)]
+                + [first, first + pd.Timedelta(days=35)],
+                "event_type": ["purchase"] * 4 + ["login", "login"],
+                "amount": [5.0, 1.0, 5.0, 5.0, None, None],
+            }
+        )
+    )
+    table = build.build_features(events, [dt.date(2025, 2, 10)]).execute().set_index("user_id")
+    a = table.loc["a"]
+    assert a["days_since_first_purchase"] == 40
+    assert a["purchase_span_days"] == 30
+    assert a["repeat_purchase_days"] == 2
+    assert a["purchase_gap_mean_days"] == 15
+    assert a["purchase_overdue_ratio"] == pytest.approx(10 / 15)
+    assert a["purchase_days_per_30d"] == pytest.approx(30 * 3 / 40)
+    assert table.loc["b", ["days_since_first_purchase", "repeat_purchase_days"]].isna().all()

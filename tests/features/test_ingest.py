@@ -85,7 +85,6 @@ REASON_CASES = [
         IngestOptions(timezone="Europe/Berlin"),
     ),
     ("events", EVENT_HEADER, "u2,2024-01-01T10:00:00Z,login,,,surplus", "malformed_row", None),
-    ("users", USER_HEADER, "u2,,free,ads,DE", "missing_signup_ts", None),
     ("users", USER_HEADER, "u2,31/12/2023,free,ads,DE", "unparseable_signup_ts", None),
     ("users", USER_HEADER, "u1,2023-06-01T00:00:00Z,pro,seo,FR", "conflicting_user_id", None),
     ("subscriptions", SUBSCRIPTION_HEADER, "u2,,2024-01-01T00:00:00Z,,9.99", "missing_plan", None),
