@@ -85,6 +85,7 @@ class LabelsSection(Section):
 
 class SimulationSection(Section):
     horizon_days: PositiveInt
+    value_horizon_months: PositiveInt
 
 
 class TrainingSection(Section):
