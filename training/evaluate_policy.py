@@ -246,7 +246,7 @@ def feature_oracle_choice(
     fold = np.random.default_rng(seed).integers(0, 2, len(frame))
     predicted = np.full(true_value.shape, -np.inf)
     params = {"objective": "regression", "num_leaves": 15, "learning_rate": 0.05, "min_data_in_leaf": 50,
-              "verbosity": -1, "num_threads": 2, "seed": seed}  # fmt: skip
+              "verbosity": -1, "num_threads": 1, "seed": seed}  # fmt: skip
     for a in range(true_value.shape[1]):
         for f in (0, 1):
             train = (fold != f) & allowed[:, a]
@@ -336,7 +336,7 @@ def restricted_oracle_scores(
     fold = np.random.default_rng(seed).integers(0, folds, len(matrix))
     predicted = np.full(value.shape, -np.inf)
     params = {"objective": "regression", "num_leaves": 15, "learning_rate": 0.05, "min_data_in_leaf": 50,
-              "verbosity": -1, "num_threads": 2, "seed": seed}  # fmt: skip
+              "verbosity": -1, "num_threads": 1, "seed": seed}  # fmt: skip
     for a in range(value.shape[1]):
         for f in range(folds):
             train = (fold != f) & allowed[:, a] & np.isfinite(value[:, a])
