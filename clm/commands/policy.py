@@ -32,10 +32,21 @@ def _per_user(value: float | None, digits: int = 2) -> str:
     )
 
 
+SHORT_LABELS = {
+    "clm": "clm",
+    "no_action": "no action",
+    "random": "random eligible",
+    "stage_playbook": "stage playbook",
+    "top_risk_discount": "top-risk → discount",
+    "oracle": "oracle",
+    "restricted_oracle": "restricted oracle",
+}
+
+
 def margin_table(evaluation: Any) -> Table:
     """Every policy valued by the simulator's true margin (cost subtracted), per user, with the old
     CLV-valued figure beside it as a secondary column."""
-    from training.evaluate_policy import MARGIN_LABELS, MARGIN_POLICIES
+    from training.evaluate_policy import MARGIN_POLICIES
 
     m = evaluation.margin
     title = (
@@ -44,9 +55,13 @@ def margin_table(evaluation: Any) -> Table:
     )
     if evaluation.in_sample:
         title += " (IN-SAMPLE wave)"
-    table = Table(title=title)
-    columns = ("policy", "true value / user ± SE", "clm − policy (SE)", "contacts / 1,000", "cost / user",
-               "÷ oracle", "÷ restricted oracle", "old: CLV-valued / user")  # fmt: skip
+    table = Table(
+        title=title,
+        caption="oracle: each user's allowed action with the largest true value, if positive; restricted oracle: "
+        "the same from a cross-fitted model of that value on our features; old: valued with our own CLV",
+    )
+    columns = ("policy", "value/user ± SE", "clm − it (SE)", "contacts/1k", "cost/user", "÷ oracle",
+               "÷ restricted", "old: CLV/user")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column == "policy" else "right")
     oracle, restricted = m.mean.get("oracle"), m.mean.get("restricted_oracle")
@@ -55,7 +70,7 @@ def margin_table(evaluation: Any) -> Table:
         clv = evaluation.value_per_1000.get(name) if name in evaluation.value_per_1000 else None
         gap = None if name == "clm" else m.mean["clm"] - value
         table.add_row(
-            MARGIN_LABELS[name], f"{_per_user(value)} ± {_per_user(m.se.get(name))}",
+            SHORT_LABELS[name], f"{_per_user(value)} ± {_per_user(m.se.get(name))}",
             "" if gap is None else f"{gap:+.2f} ({_per_user(m.difference_se.get(name))})",
             format_money(m.contacts_per_1000.get(name)), _per_user(m.cost_per_user.get(name)),
             _num(value / oracle if oracle else None, 2), _num(value / restricted if restricted else None, 2),
