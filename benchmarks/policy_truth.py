@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import os
 import shutil
 import sys
@@ -133,6 +134,10 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="Keep the worlds and MLflow stores.")
     parser.add_argument("--timing-repeats", type=int, default=1, help="0 skips the simulation timing.")
     args = parser.parse_args()
+    # MLflow's INFO lines and download bars would bury the figures; its warnings still show
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     config = load_config()
     out = args.out or Path(tempfile.mkdtemp(prefix="clm-policy-truth-"))
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
