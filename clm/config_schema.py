@@ -61,6 +61,7 @@ __all__ = [
 
 class SimulationSection(Section):
     horizon_days: PositiveInt
+    value_horizon_months: PositiveInt
 
 
 class ClmConfig(Section):

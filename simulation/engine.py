@@ -27,13 +27,23 @@ from simulation.params import (
     STAGES,
     SimulationParams,
 )
-from simulation.truth import adjusted_transition_probabilities, horizon_probabilities
+from simulation.truth import (
+    Economy,
+    Laws,
+    MarginParams,
+    adjusted_transition_probabilities,
+    expected_margins,
+    horizon_probabilities,
+)
 from simulation.world import (
     TRANSITIONS,
     action_log_effects,
+    activity_base,
     base_transition_probabilities,
     base_upgrade_probability,
     draw_population,
+    purchase_median,
+    purchase_probability,
 )
 
 SECONDS_PER_DAY = 86_400
@@ -45,6 +55,8 @@ _TARGETS = np.array([t[1] for t in TRANSITIONS], dtype=np.int8)
 
 ProgressCallback = Callable[[int, int], None]
 EffectsSink = Callable[[pa.Table], None]
+# Users per block of the margin truth: bounds its memory (about 2 KB per user) at any world size.
+MARGIN_BLOCK_USERS = 20_000
 
 
 @dataclass
@@ -118,11 +130,15 @@ def simulate_world(
     params: SimulationParams | None = None,
     on_effects: EffectsSink | None = None,
     progress: ProgressCallback | None = None,
+    on_margins: EffectsSink | None = None,
+    value_truth: MarginParams | None = None,
 ) -> SimulatedWorld:
     """Simulate `n_users` over `days` days from `start`; deterministic for a given `seed`.
 
     `on_effects` receives, for each truth cutoff, a table of the true effect of every action for every
-    user known then (it can be large, so it is streamed rather than kept).
+    user known then (it can be large, so it is streamed rather than kept); `on_margins` the true expected
+    discounted margin over the value horizon (`value_truth`) without a contact and each action's
+    increment on it (`margin_table`).
     """
     params = params or SimulationParams()
     if n_users < 1 or days < 1:
@@ -193,6 +209,12 @@ def simulate_world(
             snapshots.append((cutoff, day, known, stage[known].copy(), *truth[:2]))
             if on_effects is not None:
                 on_effects(_effects_table(ids, known, cutoff, truth[3]))
+            if on_margins is not None:
+                baseline, incremental = _margins_at_cutoff(
+                    known, stage, stage_since, plan, pop, base_probabilities, effect_churn, effect_upgrade,
+                    effect_return, effect_until, day, (weekday0 + day) % 7, params, value_truth or MarginParams(),
+                )  # fmt: skip
+                on_margins(margin_table(ids, known, cutoff, baseline, incremental))
 
         # 3. a campaign wave: eligible users by observable rules, 20 % contacted at random
         if day in wave_days:
@@ -274,7 +296,7 @@ def simulate_world(
         # 7. activity of alive users
         weekend = (weekday0 + day) % 7 >= 5
         st = stage[alive]
-        active_p = params.active_base * pop.engagement[alive] * np.asarray(params.active_stage)[st]
+        active_p = activity_base(pop.engagement[alive], st, params)
         decay = np.where(
             st == DECLINING, np.exp(-(day - stage_since[alive]) / params.decline_decay_days), 1.0
         )
@@ -327,17 +349,11 @@ def _emit_activity(active, day_start, stage, plan, pop, signup_seconds, day, rng
             type=np.full(len(users), _EVENT["feature_use"]),
             amount=np.full(len(users), np.nan),
         )
-    buy_p = (params.purchase_base + params.purchase_price * (1 - pop.price_sensitivity[active])) * np.asarray(
-        params.purchase_plan
-    )[plan[active]]
+    buy_p = purchase_probability(pop.price_sensitivity[active], plan[active], params)
     buyers_mask = rng.random(len(active)) < buy_p
     buyers = active[buyers_mask]
     if len(buyers):
-        median = (
-            params.amount_median
-            * (1.5 - pop.price_sensitivity[buyers])
-            * np.asarray(params.purchase_plan)[plan[buyers]]
-        )
+        median = purchase_median(pop.price_sensitivity[buyers], plan[buyers], params)
         amount = np.round(rng.lognormal(np.log(median), params.amount_sd), 2)
         ts = first[buyers_mask] + rng.integers(1, 3600, len(buyers))
         events.add(user=buyers, ts=ts, type=np.full(len(buyers), _EVENT["purchase"]), amount=amount)
@@ -410,6 +426,91 @@ def _truth_at_cutoff(known, stage, plan, pop, base, effect_churn, effect_upgrade
         )
         deltas.append((pc - p_churn, pu - p_upgrade))
     return p_churn, p_upgrade, days_left, deltas
+
+
+def _margins_at_cutoff(known, stage, stage_since, plan, pop, base, effect_churn, effect_upgrade, effect_return,
+                       effect_until, day, weekday, params, value_truth):  # fmt: skip
+    """The expected discounted margin over the value horizon of `known` users without a new contact (any
+    effect still running plays out) and with each action (its effect replaces a running one for
+    `effect_days`), no further contact after it: the baseline (n,) and each action's increment (A, n)."""
+    baseline = np.empty(len(known))
+    incremental = np.empty((len(ACTIONS), len(known)))
+    for lo in range(0, len(known), MARGIN_BLOCK_USERS):
+        block = known[lo : lo + MARGIN_BLOCK_USERS]
+        sub = pop.take(block)
+        st = stage[block].astype(np.int64)
+        base_k = base[block]
+        upgrade_by_plan = np.stack(
+            [base_upgrade_probability(sub, np.full(len(block), p), params) for p in range(len(PLANS))]
+        ).transpose(0, 2, 1)[:, :, None, :]  # (plan, stage, 1, n)
+        ongoing = Laws(
+            adjusted_transition_probabilities(base_k, effect_churn[block], effect_return[block]).T[
+                :, None, :
+            ],
+            upgrade_by_plan * np.exp(effect_upgrade[block]),
+        )
+        transitions, upgrades = [], []
+        for action in ACTIONS:
+            churn_fx, upgrade_fx, return_fx = action_log_effects(action, sub, params)
+            transitions.append(adjusted_transition_probabilities(base_k, churn_fx, return_fx).T)
+            upgrades.append(upgrade_by_plan[:, :, 0] * np.exp(upgrade_fx))
+        contacted = Laws(np.stack(transitions, axis=1), np.stack(upgrades, axis=2))
+        after = Laws(base_k.T[:, None, :], upgrade_by_plan)
+        ongoing_days = np.maximum(effect_until[block] - day, 0)[None, :]
+        fresh_days = np.full((len(ACTIONS), len(block)), params.effect_days)
+        decayed_start = np.where(
+            st == DECLINING, np.exp(-(day - 1 - stage_since[block]) / params.decline_decay_days), 0.0
+        )
+        without, contacts = expected_margins(
+            st, plan[block].astype(np.int64), decayed_start, [(ongoing, ongoing_days), (contacted, fresh_days)],
+            after, _economy(sub, params), value_truth, weekday,
+        )  # fmt: skip
+        baseline[lo : lo + len(block)] = without[0]
+        incremental[:, lo : lo + len(block)] = contacts - without[0]
+    return baseline, incremental
+
+
+def _economy(sub, params: SimulationParams) -> Economy:
+    """Activity and spending laws of the users in `sub`, as the day loop applies them."""
+    n = sub.size
+    stages = np.arange(len(STAGES))
+    weekday = np.minimum(activity_base(sub.engagement[None, :], stages[:, None], params), 0.95)
+    weekend = np.minimum(
+        activity_base(sub.engagement[None, :], stages[:, None], params) * params.weekend_factor, 0.95
+    )
+    mean_amount = np.exp(params.amount_sd**2 / 2)
+    spend = np.stack(
+        [
+            purchase_probability(sub.price_sensitivity, np.full(n, p), params)
+            * purchase_median(sub.price_sensitivity, np.full(n, p), params)
+            * mean_amount
+            for p in range(len(PLANS))
+        ]
+    )
+    return Economy(
+        downgrade=(params.downgrade_declining * sub.price_sensitivity)[None, :],
+        activity=np.stack([weekday, weekend])[:, :, None, :],
+        spend=spend[:, None, :],
+        price=np.asarray(PLAN_PRICES) / 30.0,
+        decline_decay=float(np.exp(-1.0 / params.decline_decay_days)),
+    )
+
+
+def margin_table(
+    ids: pa.Array, known: np.ndarray, cutoff: dt.date, baseline: np.ndarray, incremental: np.ndarray
+) -> pa.Table:
+    """One row per (user, action), `no_action` first with an increment of exactly 0."""
+    n = len(known)
+    names = (NO_ACTION, *ACTIONS)
+    return pa.table(
+        {
+            "user_id": ids.take(pa.array(np.tile(known, len(names)))),
+            "cutoff": pa.array(np.full(n * len(names), np.datetime64(cutoff, "D"))),
+            "action": pa.array(names).take(pa.array(np.repeat(np.arange(len(names)), n))),
+            "incremental_margin": np.concatenate([np.zeros(n), incremental.reshape(-1)]),
+            "baseline_margin": np.tile(baseline, len(names)),
+        }
+    )
 
 
 def _effects_table(ids: pa.Array, known: np.ndarray, cutoff: dt.date, deltas) -> pa.Table:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 
 from simulation.engine import ProgressCallback, SimulatedWorld, simulate_world
 from simulation.params import SimulationParams
+from simulation.truth import MarginParams
 
 CANONICAL_FILES = ("events", "users", "subscriptions", "campaigns")
 TRUTH_FILES = ("outcomes", "stages", "traits")
@@ -25,6 +27,16 @@ EFFECTS_SCHEMA = pa.schema(
         ("action", pa.string()),
         ("delta_p_churn", pa.float64()),
         ("delta_p_upgrade", pa.float64()),
+    ]
+)
+
+MARGIN_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("cutoff", pa.date32()),
+        ("action", pa.string()),
+        ("incremental_margin", pa.float64()),
+        ("baseline_margin", pa.float64()),
     ]
 )
 
@@ -43,18 +55,28 @@ def simulate_to_directory(
     horizon_days: int = 30,
     params: SimulationParams | None = None,
     progress: ProgressCallback | None = None,
+    value_truth: MarginParams | None = None,
 ) -> SimulatedWorld:
     """Run the simulator and write `out/{events,users,subscriptions,campaigns}.parquet` and
-    `out/truth/{outcomes,effects,stages,traits}.parquet` plus `out/truth/manifest.json`."""
+    `out/truth/{outcomes,effects,margin,stages,traits}.parquet` plus `out/truth/manifest.json`.
+    `margin.parquet`: per user, truth cutoff and action (`no_action` included, increment exactly 0) the
+    true expected discounted margin over the value horizon without a contact (`baseline_margin`) and the
+    action's increment on it (`incremental_margin`), contact cost not subtracted."""
+    value_truth = value_truth or MarginParams()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     staging.chmod(0o755)
     try:
         (staging / "truth").mkdir()
-        with pq.ParquetWriter(
-            staging / "truth" / "effects.parquet", EFFECTS_SCHEMA, compression="zstd"
-        ) as writer:
+        with (
+            pq.ParquetWriter(
+                staging / "truth" / "effects.parquet", EFFECTS_SCHEMA, compression="zstd"
+            ) as writer,
+            pq.ParquetWriter(
+                staging / "truth" / "margin.parquet", MARGIN_SCHEMA, compression="zstd"
+            ) as margins,
+        ):
             world = simulate_world(
                 n_users,
                 days,
@@ -65,7 +87,10 @@ def simulate_to_directory(
                 params=params,
                 on_effects=lambda table: writer.write_table(table.cast(EFFECTS_SCHEMA)),
                 progress=progress,
+                on_margins=lambda table: margins.write_table(table.cast(MARGIN_SCHEMA)),
+                value_truth=value_truth,
             )
+        world.manifest["value_truth"] = dataclasses.asdict(value_truth)
         for name in CANONICAL_FILES:
             _write(getattr(world, name), staging / f"{name}.parquet")
         for name in TRUTH_FILES:

@@ -213,3 +213,22 @@ def action_log_effects(action: str, pop: Population, params: SimulationParams) -
     churn_by_stage = churn[:, None] * relevance[None, :] + harm[:, None] * ALIVE_MASK[None, :]
     ret = ret - 0.5 * pop.contact_aversion
     return churn_by_stage, upgrade, ret
+
+
+def activity_base(engagement: np.ndarray, stage: np.ndarray, params: SimulationParams) -> np.ndarray:
+    """Daily P(active) before a declining user's decay, the weekend factor and the 0.95 cap."""
+    return params.active_base * engagement * np.asarray(params.active_stage)[stage]
+
+
+def purchase_probability(
+    price_sensitivity: np.ndarray, plan: np.ndarray, params: SimulationParams
+) -> np.ndarray:
+    """P(an active user buys something that day)."""
+    return (params.purchase_base + params.purchase_price * (1 - price_sensitivity)) * np.asarray(
+        params.purchase_plan
+    )[plan]
+
+
+def purchase_median(price_sensitivity: np.ndarray, plan: np.ndarray, params: SimulationParams) -> np.ndarray:
+    """Median purchase amount (lognormal with sd `amount_sd` on the log scale)."""
+    return params.amount_median * (1.5 - price_sensitivity) * np.asarray(params.purchase_plan)[plan]

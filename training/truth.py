@@ -70,3 +70,25 @@ def read_latent_product_stages(
         path, columns=["user_id", "cutoff", "latent_stage"], filters=[("cutoff", "==", cutoff)]
     )
     return truth.set_index("user_id")["latent_stage"].map(dict(latent_to_stage))
+
+
+def read_margins(truth_dir: Path | None, cutoff) -> pd.DataFrame | None:
+    """`truth/margin.parquet` at one cutoff (user_id, action, incremental_margin, baseline_margin): the
+    simulator's true expected discounted margin over its value horizon without a contact and each action's
+    increment on it, cost not subtracted. None when there is no margin truth at that cutoff."""
+    path = None if truth_dir is None else Path(truth_dir) / "margin.parquet"
+    if path is None or not path.exists():
+        return None
+    margins = pd.read_parquet(path, filters=[("cutoff", "==", cutoff)])
+    return None if margins.empty else margins
+
+
+def margin_matrix(
+    margins: pd.DataFrame, users: pd.Series, actions: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, A) true incremental margin per user and action in `actions` order, and (n,) the margin without a
+    contact (NaN where the truth does not know the user)."""
+    wide = margins.pivot(index="user_id", columns="action", values="incremental_margin")
+    incremental = wide.reindex(index=users.to_numpy(), columns=list(actions)).to_numpy(dtype=float)
+    baseline = margins.drop_duplicates("user_id").set_index("user_id")["baseline_margin"]
+    return incremental, baseline.reindex(users.to_numpy()).to_numpy(dtype=float)

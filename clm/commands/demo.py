@@ -65,9 +65,11 @@ def demo(
     """Simulate a small world, ingest it, and print the counts and a stage/churn summary from the truth."""
     import pandas as pd
 
+    from clm.commands.simulate import value_truth
     from features.ingest import InputError, ingest_files
     from simulation.calibration import TARGETS, measure
     from simulation.io import simulate_to_directory
+    from simulation.truth import MarginParams
 
     logging.basicConfig(level=logging.WARNING)
     # MLflow's own INFO lines and download bars would bury the summary; its warnings still show
@@ -79,7 +81,8 @@ def demo(
     raw, data = out / "raw", out / "data"
 
     with console.status(f"simulating {users:,} users over {days} days"):
-        simulate_to_directory(raw, n_users=users, days=days, seed=seed, start=dt.date(2025, 1, 1))
+        simulate_to_directory(raw, n_users=users, days=days, seed=seed, start=dt.date(2025, 1, 1),
+                              value_truth=value_truth(config, MarginParams))  # fmt: skip
     console.print(f"[bold]1. simulate[/bold]  wrote {raw}")
 
     try:

@@ -26,42 +26,110 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def evaluation_tables(evaluation: Any) -> list[Table]:
-    """The policy-evaluation table (and the offline-estimate and budget lines) for printing."""
-    from training.evaluate_policy import POLICY_LABELS
+def _per_user(value: float | None, digits: int = 2) -> str:
+    return (
+        "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
+    )
 
-    title = f"policy evaluation as of {evaluation.as_of} — {evaluation.policy_version}, {evaluation.n_users:,} users"
+
+SHORT_LABELS = {
+    "clm": "clm",
+    "no_action": "no action",
+    "random": "random eligible",
+    "stage_playbook": "stage playbook",
+    "top_risk_discount": "top-risk → discount",
+    "oracle": "oracle",
+    "restricted_oracle": "restricted oracle",
+}
+
+
+def margin_table(evaluation: Any) -> Table:
+    """Every policy valued by the simulator's true margin (cost subtracted), per user, with the old
+    CLV-valued figure beside it as a secondary column."""
+    from training.evaluate_policy import MARGIN_POLICIES
+
+    m = evaluation.margin
+    title = (
+        f"policy evaluation as of {evaluation.as_of} — {evaluation.policy_version}, {m.n_users:,} users, "
+        "valued by the simulator's true incremental margin − cost"
+    )
     if evaluation.in_sample:
         title += " (IN-SAMPLE wave)"
-    table = Table(title=title)
-    for column in ("policy", "true value / 1,000 users", "contacts / 1,000", "cost / 1,000", "÷ oracle"):
-        table.add_column(column, justify="left" if column == "policy" else "right")
-    oracle = evaluation.value_per_1000.get("oracle")
-    for name, label in POLICY_LABELS.items():
-        value = evaluation.value_per_1000.get(name)
-        share = value / oracle if value is not None and oracle else None
-        table.add_row(
-            label, format_money(value), format_money(evaluation.contacts_per_1000.get(name)),
-            format_money(evaluation.cost_per_1000.get(name)), _num(share, 2),
-        )  # fmt: skip
-    reachable = evaluation.extra.get("feature_oracle")
-    if reachable is not None:
-        table.add_row(
-            "[dim]diagnostic: oracle from the features (cross-fitted on the true effects)[/dim]", format_money(reachable),
-            "", "", _num(reachable / oracle if oracle else None, 2),
-        )  # fmt: skip
-    offline = Table(
-        title="offline estimates of the clm policy from the logged campaign (per 1,000 logged users)"
+    table = Table(
+        title=title,
+        caption="oracle: each user's allowed action with the largest true value, if positive; restricted oracle: "
+        "the same from a cross-fitted model of that value on our features; old: valued with our own CLV",
     )
-    for column in ("IPS ± se", "SNIPS", "DR ± se", "truth on the same users", "logged users", "matched"):
+    columns = ("policy", "value/user ± SE", "clm − it (SE)", "contacts/1k", "cost/user", "÷ oracle",
+               "÷ restricted", "old: CLV/user")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    oracle, restricted = m.mean.get("oracle"), m.mean.get("restricted_oracle")
+    for name in MARGIN_POLICIES:
+        value = m.mean.get(name)
+        clv = evaluation.value_per_1000.get(name) if name in evaluation.value_per_1000 else None
+        gap = None if name == "clm" else m.mean["clm"] - value
+        table.add_row(
+            SHORT_LABELS[name], f"{_per_user(value)} ± {_per_user(m.se.get(name))}",
+            "" if gap is None else f"{gap:+.2f} ({_per_user(m.difference_se.get(name))})",
+            format_money(m.contacts_per_1000.get(name)), _per_user(m.cost_per_user.get(name)),
+            _num(value / oracle if oracle else None, 2), _num(value / restricted if restricted else None, 2),
+            _per_user(None if clv is None else clv / 1000.0),
+        )  # fmt: skip
+    return table
+
+
+def evaluation_tables(evaluation: Any) -> list[Table]:
+    """The policy-evaluation table by true margin (or, without the margin truth, the CLV-valued one) and
+    the offline-estimate table, for printing."""
+    from training.evaluate_policy import POLICY_LABELS
+
+    tables = []
+    if getattr(evaluation, "margin", None) is not None:
+        tables.append(margin_table(evaluation))
+    else:
+        title = f"policy evaluation as of {evaluation.as_of} — {evaluation.policy_version}, {evaluation.n_users:,} users"
+        title += ", valued with our own CLV (no margin truth)"
+        if evaluation.in_sample:
+            title += " (IN-SAMPLE wave)"
+        table = Table(title=title)
+        for column in (
+            "policy",
+            "CLV-valued value / 1,000 users",
+            "contacts / 1,000",
+            "cost / 1,000",
+            "÷ oracle",
+        ):
+            table.add_column(column, justify="left" if column == "policy" else "right")
+        oracle = evaluation.value_per_1000.get("oracle")
+        for name, label in POLICY_LABELS.items():
+            value = evaluation.value_per_1000.get(name)
+            share = value / oracle if value is not None and oracle else None
+            table.add_row(
+                label, format_money(value), format_money(evaluation.contacts_per_1000.get(name)),
+                format_money(evaluation.cost_per_1000.get(name)), _num(share, 2),
+            )  # fmt: skip
+        tables.append(table)
+    offline = Table(
+        title="offline estimates of the clm policy from the logged campaign, per logged user (IPS/DR reward: "
+        "realised 30-day outcomes × our CLV)"
+    )
+    for column in ("IPS ± se", "SNIPS", "DR ± se", "truth by margin, same users ± se", "truth by CLV, same users",
+                   "logged users", "matched"):  # fmt: skip
         offline.add_column(column, justify="right")
     o = evaluation.offline
+
+    def per_user(key: str) -> float | None:
+        value = o.get(key)
+        return None if value is None else value / 1000.0
+
     offline.add_row(
-        f"{format_money(o.get('ips'))} ± {format_money(o.get('ips_se'))}", format_money(o.get("snips")),
-        f"{format_money(o.get('dr'))} ± {format_money(o.get('dr_se'))}", format_money(o.get("truth_on_logged")),
-        format_money(o.get("n_logged")), format_money(o.get("matched")),
+        f"{_per_user(per_user('ips'))} ± {_per_user(per_user('ips_se'))}", _per_user(per_user("snips")),
+        f"{_per_user(per_user('dr'))} ± {_per_user(per_user('dr_se'))}",
+        f"{_per_user(per_user('truth_margin_on_logged'))} ± {_per_user(per_user('truth_margin_on_logged_se'))}",
+        _per_user(per_user("truth_on_logged")), format_money(o.get("n_logged")), format_money(o.get("matched")),
     )  # fmt: skip
-    return [table, offline]
+    return [*tables, offline]
 
 
 def print_trained_policy(console: Console, result: Any) -> None:
@@ -117,8 +185,9 @@ def evaluate_policy(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """True value per 1,000 users of the policy against the baselines and the oracle (simulated data), and
-    offline IPS/DR estimates from the logged campaign; logged to MLflow."""
+    """Every policy valued by the simulator's true incremental margin − cost per user (clm, no action, random,
+    stage playbook, top-risk → discount, the oracle and the oracle restricted to the features), the old
+    CLV-valued figure beside it, and offline IPS/DR estimates from the logged campaign; logged to MLflow."""
     from features.jobs import DataDirectoryError
     from training.dataset import NotEnoughHistory
     from training.evaluate_policy import evaluate_policy as run

@@ -20,6 +20,15 @@ def _parse_date(value: str, option: str) -> dt.date:
         raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=option) from exc
 
 
+def value_truth(config: dict, margin_params: type):
+    """The simulator's margin-truth parameters from the config (`[simulation]`, `[value]`)."""
+    return margin_params(
+        horizon_months=int(config["simulation"]["value_horizon_months"]),
+        discount_rate_annual=float(config["value"]["discount_rate_annual"]),
+        margin_share=float(config["value"]["margin_share"]),
+    )
+
+
 def simulate(
     out: Annotated[Path, typer.Option("--out", help="Data directory to write (replaced if it exists).")],
     users: Annotated[
@@ -53,6 +62,7 @@ def simulate(
     from clm.settings import Settings
     from features.cutoffs import CutoffSpecError, parse_cutoffs
     from simulation.io import simulate_to_directory
+    from simulation.truth import MarginParams
 
     settings = Settings()
     config = load_config(settings.config)
@@ -72,6 +82,7 @@ def simulate(
             world = simulate_to_directory(
                 out, users, days, seed, start_date, truth_cutoffs=cutoffs, horizon_days=horizon,
                 progress=lambda done, total: progress.update(task, completed=done),
+                value_truth=value_truth(config, MarginParams),
             )  # fmt: skip
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)

@@ -27,7 +27,7 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_differs(tmp_path:
         simulate_to_directory(tmp_path / name, n_users=600, days=120, seed=seed, start=START)
     files = _files(tmp_path / "a")
     assert files == _files(tmp_path / "b")
-    assert len(files) == 9
+    assert len(files) == 10  # 4 inputs; truth: outcomes, effects, margin, stages, traits, manifest
     _, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", files, shallow=False)
     assert mismatch == [] and errors == []
     assert not filecmp.cmp(

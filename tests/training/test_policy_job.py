@@ -98,6 +98,17 @@ def test_evaluate_policy_against_the_truth(trained: dict, small_world: Path) -> 
     run = mlflow.get_run(payload["mlflow_run_id"])
     assert run.data.metrics["value_per_1000.oracle"] == pytest.approx(values["oracle"])
     assert "stages.macro_f1" in run.data.metrics
+    # every policy valued by the simulator's true margin, the oracle on top
+    margin = payload["true_margin"]
+    means = margin["mean_per_user"]
+    assert set(means) == {"clm", "no_action", "random", "stage_playbook", "top_risk_discount", "oracle",
+                          "restricted_oracle"}  # fmt: skip
+    assert means["no_action"] == 0.0
+    assert all(means["oracle"] >= value for value in means.values())
+    assert means["oracle"] > 0 and margin["se_per_user"]["oracle"] > 0
+    assert margin["clm_over_oracle"] == pytest.approx(means["clm"] / means["oracle"])
+    assert run.data.metrics["margin.mean_per_user.oracle"] == pytest.approx(means["oracle"])
+    assert payload["offline_estimates"]["truth_margin_on_logged"] is not None
 
 
 def test_the_registered_policy_is_a_pyfunc_that_decides(trained: dict, small_world: Path) -> None:
