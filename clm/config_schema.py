@@ -26,6 +26,7 @@ from features.config import (
     IngestSection,
     LabelsSection,
     Name,
+    NonNegativeInt,
     PositiveInt,
     Section,
 )
@@ -62,6 +63,7 @@ __all__ = [
 class SimulationSection(Section):
     horizon_days: PositiveInt
     value_horizon_months: PositiveInt
+    margin_truth_cutoffs: NonNegativeInt
 
 
 class ClmConfig(Section):

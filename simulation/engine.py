@@ -152,6 +152,8 @@ def simulate_world(
             f"truth cutoffs outside the simulated period {start}..{start + dt.timedelta(days)}: {outside}"
         )
     wave_days = _campaign_days(start, days, params)
+    last = (value_truth or MarginParams()).last_cutoffs
+    margin_cutoffs = set(cutoffs[-last:] if last else cutoffs)
 
     pop = draw_population(n_users, days, rng, params)
     n = n_users
@@ -209,7 +211,7 @@ def simulate_world(
             snapshots.append((cutoff, day, known, stage[known].copy(), *truth[:2]))
             if on_effects is not None:
                 on_effects(_effects_table(ids, known, cutoff, truth[3]))
-            if on_margins is not None:
+            if on_margins is not None and cutoff in margin_cutoffs:
                 baseline, incremental = _margins_at_cutoff(
                     known, stage, stage_since, plan, pop, base_probabilities, effect_churn, effect_upgrade,
                     effect_return, effect_until, day, (weekday0 + day) % 7, params, value_truth or MarginParams(),

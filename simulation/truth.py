@@ -108,8 +108,11 @@ class MarginParams:
     horizon_months: int = 12
     discount_rate_annual: float = 0.10
     margin_share: float = 0.7
+    last_cutoffs: int = 2  # computed at the last this many truth cutoffs only; 0: at every one
 
     def __post_init__(self) -> None:
+        if self.last_cutoffs < 0:
+            raise ValueError(f"last_cutoffs must be ≥ 0 (0: every truth cutoff), got {self.last_cutoffs}")
         if self.horizon_months < 1:
             raise ValueError(f"value horizon must be at least one month, got {self.horizon_months}")
         if self.discount_rate_annual < 0 or not 0 <= self.margin_share <= 1:

@@ -6,9 +6,12 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from clm.config_schema import ClmConfig
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +23,13 @@ def _parse_date(value: str, option: str) -> dt.date:
         raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=option) from exc
 
 
-def value_truth(config: dict, margin_params: type):
+def value_truth(config: ClmConfig, margin_params: type):
     """The simulator's margin-truth parameters from the config (`[simulation]`, `[value]`)."""
     return margin_params(
-        horizon_months=int(config["simulation"]["value_horizon_months"]),
-        discount_rate_annual=float(config["value"]["discount_rate_annual"]),
-        margin_share=float(config["value"]["margin_share"]),
+        horizon_months=config.simulation.value_horizon_months,
+        discount_rate_annual=config.value.discount_rate_annual,
+        margin_share=config.value.margin_share,
+        last_cutoffs=config.simulation.margin_truth_cutoffs,
     )
 
 

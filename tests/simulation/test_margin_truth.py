@@ -181,3 +181,18 @@ def test_truth_matches_the_margin_users_produce_without_campaigns(tmp_path: Path
     difference = realised - truth  # paired: the truth explains most of the spread between users
     assert abs(difference.mean()) < 3 * difference.std() / np.sqrt(len(difference))
     assert truth.corr(realised) > 0.6
+
+
+def test_the_margin_truth_is_written_at_the_last_cutoffs_only(tmp_path: Path) -> None:
+    """The margin truth (the simulator's costliest part) is kept to the last `last_cutoffs` truth cutoffs."""
+    import pyarrow.parquet as pq
+
+    simulate_to_directory(
+        tmp_path, n_users=60, days=200, seed=3, start=START, value_truth=MarginParams(last_cutoffs=1)
+    )
+    margin_cutoffs = set(pq.read_table(tmp_path / "truth" / "margin.parquet").column("cutoff").to_pylist())
+    outcome_cutoffs = sorted(
+        set(pq.read_table(tmp_path / "truth" / "outcomes.parquet").column("cutoff").to_pylist())
+    )
+    assert len(outcome_cutoffs) > 1
+    assert margin_cutoffs == {outcome_cutoffs[-1]}
