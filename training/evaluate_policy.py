@@ -607,9 +607,7 @@ def evaluate_policy(
     if margins is not None:
         progress("valuing every policy by the true margin (and the oracle restricted to the features)")
         incremental, _ = margin_matrix(margins, frame["user_id"], policy.actions)
-        margin, _ = evaluate_by_margin(
-            frame, decisions, incremental, float(config["policy"]["top_risk_share"])
-        )
+        margin, _ = evaluate_by_margin(frame, decisions, incremental, config.policy.top_risk_share)
 
     progress("budget mode")
     budget = budget_comparison(decisions, true_value, config.policy.evaluation_budget_share,
