@@ -267,6 +267,7 @@ def _policy(console: Console, config: dict, data: Path, truth: Path) -> None:
             trained.registered_name,
             metric=rules["promotion_metric"],
             tolerance=float(rules["promotion_tolerance"]),
+            minimum=rules.get("promotion_minimum"),
         )
     console.print("[bold]6. policy[/bold]")
     print_trained_policy(console, trained)

@@ -163,8 +163,9 @@ def promote(
     rules = section if "promotion_metric" in section else config["training"]
     try:
         decision = promote_model(
-            name, metric=rules["promotion_metric"], tolerance=float(rules["promotion_tolerance"])
-        )
+            name, metric=rules["promotion_metric"], tolerance=float(rules["promotion_tolerance"]),
+            minimum=rules.get("promotion_minimum"),
+        )  # fmt: skip
     except PromotionError as exc:
         typer.echo(f"clm promote: {exc}", err=True)
         raise typer.Exit(2) from exc
