@@ -27,6 +27,7 @@ from models.pyfunc import ClmPyfuncModel
 from models.registry import download_bundle
 from models.scoring import contributions, score
 from training import tracking
+from training.btyd import population_summaries
 from training.dataset import Split, backtest_splits, closed_cutoffs, load_training_frame, monthly_cutoffs
 from training.fit import FoldResult, ModelSpec, fit_fold
 from training.model_card import render_model_card
@@ -87,7 +88,8 @@ class TargetFit:
 def baseline_backtests(results: Sequence[FoldResult]) -> dict[str, dict[str, dict[str, float]]]:
     """The baselines (and the oracle, on simulated data) summarised over the folds that all have them."""
     return {
-        name: summarize_folds([r.metrics[name] for r in results]) for name in ("logistic", "recency_rule", "oracle")
+        name: summarize_folds([r.metrics[name] for r in results])
+        for name in ("logistic", "recency_rule", "bgnbd", "oracle")
         if all(name in r.metrics for r in results)
     }  # fmt: skip
 
@@ -103,6 +105,8 @@ def fit_target(
     truth: pd.DataFrame | None,
     progress: Progress,
     tune_trials: int = 0,
+    transactions: str = "any",
+    bgnbd_population: pd.DataFrame | None = None,
 ) -> TargetFit:
     """The pure steps over a frame: split into backtest folds, tune (optionally), fit and calibrate each
     fold against its baselines, bundle the final fold's model and run the behaviour checks. No I/O."""
@@ -120,7 +124,8 @@ def fit_target(
         progress(f"{spec.target}: fold {i + 1}/{len(folds)} — {split.describe()}")
         results.append(
             fit_fold(frame, split, spec, registry, seed=seed, oracle=oracle, with_slices=i == len(folds) - 1,
-                     params_override=best_params)
+                     params_override=best_params, horizon_days=horizon_days, transactions=transactions,
+                     bgnbd_population=bgnbd_population)
         )  # fmt: skip
     final = results[-1]
     feature_version = registry_version(registry)
@@ -195,6 +200,7 @@ def train_target(
     truth: pd.DataFrame | None,
     progress: Progress,
     tune_trials: int = 0,
+    bgnbd_population: pd.DataFrame | None = None,
 ) -> TrainedTarget:
     """The thin job for one target: the pure fit, the champion's comparison, then MLflow logging and
     registration of the new version as @challenger."""
@@ -204,6 +210,7 @@ def train_target(
     fit = fit_target(
         frame, spec, registry=registry, horizon_days=horizon_days, scoring_cutoff=scoring_cutoff, training=training,
         truth=truth, progress=progress, tune_trials=tune_trials,
+        transactions=config["labels"]["non_contractual_activity"], bgnbd_population=bgnbd_population,
     )  # fmt: skip
     champion_backtest = champion_backtest_of(frame, fit, spec, registry, seed, progress)
     final, results, bundle, behaviour = fit.final, fit.results, fit.bundle, fit.behaviour
@@ -410,12 +417,20 @@ def train(
     stages = latent_stages(truth)
     if stages is not None:
         frame = frame.merge(stages, on=["user_id", "cutoff"], how="left")
+    population = None
+    if "churn" in targets:
+        progress("churn: summarising every user's transactions for the BG/NBD baseline")
+        population = population_summaries(
+            data_dir, sorted(set(frame["cutoff"])), params=params, labels=labels,
+            activity=config["labels"]["non_contractual_activity"], as_of=as_of,
+        )  # fmt: skip
     results = []
     for target in targets:
         spec = ModelSpec.from_config(target, config["models"][target])
         results.append(
             train_target(frame, spec, params=params, horizon_days=horizon, scoring_cutoff=data_end, config=config,
-                         truth=truth, progress=progress, tune_trials=tune_trials)
+                         truth=truth, progress=progress, tune_trials=tune_trials,
+                         bgnbd_population=population if target == "churn" else None)
         )  # fmt: skip
     return results
 

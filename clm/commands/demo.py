@@ -222,6 +222,7 @@ def _train_and_promote(console: Console, config: dict, data: Path, truth: Path) 
         "AUC",
         "logistic",
         "recency",
+        "BG/NBD",
         "oracle",
         "÷ oracle",
         "ECE raw → cal",
@@ -237,7 +238,8 @@ def _train_and_promote(console: Console, config: dict, data: Path, truth: Path) 
         oracle = m.get("oracle", {}).get("roc_auc", float("nan"))
         table.add_row(
             r.registered_name, r.version, f"{m['model']['roc_auc']:.3f}", f"{m['logistic']['roc_auc']:.3f}",
-            f"{m['recency_rule']['roc_auc']:.3f}", f"{oracle:.3f}",
+            f"{m['recency_rule']['roc_auc']:.3f}",
+            f"{m['bgnbd']['roc_auc']:.3f}" if "bgnbd" in m else "—", f"{oracle:.3f}",
             f"{m['model'].get('auc_over_oracle_auc', float('nan')):.3f}",
             f"{m['model']['ece_before_calibration']:.3f} → {m['model']['ece']:.3f}",
             "@champion" if decision.promote else "@challenger (not promoted)",

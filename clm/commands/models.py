@@ -123,12 +123,12 @@ def train(
         )
         for column in ("", "ROC AUC", "PR AUC", "Brier", "ECE", "top-decile lift", "recall@10%"):
             table.add_column(column, justify="left" if not column else "right")
-        for who in ("model", "logistic", "recency_rule", "oracle"):
+        for who in ("model", "logistic", "recency_rule", "bgnbd", "oracle"):
             if who not in r.test_metrics:
                 continue
             m = r.test_metrics[who]
             label = {"model": "LightGBM (calibrated)", "logistic": "logistic regression", "recency_rule": "recency rule",
-                     "oracle": "oracle (true probability)"}[who]  # fmt: skip
+                     "bgnbd": "BG/NBD P(no activity)", "oracle": "oracle (true probability)"}[who]  # fmt: skip
             table.add_row(
                 label,
                 *(
