@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ import pandas as pd
 from features.registry import Feature, FeatureParams, build_registry, by_name
 from models.arbitration import ELIGIBLE, BudgetPlan, plan_within_budget
 from models.bundle import ModelBundle, load_bundle
+from models.config import ModelsConfig
 from models.policy import Decisions, PolicyBundle, decide, load_policy
 from models.scoring import score
 
@@ -165,13 +165,13 @@ def decide_population(
 # The one loader (the only code that reads the MLflow registry for scoring)
 
 
-def registered_names(config: Mapping[str, Any], targets: Sequence[str] = TARGETS) -> dict[str, str]:
+def registered_names(config: ModelsConfig, targets: Sequence[str] = TARGETS) -> dict[str, str]:
     """Target → registered model name, from the config's `models` section."""
-    return {target: str(config["models"][target]["registered_name"]) for target in targets}
+    return {target: config.models.registered_name(target) for target in targets}
 
 
-def feature_registry(config: Mapping[str, Any]) -> dict[str, Feature]:
-    return by_name(build_registry(FeatureParams.from_config(config["features"])))
+def feature_registry(config: ModelsConfig) -> dict[str, Feature]:
+    return by_name(build_registry(FeatureParams.from_config(config.features)))
 
 
 def find_versions(
@@ -204,7 +204,7 @@ def _download(name: str, version: str, artifact: str):
 
 
 def load_bundles(
-    config: Mapping[str, Any], aliases: Sequence[str] = DEFAULT_ALIASES
+    config: ModelsConfig, aliases: Sequence[str] = DEFAULT_ALIASES
 ) -> tuple[ModelBundle, ModelBundle, dict[str, str]]:
     """The churn and upgrade models alone (what the policy job scores with before a policy exists) and
     their described labels by target (`clm-churn/3 @champion`)."""
@@ -216,7 +216,7 @@ def load_bundles(
 
 
 def load_exact_versions(
-    config: Mapping[str, Any],
+    config: ModelsConfig,
     versions: Mapping[str, str],
     alias: str,
     *,
@@ -242,7 +242,7 @@ def load_exact_versions(
 
 
 def load_decision_models(
-    config: Mapping[str, Any],
+    config: ModelsConfig,
     aliases: Sequence[str] = DEFAULT_ALIASES,
     *,
     registry: dict[str, Feature] | None = None,

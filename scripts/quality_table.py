@@ -41,8 +41,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     config = load_config()
-    labels = LabelParams.from_config(config["labels"])
-    params = FeatureParams.from_config(config["features"])
+    labels = LabelParams.from_config(config.labels)
+    params = FeatureParams.from_config(config.features)
     registry = build_registry(params)
     header = (f"{'world':>12} {'target':>8} {'AUC':>6} {'oracle':>6} {'ratio':>6} {'logit':>6} {'recency':>7} "
               f"{'BG/NBD':>6} | backtest: {'AUC':>6} {'ratio':>6} {'logit':>6} {'BG/NBD':>6}")  # fmt: skip
@@ -56,14 +56,14 @@ def main() -> None:
         frame = frame.merge(latent_stages(truth), on=["user_id", "cutoff"], how="left")
         population = population_summaries(
             world, sorted(set(frame["cutoff"])), params=params, labels=labels,
-            activity=config["labels"]["non_contractual_activity"],
+            activity=config.labels.non_contractual_activity,
         )  # fmt: skip
         for target in ("churn", "upgrade"):
-            spec = ModelSpec.from_config(target, config["models"][target])
+            spec = ModelSpec.from_config(target, config.models.propensity(target))
             fit = fit_target(
                 frame, spec, registry=registry, horizon_days=labels.horizon_days, scoring_cutoff=data_end,
-                training=config["training"], truth=truth, progress=lambda message: None,
-                transactions=config["labels"]["non_contractual_activity"],
+                training=config.training, truth=truth, progress=lambda message: None,
+                transactions=config.labels.non_contractual_activity,
                 bgnbd_population=population if target == "churn" else None,
             )  # fmt: skip
             test = fit.final.metrics

@@ -17,6 +17,7 @@ from models.catalog import NO_ACTION
 from models.frame import encode_row
 from models.policy import decide
 from models.scoring import contributions_matrix, score_matrix, top_reasons
+from serving.config import ServingSection
 from serving.schemas import Decision
 from serving.state import ModelSet
 
@@ -35,10 +36,9 @@ class Decided:
 
 
 class Scorer:
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        serving = config["serving"]
-        self.band_thresholds = tuple(float(t) for t in serving["churn_band_thresholds"])
-        self.top_k = int(serving["explain_top_k"])
+    def __init__(self, serving: ServingSection) -> None:
+        self.band_thresholds = tuple(serving.churn_band_thresholds)
+        self.top_k = serving.explain_top_k
 
     def band(self, probability: float) -> str:
         low, high = self.band_thresholds

@@ -21,6 +21,7 @@ from features.registry import FeatureParams, build_registry, registry_version
 from models import plots
 from models.behaviour import BehaviourReport, behaviour_report
 from models.bundle import ModelBundle, bundle_from_model, load_bundle, save_bundle
+from models.config import ModelsConfig, TrainingSection
 from models.frame import model_matrix
 from models.metrics import classification_metrics, summarize_folds
 from models.pyfunc import ClmPyfuncModel
@@ -101,7 +102,7 @@ def fit_target(
     registry: Sequence[Any],
     horizon_days: int,
     scoring_cutoff: dt.date,
-    training: dict[str, Any],
+    training: TrainingSection,
     truth: pd.DataFrame | None,
     progress: Progress,
     tune_trials: int = 0,
@@ -110,8 +111,8 @@ def fit_target(
 ) -> TargetFit:
     """The pure steps over a frame: split into backtest folds, tune (optionally), fit and calibrate each
     fold against its baselines, bundle the final fold's model and run the behaviour checks. No I/O."""
-    seed = int(training["seed"])
-    folds = backtest_splits(closed_cutoffs(frame, spec.target), horizon_days, int(training["backtest_folds"]))
+    seed = training.seed
+    folds = backtest_splits(closed_cutoffs(frame, spec.target), horizon_days, training.backtest_folds)
     oracle = truth_oracle(truth, spec.target)
     best_params: dict[str, Any] = {}
     if tune_trials:
@@ -196,7 +197,7 @@ def train_target(
     params: FeatureParams,
     horizon_days: int,
     scoring_cutoff: dt.date,
-    config: dict[str, Any],
+    config: ModelsConfig,
     truth: pd.DataFrame | None,
     progress: Progress,
     tune_trials: int = 0,
@@ -205,12 +206,12 @@ def train_target(
     """The thin job for one target: the pure fit, the champion's comparison, then MLflow logging and
     registration of the new version as @challenger."""
     registry = build_registry(params)
-    training = config["training"]
-    seed = int(training["seed"])
+    training = config.training
+    seed = training.seed
     fit = fit_target(
         frame, spec, registry=registry, horizon_days=horizon_days, scoring_cutoff=scoring_cutoff, training=training,
         truth=truth, progress=progress, tune_trials=tune_trials,
-        transactions=config["labels"]["non_contractual_activity"], bgnbd_population=bgnbd_population,
+        transactions=config.labels.non_contractual_activity, bgnbd_population=bgnbd_population,
     )  # fmt: skip
     champion_backtest = champion_backtest_of(frame, fit, spec, registry, seed, progress)
     final, results, bundle, behaviour = fit.final, fit.results, fit.bundle, fit.behaviour
@@ -235,7 +236,7 @@ def train_target(
         "config": config,
     }
     with tracking.start_training_run(
-        training["experiment"], f"{spec.target}-{scoring_cutoff}", params=run_params,
+        training.experiment, f"{spec.target}-{scoring_cutoff}", params=run_params,
         tags={"clm.target": spec.target, "clm.scoring_cutoff": str(scoring_cutoff)},
     ) as run:  # fmt: skip
         tracking.log_metrics_flat(_flat(final.metrics), prefix="test")
@@ -246,7 +247,7 @@ def train_target(
         tracking.log_metrics_flat({"behaviour_passed": float(behaviour.passed)})
         tracking.log_text(behaviour.text(), "behaviour.txt")
         tracking.log_dict(config, "config/resolved_config.json")
-        _log_plots(final, bundle, registry, int(training["shap_sample_rows"]), seed)
+        _log_plots(final, bundle, registry, training.shap_sample_rows, seed)
         if final.slices is not None:
             tracking.log_frame(final.slices, "metrics/slices.csv")
         card = render_model_card(
@@ -365,7 +366,7 @@ def _card(spec, final, results, backtest, baseline_backtest, champion_backtest, 
 
 def training_frame(
     data_dir: Path,
-    config: dict[str, Any],
+    config: ModelsConfig,
     labels: LabelParams,
     *,
     as_of: dt.date | None = None,
@@ -384,11 +385,11 @@ def training_frame(
             f"{data_dir}: no events before the as-of date {as_of}; the first event is on {data_start.date()}"
         )
     first = first_event.date()
-    cutoffs = monthly_cutoffs(first, inputs.data_end, int(config["training"]["first_cutoff_after_days"]))
+    cutoffs = monthly_cutoffs(first, inputs.data_end, config.training.first_cutoff_after_days)
     if not cutoffs:
         raise ValueError(f"{data_dir}: not enough history for a monthly cutoff before {inputs.data_end}")
     progress(f"building features and labels at {len(cutoffs)} monthly cutoffs ({cutoffs[0]}..{cutoffs[-1]})")
-    params = FeatureParams.from_config(config["features"])
+    params = FeatureParams.from_config(config.features)
     with tempfile.TemporaryDirectory(prefix="clm-train-") as tmp:
         summary = build_feature_tables(data_dir, cutoffs, Path(tmp), params=params, label_params=labels, as_of=as_of,
                                        con=con)  # fmt: skip
@@ -399,7 +400,7 @@ def train(
     data_dir: Path,
     targets: Sequence[str],
     *,
-    config: dict[str, Any],
+    config: ModelsConfig,
     project_root: Path,
     as_of: dt.date | None = None,
     horizon_days: int | None = None,
@@ -408,8 +409,8 @@ def train(
     progress: Progress = lambda message: None,
 ) -> list[TrainedTarget]:
     """Everything `clm train` does; returns one summary per target."""
-    params = FeatureParams.from_config(config["features"])
-    labels = LabelParams.from_config(config["labels"], horizon_days=horizon_days)
+    params = FeatureParams.from_config(config.features)
+    labels = LabelParams.from_config(config.labels, horizon_days=horizon_days)
     horizon = labels.horizon_days
     tracking.configure(tracking.resolve_tracking_uri(project_root))
     frame, data_end = training_frame(data_dir, config, labels, as_of=as_of, progress=progress)
@@ -422,11 +423,11 @@ def train(
         progress("churn: summarising every user's transactions for the BG/NBD baseline")
         population = population_summaries(
             data_dir, sorted(set(frame["cutoff"])), params=params, labels=labels,
-            activity=config["labels"]["non_contractual_activity"], as_of=as_of,
+            activity=config.labels.non_contractual_activity, as_of=as_of,
         )  # fmt: skip
     results = []
     for target in targets:
-        spec = ModelSpec.from_config(target, config["models"][target])
+        spec = ModelSpec.from_config(target, config.models.propensity(target))
         results.append(
             train_target(frame, spec, params=params, horizon_days=horizon, scoring_cutoff=data_end, config=config,
                          truth=truth, progress=progress, tune_trials=tune_trials,

@@ -74,7 +74,7 @@ def train(
     targets = [t for t in targets if t != "policy"]
     truth_dir = truth or (data / "truth" if (data / "truth").exists() else None)
     console = Console(stderr=True)
-    folds = int(config["training"]["backtest_folds"])
+    folds = config.training.backtest_folds
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
@@ -158,13 +158,12 @@ def promote(
     settings = Settings()
     config = load_config(settings.config)
     tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
-    section = config["models"][model.value]
-    name = section["registered_name"]
-    rules = section if "promotion_metric" in section else config["training"]
+    name = config.models.registered_name(model.value)
+    rules = config.models.policy if model.value == "policy" else config.training
     try:
         decision = promote_model(
-            name, metric=rules["promotion_metric"], tolerance=float(rules["promotion_tolerance"]),
-            minimum=rules.get("promotion_minimum"),
+            name, metric=rules.promotion_metric, tolerance=rules.promotion_tolerance,
+            minimum=getattr(rules, "promotion_minimum", None),
         )  # fmt: skip
     except PromotionError as exc:
         typer.echo(f"clm promote: {exc}", err=True)
@@ -199,7 +198,7 @@ def evaluate(
     settings = Settings()
     config = load_config(settings.config)
     tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
-    name = config["models"][model.value]["registered_name"]
+    name = config.models.registered_name(model.value)
     uri = (
         f"models:/{name}{model_version}"
         if model_version.startswith("@")
@@ -210,10 +209,10 @@ def evaluate(
     except Exception as exc:
         typer.echo(f"clm evaluate: cannot load {uri}: {exc}", err=True)
         raise typer.Exit(2) from exc
-    labels = LabelParams.from_config(config["labels"], horizon_days=bundle.horizon_days)
+    labels = LabelParams.from_config(config.labels, horizon_days=bundle.horizon_days)
     frame, _ = training_frame(data, config, labels)
     folds = backtest_splits(
-        closed_cutoffs(frame, bundle.target), bundle.horizon_days, int(config["training"]["backtest_folds"])
+        closed_cutoffs(frame, bundle.target), bundle.horizon_days, config.training.backtest_folds
     )
     result = evaluate_bundle_on_folds(bundle, frame, folds)
     if as_json:
@@ -274,7 +273,7 @@ def score(
         typer.echo(f"clm score: {exc}", err=True)
         raise typer.Exit(2) from exc
     decided = models.decide(
-        frame, budget=budget, budget_method=config["policy"]["budget_method"],
+        frame, budget=budget, budget_method=config.policy.budget_method,
         rng=np.random.default_rng(seed) if explore and budget is None else None,
     )  # fmt: skip
     if decided.plan is not None:

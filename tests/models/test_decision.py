@@ -106,7 +106,7 @@ def test_the_one_row_decision_equals_the_population_decision_for_every_user(
     population = decide_population(frame, champion.churn, champion.upgrade, champion.policy)
     table, decisions = population.table, population.decisions
     assert decisions is not None and len(table) == len(user_ids) > 1000
-    scorer = Scorer(load_config())
+    scorer = Scorer(load_config().serving)
     differences = []
     for i, user_id in enumerate(user_ids):
         decided = scorer.decide(champion, store_rows[user_id], user_id=user_id, as_of=None)

@@ -53,8 +53,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data.mkdir()
     bgnbd_purchase_log(3000, 365, seed=3).to_parquet(data / "events.parquet", index=False)
     config = load_config()
-    labels = LabelParams.from_config(config["labels"])
-    params = FeatureParams.from_config(config["features"])
+    labels = LabelParams.from_config(config.labels)
+    params = FeatureParams.from_config(config.features)
     frame, _ = training_frame(data, config, labels)
     return {
         "config": config, "frame": frame, "params": params, "horizon": labels.horizon_days,
@@ -67,7 +67,7 @@ def test_bgnbd_is_fitted_at_the_training_cutoffs_and_reported_beside_the_baselin
     config, frame, split = prepared["config"], prepared["frame"], prepared["split"]
 
     result = fit_fold(
-        frame, split, ModelSpec.from_config("churn", config["models"]["churn"]), build_registry(prepared["params"]),
+        frame, split, ModelSpec.from_config("churn", config.models.propensity("churn")), build_registry(prepared["params"]),
         horizon_days=prepared["horizon"], bgnbd_population=prepared["population"], params_override={"num_threads": 1},
     )  # fmt: skip
 

@@ -149,7 +149,7 @@ def independent(report_world: ServedWorld) -> pd.DataFrame:
     models = load_decision_models(config, aliases=("champion",))
     frame, _ = latest_features(
         report_world.data,
-        params=FeatureParams.from_config(config["features"]),
+        params=FeatureParams.from_config(config.features),
         as_of=dt.date.fromisoformat(AS_OF),
     )
     return population_decisions(frame, models.churn, models.upgrade, models.policy)
@@ -243,8 +243,8 @@ def test_calibration_names_its_cutoff_and_users(report: Report) -> None:
     models = load_decision_models(config, aliases=("champion",))
     cutoff = dt.date.fromisoformat(AS_OF) - dt.timedelta(days=models.churn.horizon_days)
     history = feature_history(
-        report.world.data, [cutoff], params=FeatureParams.from_config(config["features"]),
-        label_params=LabelParams.from_config(config["labels"], horizon_days=models.churn.horizon_days),
+        report.world.data, [cutoff], params=FeatureParams.from_config(config.features),
+        label_params=LabelParams.from_config(config.labels, horizon_days=models.churn.horizon_days),
     )  # fmt: skip
     closed = int(history["churn"].notna().sum())
     assert closed > 1000

@@ -84,8 +84,8 @@ def test_promotion_records_its_reasons_and_the_second_run_is_compared_on_the_sam
 ) -> None:
     config = load_config()
     metric, tolerance = (
-        config["training"]["promotion_metric"],
-        float(config["training"]["promotion_tolerance"]),
+        config.training.promotion_metric,
+        config.training.promotion_tolerance,
     )
     decision = promote_model("clm-churn", metric=metric, tolerance=tolerance)
     client = MlflowClient(tracking_uri=store)
