@@ -53,6 +53,7 @@ class PolicyModelSection(Section):
     registered_name: Name
     promotion_metric: Name
     promotion_tolerance: NonNegativeFloat
+    promotion_minimum: float | None = None
 
 
 class ModelsSection(Section):

@@ -16,7 +16,7 @@ from models.config import PropensityModelSection
 from models.frame import category_lists
 from models.metrics import classification_metrics, expected_calibration_error, slice_metrics, tenure_band
 from models.propensity import PropensityModel
-from training.baselines import fit_logistic_baseline, recency_rule_scores, rule_probability
+from training.baselines import bgnbd_baseline, fit_logistic_baseline, recency_rule_scores, rule_probability
 from training.dataset import Split, validation_users
 
 
@@ -48,7 +48,8 @@ class ModelSpec:
 class FoldResult:
     split: Split
     model: PropensityModel
-    metrics: dict[str, dict[str, float]]  # model | model_uncalibrated | logistic | recency_rule | oracle
+    # model | model_uncalibrated | logistic | recency_rule | bgnbd (churn) | oracle
+    metrics: dict[str, dict[str, float]]
     test_frame: pd.DataFrame
     test_probability: np.ndarray
     test_uncalibrated: np.ndarray
@@ -102,8 +103,13 @@ def fit_fold(
     oracle: Callable[[pd.DataFrame], np.ndarray | None] | None = None,
     with_slices: bool = False,
     params_override: Mapping[str, Any] | None = None,
+    horizon_days: int | None = None,
+    transactions: str = "any",
+    bgnbd_population: pd.DataFrame | None = None,
 ) -> FoldResult:
-    """Train on the split's training cutoffs, early-stop and calibrate on validation, score the test cutoff."""
+    """Train on the split's training cutoffs, early-stop and calibrate on validation, score the test cutoff.
+    Given the horizon, churn is also scored by BG/NBD (P(no `transactions` within it), see
+    `training.baselines.bgnbd_baseline`)."""
     target = spec.target
     train, valid, test = split_rows(frame, split, target)
     y_train, y_valid = train[target].astype(float).to_numpy(), valid[target].astype(float).to_numpy()
@@ -126,6 +132,14 @@ def fit_fold(
         "logistic": classification_metrics(y_test, p_logistic),
         "recency_rule": classification_metrics(y_test, p_rule),
     }
+    baseline_scores = {"logistic": p_logistic, "recency_rule": p_rule}
+    if target == "churn" and horizon_days is not None:
+        bgnbd, p_bgnbd = bgnbd_baseline(
+            train, test, horizon_days=horizon_days, activity=transactions, population=bgnbd_population
+        )
+        fitted = {f"param_{name}": value for name, value in bgnbd.params.items()}
+        metrics["bgnbd"] = classification_metrics(y_test, p_bgnbd) | fitted
+        baseline_scores["bgnbd"] = p_bgnbd
     metrics["model"]["ece_before_calibration"] = expected_calibration_error(y_test, p_uncal)
     metrics["model"]["brier_before_calibration"] = float(np.mean((p_uncal - y_test) ** 2))
     metrics["model"]["best_iteration"] = float(model.best_iteration_)
@@ -155,6 +169,6 @@ def fit_fold(
         test_frame=test,
         test_probability=p_test,
         test_uncalibrated=p_uncal,
-        baseline_scores={"logistic": p_logistic, "recency_rule": p_rule},
+        baseline_scores=baseline_scores,
         slices=slices,
     )

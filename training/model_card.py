@@ -10,7 +10,8 @@ The card mapping (every key but `model` optional)::
       "model": {"name", "version", "target", "horizon_days", "run_id"?},
       "data": {"first_cutoff", "last_cutoff", "train_cutoffs", "valid_cutoffs", "test_cutoffs",
                "rows": int | {split: int}, "positive_rate": float | {split: float}},
-      "test_metrics": {"model": {...}, "logistic": {...}, "recency_rule": {...}, "oracle": {...}?},
+      "test_metrics": {"model": {...}, "logistic": {...}, "recency_rule": {...}, "bgnbd": {...}?,
+                       "oracle": {...}?},
       "backtest": summarize_folds(...) output,
       "calibration": {"method"?, "brier_before", "brier_after", "ece_before", "ece_after"},
       "slices": slice_metrics(...) frame,
@@ -49,6 +50,7 @@ SCORER_LABELS: Mapping[str, str] = {
     "model": "model",
     "logistic": "logistic baseline",
     "recency_rule": "recency rule",
+    "bgnbd": "BG/NBD",
     "oracle": "oracle",
 }
 COUNT_METRICS = frozenset({"rows", "positives", "n", "best_iteration"})

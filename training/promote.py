@@ -13,7 +13,11 @@ class PromotionError(ValueError):
     """Nothing to promote (no challenger), or the registry cannot be read."""
 
 
-def promote_model(name: str, *, metric: str, tolerance: float) -> tracking.PromotionDecision:
+def promote_model(
+    name: str, *, metric: str, tolerance: float, minimum: float | None = None
+) -> tracking.PromotionDecision:
+    """Decide on the challenger of `name` and apply the decision; `minimum` is a floor the challenger's
+    metric must reach whatever the champion (the policy's offline value: never promote a loss)."""
     challenger = tracking.version_by_alias(name, "challenger")
     if challenger is None:
         raise PromotionError(f"{name} has no @challenger version: run `clm train` first")
@@ -42,6 +46,7 @@ def promote_model(name: str, *, metric: str, tolerance: float) -> tracking.Promo
         behaviour_report="behaviour checks passed"
         if behaviour
         else "behaviour checks failed (see behaviour.txt)",
+        minimum=minimum,
     )
     decision.reasons.append(f"compared with: {compared}")
     tracking.promote(name, decision, str(challenger.version))

@@ -474,11 +474,14 @@ def decide_promotion(
     tolerance: float = 0.005,
     behaviour_passed: bool,
     behaviour_report: str = "",
+    minimum: float | None = None,
 ) -> PromotionDecision:
-    """Promote iff the behaviour tests passed and there is no champion or the challenger is within
+    """Promote iff the behaviour tests passed, the challenger reaches `minimum` (when given; e.g. a
+    policy's offline value must not be negative) and there is no champion or the challenger is within
     `tolerance` of it or better (≥ champion − tolerance; ≤ champion + tolerance when lower is better).
 
-    A champion without the metric is kept: the comparison cannot be made, so a person decides.
+    A champion without the metric is kept: the comparison cannot be made, so a person decides. The
+    minimum holds even with no champion: a first version that loses value is not served either.
     """
     if tolerance < 0:
         raise ValueError(f"tolerance must be ≥ 0, got {tolerance}")
@@ -497,6 +500,9 @@ def decide_promotion(
 
     if challenger_value is None:
         reasons.append(f"challenger has no finite {metric}")
+        return decision(False)
+    if minimum is not None and challenger_value < minimum:
+        reasons.append(f"challenger {metric} = {challenger_value:.6g} is below the minimum {minimum:g}")
         return decision(False)
     if champion is None:
         reasons.append(f"no champion yet; challenger {metric} = {challenger_value:.6g}")

@@ -30,6 +30,7 @@ from models.pyfunc import ClmPyfuncModel
 from models.registry import download_bundle
 from models.scoring import contributions, score
 from training import tracking
+from training.btyd import population_summaries
 from training.dataset import (
     CutoffPlan,
     NotEnoughHistory,
@@ -108,7 +109,8 @@ class TargetFit:
 def baseline_backtests(results: Sequence[FoldResult]) -> dict[str, dict[str, dict[str, float]]]:
     """The baselines (and the oracle, on simulated data) summarised over the folds that all have them."""
     return {
-        name: summarize_folds([r.metrics[name] for r in results]) for name in ("logistic", "recency_rule", "oracle")
+        name: summarize_folds([r.metrics[name] for r in results])
+        for name in ("logistic", "recency_rule", "bgnbd", "oracle")
         if all(name in r.metrics for r in results)
     }  # fmt: skip
 
@@ -126,6 +128,8 @@ def fit_target(
     tune_trials: int = 0,
     folds: int | None = None,
     exact_folds: bool = False,
+    transactions: str = "any",
+    bgnbd_population: pd.DataFrame | None = None,
 ) -> TargetFit:
     """The pure steps over a frame: split into backtest folds (as many as the cutoffs allow up to `folds`,
     else a single time-based holdout; exactly `folds` with `exact_folds`), tune (optionally), fit and
@@ -145,7 +149,8 @@ def fit_target(
         progress(f"{spec.target}: fold {i + 1}/{len(folds)} — {split.describe()}")
         results.append(
             fit_fold(frame, split, spec, registry, seed=seed, oracle=oracle, with_slices=i == len(folds) - 1,
-                     params_override=best_params)
+                     params_override=best_params, horizon_days=horizon_days, transactions=transactions,
+                     bgnbd_population=bgnbd_population)
         )  # fmt: skip
     final = results[-1]
     feature_version = registry_version(registry)
@@ -223,6 +228,7 @@ def train_target(
     folds: int | None = None,
     exact_folds: bool = False,
     plan: CutoffPlan | None = None,
+    bgnbd_population: pd.DataFrame | None = None,
 ) -> TrainedTarget:
     """The thin job for one target: the pure fit, the champion's comparison, then MLflow logging and
     registration of the new version as @challenger."""
@@ -232,6 +238,7 @@ def train_target(
     fit = fit_target(
         frame, spec, registry=registry, horizon_days=horizon_days, scoring_cutoff=scoring_cutoff, training=training,
         truth=truth, progress=progress, tune_trials=tune_trials, folds=folds, exact_folds=exact_folds,
+        transactions=config.labels.non_contractual_activity, bgnbd_population=bgnbd_population,
     )  # fmt: skip
     champion_backtest = champion_backtest_of(frame, fit, spec, registry, seed, progress)
     final, results, bundle, behaviour = fit.final, fit.results, fit.bundle, fit.behaviour
@@ -547,6 +554,13 @@ def train_run(
     stages = latent_stages(truth)
     if stages is not None:
         frame = frame.merge(stages, on=["user_id", "cutoff"], how="left")
+    population = None
+    if "churn" in targets:
+        progress("churn: summarising every user's transactions for the BG/NBD baseline")
+        population = population_summaries(
+            data_dir, sorted(set(frame["cutoff"])), params=params, labels=labels,
+            activity=config.labels.non_contractual_activity, as_of=as_of,
+        )  # fmt: skip
     results, skipped = [], {}
     for target in targets:
         negatives, positives = label_counts(frame, target)
@@ -562,7 +576,8 @@ def train_run(
         results.append(
             train_target(frame, spec, params=params, horizon_days=horizon, scoring_cutoff=data.data_end,
                          config=config, truth=truth, progress=progress, tune_trials=tune_trials, folds=folds,
-                         exact_folds=folds is not None, plan=data.plan)
+                         exact_folds=folds is not None, plan=data.plan,
+                         bgnbd_population=population if target == "churn" else None)
         )  # fmt: skip
     return TrainingReport(results, data.plan, data.notes, skipped)
 

@@ -226,6 +226,7 @@ def _train_and_promote(console: Console, config: ClmConfig, data: Path, truth: P
         "AUC",
         "logistic",
         "recency",
+        "BG/NBD",
         "oracle",
         "÷ oracle",
         "ECE raw → cal",
@@ -241,7 +242,8 @@ def _train_and_promote(console: Console, config: ClmConfig, data: Path, truth: P
         oracle = m.get("oracle", {}).get("roc_auc", float("nan"))
         table.add_row(
             r.registered_name, r.version, f"{m['model']['roc_auc']:.3f}", f"{m['logistic']['roc_auc']:.3f}",
-            f"{m['recency_rule']['roc_auc']:.3f}", f"{oracle:.3f}",
+            f"{m['recency_rule']['roc_auc']:.3f}",
+            f"{m['bgnbd']['roc_auc']:.3f}" if "bgnbd" in m else "—", f"{oracle:.3f}",
             f"{m['model'].get('auc_over_oracle_auc', float('nan')):.3f}",
             f"{m['model']['ece_before_calibration']:.3f} → {m['model']['ece']:.3f}",
             "@champion" if decision.promote else "@challenger (not promoted)",
@@ -271,6 +273,7 @@ def _policy(console: Console, config: ClmConfig, data: Path, truth: Path) -> Non
             trained.registered_name,
             metric=rules.promotion_metric,
             tolerance=rules.promotion_tolerance,
+            minimum=rules.promotion_minimum,
         )
     console.print("[bold]6. policy[/bold]")
     print_trained_policy(console, trained)

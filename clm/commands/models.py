@@ -175,12 +175,12 @@ def train(
         )
         for column in ("", "ROC AUC", "PR AUC", "Brier", "ECE", "top-decile lift", "recall@10%"):
             table.add_column(column, justify="left" if not column else "right")
-        for who in ("model", "logistic", "recency_rule", "oracle"):
+        for who in ("model", "logistic", "recency_rule", "bgnbd", "oracle"):
             if who not in r.test_metrics:
                 continue
             m = r.test_metrics[who]
             label = {"model": "LightGBM (calibrated)", "logistic": "logistic regression", "recency_rule": "recency rule",
-                     "oracle": "oracle (true probability)"}[who]  # fmt: skip
+                     "bgnbd": "BG/NBD P(no activity)", "oracle": "oracle (true probability)"}[who]  # fmt: skip
             table.add_row(
                 label,
                 *(
@@ -223,7 +223,10 @@ def promote(
     name = config.models.registered_name(model.value)
     rules = config.models.policy if model.value == "policy" else config.training
     try:
-        decision = promote_model(name, metric=rules.promotion_metric, tolerance=rules.promotion_tolerance)
+        decision = promote_model(
+            name, metric=rules.promotion_metric, tolerance=rules.promotion_tolerance,
+            minimum=getattr(rules, "promotion_minimum", None),
+        )  # fmt: skip
     except PromotionError as exc:
         typer.echo(f"clm promote: {exc}", err=True)
         raise typer.Exit(2) from exc

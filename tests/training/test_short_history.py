@@ -185,6 +185,7 @@ def test_a_purchases_only_log_trains_and_scores_end_to_end(
     assert churn["backtest"]["roc_auc"]["n"] == 1 and set(churn["backtest_baselines"]) == {
         "logistic",
         "recency_rule",
+        "bgnbd",  # the buy-till-you-die baseline, on the same test rows
     }
     notes = " ".join(by_target["notes"]["notes"])
     assert "daily cutoffs" in notes and "no users input: every user begins at their first event" in notes

@@ -386,3 +386,40 @@ def test_decide_promotion_keeps_champion_when_a_metric_is_missing():
     kept = decide_promotion({AUC: 0.9}, {"other": 1.0}, behaviour_passed=True)
     assert kept == PromotionDecision(False, kept.reasons, AUC, 0.9, None)
     assert "champion has no finite" in kept.reasons[-1]
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "promote"),
+    [
+        pytest.param(-1.0, None, False, id="a loss is not the first champion"),
+        pytest.param(-1.0, -500.0, False, id="a loss is not promoted even when better than the champion"),
+        pytest.param(0.0, None, True, id="break-even reaches the minimum"),
+        pytest.param(120.0, 100.0, True, id="a gain within the champion's bar promotes"),
+    ],
+)
+def test_decide_promotion_never_promotes_below_the_minimum(
+    challenger: float, champion: float | None, promote: bool
+):
+    dr = "test.offline.dr"
+    decision = decide_promotion(
+        {dr: challenger}, None if champion is None else {dr: champion}, metric=dr, tolerance=50.0,
+        behaviour_passed=True, minimum=0.0,
+    )  # fmt: skip
+
+    assert decision.promote is promote
+    assert any("below the minimum 0" in reason for reason in decision.reasons) is (challenger < 0)
+
+
+def test_promote_model_keeps_a_losing_policy_out_of_champion_with_no_champion_yet(store: str, tmp_path: Path):
+    from training.promote import promote_model
+
+    name = "clm-test-losing-policy"
+    version = _register(name, tmp_path / "p1", factor=1.0, metrics={"test": {"offline": {"dr": -35.0}}})
+
+    decision = promote_model(name, metric="test.offline.dr", tolerance=50.0, minimum=0.0)
+
+    assert not decision.promote
+    assert tracking.version_by_alias(name, "champion") is None
+    tags = MlflowClient().get_model_version(name, version.version).tags
+    assert tags[tracking.PROMOTION_DECISION_TAG] == "rejected"
+    assert "-35 is below the minimum 0" in tags[tracking.PROMOTION_REASONS_TAG]

@@ -49,6 +49,9 @@ def test_each_target_gets_a_run_with_its_artifacts_and_a_challenger(first, store
                     "test.model.ece", "test.model.ece_before_calibration", "backtest.roc_auc.mean",
                     "backtest.roc_auc.std", "test.model.auc_over_oracle_auc"):  # fmt: skip
             assert key in run.data.metrics, key
+        # BG/NBD ("no activity within the horizon") is a churn baseline only
+        bgnbd = {"test.bgnbd.roc_auc", "test.bgnbd.param_r", "backtest_baselines.bgnbd.roc_auc.mean"}
+        assert (bgnbd <= set(run.data.metrics)) is (result.target == "churn")
         paths = {a.path for a in client.list_artifacts(result.run_id)}
         assert {"model_card.md", "behaviour.txt", "plots", "metrics", "config"} <= paths
         plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
