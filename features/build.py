@@ -6,17 +6,24 @@ day. "Probe" rows are placed at each cutoff and at each window boundary before i
 per metric over (user, day) then gives, at each probe, the total of everything strictly before it.
 A window's value is the difference of two probes. So the cost grows with users × cutoffs × boundaries,
 not with events × cutoffs.
+
+Up to `SINGLE_PASS_MAX_CUTOFFS` cutoffs the same totals come instead from the plan a hand-written query
+takes: one window over the events (the step to the user's previous event gives new active days and
+gaps), each event joined to the cutoffs it precedes, one `COUNT(*) FILTER` per (metric, offset). Either
+way only the totals some registry builder reads are computed (`_columns_read`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import ibis
+import ibis.expr.operations as ops
 import ibis.expr.types as ir
 import pandas as pd
 
@@ -24,13 +31,15 @@ from features.config import LabelsSection
 from features.registry import FeatureParams, build_registry, plan_rank, rfm_measures
 
 SECONDS_PER_DAY = 86_400
+MICROS_PER_DAY = SECONDS_PER_DAY * 1_000_000
 # Sums only ever needed over the whole history (cadence statistics).
 LIFETIME_ONLY = frozenset({"gap", "gap_sq", "has_gap"})
-# Up to this many cutoffs the totals come from one FILTER pass over the rows before each cutoff; beyond,
-# from running totals. Measured on the benchmark's 3M events (a loaded 2-core machine): at 1 cutoff the
-# two run alike (6.6–8.2 s of DuckDB) and the single pass compiles faster (0.7 against 1.0 s); at 12 the
-# running totals win (26–28 s against 31–34 s).
-SINGLE_PASS_MAX_CUTOFFS = 1
+# Up to this many cutoffs the totals come from one FILTER pass over the events before each cutoff (cost:
+# events × cutoffs); beyond, from per-day running totals (cost: active days + users × cutoffs). Measured
+# on the benchmark's 3M events (2 cores, load 12): at 12 monthly cutoffs the single pass took 46–50 s of
+# DuckDB against 63–67 s for the running totals (the hand-written query: 32–40 s).
+SINGLE_PASS_MAX_CUTOFFS = 12
+_AT = re.compile(r".+_at_\d+")  # a `<metric>_at_<offset>` total
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,41 @@ def _day_of(ts: ir.TimestampValue) -> ir.IntegerValue:
     return (ts.epoch_seconds() // SECONDS_PER_DAY).cast("int64")
 
 
+@ibis.udf.scalar.builtin(name="epoch_us")
+def _duckdb_epoch_us(ts: dt.datetime) -> int:  # type: ignore[empty-body]
+    """DuckDB's microseconds since 1970 of a timestamp (with a time zone: no conversion)."""
+
+
+def _duckdb_day_of(ts: ir.TimestampValue) -> ir.IntegerValue:
+    # Ibis's epoch_seconds() casts a zoned timestamp to a naive one first, a time-zone conversion per row
+    # (a second per scan of 3M events); DuckDB's epoch_us reads the instant as it is
+    return (_duckdb_epoch_us(ts) // MICROS_PER_DAY).cast("int64")
+
+
+def day_function(engine: str | None) -> Callable[[ir.TimestampValue], ir.IntegerValue]:
+    """How a timestamp becomes its UTC epoch day on `engine` (an Ibis backend name; None: portable)."""
+    return _duckdb_day_of if engine == "duckdb" else _day_of
+
+
+def _engine_of(table: ir.Table) -> str | None:
+    try:
+        return ibis.get_backend(table).name
+    except Exception:  # unbound tables: compiled for a dialect named by the caller
+        return None
+
+
+def _with_days(
+    day_of: Callable[[ir.TimestampValue], ir.IntegerValue], events: ir.Table, users: ir.Table | None,
+    campaigns: ir.Table | None,
+) -> tuple[ir.Table, ir.Table | None, ir.Table | None]:  # fmt: skip
+    """The inputs with their epoch days computed once: events' and campaigns' `day`, users' `signup_day`."""
+    return (
+        events.mutate(day=day_of(events.ts)),
+        None if users is None else users.mutate(signup_day=day_of(users.signup_ts)),
+        None if campaigns is None else campaigns.mutate(day=day_of(campaigns.ts)),
+    )
+
+
 def cutoff_table(cutoffs: Sequence[dt.date]) -> ir.Table:
     """One row per cutoff: its date, its epoch day and its midnight-UTC timestamp."""
     unique = sorted(set(cutoffs))
@@ -104,14 +148,15 @@ def data_end_table(data_end: dt.date) -> ir.Table:
 def user_spine(
     events: ir.Table, cutoffs: ir.Table, users: ir.Table | None = None, *, daily: ir.Table | None = None
 ) -> ir.Table:
-    """(user_id, cutoff) for every user first seen (first event or signup) strictly before the cutoff.
-    Given the per-day roll-up of the same events, it is read instead of the events (one scan less)."""
+    """(user_id, cutoff) for every user first seen (first event or signup) strictly before the cutoff
+    (events with their `day`, users with their `signup_day`, see `_with_days`). Given the per-day
+    roll-up of the same events, it is read instead of the events (one scan less)."""
     if daily is not None:
         first_event = daily.group_by("user_id").aggregate(first_day=daily.day.min())
     else:
-        first_event = events.group_by("user_id").aggregate(first_day=_day_of(events.ts).min())
+        first_event = events.group_by("user_id").aggregate(first_day=events.day.min())
     if users is not None:
-        signups = users.select("user_id", first_day=_day_of(users.signup_ts))
+        signups = users.select("user_id", first_day=users.signup_day)
         first = first_event.union(signups).group_by("user_id").aggregate(first_day=ibis._.first_day.min())
     else:
         first = first_event
@@ -121,8 +166,7 @@ def user_spine(
 
 def _daily(events: ir.Table, params: FeatureParams) -> ir.Table:
     """One row per user and active day: counts per event type, revenue, and the gap to the previous day."""
-    day = _day_of(events.ts)
-    e = events.mutate(day=day)
+    e = events
     is_purchase = e.event_type.isin(list(params.purchase_event_types))
     counted = sorted({*params.count_event_types, *params.plan_change_event_types, *params.cancel_event_types})
     metrics = {
@@ -140,10 +184,12 @@ def _daily(events: ir.Table, params: FeatureParams) -> ir.Table:
 
 
 def _windowed_sums(
-    rows: ir.Table, spine: ir.Table, windows: dict[str, tuple[int, int]], sums: Sequence[str]
-) -> ir.Table:
+    rows: ir.Table, spine: ir.Table, windows: dict[str, tuple[int, int]], sums: Sequence[str],
+    keep: frozenset[str] | None = None,
+) -> ir.Table:  # fmt: skip
     """Per (user, cutoff): for each named window (lo, hi), the sum of each `sums` column over the rows
-    with cutoff_day + lo <= day < cutoff_day + hi, as `<column>__<window>`. One range join bounded by
+    with cutoff_day + lo <= day < cutoff_day + hi, as `<column>__<window>` (only those in `keep`, when
+    given). One range join bounded by
     the widest window, so it costs rows × (cutoffs whose windows reach them), not rows × cutoffs."""
     lo = min(w[0] for w in windows.values())
     hi = max(w[1] for w in windows.values())
@@ -157,7 +203,8 @@ def _windowed_sums(
     for name, (w_lo, w_hi) in windows.items():
         inside = (joined.day >= joined.cutoff_day + w_lo) & (joined.day < joined.cutoff_day + w_hi)
         for c in sums:
-            aggregates[f"{c}__{name}"] = joined[c].sum(where=inside)
+            if keep is None or f"{c}__{name}" in keep:
+                aggregates[f"{c}__{name}"] = joined[c].sum(where=inside)
     return joined.group_by(["user_id", "cutoff_day"]).aggregate(**aggregates)
 
 
@@ -184,44 +231,120 @@ def _lifetime(
     )
 
 
+def _event_rows(events: ir.Table, campaigns: ir.Table | None) -> ir.Table:
+    """One row per event (and per contact): `user_id, day, event_type, amount, is_contact` and `step`, the
+    days since the user's previous event (null on its first; 0 on a contact), from one window over the
+    events — a step > 0 starts a new active day, and is the gap to the previous one."""
+    e = events
+    previous = e.day.lag().over(ibis.window(group_by="user_id", order_by="day"))
+    rows = e.select(
+        "user_id", "day", "event_type", "amount", step=e.day - previous, is_contact=ibis.literal(False)
+    )
+    if campaigns is None:
+        return rows
+    contacts = campaigns.select(
+        "user_id", "day", event_type=ibis.null("string"),
+        amount=ibis.null("float64"), step=ibis.literal(0, "int64"), is_contact=ibis.literal(True),
+    )  # fmt: skip
+    return rows.union(contacts)
+
+
 def _single_pass_totals(
-    rows: ir.Table, cut: ir.Table, offsets: Sequence[int], sums: Sequence[str], maxes: dict[str, ir.Value]
+    events: ir.Table,
+    cut: ir.Table,
+    p: FeatureParams,
+    counted: Sequence[str],
+    users: ir.Table | None,
+    campaigns: ir.Table | None,
+    *,
+    keep: frozenset[str] | None = None,
 ) -> ir.Table:
-    """What `_running_totals` gives, in one pass: the rows joined to the cutoffs they precede, then a
-    FILTER aggregate per (column, offset). Its cost grows with rows × cutoffs, so it wins for few cutoffs."""
-    marked = rows.mutate(**{f"_max_{k}": v for k, v in maxes.items()})
-    joined = marked.join(cut.select("cutoff_day"), marked.day < cut.cutoff_day)
-    aggregates = {}
-    for c in sums:
-        aggregates[f"{c}_at_0"] = joined[c].sum()
-        if c not in LIFETIME_ONLY:
-            for o in (o for o in offsets if o > 0):
-                aggregates[f"{c}_at_{o}"] = (
-                    joined[c].sum(where=joined.day < joined.cutoff_day - o).fill_null(0)
-                )
-    aggregates.update({k: joined[f"_max_{k}"].max() for k in maxes})
-    return joined.group_by(["user_id", "cutoff_day"]).aggregate(**aggregates)
+    """What `_running_totals` gives, in one pass over the events (the hand-written query's plan): each
+    event joined to the cutoffs it precedes, then one `COUNT(*) FILTER` (or SUM) per (metric, offset) and
+    the users first seen before the cutoff. Its cost grows with events × cutoffs, so it wins for few.
+    With `keep`, only the `<metric>_at_<offset>` totals named in it are computed."""
+    rows = _event_rows(events, campaigns)
+    joined = rows.join(cut.select("cutoff_day"), rows.day < cut.cutoff_day)
+    is_event = ~joined.is_contact if campaigns is not None else None
+    is_purchase = joined.event_type.isin(list(p.purchase_event_types))
+    new_day = joined.step.isnull() | (joined.step > 0)
+    counts = {  # metric -> the rows it counts (None: every event)
+        "n_events": is_event,
+        "active": new_day,  # a contact's step is 0
+        "n_purchases": is_purchase,
+        # `isin` like `is_purchase`: where purchases are one type, DuckDB binds the same aggregate once
+        **{f"n_{t}": joined.event_type.isin([t]) for t in counted},
+    }
+    if campaigns is not None:
+        counts["contacts"] = joined.is_contact
+    values = {"revenue": joined.amount.cast("float64"), "gap": joined.step.cast("float64")}
+    gap = joined.step > 0
+    aggregates: dict[str, ir.Value] = {}
+    for offset in p.offsets_days:
+        before = joined.day < joined.cutoff_day - offset if offset else None
+        both = lambda a, b: b if a is None else a if b is None else a & b  # noqa: E731
+        for name, which in counts.items():
+            where = both(which, before)
+            aggregates[f"{name}_at_{offset}"] = joined.count() if where is None else joined.count(where=where)
+        aggregates[f"purchase_days_at_{offset}"] = joined.day.nunique(where=both(is_purchase, before))
+        aggregates[f"revenue_at_{offset}"] = (
+            values["revenue"].sum(where=both(is_purchase, before)).fill_null(0.0)
+        )
+    aggregates.update(
+        gap_at_0=values["gap"].sum(where=gap).fill_null(0.0),
+        gap_sq_at_0=(values["gap"] * values["gap"]).sum(where=gap).fill_null(0.0),
+        has_gap_at_0=joined.count(where=gap),
+        first_event_day=joined.day.min(where=is_event),  # kept whatever `keep` says: the spine's
+        last_event_day=joined.day.max(where=is_event),
+        last_login_day=joined.day.max(where=joined.event_type.isin(list(p.login_like_event_types))),
+        last_purchase_day=joined.day.max(where=is_purchase),
+        first_purchase_neg_day=-joined.day.min(where=is_purchase),  # as the running totals give it
+    )
+    if campaigns is not None:
+        aggregates["last_contact_day"] = joined.day.max(where=joined.is_contact)
+    if keep is not None:
+        aggregates = {k: v for k, v in aggregates.items() if k in keep or not _AT.fullmatch(k)}
+    totals = joined.group_by(["user_id", "cutoff_day"]).aggregate(**aggregates)
+    fill = {}
+    if campaigns is None:
+        contacts = (f"contacts_at_{o}" for o in p.offsets_days)
+        fill.update({c: ibis.literal(0, "int64") for c in contacts if keep is None or c in keep})
+        fill["last_contact_day"] = ibis.null("int64")
+    first_day = totals.first_event_day
+    if users is not None:
+        signups = users.group_by("user_id").aggregate(signup_day=users.signup_day.min())
+        signups = signups.rename(signup_user="user_id")
+        totals = totals.left_join(signups, totals.user_id == signups.signup_user).drop("signup_user")
+        first_day = ibis.coalesce(ibis.least(totals.first_event_day, totals.signup_day), totals.first_event_day,
+                                  totals.signup_day)  # fmt: skip
+    totals = totals.mutate(first_day=first_day, **fill)
+    totals = totals.filter(totals.first_day < totals.cutoff_day)
+    return totals.join(cut, "cutoff_day")
 
 
 def _running_totals(
     rows: ir.Table, spine: ir.Table, cutoff_days: Sequence[int], offsets: Sequence[int], sums: Sequence[str],
-    maxes: dict[str, ir.Value],
+    maxes: dict[str, ir.Value], keep: frozenset[str] | None = None,
 ) -> ir.Table:  # fmt: skip
     """Per (user, cutoff): `<column>_at_<offset>` = the total of each `sums` column strictly before
-    cutoff − offset (offsets ≥ 0), and each `maxes` expression's maximum strictly before the cutoff."""
-    totals = _lifetime(rows, spine, cutoff_days, sums, maxes)
+    cutoff − offset (offsets ≥ 0; only those in `keep`, when given), and each `maxes` expression's
+    maximum strictly before the cutoff."""
     positive = sorted(o for o in offsets if o > 0)
-    if not positive:
+    pairs = [(c, o) for c in sums if c not in LIFETIME_ONLY for o in positive]
+    if keep is not None:
+        pairs = [(c, o) for c, o in pairs if f"{c}_at_{o}" in keep]
+        sums = [c for c in sums if f"{c}_at_0" in keep or any(c == pc for pc, _ in pairs)]
+    totals = _lifetime(rows, spine, cutoff_days, sums, maxes)
+    if not pairs:
         return totals
-    windowed_sums = [c for c in sums if c not in LIFETIME_ONLY]
-    windowed = _windowed_sums(rows, spine, {f"w{o}": (-o, 0) for o in positive}, windowed_sums)
+    windowed_sums = sorted({c for c, _ in pairs})
+    windows = {f"w{o}": (-o, 0) for o in sorted({o for _, o in pairs})}
+    windowed = _windowed_sums(
+        rows, spine, windows, windowed_sums, keep=frozenset(f"{c}__w{o}" for c, o in pairs)
+    )
     joined = totals.left_join(windowed, ["user_id", "cutoff_day"]).drop("user_id_right", "cutoff_day_right")
     return joined.mutate(
-        **{
-            f"{c}_at_{o}": joined[f"{c}_at_0"] - joined[f"{c}__w{o}"].fill_null(0)
-            for c in windowed_sums
-            for o in positive
-        }
+        **{f"{c}_at_{o}": joined[f"{c}_at_0"] - joined[f"{c}__w{o}"].fill_null(0) for c, o in pairs}
     )
 
 
@@ -265,7 +388,7 @@ def build_features(
     label_params = labels or LabelParams()
     return _features(
         events, cutoff_table(cutoffs), cutoffs, p, label_params, users=users, subscriptions=subscriptions,
-        campaigns=campaigns, holdout_actions=holdout_actions,
+        campaigns=campaigns, holdout_actions=holdout_actions, engine=_engine_of(events),
     )  # fmt: skip
 
 
@@ -280,14 +403,45 @@ def _features(
     subscriptions: ir.Table | None,
     campaigns: ir.Table | None,
     holdout_actions: Sequence[str],
+    engine: str | None,
 ) -> ir.Table:
     """`build_features` over a cutoff table given as a table (a memtable, or a placeholder to compile)."""
     last_ts = midnight_utc(max(cutoffs))
     events = events.filter(events.ts < last_ts)
+    events, users, campaigns = _with_days(day_function(engine), events, users, campaigns)
+    if campaigns is not None:
+        campaigns = campaigns.filter((campaigns.ts < last_ts) & ~campaigns.action.isin(list(holdout_actions)))
+    counted = sorted({*p.count_event_types, *p.plan_change_event_types})
+    if len(set(cutoffs)) <= SINGLE_PASS_MAX_CUTOFFS:
+
+        def totals(keep: frozenset[str] | None) -> ir.Table:
+            return _single_pass_totals(events, cut, p, counted, users, campaigns, keep=keep)
+
+    else:
+
+        def totals(keep: frozenset[str] | None) -> ir.Table:
+            return _running_totals_table(events, cut, cutoffs, p, counted, users, campaigns, keep=keep)
+
+    # every (metric, offset) total first, to learn which ones the registry reads; then only those, so no
+    # aggregate is computed that no feature reads
+    read = _columns_read(_context(totals(None), p, users, subscriptions, campaigns, holdout_actions), p)
+    return _feature_columns(totals(read), p, label_params, users, subscriptions, campaigns, holdout_actions)
+
+
+def _running_totals_table(
+    events: ir.Table,
+    cut: ir.Table,
+    cutoffs: Sequence[dt.date],
+    p: FeatureParams,
+    counted: Sequence[str],
+    users: ir.Table | None,
+    campaigns: ir.Table | None,
+    *,
+    keep: frozenset[str] | None,
+) -> ir.Table:
+    """The spine joined to its `_running_totals`: the per-day plan for many cutoffs."""
     daily = _daily(events, p)
     spine = user_spine(events, cut, users, daily=daily)
-
-    counted = sorted({*p.count_event_types, *p.plan_change_event_types})
     sums = ["n_events", "active", "revenue", "n_purchases", "purchase_days", "gap", "gap_sq", "has_gap", "contacts",
             *[f"n_{t}" for t in counted]]  # fmt: skip
     rows = daily.mutate(
@@ -299,8 +453,7 @@ def _features(
         is_contact=ibis.literal(False),
     ).select("user_id", "day", "n_login_like", "is_contact", *sums)
     if campaigns is not None:
-        contacts = campaigns.filter((campaigns.ts < last_ts) & ~campaigns.action.isin(list(holdout_actions)))
-        contacts = contacts.mutate(day=_day_of(contacts.ts))
+        contacts = campaigns
         per_day = contacts.group_by(["user_id", "day"]).aggregate(contacts=contacts.count())
         zeros = {c: ibis.literal(0).cast(rows[c].type()) for c in [*sums, "n_login_like"] if c != "contacts"}
         rows = rows.union(per_day.mutate(is_contact=ibis.literal(True), **zeros).select(rows.columns))
@@ -313,12 +466,8 @@ def _features(
         "last_contact_day": ibis.ifelse(rows.is_contact, rows.day, None),
     }
     cutoff_days = [epoch_day(c) for c in sorted(set(cutoffs))]
-    if len(cutoff_days) <= SINGLE_PASS_MAX_CUTOFFS:
-        totals = _single_pass_totals(rows, cut, p.offsets_days, sums, maxes)
-    else:
-        totals = _running_totals(rows, spine, cutoff_days, p.offsets_days, sums, maxes)
-    t = spine.join(totals, ["user_id", "cutoff_day"])
-    return _feature_columns(t, p, label_params, users, subscriptions, campaigns, holdout_actions)
+    totals = _running_totals(rows, spine, cutoff_days, p.offsets_days, sums, maxes, keep=keep)
+    return spine.join(totals, ["user_id", "cutoff_day"])
 
 
 def midnight_utc(day: dt.date) -> ir.TimestampScalar:
@@ -337,16 +486,8 @@ def _feature_columns(
 ) -> ir.Table:
     """The context the registry's builders read (see `features.registry`), then one column per registry
     entry from its own builder."""
-    registry = build_registry(p)
-    context = _with_rfm_thresholds(
-        _with_last_action(_with_subscription(t, p, users, subscriptions), campaigns, holdout_actions), p
-    )
-    columns = {}
-    for feature in registry:
-        if feature.build is None:
-            raise ValueError(f"feature {feature.name} has no builder")
-        value = feature.build(context, p)
-        columns[feature.name] = value.cast("string") if feature.dtype == "category" else value.cast("float64")
+    context = _context(t, p, users, subscriptions, campaigns, holdout_actions)
+    columns = _registry_columns(context, p)
     table = context.mutate(**columns)
     if not label_params.keep_churned_users:
         horizon = float(label_params.horizon_days)
@@ -356,6 +497,40 @@ def _feature_columns(
     return table.select("user_id", table.cutoff.cast("date").name("cutoff"), *columns).order_by(
         ["cutoff", "user_id"]
     )
+
+
+def _context(
+    t: ir.Table,
+    p: FeatureParams,
+    users: ir.Table | None,
+    subscriptions: ir.Table | None,
+    campaigns: ir.Table | None,
+    holdout_actions: Sequence[str],
+) -> ir.Table:
+    """The per-(user, cutoff) totals with what else the builders read: subscription, last action, RFM."""
+    with_subscription = _with_subscription(t, p, users, subscriptions)
+    return _with_rfm_thresholds(_with_last_action(with_subscription, campaigns, holdout_actions), p)
+
+
+def _registry_columns(context: ir.Table, p: FeatureParams) -> dict[str, ir.Value]:
+    """Each registry entry's column, from its own builder over the context."""
+    columns = {}
+    for feature in build_registry(p):
+        if feature.build is None:
+            raise ValueError(f"feature {feature.name} has no builder")
+        value = feature.build(context, p)
+        columns[feature.name] = value.cast("string") if feature.dtype == "category" else value.cast("float64")
+    return columns
+
+
+def _columns_read(context: ir.Table, p: FeatureParams) -> frozenset[str]:
+    """The context columns the registry's builders read, found by running them over a stand-in table of
+    the context's schema (cheap: no joins behind it)."""
+    stand_in = ibis.table(context.schema(), name="context")
+    fields = (
+        field for value in _registry_columns(stand_in, p).values() for field in value.op().find(ops.Field)
+    )
+    return frozenset(field.name for field in fields)
 
 
 def _with_subscription(
@@ -387,7 +562,7 @@ def _with_last_action(t: ir.Table, campaigns: ir.Table | None, holdout_actions: 
         return t.mutate(contact_last_action=ibis.null("string"))
     contacts = campaigns.filter(~campaigns.action.isin(list(holdout_actions)))
     last = (
-        contacts.mutate(contact_day=_day_of(contacts.ts))
+        contacts.mutate(contact_day=contacts.day)
         .group_by(["user_id", "contact_day"])
         .aggregate(contact_last_action=ibis._.action.max())
     )
@@ -425,7 +600,9 @@ def build_labels(
     lp = params or LabelParams()
     p = feature_params or FeatureParams()
     cut, end = cutoff_table(cutoffs), data_end_table(data_end)
-    return _labels(events, cut, end, lp, p, users=users, subscriptions=subscriptions)
+    return _labels(
+        events, cut, end, lp, p, users=users, subscriptions=subscriptions, engine=_engine_of(events)
+    )
 
 
 def _labels(
@@ -437,19 +614,21 @@ def _labels(
     *,
     users: ir.Table | None,
     subscriptions: ir.Table | None,
+    engine: str | None,
 ) -> ir.Table:
     """`build_labels` over the cutoffs and the data's end given as tables (memtables, or placeholders to
     compile once for any cutoffs and any data end)."""
     horizon = lp.horizon_days
     offset = lp.churn_offset_days
     last_cutoff_ts = cut.cutoff_ts.max().as_scalar()
+    events, users, _ = _with_days(day_function(engine), events, users, None)
     spine = user_spine(events.filter(events.ts < last_cutoff_ts), cut, users)
     spine = spine.cross_join(end).mutate(
         horizon_ts=spine.cutoff_ts + ibis.interval(days=horizon),
         churn_end_ts=spine.cutoff_ts + ibis.interval(days=horizon + offset),
     )
     events = events.filter(events.ts < end.data_end_ts.max().as_scalar())
-    e = events.mutate(day=_day_of(events.ts))
+    e = events
     activity = (
         e.event_type.isin(list(p.purchase_event_types)) if lp.non_contractual_activity == "purchase" else True
     )
@@ -565,7 +744,7 @@ def compiled_features(
     expr = _features(
         tables["events"], tables[CUTOFFS_INPUT], cutoffs, params, labels, users=tables.get("users"),
         subscriptions=tables.get("subscriptions"), campaigns=tables.get("campaigns"),
-        holdout_actions=holdout_actions,
+        holdout_actions=holdout_actions, engine=dialect,
     )  # fmt: skip
     return _compiled(expr, tables, dialect)
 
@@ -579,6 +758,6 @@ def compiled_labels(
     tables = _placeholder_tables(schemas)
     expr = _labels(
         tables["events"], tables[CUTOFFS_INPUT], tables[DATA_END_INPUT], params, feature_params,
-        users=tables.get("users"), subscriptions=tables.get("subscriptions"),
+        users=tables.get("users"), subscriptions=tables.get("subscriptions"), engine=dialect,
     )  # fmt: skip
     return _compiled(expr, tables, dialect)
