@@ -286,10 +286,10 @@ def _single_pass_totals(
         for name, which in counts.items():
             where = both(which, before)
             aggregates[f"{name}_at_{offset}"] = joined.count() if where is None else joined.count(where=where)
+        aggregates[f"purchase_days_at_{offset}"] = joined.day.nunique(where=both(is_purchase, before))
         aggregates[f"revenue_at_{offset}"] = (
             values["revenue"].sum(where=both(is_purchase, before)).fill_null(0.0)
         )
-        aggregates[f"purchase_days_at_{offset}"] = joined.day.nunique(where=both(is_purchase, before))
     aggregates.update(
         gap_at_0=values["gap"].sum(where=gap).fill_null(0.0),
         gap_sq_at_0=(values["gap"] * values["gap"]).sum(where=gap).fill_null(0.0),
@@ -298,7 +298,7 @@ def _single_pass_totals(
         last_event_day=joined.day.max(where=is_event),
         last_login_day=joined.day.max(where=joined.event_type.isin(list(p.login_like_event_types))),
         last_purchase_day=joined.day.max(where=is_purchase),
-        first_purchase_neg_day=-joined.day.min(where=is_purchase),
+        first_purchase_neg_day=-joined.day.min(where=is_purchase),  # as the running totals give it
     )
     if campaigns is not None:
         aggregates["last_contact_day"] = joined.day.max(where=joined.is_contact)

@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from clm.cli import app
+from features.build import SINGLE_PASS_MAX_CUTOFFS
 from features.jobs import build_feature_tables
 from tests.training.short_logs import purchase_log, saas_log, write_csv
 from training.dataset import NotEnoughHistory, plan_cutoffs
@@ -118,7 +119,9 @@ def retail_data(retail_export: Path) -> Path:
 def test_features_at_a_weekly_cutoff_equal_the_same_cutoff_computed_alone(
     retail_data: Path, tmp_path: Path
 ) -> None:
-    weekly = [D(2025, 4, 1) + dt.timedelta(days=7 * k) for k in range(10)]
+    # more cutoffs than the single-pass plan takes: the running totals against one cutoff's single pass
+    weekly = [D(2025, 4, 1) + dt.timedelta(days=7 * k) for k in range(16)]
+    assert len(weekly) > SINGLE_PASS_MAX_CUTOFFS
     many = build_feature_tables(retail_data, weekly, tmp_path / "many")
     alone = build_feature_tables(retail_data, [weekly[6]], tmp_path / "alone")
     at = pd.read_parquet(many.features_path)
