@@ -95,13 +95,15 @@ class TrainingSection(Section):
     shap_sample_rows: PositiveInt
     promotion_metric: Name
     promotion_tolerance: NonNegativeFloat
+    calibration_tolerance: NonNegativeFloat
 
 
 class PropensityModelSection(Section):
-    """`[models.churn]` and `[models.upgrade]`: one LightGBM propensity model each."""
+    """`[models.churn]`, `[models.upgrade]` and `[models.reactivation]`: one LightGBM propensity model each."""
 
     registered_name: Name
     monotone: bool
+    calibration_prior_rows: NonNegativeFloat
     num_boost_round: PositiveInt
     early_stopping_rounds: PositiveInt
     params: dict[str, LightGBMValue]
@@ -116,6 +118,7 @@ class PolicyModelSection(Section):
 class ModelsSection(Section):
     churn: PropensityModelSection
     upgrade: PropensityModelSection
+    reactivation: PropensityModelSection
     policy: PolicyModelSection
 
 
@@ -141,6 +144,7 @@ class ValueSection(Section):
     horizon_months: PositiveInt
     revenue_window_days: PositiveInt
     currency: Name
+    retained_churn_month: Annotated[float, Field(ge=0, lt=1)]
     plan_prices: dict[str, NonNegativeFloat]
 
 
@@ -148,6 +152,7 @@ class PolicySection(Section):
     max_contacts_per_30d: NonNegativeInt
     harm_tolerance: Probability
     exploration_share: Annotated[float, Field(ge=0, lt=1)]
+    exploration_salt: str
     min_treated_rows: NonNegativeInt
     min_treated_positives: NonNegativeInt
     learner: Literal["t", "x"]
@@ -172,6 +177,7 @@ class ActionSection(Section):
     outcome: Outcome
     prior_delta_churn: ProbabilityChange
     prior_delta_upgrade: ProbabilityChange
+    prior_delta_reactivation: ProbabilityChange | None = None
 
 
 class ServingSection(Section):

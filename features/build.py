@@ -510,7 +510,12 @@ def _labels(
             reactivation=ibis.ifelse(closed, after["n_activity"] > 0, None),
         )
         .select(
-            "user_id", ibis._.cutoff.cast("date").name("cutoff"), "horizon_days", "churn", "upgrade", "reactivation"
+            "user_id",
+            ibis._.cutoff.cast("date").name("cutoff"),
+            "horizon_days",
+            "churn",
+            "upgrade",
+            "reactivation",
         )
         .order_by(["cutoff", "user_id"])
     )

@@ -20,6 +20,9 @@ ACTION_KEYS = (
     "prior_delta_churn",
     "prior_delta_upgrade",
 )
+# Optional: the assumed change in the probability that a lapsed user comes back within the horizon (the
+# reactivation model's outcome); when absent, the opposite of `prior_delta_churn`.
+OPTIONAL_ACTION_KEYS = ("prior_delta_reactivation",)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,16 @@ class Action:
     outcome: str
     prior_delta_churn: float
     prior_delta_upgrade: float
+    prior_delta_reactivation: float | None = None
+
+    @property
+    def prior_return(self) -> float:
+        """The prior change in the probability of coming back (lapsed users): configured, else −Δchurn."""
+        return (
+            -self.prior_delta_churn
+            if self.prior_delta_reactivation is None
+            else self.prior_delta_reactivation
+        )
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,8 @@ class ContactPolicy:
     max_contacts_per_30d: int
     harm_tolerance: float
     exploration_share: float
+    # Hashed with (user, snapshot date, policy version) into each decision's exploration draw.
+    exploration_salt: str = "clm"
 
     @classmethod
     def from_config(cls, policy_section: Mapping[str, Any]) -> ContactPolicy:
@@ -61,7 +76,12 @@ class ContactPolicy:
         share = _number(policy_section["exploration_share"], "policy.exploration_share")
         if not 0.0 <= share < 1.0:
             raise ValueError(f"policy.exploration_share must be in [0, 1), got {share}")
-        return cls(max_contacts_per_30d=cap, harm_tolerance=harm, exploration_share=share)
+        salt = policy_section.get("exploration_salt", "clm")
+        if not isinstance(salt, str):
+            raise ValueError(f"policy.exploration_salt must be a string, got {salt!r}")
+        return cls(
+            max_contacts_per_30d=cap, harm_tolerance=harm, exploration_share=share, exploration_salt=salt
+        )
 
 
 def _number(value: Any, where: str) -> float:
@@ -76,9 +96,10 @@ def _action(name: str, spec: Mapping[str, Any], stages: Sequence[str]) -> Action
         raise ValueError(f"{where}: {NO_ACTION!r} is reserved (it is always a candidate, with value 0)")
     if not isinstance(spec, Mapping):
         raise ValueError(f"{where} must be a table of settings")
-    unknown = sorted(set(spec) - set(ACTION_KEYS))
+    unknown = sorted(set(spec) - set(ACTION_KEYS) - set(OPTIONAL_ACTION_KEYS))
     if unknown:
-        raise ValueError(f"{where}.{unknown[0]} is not an action setting (known: {', '.join(ACTION_KEYS)})")
+        known = ", ".join((*ACTION_KEYS, *OPTIONAL_ACTION_KEYS))
+        raise ValueError(f"{where}.{unknown[0]} is not an action setting (known: {known})")
     missing = [key for key in ACTION_KEYS if key not in spec]
     if missing:
         raise ValueError(f"{where}.{missing[0]} is missing")
@@ -101,7 +122,9 @@ def _action(name: str, spec: Mapping[str, Any], stages: Sequence[str]) -> Action
     if not isinstance(channel, str) or not channel:
         raise ValueError(f"{where}.channel must be a non-empty string, got {channel!r}")
     priors = {}
-    for key in ("prior_delta_churn", "prior_delta_upgrade"):
+    for key in ("prior_delta_churn", "prior_delta_upgrade", *OPTIONAL_ACTION_KEYS):
+        if key not in spec:
+            continue
         priors[key] = _number(spec[key], f"{where}.{key}")
         if not -1.0 <= priors[key] <= 1.0:
             raise ValueError(
@@ -138,6 +161,11 @@ def catalog_to_dict(catalog: Sequence[Action]) -> dict[str, dict[str, Any]]:
             "outcome": action.outcome,
             "prior_delta_churn": action.prior_delta_churn,
             "prior_delta_upgrade": action.prior_delta_upgrade,
+            **(
+                {}
+                if action.prior_delta_reactivation is None
+                else {"prior_delta_reactivation": action.prior_delta_reactivation}
+            ),
         }
         for action in catalog
     }

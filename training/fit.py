@@ -14,7 +14,7 @@ import pandas as pd
 from features.registry import Feature
 from models.frame import category_lists
 from models.metrics import classification_metrics, expected_calibration_error, slice_metrics, tenure_band
-from models.propensity import PropensityModel
+from models.propensity import Calibrator, PropensityModel
 from training.baselines import fit_logistic_baseline, recency_rule_scores, rule_probability
 from training.dataset import Split
 
@@ -29,6 +29,8 @@ class ModelSpec:
     num_boost_round: int = 1000
     early_stopping_rounds: int = 50
     monotone: bool = False
+    # pseudo-rows at the base rate added to each isotonic block (models.propensity.Calibrator)
+    calibration_prior_rows: float = 0.0
 
     @classmethod
     def from_config(cls, target: str, section: Mapping[str, Any]) -> ModelSpec:
@@ -39,6 +41,7 @@ class ModelSpec:
             num_boost_round=int(section.get("num_boost_round", 1000)),
             early_stopping_rounds=int(section.get("early_stopping_rounds", 50)),
             monotone=bool(section.get("monotone", False)),
+            calibration_prior_rows=float(section.get("calibration_prior_rows", 0.0)),
         )
 
 
@@ -69,6 +72,7 @@ def new_model(
         early_stopping_rounds=spec.early_stopping_rounds,
         monotone=monotone,
         random_state=seed,
+        calibration_prior_rows=spec.calibration_prior_rows,
     )
 
 
@@ -116,6 +120,9 @@ def fit_fold(
     metrics["model"]["ece_before_calibration"] = expected_calibration_error(y_test, p_uncal)
     metrics["model"]["brier_before_calibration"] = float(np.mean((p_uncal - y_test) ** 2))
     metrics["model"]["best_iteration"] = float(model.best_iteration_)
+    # the same fold under plain isotonic calibration, so the bounded calibration's cost is on record
+    plain = Calibrator.fit(model.predict_uncalibrated(valid), y_valid)
+    metrics["model"]["ece_plain_isotonic"] = expected_calibration_error(y_test, plain(p_uncal))
     if oracle is not None:
         p_oracle = oracle(test)
         if p_oracle is not None:

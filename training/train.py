@@ -4,6 +4,7 @@ register a new version with the alias `challenger`."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -23,6 +24,7 @@ from models.behaviour import BehaviourReport, behaviour_report
 from models.bundle import ModelBundle, bundle_from_model, load_bundle, save_bundle
 from models.frame import model_matrix
 from models.metrics import classification_metrics, summarize_folds
+from models.population import ALL_USERS, CHURN_POPULATION, REACTIVATION_POPULATION, in_population
 from models.pyfunc import ClmPyfuncModel
 from models.registry import download_bundle
 from models.scoring import contributions, score
@@ -103,6 +105,7 @@ def fit_target(
     truth: pd.DataFrame | None,
     progress: Progress,
     tune_trials: int = 0,
+    population: str = CHURN_POPULATION,
 ) -> TargetFit:
     """The pure steps over a frame: split into backtest folds, tune (optionally), fit and calibrate each
     fold against its baselines, bundle the final fold's model and run the behaviour checks. No I/O."""
@@ -129,7 +132,8 @@ def fit_target(
         horizon_days=horizon_days,
         metadata={"recipe_params": {**spec.params, **best_params},
                   "train_cutoffs": [str(c) for c in final.split.train], "valid_cutoff": str(final.split.valid),
-                  "test_cutoff": str(final.split.test), "scoring_cutoff": str(scoring_cutoff)},
+                  "test_cutoff": str(final.split.test), "scoring_cutoff": str(scoring_cutoff),
+                  "population": population},
     )  # fmt: skip
     return TargetFit(
         folds=folds,
@@ -195,6 +199,7 @@ def train_target(
     truth: pd.DataFrame | None,
     progress: Progress,
     tune_trials: int = 0,
+    population: str = CHURN_POPULATION,
 ) -> TrainedTarget:
     """The thin job for one target: the pure fit, the champion's comparison, then MLflow logging and
     registration of the new version as @challenger."""
@@ -203,7 +208,7 @@ def train_target(
     seed = int(training["seed"])
     fit = fit_target(
         frame, spec, registry=registry, horizon_days=horizon_days, scoring_cutoff=scoring_cutoff, training=training,
-        truth=truth, progress=progress, tune_trials=tune_trials,
+        truth=truth, progress=progress, tune_trials=tune_trials, population=population,
     )  # fmt: skip
     champion_backtest = champion_backtest_of(frame, fit, spec, registry, seed, progress)
     final, results, bundle, behaviour = fit.final, fit.results, fit.bundle, fit.behaviour
@@ -217,6 +222,7 @@ def train_target(
         "horizon_days": horizon_days,
         "feature_version": feature_version,
         "scoring_cutoff": str(scoring_cutoff),
+        "population": population,
         "split": {
             "train": [str(c) for c in final.split.train],
             "valid": str(final.split.valid),
@@ -400,12 +406,16 @@ def train(
     tune_trials: int = 0,
     progress: Progress = lambda message: None,
 ) -> list[TrainedTarget]:
-    """Everything `clm train` does; returns one summary per target."""
+    """Everything `clm train` does; returns one summary per target. Features are built for every user (lapsed
+    ones included); each target then trains on its population (models.population): churn and upgrade on
+    the users still alive at a cutoff (everyone with `labels.keep_churned_users`), reactivation on the
+    lapsed ones."""
     params = FeatureParams.from_config(config["features"])
     labels = LabelParams.from_config(config["labels"], horizon_days=horizon_days)
     horizon = labels.horizon_days
     tracking.configure(tracking.resolve_tracking_uri(project_root))
-    frame, data_end = training_frame(data_dir, config, labels, as_of=as_of, progress=progress)
+    every_user = dataclasses.replace(labels, keep_churned_users=True)
+    frame, data_end = training_frame(data_dir, config, every_user, as_of=as_of, progress=progress)
     truth = read_truth(truth_dir)
     stages = latent_stages(truth)
     if stages is not None:
@@ -413,11 +423,21 @@ def train(
     results = []
     for target in targets:
         spec = ModelSpec.from_config(target, config["models"][target])
+        population = target_population(target, labels.keep_churned_users)
+        rows = frame[in_population(frame, population, horizon)].reset_index(drop=True)
+        progress(f"{target}: {len(rows):,} rows of the {population} population")
         results.append(
-            train_target(frame, spec, params=params, horizon_days=horizon, scoring_cutoff=data_end, config=config,
-                         truth=truth, progress=progress, tune_trials=tune_trials)
+            train_target(rows, spec, params=params, horizon_days=horizon, scoring_cutoff=data_end, config=config,
+                         truth=truth, progress=progress, tune_trials=tune_trials, population=population)
         )  # fmt: skip
     return results
+
+
+def target_population(target: str, keep_churned_users: bool) -> str:
+    """The users a target's model trains on and scores (models.population)."""
+    if target == "reactivation":
+        return REACTIVATION_POPULATION
+    return ALL_USERS if keep_churned_users else CHURN_POPULATION
 
 
 def summary_json(results: Sequence[TrainedTarget]) -> str:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 class Target(StrEnum):
     churn = "churn"
     upgrade = "upgrade"
+    reactivation = "reactivation"
     policy = "policy"
     all = "all"
 
@@ -32,6 +33,7 @@ class Target(StrEnum):
 class PromotableTarget(StrEnum):
     churn = "churn"
     upgrade = "upgrade"
+    reactivation = "reactivation"
     policy = "policy"
 
 
@@ -69,7 +71,7 @@ def train(
 
     settings = Settings()
     config = load_config(settings.config)
-    targets = ["churn", "upgrade"] if model is Target.all else [model.value]
+    targets = ["churn", "upgrade", "reactivation"] if model is Target.all else [model.value]
     with_policy = "policy" in targets or model is Target.all
     targets = [t for t in targets if t != "policy"]
     truth_dir = truth or (data / "truth" if (data / "truth").exists() else None)
@@ -187,13 +189,16 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Evaluate a registered model version on the data's latest backtest folds."""
+    import dataclasses
+
     from clm.settings import Settings
     from features.build import LabelParams
     from models.bundle import load_bundle
+    from models.population import in_population
     from models.registry import download_bundle
     from training import tracking
     from training.dataset import backtest_splits, closed_cutoffs
-    from training.train import evaluate_bundle_on_folds, training_frame
+    from training.train import evaluate_bundle_on_folds, target_population, training_frame
 
     settings = Settings()
     config = load_config(settings.config)
@@ -210,7 +215,11 @@ def evaluate(
         typer.echo(f"clm evaluate: cannot load {uri}: {exc}", err=True)
         raise typer.Exit(2) from exc
     labels = LabelParams.from_config(config["labels"], horizon_days=bundle.horizon_days)
-    frame, _ = training_frame(data, config, labels)
+    frame, _ = training_frame(data, config, dataclasses.replace(labels, keep_churned_users=True))
+    population = bundle.metadata.get(
+        "population", target_population(bundle.target, labels.keep_churned_users)
+    )
+    frame = frame[in_population(frame, population, bundle.horizon_days)]
     folds = backtest_splits(
         closed_cutoffs(frame, bundle.target), bundle.horizon_days, int(config["training"]["backtest_folds"])
     )
