@@ -250,13 +250,16 @@ def score(
         ),
     ] = None,
     explore: Annotated[
-        bool, typer.Option("--explore/--no-explore", help="Randomise the configured share of decisions.")
+        bool,
+        typer.Option(
+            "--explore/--no-explore",
+            help="Explore the configured share of decisions; each user's draw is a hash of (user, date, policy "
+            "version, policy.exploration_salt), the same draw the API makes.",
+        ),
     ] = True,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the exploration draws.")] = 0,
 ) -> None:
     """Stage, churn and upgrade probability, CLV and the next best action for every user known before the
     date, with the @champion models and policy."""
-    import numpy as np
     import pandas as pd
 
     from clm.settings import Settings
@@ -283,7 +286,7 @@ def score(
         raise typer.Exit(2) from exc
     decided = models.decide(
         frame, budget=budget, budget_method=config["policy"]["budget_method"],
-        rng=np.random.default_rng(seed) if explore and budget is None else None,
+        explore=explore and budget is None,
     )  # fmt: skip
     if decided.plan is not None:
         plan = decided.plan

@@ -119,6 +119,7 @@ def overview_page(
     return page(
         request, "overview.html.j2", lang, data=data, versions=models.version_labels(),
         info=store.info(), mix=_records(data.mix), top=_records(data.top),
+        reach=None if data.reach is None else _records(data.reach),
         counts=data.counts, flow=data.flow, contacts=len(contacted),
         total_value=float(snapshot["expected_value"].sum()), total_cost=float(contacted["cost"].sum()),
         decisions=decision_log.stats(),
