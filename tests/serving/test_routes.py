@@ -267,10 +267,11 @@ def test_polling_picks_up_a_moved_alias(served_env, monkeypatch) -> None:
             client_ml.set_registered_model_alias("clm-policy", "champion", "1")
 
 
-def test_the_same_get_twice_gives_the_same_decision_and_propensity(served_env) -> None:
+def test_the_same_get_twice_gives_the_same_decision_and_propensity(served_env, monkeypatch) -> None:
     """Exploration on (the default): the draw is a hash of (user, snapshot, policy version, salt), not of the
     request, so repeating a GET returns the same action with the same propensity (the explored share itself
     is tested in tests/models/test_decision.py)."""
+    monkeypatch.setenv("CLM_EXPLORATION", "true")  # the served tests turn it off elsewhere
     assert ServingSettings().exploration
     app = create_app(load_config(), ServingSettings())
     with TestClient(app, raise_server_exceptions=False) as client:
