@@ -272,7 +272,9 @@ class StubScorer:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, dict, Any]] = []
 
-    def decide(self, models, values, *, user_id, as_of, lang="en", explore=False, request_key=None) -> Decided:
+    def decide(
+        self, models, values, *, user_id, as_of, lang="en", explore=False, request_key=None
+    ) -> Decided:
         self.calls.append((models, dict(values), explore))
         decision = fixed_decision(user_id, as_of)
         if models == "shadow":
