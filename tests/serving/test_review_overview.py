@@ -88,7 +88,7 @@ def test_summarise_stops_between_steps_once_cancelled(monkeypatch) -> None:
     for summary in ("stage_counts", "stage_flows", "action_mix"):
         monkeypatch.setattr(review.ov, summary, lambda *a: pd.DataFrame())
     monkeypatch.setattr(review.plots, "figure_svg", lambda *a: steps.append("draw") or "<svg/>")
-    models = type("Models", (), {"churn": None, "upgrade": None, "policy": None})()
+    models = type("Models", (), {"churn": None, "upgrade": None, "policy": None, "reactivation": None})()
     with pytest.raises(BuildCancelled):
         summarise_overview(models, pd.DataFrame(), dt.date(2025, 9, 1), {"review": {"top_users": 5}}, False,
                            cancelled=lambda: "decide" in steps)  # fmt: skip
