@@ -81,7 +81,7 @@ def main() -> None:
 
     config = load_config()
     parts = policy_parts(config)
-    registry = build_registry(FeatureParams.from_config(config["features"]))
+    registry = build_registry(FeatureParams.from_config(config.features))
     names = feature_names(registry)
     history = logged(synthetic_rows(args.train_rows, seed=2), [a.name for a in parts["catalog"]])
     categories = category_lists(registry, history)
@@ -89,7 +89,7 @@ def main() -> None:
     uplift = fit_uplift(history, parts, names, categories)
     fit_seconds = time.perf_counter() - started
     policy = PolicyBundle(
-        name="bench", catalog=parts["catalog"], contact=parts["contact"], stages_config=config["stages"],
+        name="bench", catalog=parts["catalog"], contact=parts["contact"], stages_config=config.stages,
         value=parts["value"], uplift=uplift, feature_names=names, feature_version=registry_version(registry),
     )  # fmt: skip
     frame = synthetic_rows(args.rows)

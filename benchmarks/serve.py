@@ -117,13 +117,13 @@ def build_world(root: Path, *, users: int, days: int, seed: int) -> World:
     step("training churn and upgrade")
     try:
         train(data, ["churn", "upgrade"], config=config, project_root=root, truth_dir=data / "truth")
-        training = config["training"]
+        training = config.training
         for name in (
-            config["models"]["churn"]["registered_name"],
-            config["models"]["upgrade"]["registered_name"],
+            config.models.churn.registered_name,
+            config.models.upgrade.registered_name,
         ):
-            _promoted(name, promote_model(name, metric=training["promotion_metric"],
-                                          tolerance=float(training["promotion_tolerance"])))  # fmt: skip
+            _promoted(name, promote_model(name, metric=training.promotion_metric,
+                                          tolerance=training.promotion_tolerance))  # fmt: skip
         step("fitting the policy")
         trained = train_policy(data, config=config, project_root=root, truth_dir=data / "truth")
         # the benchmark needs a champion policy whatever its offline value: a large tolerance, as the tests do
@@ -135,7 +135,7 @@ def build_world(root: Path, *, users: int, days: int, seed: int) -> World:
         if mlflow.active_run():
             mlflow.end_run()
     step("writing the online store")
-    params = FeatureParams.from_config(config["features"])
+    params = FeatureParams.from_config(config.features)
     frame, as_of = latest_features(data, params=params)
     store_url = f"sqlite:///{(root / 'online.db').resolve()}"
     with open_store(store_url) as store:
@@ -582,7 +582,7 @@ def serving_rows(world: World, models: Any, run_dir: Path, args: argparse.Namesp
     from features.registry import FeatureParams, build_registry, feature_names
 
     config = load_config(Settings().config)
-    names = feature_names(build_registry(FeatureParams.from_config(config["features"])))
+    names = feature_names(build_registry(FeatureParams.from_config(config.features)))
     sample = fullest_row(world, names)
     ids = world.user_ids[:]
     random.Random(1).shuffle(ids)
@@ -614,7 +614,7 @@ def serving_rows(world: World, models: Any, run_dir: Path, args: argparse.Namesp
                            mlflow_body, json_headers, lambda answer: "predictions" in answer)  # fmt: skip
     (run_dir / "hello_app.py").write_text(HELLO_APP)
 
-    churn_model = config["models"]["churn"]["registered_name"]
+    churn_model = config.models.churn.registered_name
     rows: list[Row] = []
     for workers in (1, 2):
         port = free_port()

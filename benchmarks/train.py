@@ -67,8 +67,8 @@ def main() -> None:
     parser.add_argument("--no-mlflow", action="store_true")
     args = parser.parse_args()
     config = load_config()
-    registry = build_registry(FeatureParams.from_config(config["features"]))
-    spec = ModelSpec.from_config("churn", config["models"]["churn"])
+    registry = build_registry(FeatureParams.from_config(config.features))
+    spec = ModelSpec.from_config("churn", config.models.churn)
     frame = synthetic_frame(args.rows)
     train = frame[frame["cutoff"] == dt.date(2025, 10, 1)]
     valid = frame[frame["cutoff"] == dt.date(2025, 11, 1)]

@@ -67,20 +67,25 @@ def validate_config(config: dict[str, Any]) -> ClmConfig:
         raise ConfigError("\n".join(_describe(error) for error in exc.errors())) from None
 
 
-def load_typed_config(path: Path | None = None) -> ClmConfig:
-    """Defaults, overridden key by key by the user's file when one is given, validated."""
+def load_config(path: Path | None = None) -> ClmConfig:
+    """Defaults, overridden key by key by the user's file when one is given, validated: the one typed
+    config an entry point loads and hands down as sections (`config.features`, `config.policy`, …)."""
     return validate_config(_merged(path))
 
 
-def load_config(path: Path | None = None) -> dict[str, Any]:
-    """The validated config as a plain dict (what the `config["section"]["key"]` call sites read);
-    the same as `load_typed_config(path).as_dict()`."""
-    return load_typed_config(path).as_dict()
+def with_overrides(config: ClmConfig, overrides: dict[str, Any]) -> ClmConfig:
+    """`config` with some keys changed, given as nested tables like a user's file
+    (`{"policy": {"exploration_share": 0.0}}`), validated again; a value of None removes the key."""
+    return validate_config(_drop_none(_merge(config.as_dict(), overrides)))
 
 
-def config_digest(config: dict[str, Any]) -> str:
+def _drop_none(table: dict[str, Any]) -> dict[str, Any]:
+    return {k: _drop_none(v) if isinstance(v, dict) else v for k, v in table.items() if v is not None}
+
+
+def config_digest(config: ClmConfig) -> str:
     """A short stable hash of a resolved config, logged with every run that used it."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    blob = json.dumps(config.as_dict(), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 

@@ -20,6 +20,7 @@ import ibis
 import ibis.expr.types as ir
 import pandas as pd
 
+from features.config import LabelsSection
 from features.registry import FeatureParams, build_registry, plan_rank, rfm_measures
 
 SECONDS_PER_DAY = 86_400
@@ -58,14 +59,14 @@ class LabelParams:
             raise ValueError("non_contractual_activity must be 'any' or 'purchase'")
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any], *, horizon_days: int | None = None) -> LabelParams:
+    def from_config(cls, section: LabelsSection, *, horizon_days: int | None = None) -> LabelParams:
         """The config's `[labels]` table, with an optional horizon override (`--horizon-days`)."""
         return cls(
-            horizon_days=horizon_days or int(section["horizon_days"]),
-            churn_definition=section["churn_definition"],
-            non_contractual_activity=section["non_contractual_activity"],
-            upgrade_spend_threshold=float(section["upgrade_spend_threshold"]),
-            keep_churned_users=bool(section["keep_churned_users"]),
+            horizon_days=horizon_days or section.horizon_days,
+            churn_definition=section.churn_definition,
+            non_contractual_activity=section.non_contractual_activity,
+            upgrade_spend_threshold=section.upgrade_spend_threshold,
+            keep_churned_users=section.keep_churned_users,
         )
 
 

@@ -28,10 +28,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any, Literal
+
+from features.config import FeaturesSection
 
 Dtype = Literal["float64", "category"]
 # Plan changes are counted over this fixed window whatever the configured windows are.
@@ -72,10 +74,22 @@ class FeatureParams:
         return tuple(sorted({0, *self.windows_days, trend, 2 * trend, PLAN_CHANGE_WINDOW_DAYS}))
 
     @classmethod
-    def from_config(cls, section: Mapping[str, object]) -> FeatureParams:
-        known = {f for f in cls.__dataclass_fields__}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items() if k in known}
-        return cls(**values)  # type: ignore[arg-type]
+    def from_config(cls, section: FeaturesSection) -> FeatureParams:
+        """The config's `[features]` table."""
+        return cls(
+            windows_days=tuple(section.windows_days),
+            trend_window_days=section.trend_window_days,
+            count_event_types=tuple(section.count_event_types),
+            login_like_event_types=tuple(section.login_like_event_types),
+            purchase_event_types=tuple(section.purchase_event_types),
+            support_event_types=tuple(section.support_event_types),
+            plan_change_event_types=tuple(section.plan_change_event_types),
+            cancel_event_types=tuple(section.cancel_event_types),
+            plan_order=tuple(section.plan_order),
+            no_subscription_plan=section.no_subscription_plan,
+            bill_period_days=section.bill_period_days,
+            rfm_buckets=section.rfm_buckets,
+        )
 
 
 @dataclass(frozen=True)

@@ -3,26 +3,15 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from models.config import ActionSection, PolicySection
+
 NO_ACTION = "no_action"
 OUTCOMES = ("retention", "upgrade")
 STAGES = ("new", "growing", "mature", "at_risk", "dormant", "reactivated")
-ACTION_KEYS = (
-    "stages",
-    "cost",
-    "channel",
-    "cooldown_days",
-    "outcome",
-    "prior_delta_churn",
-    "prior_delta_upgrade",
-)
-# Optional: the assumed change in the probability that a lapsed user comes back within the horizon (the
-# reactivation model's outcome); when absent, the opposite of `prior_delta_churn`.
-OPTIONAL_ACTION_KEYS = ("prior_delta_reactivation",)
 
 
 @dataclass(frozen=True)
@@ -39,6 +28,8 @@ class Action:
     outcome: str
     prior_delta_churn: float
     prior_delta_upgrade: float
+    # The assumed change in the probability that a lapsed user comes back within the horizon (the
+    # reactivation model's outcome); None: the opposite of `prior_delta_churn`.
     prior_delta_reactivation: float | None = None
 
     @property
@@ -62,92 +53,33 @@ class ContactPolicy:
     exploration_salt: str = "clm"
 
     @classmethod
-    def from_config(cls, policy_section: Mapping[str, Any]) -> ContactPolicy:
-        """Read and validate the contact keys of `config["policy"]` (other keys are for the uplift models)."""
-        for key in ("max_contacts_per_30d", "harm_tolerance", "exploration_share"):
-            if key not in policy_section:
-                raise ValueError(f"policy.{key} is missing from the config")
-        cap = policy_section["max_contacts_per_30d"]
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
-            raise ValueError(f"policy.max_contacts_per_30d must be a whole number ≥ 0, got {cap!r}")
-        harm = _number(policy_section["harm_tolerance"], "policy.harm_tolerance")
-        if not 0.0 <= harm <= 1.0:
-            raise ValueError(f"policy.harm_tolerance must be in [0, 1] (a probability change), got {harm}")
-        share = _number(policy_section["exploration_share"], "policy.exploration_share")
-        if not 0.0 <= share < 1.0:
-            raise ValueError(f"policy.exploration_share must be in [0, 1), got {share}")
-        salt = policy_section.get("exploration_salt", "clm")
-        if not isinstance(salt, str):
-            raise ValueError(f"policy.exploration_salt must be a string, got {salt!r}")
+    def from_config(cls, policy_section: PolicySection) -> ContactPolicy:
+        """The contact keys of the config's `[policy]` table (other keys are for the uplift models)."""
         return cls(
-            max_contacts_per_30d=cap, harm_tolerance=harm, exploration_share=share, exploration_salt=salt
+            max_contacts_per_30d=policy_section.max_contacts_per_30d,
+            harm_tolerance=policy_section.harm_tolerance,
+            exploration_share=policy_section.exploration_share,
+            exploration_salt=policy_section.exploration_salt,
         )
 
 
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{where} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _action(name: str, spec: Mapping[str, Any], stages: Sequence[str]) -> Action:
-    where = f"actions.{name}"
-    if name == NO_ACTION:
-        raise ValueError(f"{where}: {NO_ACTION!r} is reserved (it is always a candidate, with value 0)")
-    if not isinstance(spec, Mapping):
-        raise ValueError(f"{where} must be a table of settings")
-    unknown = sorted(set(spec) - set(ACTION_KEYS) - set(OPTIONAL_ACTION_KEYS))
-    if unknown:
-        known = ", ".join((*ACTION_KEYS, *OPTIONAL_ACTION_KEYS))
-        raise ValueError(f"{where}.{unknown[0]} is not an action setting (known: {known})")
-    missing = [key for key in ACTION_KEYS if key not in spec]
-    if missing:
-        raise ValueError(f"{where}.{missing[0]} is missing")
-
-    action_stages = spec["stages"]
-    if isinstance(action_stages, str) or not isinstance(action_stages, Sequence) or not action_stages:
-        raise ValueError(f"{where}.stages must be a non-empty list of stages, got {action_stages!r}")
-    for stage in action_stages:
-        if stage not in stages:
-            raise ValueError(f"{where}.stages: unknown stage {stage!r} (known: {', '.join(stages)})")
-    cost = _number(spec["cost"], f"{where}.cost")
-    if cost < 0:
-        raise ValueError(f"{where}.cost must be ≥ 0, got {cost}")
-    cooldown = spec["cooldown_days"]
-    if isinstance(cooldown, bool) or not isinstance(cooldown, int) or cooldown < 0:
-        raise ValueError(f"{where}.cooldown_days must be a whole number of days ≥ 0, got {cooldown!r}")
-    if spec["outcome"] not in OUTCOMES:
-        raise ValueError(f"{where}.outcome must be one of {', '.join(OUTCOMES)}, got {spec['outcome']!r}")
-    channel = spec["channel"]
-    if not isinstance(channel, str) or not channel:
-        raise ValueError(f"{where}.channel must be a non-empty string, got {channel!r}")
-    priors = {}
-    for key in ("prior_delta_churn", "prior_delta_upgrade", *OPTIONAL_ACTION_KEYS):
-        if key not in spec:
-            continue
-        priors[key] = _number(spec[key], f"{where}.{key}")
-        if not -1.0 <= priors[key] <= 1.0:
-            raise ValueError(
-                f"{where}.{key} is a change in probability and must be in [-1, 1], got {priors[key]}"
-            )
-    return Action(
-        name=name,
-        stages=tuple(action_stages),
-        cost=cost,
-        channel=channel,
-        cooldown_days=cooldown,
-        outcome=spec["outcome"],
-        **priors,
+def load_catalog(actions_section: Mapping[str, ActionSection]) -> tuple[Action, ...]:
+    """The actions of the config's `[actions.*]` tables, in file order (ties in arbitration go to the
+    earlier); the schema (models.config.ActionSection) has already checked each entry."""
+    return tuple(
+        Action(
+            name=name,
+            stages=tuple(spec.stages),
+            cost=spec.cost,
+            channel=spec.channel,
+            cooldown_days=spec.cooldown_days,
+            outcome=spec.outcome,
+            prior_delta_churn=spec.prior_delta_churn,
+            prior_delta_upgrade=spec.prior_delta_upgrade,
+            prior_delta_reactivation=spec.prior_delta_reactivation,
+        )
+        for name, spec in actions_section.items()
     )
-
-
-def load_catalog(
-    actions_section: Mapping[str, Mapping[str, Any]], stages: Sequence[str] = STAGES
-) -> tuple[Action, ...]:
-    """The actions of `config["actions"]`, validated, in file order (ties in arbitration go to the earlier)."""
-    if not actions_section:
-        raise ValueError("actions: the catalog is empty")
-    return tuple(_action(str(name), spec, stages) for name, spec in actions_section.items())
 
 
 def catalog_to_dict(catalog: Sequence[Action]) -> dict[str, dict[str, Any]]:
@@ -171,8 +103,8 @@ def catalog_to_dict(catalog: Sequence[Action]) -> dict[str, dict[str, Any]]:
     }
 
 
-def catalog_from_dict(
-    data: Mapping[str, Mapping[str, Any]], stages: Sequence[str] = STAGES
-) -> tuple[Action, ...]:
-    """Inverse of `catalog_to_dict` (validated like the config)."""
-    return load_catalog(data, stages)
+def catalog_from_dict(data: Mapping[str, Mapping[str, Any]]) -> tuple[Action, ...]:
+    """Inverse of `catalog_to_dict` (each entry validated like the config's)."""
+    if not data or NO_ACTION in data:
+        raise ValueError(f"a stored catalog must list at least one action and not {NO_ACTION!r}")
+    return load_catalog({str(name): ActionSection.model_validate(spec) for name, spec in data.items()})

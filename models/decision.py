@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +20,7 @@ import pandas as pd
 from features.registry import Feature, FeatureParams, build_registry, by_name
 from models.arbitration import ELIGIBLE, BudgetPlan, ExplorationKey, plan_within_budget
 from models.bundle import ModelBundle, load_bundle
+from models.config import ModelsConfig
 from models.policy import Decisions, PolicyBundle, decide, load_policy
 from models.population import CHURN_POPULATION, REACTIVATION_POPULATION, in_population
 from models.scoring import score
@@ -240,18 +240,12 @@ def decide_population(
 # The one loader (the only code that reads the MLflow registry for scoring)
 
 
-def registered_names(config: Mapping[str, Any], targets: Sequence[str] = TARGETS) -> dict[str, str]:
-    """Target → registered model name, from the config's `models` section (targets it lacks left out)."""
-    return {
-        target: str(config["models"][target]["registered_name"])
-        for target in targets
-        if target in config["models"]
-    }
+def registered_names(config: ModelsConfig, targets: Sequence[str] = TARGETS) -> dict[str, str]:
+    """Target → registered model name, from the config's `models` section."""
+    return {target: config.models.registered_name(target) for target in targets}
 
 
-def load_reactivation(
-    config: Mapping[str, Any], aliases: Sequence[str] = DEFAULT_ALIASES
-) -> ModelBundle | None:
+def load_reactivation(config: ModelsConfig, aliases: Sequence[str] = DEFAULT_ALIASES) -> ModelBundle | None:
     """The reactivation model under the first of `aliases` it has, or None (logged) when none is registered."""
     names = registered_names(config, OPTIONAL_TARGETS)
     try:
@@ -263,8 +257,8 @@ def load_reactivation(
     return load_bundle(_download(name, versions[name], "bundle"))
 
 
-def feature_registry(config: Mapping[str, Any]) -> dict[str, Feature]:
-    return by_name(build_registry(FeatureParams.from_config(config["features"])))
+def feature_registry(config: ModelsConfig) -> dict[str, Feature]:
+    return by_name(build_registry(FeatureParams.from_config(config.features)))
 
 
 def find_versions(
@@ -297,7 +291,7 @@ def _download(name: str, version: str, artifact: str):
 
 
 def load_bundles(
-    config: Mapping[str, Any], aliases: Sequence[str] = DEFAULT_ALIASES
+    config: ModelsConfig, aliases: Sequence[str] = DEFAULT_ALIASES
 ) -> tuple[ModelBundle, ModelBundle, dict[str, str]]:
     """The churn and upgrade models alone (what the policy job scores with before a policy exists) and
     their described labels by target (`clm-churn/3 @champion`)."""
@@ -309,7 +303,7 @@ def load_bundles(
 
 
 def load_exact_versions(
-    config: Mapping[str, Any],
+    config: ModelsConfig,
     versions: Mapping[str, str],
     alias: str,
     *,
@@ -342,7 +336,7 @@ def load_exact_versions(
 
 
 def load_decision_models(
-    config: Mapping[str, Any],
+    config: ModelsConfig,
     aliases: Sequence[str] = DEFAULT_ALIASES,
     *,
     registry: dict[str, Feature] | None = None,

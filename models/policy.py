@@ -15,6 +15,7 @@ import pandas as pd
 
 from models.arbitration import Arbitration, ContactState, ExplorationKey, arbitrate, exploration_draws
 from models.catalog import NO_ACTION, Action, ContactPolicy, catalog_from_dict, catalog_to_dict
+from models.config import StagesSection
 from models.stages import StageAssignment, StageRules, assign_stages
 from models.uplift import UpliftModel
 from models.value import ValueParams, value_arrays
@@ -29,7 +30,7 @@ class PolicyBundle:
     name: str  # registered model name, e.g. clm-policy
     catalog: tuple[Action, ...]
     contact: ContactPolicy
-    stages_config: dict[str, Any]
+    stages_config: StagesSection
     value: ValueParams
     uplift: UpliftModel
     feature_names: list[str]
@@ -63,7 +64,7 @@ def save_policy(policy: PolicyBundle, path: Path) -> Path:
             "exploration_share": policy.contact.exploration_share,
             "exploration_salt": policy.contact.exploration_salt,
         },
-        "stages": policy.stages_config,
+        "stages": policy.stages_config.as_dict(),
         "value": {
             "margin_share": policy.value.margin_share,
             "discount_rate_annual": policy.value.discount_rate_annual,
@@ -96,7 +97,7 @@ def load_policy(path: Path) -> PolicyBundle:
         name=meta["name"],
         catalog=catalog_from_dict(meta["catalog"]),
         contact=ContactPolicy(**meta["contact"]),
-        stages_config=meta["stages"],
+        stages_config=StagesSection.model_validate(meta["stages"]),
         value=ValueParams(
             margin_share=value["margin_share"],
             discount_rate_annual=value["discount_rate_annual"],

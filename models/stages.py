@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score
 
+from models.config import StageRuleSection, StagesSection
 from models.rules import Expression, RuleError, as_column, compile_expression, input_length, is_scalar
 
 STAGES: tuple[str, ...] = ("new", "growing", "mature", "at_risk", "dormant", "reactivated")
 SCORE_NAMES: tuple[str, ...] = ("churn_probability", "upgrade_probability")
-_RULE_KEYS = frozenset({"stage", "description", "when", "since_days"})
 
 
 @dataclass(frozen=True)
@@ -38,24 +38,14 @@ class StageRules:
     default_description: str
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any], feature_names: Collection[str]) -> StageRules:
-        """The config's `[stages]` table, checked: known stages, expressions over known features and scores."""
+    def from_config(cls, section: StagesSection, feature_names: Collection[str]) -> StageRules:
+        """The config's `[stages]` table (its shape checked by the schema), compiled: expressions over
+        known features and scores."""
         allowed = frozenset(feature_names) | frozenset(SCORE_NAMES)
-        default_stage = section.get("default_stage")
-        if default_stage not in STAGES:
-            raise RuleError(
-                f"stages.default_stage: unknown stage {default_stage!r}; expected one of {STAGES}"
-            )
-        default_description = section.get("default_description", "")
-        if not isinstance(default_description, str):
-            raise RuleError("stages.default_description must be text")
-        rules = section.get("rules", [])
-        if not isinstance(rules, Sequence) or isinstance(rules, str):
-            raise RuleError("stages.rules must be a list of tables ([[stages.rules]])")
         return cls(
-            rules=tuple(_rule_from_config(i, rule, allowed) for i, rule in enumerate(rules)),
-            default_stage=default_stage,
-            default_description=default_description,
+            rules=tuple(_rule_from_config(i, rule, allowed) for i, rule in enumerate(section.rules)),
+            default_stage=section.default_stage,
+            default_description=section.default_description,
         )
 
     @cached_property
@@ -79,23 +69,11 @@ class StageRules:
         return stages, texts
 
 
-def _rule_from_config(index: int, rule: Any, allowed: frozenset[str]) -> StageRule:
-    where = f"stages.rules[{index}]"
-    if not isinstance(rule, Mapping):
-        raise RuleError(f"{where}: expected a table with stage, description, when")
-    unknown = sorted(set(rule) - _RULE_KEYS)
-    if unknown:
-        raise RuleError(f"{where}: unknown keys {unknown}; expected {sorted(_RULE_KEYS)}")
-    missing = [key for key in ("stage", "description", "when") if key not in rule]
-    if missing:
-        raise RuleError(f"{where}: missing {', '.join(missing)}")
-    stage = rule["stage"]
-    if stage not in STAGES:
-        raise RuleError(f"{where}: unknown stage {stage!r}; expected one of {STAGES}")
-    where = f"{where} ({stage})"
+def _rule_from_config(index: int, rule: StageRuleSection, allowed: frozenset[str]) -> StageRule:
+    where = f"stages.rules[{index}] ({rule.stage})"
     try:
-        when = compile_expression(rule["when"], allowed)
-        since_days = compile_expression(rule["since_days"], allowed) if "since_days" in rule else None
+        when = compile_expression(rule.when, allowed)
+        since_days = compile_expression(rule.since_days, allowed) if rule.since_days is not None else None
     except RuleError as exc:
         raise RuleError(f"{where}: {exc}") from None
     if when.kind != "condition":
@@ -104,7 +82,7 @@ def _rule_from_config(index: int, rule: Any, allowed: frozenset[str]) -> StageRu
         raise RuleError(
             f"{where}: `since_days` must be a number of days, got the condition {since_days.text!r}"
         )
-    return StageRule(stage, str(rule["description"]), when, since_days)
+    return StageRule(rule.stage, rule.description, when, since_days)
 
 
 @dataclass

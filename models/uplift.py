@@ -20,6 +20,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models.config import ActionSection, PolicySection
 from models.frame import encode_row, model_matrix
 
 logger = logging.getLogger(__name__)
@@ -69,29 +70,34 @@ class UpliftParams:
             raise ValueError("prior_sd must be > 0 and heterogeneity_rows ≥ 0")
 
     @classmethod
-    def from_config(cls, policy_section: Mapping[str, Any]) -> UpliftParams:
-        """From `config["policy"]`, including its `lightgbm` table (whose `num_boost_round` is taken out)."""
-        tree = dict(policy_section.get("lightgbm", {}))
-        num_boost_round = int(tree.pop("num_boost_round", cls.num_boost_round))
+    def from_config(cls, policy_section: PolicySection) -> UpliftParams:
+        """From the config's `[policy]` table, including its `lightgbm` table (whose `num_boost_round`
+        is taken out)."""
+        tree = dict(policy_section.lightgbm)
+        num_boost_round = tree.pop("num_boost_round", cls.num_boost_round)
+        if isinstance(num_boost_round, bool) or not isinstance(num_boost_round, int) or num_boost_round < 1:
+            raise ValueError(
+                f"policy.lightgbm.num_boost_round must be a whole number ≥ 1, got {num_boost_round!r}"
+            )
         return cls(
-            learner=str(policy_section.get("learner", cls.learner)),
-            min_treated_rows=int(policy_section.get("min_treated_rows", cls.min_treated_rows)),
-            min_treated_positives=int(policy_section.get("min_treated_positives", cls.min_treated_positives)),
+            learner=policy_section.learner,
+            min_treated_rows=policy_section.min_treated_rows,
+            min_treated_positives=policy_section.min_treated_positives,
             lightgbm=tree or dict(DEFAULT_LIGHTGBM),
             num_boost_round=num_boost_round,
-            seed=int(policy_section.get("seed", cls.seed)),
-            shrinkage=bool(policy_section.get("shrinkage", cls.shrinkage)),
-            prior_sd=float(policy_section.get("prior_sd", cls.prior_sd)),
-            heterogeneity_rows=int(policy_section.get("heterogeneity_rows", cls.heterogeneity_rows)),
+            seed=policy_section.seed,
+            shrinkage=policy_section.shrinkage,
+            prior_sd=policy_section.prior_sd,
+            heterogeneity_rows=policy_section.heterogeneity_rows,
         )
 
 
-def priors_from_catalog(actions_section: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """`config["actions"]` → action → {outcome: prior effect}, from each `prior_delta_<outcome>` key."""
+def priors_from_catalog(actions_section: Mapping[str, ActionSection]) -> dict[str, dict[str, float]]:
+    """The config's `[actions.*]` → action → {outcome: prior effect}, from each `prior_delta_<outcome>` key."""
     return {
         action: {
-            key.removeprefix(PRIOR_KEY_PREFIX): float(value)
-            for key, value in spec.items()
+            key.removeprefix(PRIOR_KEY_PREFIX): value
+            for key, value in spec.as_dict().items()
             if key.startswith(PRIOR_KEY_PREFIX)
         }
         for action, spec in actions_section.items()

@@ -18,13 +18,15 @@ value of the user as they are; it is no term of an action's value."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from features.config import FeaturesSection
+from models.config import ValueSection
 from models.frame import Columns, numeric_column, object_column
 
 DAYS_PER_MONTH = 30
@@ -47,21 +49,17 @@ class ValueParams:
     retained_churn_by_plan: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_config(
-        cls, value_section: Mapping[str, Any], features_section: Mapping[str, Any]
-    ) -> ValueParams:
-        """Read and validate `config["value"]` and `config["features"]["plan_order"]`."""
+    def from_config(cls, value_section: ValueSection, features_section: FeaturesSection) -> ValueParams:
+        """The config's `[value]` table and `[features].plan_order`, checked across plans."""
         params = cls(
-            margin_share=float(_required(value_section, "value", "margin_share")),
-            discount_rate_annual=float(_required(value_section, "value", "discount_rate_annual")),
-            horizon_months=int(_required(value_section, "value", "horizon_months")),
-            revenue_window_days=int(_required(value_section, "value", "revenue_window_days")),
-            plan_prices={
-                str(k): float(v) for k, v in _required(value_section, "value", "plan_prices").items()
-            },
-            plan_order=tuple(str(p) for p in _required(features_section, "features", "plan_order")),
-            currency=str(value_section.get("currency", "USD")),
-            retained_churn_month=float(value_section.get("retained_churn_month", cls.retained_churn_month)),
+            margin_share=value_section.margin_share,
+            discount_rate_annual=value_section.discount_rate_annual,
+            horizon_months=value_section.horizon_months,
+            revenue_window_days=value_section.revenue_window_days,
+            plan_prices=dict(value_section.plan_prices),
+            plan_order=tuple(features_section.plan_order),
+            currency=value_section.currency,
+            retained_churn_month=value_section.retained_churn_month,
         )
         params.validate()
         return params
@@ -101,12 +99,6 @@ class ValueParams:
     def revenue_column(self) -> str:
         """The feature holding purchase revenue over the configured window."""
         return f"revenue_sum_{self.revenue_window_days}d"
-
-
-def _required(section: Mapping[str, Any], table: str, key: str) -> Any:
-    if key not in section:
-        raise ValueError(f"{table}.{key} is missing from the config")
-    return section[key]
 
 
 def monthly_margin(mrr: Any, revenue_in_window: Any, params: ValueParams) -> np.ndarray:

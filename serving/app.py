@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -18,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from features.online import open_store
+from serving.config import ServingConfig
 from serving.decision_log import DecisionLog
 from serving.review import OverviewCache, PageRefused, ReplayModels, WaterfallCache, refused_page
 from serving.routers import decisions, health, models, outcomes, review
@@ -96,14 +96,14 @@ async def lifespan(app: FastAPI):
 
 
 def create_app(
-    config: dict[str, Any],
+    config: ServingConfig,
     settings: ServingSettings | None = None,
     *,
     loader: RegistryLoader | None = None,
 ) -> FastAPI:
     settings = settings or ServingSettings()
     metrics = Metrics()
-    scorer = Scorer(config)
+    scorer = Scorer(config.serving)
     loader = loader or RegistryLoader(config)
 
     def warm(models) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Header, HTTPException, Query, Request
 
 from features.online import OnlineStore
+from serving.config import ServingConfig
 from serving.decision_log import DecisionLog
 from serving.review.caches import ReplayModels, WaterfallCache
 from serving.review.overview import OverviewCache
@@ -47,7 +48,7 @@ get_waterfalls = _from_state("waterfalls")
 
 
 SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
-ConfigDep = Annotated[dict[str, Any], Depends(get_config)]
+ConfigDep = Annotated[ServingConfig, Depends(get_config)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ScorerDep = Annotated[Scorer, Depends(get_scorer)]

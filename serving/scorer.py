@@ -19,6 +19,7 @@ from models.frame import encode_row
 from models.policy import decide
 from models.population import CHURN_POPULATION, lapsed
 from models.scoring import contributions_matrix, score_matrix, top_reasons
+from serving.config import ServingSection
 from serving.schemas import Decision, ValueTerms
 from serving.state import ModelSet
 
@@ -38,10 +39,9 @@ class Decided:
 
 
 class Scorer:
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        serving = config["serving"]
-        self.band_thresholds = tuple(float(t) for t in serving["churn_band_thresholds"])
-        self.top_k = int(serving["explain_top_k"])
+    def __init__(self, serving: ServingSection) -> None:
+        self.band_thresholds = tuple(serving.churn_band_thresholds)
+        self.top_k = serving.explain_top_k
 
     def band(self, probability: float) -> str:
         low, high = self.band_thresholds

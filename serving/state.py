@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from models.config import ModelsConfig
 from models.decision import (
     DecisionModels,
     feature_registry,
@@ -30,7 +31,7 @@ class RegistryLoader:
     """Loads a ModelSet by alias from the MLflow registry (the tracking URI comes from the environment),
     through `models.decision`'s one loader; the feature registry is built once and shared by every set."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: ModelsConfig) -> None:
         self.config = config
         self.names = registered_names(config, TARGETS)
         self.registry = feature_registry(config)

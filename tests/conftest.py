@@ -98,7 +98,7 @@ def served_world(tmp_path_factory: pytest.TempPathFactory, migrated_store: Path)
             os.environ["MLFLOW_TRACKING_URI"] = previous
         if mlflow.active_run():
             mlflow.end_run()
-    params = FeatureParams.from_config(config["features"])
+    params = FeatureParams.from_config(config.features)
     frame, as_of = latest_features(data, params=params)
     store_url = f"sqlite:///{root / 'online.db'}"
     with open_store(store_url) as store:

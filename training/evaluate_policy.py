@@ -28,6 +28,7 @@ from features.jobs import connect, latest_features, load_inputs
 from features.registry import FeatureParams
 from models.arbitration import CONTACT_CAP, COOLDOWN, INELIGIBLE_STAGE, expected_values
 from models.catalog import NO_ACTION
+from models.config import ModelsConfig
 from models.decision import DecisionModels, load_decision_models, plan_budget, probabilities
 from models.policy import Decisions, PolicyBundle
 from models.stages import STAGES, stage_agreement
@@ -344,7 +345,7 @@ def clv_deciles(
 def evaluate_policy(
     data_dir: Path,
     *,
-    config: dict[str, Any],
+    config: ModelsConfig,
     project_root: Path,
     as_of: dt.date | None = None,
     truth_dir: Path | None = None,
@@ -372,7 +373,7 @@ def evaluate_policy(
         log.warning(
             "%s was a training wave of %s: the offline estimates there are in-sample", as_of, policy_version
         )
-    params = FeatureParams.from_config(config["features"])
+    params = FeatureParams.from_config(config.features)
 
     progress(f"scoring every user as of {as_of}")
     frame, _ = latest_features(data_dir, params=params, as_of=as_of)
@@ -382,14 +383,14 @@ def evaluate_policy(
     values, true_value = no_policy_values(), None
     if effects is not None:
         values, true_value, known = policy_values(
-            decisions, frame["user_id"], effects, float(config["policy"]["top_risk_share"])
+            decisions, frame["user_id"], effects, config.policy.top_risk_share
         )
         progress("the best a model of these features could do (cross-fitted on the true effects)")
         values.extra.update(oracle_diagnostics(frame, decisions, true_value, known))
 
     progress("budget mode")
-    budget = budget_comparison(decisions, true_value, float(config["policy"]["evaluation_budget_share"]),
-                               config["policy"]["budget_method"])  # fmt: skip
+    budget = budget_comparison(decisions, true_value, config.policy.evaluation_budget_share,
+                               config.policy.budget_method)  # fmt: skip
 
     progress("offline estimates from the logged campaign")
     try:
@@ -433,7 +434,7 @@ def _default_as_of(policy: PolicyBundle, effects_path: Path | None) -> dt.date:
     return cutoffs[-1]
 
 
-def clv_against_realised(data_dir: Path, config: dict[str, Any], models: DecisionModels, as_of: dt.date,
+def clv_against_realised(data_dir: Path, config: ModelsConfig, models: DecisionModels, as_of: dt.date,
                          months: int = 6) -> pd.DataFrame | None:  # fmt: skip
     """Predicted vs realised discounted margin over `months` 30-day months after the latest first-of-month
     cutoff with that much data after it, per decile of the prediction; None when the data is too short."""
@@ -446,7 +447,7 @@ def clv_against_realised(data_dir: Path, config: dict[str, Any], models: Decisio
             "no CLV check: less than %d months of data after a cutoff with 60 days of history", months
         )
         return None
-    params = FeatureParams.from_config(config["features"])
+    params = FeatureParams.from_config(config.features)
     try:
         frame, _ = latest_features(data_dir, params=params, as_of=cutoff, con=con)
     except Exception as exc:
@@ -468,7 +469,7 @@ def realised_margin(
     """Discounted margin each user actually produced in the `months` 30-day months after `cutoff`:
     purchases plus subscription revenue (MRR pro rata for the days subscribed)."""
     start = pd.Timestamp(cutoff, tz="UTC")
-    purchase_types = list(config["features"]["purchase_event_types"])
+    purchase_types = list(config.features.purchase_event_types)
     events = pd.read_parquet(
         Path(data_dir) / "events.parquet", columns=["user_id", "ts", "event_type", "amount"]
     )
@@ -497,9 +498,9 @@ def realised_margin(
     return value.margin_share * total @ discount
 
 
-def _log(evaluation: PolicyEvaluation, config: dict[str, Any], decisions) -> str:
+def _log(evaluation: PolicyEvaluation, config: ModelsConfig, decisions) -> str:
     with tracking.start_training_run(
-        config["training"]["experiment"], f"policy-evaluation-{evaluation.as_of}",
+        config.training.experiment, f"policy-evaluation-{evaluation.as_of}",
         params={"target": "policy_evaluation", "as_of": str(evaluation.as_of), "policy": evaluation.policy_version,
                 "scoring_models": evaluation.scoring_models, "in_sample": evaluation.in_sample},
         tags={"clm.target": "policy_evaluation", "clm.as_of": str(evaluation.as_of)},

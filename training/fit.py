@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from features.registry import Feature
+from models.config import PropensityModelSection
 from models.frame import category_lists
 from models.metrics import classification_metrics, expected_calibration_error, slice_metrics, tenure_band
 from models.propensity import Calibrator, PropensityModel
@@ -33,15 +34,16 @@ class ModelSpec:
     calibration_prior_rows: float = 0.0
 
     @classmethod
-    def from_config(cls, target: str, section: Mapping[str, Any]) -> ModelSpec:
+    def from_config(cls, target: str, section: PropensityModelSection) -> ModelSpec:
+        """One `[models.<target>]` table of the config."""
         return cls(
             target=target,
-            registered_name=section["registered_name"],
-            params=dict(section.get("params", {})),
-            num_boost_round=int(section.get("num_boost_round", 1000)),
-            early_stopping_rounds=int(section.get("early_stopping_rounds", 50)),
-            monotone=bool(section.get("monotone", False)),
-            calibration_prior_rows=float(section.get("calibration_prior_rows", 0.0)),
+            registered_name=section.registered_name,
+            params=dict(section.params),
+            num_boost_round=section.num_boost_round,
+            early_stopping_rounds=section.early_stopping_rounds,
+            monotone=section.monotone,
+            calibration_prior_rows=section.calibration_prior_rows,
         )
 
 

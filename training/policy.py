@@ -21,6 +21,7 @@ from features.jobs import build_feature_tables, connect, load_inputs
 from features.registry import FeatureParams, build_registry, feature_names, registry_version
 from models.arbitration import ELIGIBLE, INELIGIBLE_STAGE
 from models.catalog import NO_ACTION, ContactPolicy, load_catalog
+from models.config import ModelsConfig
 from models.decision import load_bundles, load_reactivation, population_scores
 from models.frame import category_lists, model_matrix
 from models.policy import OUTCOME_OF, Decisions, PolicyBundle, decide, load_policy, save_policy
@@ -39,19 +40,19 @@ Progress = Callable[[str], None]
 POLICY_ARTIFACT = "policy"
 
 
-def policy_parts(config: dict[str, Any]) -> dict[str, Any]:
+def policy_parts(config: ModelsConfig) -> dict[str, Any]:
     """The catalog, contact policy, value and uplift parameters from the config (validated)."""
     return {
-        "catalog": load_catalog(config["actions"]),
-        "contact": ContactPolicy.from_config(config["policy"]),
-        "value": ValueParams.from_config(config["value"], config["features"]),
-        "uplift": UpliftParams.from_config(config["policy"]),
+        "catalog": load_catalog(config.actions),
+        "contact": ContactPolicy.from_config(config.policy),
+        "value": ValueParams.from_config(config.value, config.features),
+        "uplift": UpliftParams.from_config(config.policy),
     }
 
 
 def policy_frame(
     data_dir: Path,
-    config: dict[str, Any],
+    config: ModelsConfig,
     *,
     as_of: dt.date | None = None,
     waves: list[dt.date] | None = None,
@@ -88,10 +89,10 @@ def policy_frame(
         campaigns.loc[missing, "propensity"] = 1.0
     waves = sorted(campaigns["cutoff"].unique())
     labels = dataclasses.replace(
-        LabelParams.from_config(config["labels"]), keep_churned_users=True,
-        churn_offset_days=int(config["policy"].get("outcome_offset_days", 0)),
+        LabelParams.from_config(config.labels), keep_churned_users=True,
+        churn_offset_days=config.policy.outcome_offset_days,
     )  # fmt: skip
-    params = FeatureParams.from_config(config["features"])
+    params = FeatureParams.from_config(config.features)
     with tempfile.TemporaryDirectory(prefix="clm-policy-") as tmp:
         summary = build_feature_tables(
             data_dir, waves, Path(tmp), params=params, label_params=labels, as_of=as_of, con=con
@@ -285,7 +286,7 @@ class TrainedPolicy:
 def train_policy(
     data_dir: Path,
     *,
-    config: dict[str, Any],
+    config: ModelsConfig,
     project_root: Path,
     as_of: dt.date | None = None,
     truth_dir: Path | None = None,
@@ -297,9 +298,9 @@ def train_policy(
     churn, upgrade, scoring_models = load_bundles(config)
     progress("policy: building features at each campaign wave")
     frame, data_end = policy_frame(data_dir, config, as_of=as_of)
-    horizon = int(config["labels"]["horizon_days"])
-    train_waves, test_wave = wave_split(frame, horizon + int(config["policy"].get("outcome_offset_days", 0)))
-    params = FeatureParams.from_config(config["features"])
+    horizon = config.labels.horizon_days
+    train_waves, test_wave = wave_split(frame, horizon + config.policy.outcome_offset_days)
+    params = FeatureParams.from_config(config.features)
     registry = build_registry(params)
     names = feature_names(registry)
     categories = category_lists(registry, frame)
@@ -309,12 +310,12 @@ def train_policy(
         f"policy: fitting uplift models on {len(train_rows):,} logged decisions in {len(train_waves)} waves"
     )
     uplift = fit_uplift(train_rows, parts, names, categories, horizon)
-    name = config["models"]["policy"]["registered_name"]
+    name = config.models.policy.registered_name
     value = dataclasses.replace(
         parts["value"], retained_churn_by_plan=retained_churn_by_plan(train_rows, horizon)
     )
     policy = PolicyBundle(
-        name=name, catalog=parts["catalog"], contact=parts["contact"], stages_config=config["stages"],
+        name=name, catalog=parts["catalog"], contact=parts["contact"], stages_config=config.stages,
         value=value, uplift=uplift, feature_names=names, feature_version=registry_version(registry),
         metadata={"train_waves": [str(w) for w in train_waves], "test_wave": str(test_wave),
                   "data_end": str(data_end), "scoring_models": scoring_models, "churn_horizon_days": horizon},
@@ -340,10 +341,11 @@ def train_policy(
     run_params = {
         "target": "policy", "train_waves": [str(w) for w in train_waves], "test_wave": str(test_wave),
         "feature_version": policy.feature_version, "scoring_models": scoring_models,
-        "policy": config["policy"], "actions": config["actions"], "stages": config["stages"], "value": config["value"],
+        "policy": config.policy.as_dict(), "actions": {name: a.as_dict() for name, a in config.actions.items()},
+        "stages": config.stages.as_dict(), "value": config.value.as_dict(),
     }  # fmt: skip
     with tracking.start_training_run(
-        config["training"]["experiment"], f"policy-{test_wave}", params=run_params,
+        config.training.experiment, f"policy-{test_wave}", params=run_params,
         tags={"clm.target": "policy", "clm.test_wave": str(test_wave)},
     ) as run:  # fmt: skip
         tracking.log_metrics_flat(

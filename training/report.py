@@ -27,6 +27,7 @@ from features.build import LabelParams
 from features.jobs import DataDirectoryError, connect, feature_history, load_inputs
 from features.registry import FeatureParams, build_registry
 from models.catalog import NO_ACTION
+from models.config import ModelsConfig
 from models.decision import DecisionModels, Scores, decide_population
 from models.metrics import classification_metrics
 from models.overview import (
@@ -175,7 +176,7 @@ def stage_cutoffs(
 def gather_report_inputs(
     data_dir: Path,
     *,
-    config: dict[str, Any],
+    config: ModelsConfig,
     as_of: dt.date,
     models: DecisionModels,
     context: ReportContext,
@@ -189,7 +190,7 @@ def gather_report_inputs(
     cutoffs, and the policy evaluation (true values when `truth_dir` has effects at `as_of`, offline IPS/DR
     from the campaign logged that day; the stage check when the caller passes `latent_to_stage`, the
     simulator's latent → product stage map). Raises DataDirectoryError naming the directory or --as-of."""
-    params = FeatureParams.from_config(config["features"])
+    params = FeatureParams.from_config(config.features)
     con = connect()
     inputs = load_inputs(con, Path(data_dir))
     first = con.to_pyarrow(inputs.events.ts.min()).as_py()
@@ -210,7 +211,7 @@ def gather_report_inputs(
     calibration_cutoff: dt.date | None = as_of - dt.timedelta(days=horizon)
     if calibration_cutoff <= first_event:
         calibration_cutoff = None
-    labels = LabelParams.from_config(config["labels"], horizon_days=horizon)
+    labels = LabelParams.from_config(config.labels, horizon_days=horizon)
     wanted = sorted({*cutoffs, *([calibration_cutoff] if calibration_cutoff else [])})
     progress(f"features at {len(wanted)} cutoffs: {', '.join(map(str, wanted))}")
     history = feature_history(data_dir, wanted, params=params, label_params=labels, con=con)
@@ -221,14 +222,14 @@ def gather_report_inputs(
     return ReportInputs(
         as_of=as_of, history=history, stage_cutoffs=cutoffs, calibration_cutoff=calibration_cutoff,
         models=models, context=context, budget=budget,
-        budget_method=str(config["policy"]["budget_method"]), evaluation=evaluation, evaluation_note=note,
+        budget_method=config.policy.budget_method, evaluation=evaluation, evaluation_note=note,
         feature_descriptions={f.name: f.description for f in build_registry(params)},
-        driver_sample=int(config["training"]["shap_sample_rows"]),
+        driver_sample=config.training.shap_sample_rows,
     )  # fmt: skip
 
 
 def _evaluation(
-    data_dir: Path, *, config: dict[str, Any], as_of: dt.date, loaded: DecisionModels,
+    data_dir: Path, *, config: ModelsConfig, as_of: dt.date, loaded: DecisionModels,
     truth_dir: Path | None, latent_to_stage: Mapping[str, str] | None, project_root: Path, progress: Progress,
 ) -> tuple[PolicyEvaluation | None, str | None]:  # fmt: skip
     """The evaluation at `as_of` of the models and policy the report shows (not logged to MLflow: a report

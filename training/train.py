@@ -22,6 +22,7 @@ from features.registry import FeatureParams, build_registry, registry_version
 from models import plots
 from models.behaviour import BehaviourReport, behaviour_report
 from models.bundle import ModelBundle, bundle_from_model, load_bundle, save_bundle
+from models.config import ModelsConfig, TrainingSection
 from models.frame import model_matrix
 from models.metrics import classification_metrics, summarize_folds
 from models.population import ALL_USERS, CHURN_POPULATION, REACTIVATION_POPULATION, in_population
@@ -101,7 +102,7 @@ def fit_target(
     registry: Sequence[Any],
     horizon_days: int,
     scoring_cutoff: dt.date,
-    training: dict[str, Any],
+    training: TrainingSection,
     truth: pd.DataFrame | None,
     progress: Progress,
     tune_trials: int = 0,
@@ -109,8 +110,8 @@ def fit_target(
 ) -> TargetFit:
     """The pure steps over a frame: split into backtest folds, tune (optionally), fit and calibrate each
     fold against its baselines, bundle the final fold's model and run the behaviour checks. No I/O."""
-    seed = int(training["seed"])
-    folds = backtest_splits(closed_cutoffs(frame, spec.target), horizon_days, int(training["backtest_folds"]))
+    seed = training.seed
+    folds = backtest_splits(closed_cutoffs(frame, spec.target), horizon_days, training.backtest_folds)
     oracle = truth_oracle(truth, spec.target)
     best_params: dict[str, Any] = {}
     if tune_trials:
@@ -195,7 +196,7 @@ def train_target(
     params: FeatureParams,
     horizon_days: int,
     scoring_cutoff: dt.date,
-    config: dict[str, Any],
+    config: ModelsConfig,
     truth: pd.DataFrame | None,
     progress: Progress,
     tune_trials: int = 0,
@@ -204,8 +205,8 @@ def train_target(
     """The thin job for one target: the pure fit, the champion's comparison, then MLflow logging and
     registration of the new version as @challenger."""
     registry = build_registry(params)
-    training = config["training"]
-    seed = int(training["seed"])
+    training = config.training
+    seed = training.seed
     fit = fit_target(
         frame, spec, registry=registry, horizon_days=horizon_days, scoring_cutoff=scoring_cutoff, training=training,
         truth=truth, progress=progress, tune_trials=tune_trials, population=population,
@@ -234,7 +235,7 @@ def train_target(
         "config": config,
     }
     with tracking.start_training_run(
-        training["experiment"], f"{spec.target}-{scoring_cutoff}", params=run_params,
+        training.experiment, f"{spec.target}-{scoring_cutoff}", params=run_params,
         tags={"clm.target": spec.target, "clm.scoring_cutoff": str(scoring_cutoff)},
     ) as run:  # fmt: skip
         tracking.log_metrics_flat(_flat(final.metrics), prefix="test")
@@ -245,7 +246,7 @@ def train_target(
         tracking.log_metrics_flat({"behaviour_passed": float(behaviour.passed)})
         tracking.log_text(behaviour.text(), "behaviour.txt")
         tracking.log_dict(config, "config/resolved_config.json")
-        _log_plots(final, bundle, registry, int(training["shap_sample_rows"]), seed)
+        _log_plots(final, bundle, registry, training.shap_sample_rows, seed)
         if final.slices is not None:
             tracking.log_frame(final.slices, "metrics/slices.csv")
         card = render_model_card(
@@ -364,7 +365,7 @@ def _card(spec, final, results, backtest, baseline_backtest, champion_backtest, 
 
 def training_frame(
     data_dir: Path,
-    config: dict[str, Any],
+    config: ModelsConfig,
     labels: LabelParams,
     *,
     as_of: dt.date | None = None,
@@ -383,11 +384,11 @@ def training_frame(
             f"{data_dir}: no events before the as-of date {as_of}; the first event is on {data_start.date()}"
         )
     first = first_event.date()
-    cutoffs = monthly_cutoffs(first, inputs.data_end, int(config["training"]["first_cutoff_after_days"]))
+    cutoffs = monthly_cutoffs(first, inputs.data_end, config.training.first_cutoff_after_days)
     if not cutoffs:
         raise ValueError(f"{data_dir}: not enough history for a monthly cutoff before {inputs.data_end}")
     progress(f"building features and labels at {len(cutoffs)} monthly cutoffs ({cutoffs[0]}..{cutoffs[-1]})")
-    params = FeatureParams.from_config(config["features"])
+    params = FeatureParams.from_config(config.features)
     with tempfile.TemporaryDirectory(prefix="clm-train-") as tmp:
         summary = build_feature_tables(data_dir, cutoffs, Path(tmp), params=params, label_params=labels, as_of=as_of,
                                        con=con)  # fmt: skip
@@ -398,7 +399,7 @@ def train(
     data_dir: Path,
     targets: Sequence[str],
     *,
-    config: dict[str, Any],
+    config: ModelsConfig,
     project_root: Path,
     as_of: dt.date | None = None,
     horizon_days: int | None = None,
@@ -410,8 +411,8 @@ def train(
     ones included); each target then trains on its population (models.population): churn and upgrade on
     the users still alive at a cutoff (everyone with `labels.keep_churned_users`), reactivation on the
     lapsed ones."""
-    params = FeatureParams.from_config(config["features"])
-    labels = LabelParams.from_config(config["labels"], horizon_days=horizon_days)
+    params = FeatureParams.from_config(config.features)
+    labels = LabelParams.from_config(config.labels, horizon_days=horizon_days)
     horizon = labels.horizon_days
     tracking.configure(tracking.resolve_tracking_uri(project_root))
     every_user = dataclasses.replace(labels, keep_churned_users=True)
@@ -422,7 +423,7 @@ def train(
         frame = frame.merge(stages, on=["user_id", "cutoff"], how="left")
     results = []
     for target in targets:
-        spec = ModelSpec.from_config(target, config["models"][target])
+        spec = ModelSpec.from_config(target, config.models.propensity(target))
         population = target_population(target, labels.keep_churned_users)
         rows = frame[in_population(frame, population, horizon)].reset_index(drop=True)
         progress(f"{target}: {len(rows):,} rows of the {population} population")

@@ -18,6 +18,7 @@ from rich.table import Table
 from clm.commands.features import feature_params, label_params
 from clm.commands.ingest import ingest_options
 from clm.config import load_config
+from clm.config_schema import ClmConfig
 from clm.settings import Settings
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def demo(
                 users=raw / "users.parquet",
                 subscriptions=raw / "subscriptions.parquet",
                 campaigns=raw / "campaigns.parquet",
-                options=ingest_options(config, settings, None),
+                options=ingest_options(config.ingest, settings, None),
             )
     except InputError as exc:
         console.print(f"[red]ingest failed:[/red] {exc}")
@@ -136,7 +137,7 @@ def demo(
         )
 
 
-def _report(console: Console, config: dict, data: Path, out: Path) -> Path | None:
+def _report(console: Console, config: ClmConfig, data: Path, out: Path) -> Path | None:
     """`clm report` as of the latest campaign wave the simulator has true effects for (so the report carries
     the policy-evaluation table), into OUT/report.html."""
     import time
@@ -159,7 +160,7 @@ def _report(console: Console, config: dict, data: Path, out: Path) -> Path | Non
     return path
 
 
-def _features_and_store(console: Console, config: dict, data: Path, out: Path, days: int) -> None:
+def _features_and_store(console: Console, config: ClmConfig, data: Path, out: Path, days: int) -> None:
     """Build point-in-time features and labels at monthly cutoffs, then fill the online store."""
     import pandas as pd
 
@@ -206,7 +207,7 @@ def _features_and_store(console: Console, config: dict, data: Path, out: Path, d
         console.print(f"   e.g. {sample.user_id}: {shown}")
 
 
-def _train_and_promote(console: Console, config: dict, data: Path, truth: Path) -> None:
+def _train_and_promote(console: Console, config: ClmConfig, data: Path, truth: Path) -> None:
     """Train the churn, upgrade and reactivation models into the project's MLflow store, then promote each
     challenger."""
     from training import tracking
@@ -231,8 +232,8 @@ def _train_and_promote(console: Console, config: dict, data: Path, truth: Path) 
         table.add_column(column, justify="left" if column in ("model", "promotion") else "right")
     for r in results:
         decision = promote_model(
-            r.registered_name, metric=config["training"]["promotion_metric"],
-            tolerance=float(config["training"]["promotion_tolerance"]),
+            r.registered_name, metric=config.training.promotion_metric,
+            tolerance=config.training.promotion_tolerance,
         )  # fmt: skip
         m = r.test_metrics
         oracle = m.get("oracle", {}).get("roc_auc", float("nan"))
@@ -250,7 +251,7 @@ def _train_and_promote(console: Console, config: dict, data: Path, truth: Path) 
     )
 
 
-def _policy(console: Console, config: dict, data: Path, truth: Path) -> None:
+def _policy(console: Console, config: ClmConfig, data: Path, truth: Path) -> None:
     """Fit and promote the next-best-action policy, evaluate it against the baselines and the oracle, and
     show a few decisions."""
     from clm.commands.policy import evaluation_tables, latent_to_product_stage, print_trained_policy
@@ -263,11 +264,11 @@ def _policy(console: Console, config: dict, data: Path, truth: Path) -> None:
     with console.status("fitting the uplift models and the policy") as status:
         trained = train_policy(data, config=config, project_root=Path.cwd(), truth_dir=truth,
                                progress=lambda message: status.update(message))  # fmt: skip
-        rules = config["models"]["policy"]
+        rules = config.models.policy
         decision = promote_model(
             trained.registered_name,
-            metric=rules["promotion_metric"],
-            tolerance=float(rules["promotion_tolerance"]),
+            metric=rules.promotion_metric,
+            tolerance=rules.promotion_tolerance,
         )
     console.print("[bold]6. policy[/bold]")
     print_trained_policy(console, trained)
@@ -293,7 +294,7 @@ def _policy(console: Console, config: dict, data: Path, truth: Path) -> None:
     frame, as_of = latest_features(data, params=feature_params(config))
     batch = models.decide(frame).table
     table = Table(title=f"8. a few decisions as of {as_of} ({models.described(models.policy)})")
-    currency = config["value"]["currency"]
+    currency = config.value.currency
     money = (f"value if retained ({currency})", f"expected value ({currency})")
     for column in ("user", "stage", "scored by", "P(churn)", "P(upgrade)", money[0], "action", "Δp(stay/return)",
                    money[1], "why the stage"):  # fmt: skip

@@ -6,11 +6,12 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 if TYPE_CHECKING:
+    from clm.config_schema import ClmConfig
     from clm.settings import Settings
     from features.build import LabelParams
     from features.registry import FeatureParams
@@ -22,16 +23,16 @@ log = logging.getLogger(__name__)
 app = typer.Typer(help="Point-in-time features, labels and the online store.", no_args_is_help=True)
 
 
-def feature_params(config: dict[str, Any]) -> FeatureParams:
+def feature_params(config: ClmConfig) -> FeatureParams:
     from features.registry import FeatureParams
 
-    return FeatureParams.from_config(config["features"])
+    return FeatureParams.from_config(config.features)
 
 
-def label_params(config: dict[str, Any], horizon_days: int | None = None) -> LabelParams:
+def label_params(config: ClmConfig, horizon_days: int | None = None) -> LabelParams:
     from features.build import LabelParams
 
-    return LabelParams.from_config(config["labels"], horizon_days=horizon_days)
+    return LabelParams.from_config(config.labels, horizon_days=horizon_days)
 
 
 # The `--data` option of the commands that read a canonical data directory.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,7 @@ from clm.config import ConfigError, load_config
 
 if TYPE_CHECKING:
     from clm.settings import Settings
+    from features.config import IngestSection
     from features.ingest import IngestCounts, IngestOptions
 
 # pandas, pyarrow, pandera and pydantic-settings are imported inside the functions, so that `clm ingest
@@ -28,29 +29,18 @@ InputFile = Annotated[
 ]
 
 
-def _names(section: dict[str, Any], key: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
-    value = section.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
-        raise ConfigError(f"config key 'ingest.{key}': expected a list of strings, got {value!r}")
-    return tuple(value)
-
-
-def ingest_options(config: dict[str, Any], settings: Settings, timezone: str | None) -> IngestOptions:
+def ingest_options(section: IngestSection, settings: Settings, timezone: str | None) -> IngestOptions:
     """Ingest options from the config's [ingest] table; the time zone is --timezone, else CLM_TIMEZONE, else config."""
     from features.ingest import IngestOptions
-    from features.schemas import EVENT_COLUMNS
 
-    section = config.get("ingest", {})
     if timezone is None:
         explicit = "timezone" in settings.model_fields_set
-        timezone = settings.timezone if explicit else section.get("timezone", settings.timezone)
+        timezone = settings.timezone if explicit else section.timezone
     return IngestOptions(
         timezone=timezone,
-        duplicate_key=_names(section, "duplicate_key", EVENT_COLUMNS),
-        non_negative_amount_event_types=_names(section, "non_negative_amount_event_types", ("purchase",)),
-        event_types=_names(section, "event_types", None),
+        duplicate_key=tuple(section.duplicate_key),
+        non_negative_amount_event_types=tuple(section.non_negative_amount_event_types),
+        event_types=None if section.event_types is None else tuple(section.event_types),
     )
 
 
@@ -117,7 +107,7 @@ def ingest(
 
     try:
         settings = Settings()
-        options = ingest_options(load_config(config or settings.config), settings, timezone)
+        options = ingest_options(load_config(config or settings.config).ingest, settings, timezone)
         column_mapping = load_mapping(mapping) if mapping is not None else None
     except (ConfigError, MappingError, ValidationError, ValueError) as exc:
         raise fail(exc) from None

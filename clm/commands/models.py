@@ -76,7 +76,7 @@ def train(
     targets = [t for t in targets if t != "policy"]
     truth_dir = truth or (data / "truth" if (data / "truth").exists() else None)
     console = Console(stderr=True)
-    folds = int(config["training"]["backtest_folds"])
+    folds = config.training.backtest_folds
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
@@ -160,13 +160,10 @@ def promote(
     settings = Settings()
     config = load_config(settings.config)
     tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
-    section = config["models"][model.value]
-    name = section["registered_name"]
-    rules = section if "promotion_metric" in section else config["training"]
+    name = config.models.registered_name(model.value)
+    rules = config.models.policy if model.value == "policy" else config.training
     try:
-        decision = promote_model(
-            name, metric=rules["promotion_metric"], tolerance=float(rules["promotion_tolerance"])
-        )
+        decision = promote_model(name, metric=rules.promotion_metric, tolerance=rules.promotion_tolerance)
     except PromotionError as exc:
         typer.echo(f"clm promote: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -203,7 +200,7 @@ def evaluate(
     settings = Settings()
     config = load_config(settings.config)
     tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
-    name = config["models"][model.value]["registered_name"]
+    name = config.models.registered_name(model.value)
     uri = (
         f"models:/{name}{model_version}"
         if model_version.startswith("@")
@@ -214,14 +211,14 @@ def evaluate(
     except Exception as exc:
         typer.echo(f"clm evaluate: cannot load {uri}: {exc}", err=True)
         raise typer.Exit(2) from exc
-    labels = LabelParams.from_config(config["labels"], horizon_days=bundle.horizon_days)
+    labels = LabelParams.from_config(config.labels, horizon_days=bundle.horizon_days)
     frame, _ = training_frame(data, config, dataclasses.replace(labels, keep_churned_users=True))
     population = bundle.metadata.get(
         "population", target_population(bundle.target, labels.keep_churned_users)
     )
     frame = frame[in_population(frame, population, bundle.horizon_days)]
     folds = backtest_splits(
-        closed_cutoffs(frame, bundle.target), bundle.horizon_days, int(config["training"]["backtest_folds"])
+        closed_cutoffs(frame, bundle.target), bundle.horizon_days, config.training.backtest_folds
     )
     result = evaluate_bundle_on_folds(bundle, frame, folds)
     if as_json:
@@ -285,7 +282,7 @@ def score(
         typer.echo(f"clm score: {exc}", err=True)
         raise typer.Exit(2) from exc
     decided = models.decide(
-        frame, budget=budget, budget_method=config["policy"]["budget_method"],
+        frame, budget=budget, budget_method=config.policy.budget_method,
         explore=explore and budget is None,
     )  # fmt: skip
     if decided.plan is not None:

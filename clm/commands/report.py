@@ -13,6 +13,7 @@ import typer
 from clm.commands.features import DataDir, date_option
 from clm.commands.policy import latent_to_product_stage, simulated_truth
 from clm.config import config_digest, load_config
+from clm.config_schema import ClmConfig
 from clm.settings import Settings
 
 
@@ -65,7 +66,7 @@ def write_report(
     day: dt.date,
     out: Path,
     *,
-    config: dict,
+    config: ClmConfig,
     budget: float | None = None,
     alias: str = "champion",
     config_source: object = None,
@@ -81,7 +82,7 @@ def write_report(
     context = ReportContext(
         data_dir=str(data.resolve()),
         config_source=str(config_source) if config_source else "shipped defaults (clm/defaults.toml)",
-        config_version=str(config.get("version", "?")),
+        config_version=config.version,
         config_digest=config_digest(config),
         generated_at=dt.datetime.now(dt.UTC),
         truth_dir=None if truth is None else str(truth.resolve()),

@@ -61,7 +61,7 @@ def simulate(
         cutoffs = parse_cutoffs(truth_cutoffs) if truth_cutoffs else None
     except CutoffSpecError as exc:
         raise typer.BadParameter(str(exc), param_hint="--truth-cutoffs") from exc
-    horizon = horizon_days or int(config["simulation"]["horizon_days"])
+    horizon = horizon_days or config.simulation.horizon_days
     console = Console(stderr=True)
     with Progress(
         TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TextColumn("days"), TimeElapsedColumn(),

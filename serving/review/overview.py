@@ -22,6 +22,7 @@ from features.online import OnlineStore
 from features.registry import FeatureParams
 from models import overview as ov
 from models import plots
+from serving.config import ServingConfig
 from serving.state import ModelSet
 
 log = logging.getLogger(__name__)
@@ -68,20 +69,20 @@ def _stop_if(cancelled: Callable[[], bool]) -> None:
 
 
 def overview_inputs(
-    store: OnlineStore, config: dict[str, Any], events_dir: str | None
+    store: OnlineStore, config: ServingConfig, events_dir: str | None
 ) -> tuple[dt.date, pd.DataFrame]:
     """The I/O of an overview: the snapshot's date and the features of every user at the snapshot (and, with
     the event data, at the earlier cutoffs, with the labels where their horizon has closed)."""
     info = store.info()
     if info is None:
         raise HTTPException(503, "the online store has no snapshot yet")
-    review = config["review"]
+    review = config.review
     as_of = info.as_of
     if events_dir:
-        cutoffs = _history_cutoffs(as_of, int(review["history_cutoffs"]), int(review["history_step_days"]))
+        cutoffs = _history_cutoffs(as_of, review.history_cutoffs, review.history_step_days)
         frame = feature_history(
-            Path(events_dir), cutoffs, params=FeatureParams.from_config(config["features"]),
-            label_params=LabelParams.from_config(config["labels"]),
+            Path(events_dir), cutoffs, params=FeatureParams.from_config(config.features),
+            label_params=LabelParams.from_config(config.labels),
         )  # fmt: skip
     else:
         frame = _store_frame(store).assign(cutoff=as_of)
@@ -104,7 +105,7 @@ def summarise_overview(
     models: ModelSet,
     frame: pd.DataFrame,
     as_of: dt.date,
-    config: dict[str, Any],
+    config: ServingConfig,
     has_history: bool,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> Overview:
@@ -159,14 +160,14 @@ def summarise_overview(
     _stop_if(cancelled)
     return Overview(
         as_of=as_of, snapshot=snapshot, history=history, cutoffs=present, counts=counts, flow=flow, mix=mix,
-        top=ov.top_users(snapshot, n=int(config["review"]["top_users"])), figures=figures, reach=reach,
+        top=ov.top_users(snapshot, n=config.review.top_users), figures=figures, reach=reach,
         calibration=calibration, has_history=has_history, seconds=time.perf_counter() - started,
         timelines=timelines_by_user(history),
     )  # fmt: skip
 
 
 def build_overview(
-    models: ModelSet, store: OnlineStore, config: dict[str, Any], events_dir: str | None
+    models: ModelSet, store: OnlineStore, config: ServingConfig, events_dir: str | None
 ) -> Overview:
     """The snapshot's decisions (and, with the event data, the earlier cutoffs' and the labels where their
     horizon has closed), summarised and drawn."""
@@ -184,7 +185,7 @@ class OverviewCache:
     `close` (at shutdown) waits only while a build reads the store, never for the summarising: a build
     in progress stops at its next step, so the app stops at once instead of after a whole build."""
 
-    def __init__(self, config: dict[str, Any], events_dir: str | None) -> None:
+    def __init__(self, config: ServingConfig, events_dir: str | None) -> None:
         self.config = config
         self.events_dir = events_dir
         self._lock = threading.Lock()

@@ -157,7 +157,7 @@ def user_page(
     events = contacts = None
     if settings.events_dir:
         events, contacts = user_activity(
-            Path(settings.events_dir), user_id, before=row.as_of, limit=int(config["review"]["recent_events"])
+            Path(settings.events_dir), user_id, before=row.as_of, limit=config.review.recent_events
         )
     timeline = cache.get(models, store).timelines.get(user_id, [])
     return page(

@@ -57,9 +57,9 @@ def test_user_config_overrides_defaults_key_by_key(tmp_path: Path) -> None:
     path = tmp_path / "mine.toml"
     path.write_text("[labels]\nhorizon_days = 60\n")
     merged = load_config(path)
-    assert merged["labels"]["horizon_days"] == 60
-    assert merged["labels"]["churn_definition"] == default_config()["labels"]["churn_definition"]
-    assert config_digest(merged) != config_digest(default_config())
+    assert merged.labels.horizon_days == 60
+    assert merged.labels.churn_definition == default_config()["labels"]["churn_definition"]
+    assert config_digest(merged) != config_digest(load_config())
 
 
 @pytest.mark.parametrize(

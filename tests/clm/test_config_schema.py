@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from clm.config import ConfigError, default_config, load_config, load_typed_config
-from clm.config_schema import ClmConfig, FeaturesSection, Outcome, Stage
+from clm.config import ConfigError, config_digest, default_config, load_config, with_overrides
+from clm.config_schema import ClmConfig, FeaturesSection
 from models.catalog import OUTCOMES
+from models.config import Outcome, Stage
 from models.stages import STAGES
 
 
@@ -22,16 +23,15 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_shipped_defaults_validate_and_come_back_unchanged() -> None:
-    typed = load_typed_config()
+    typed = load_config()
     assert isinstance(typed, ClmConfig)
     # same keys, same values and the same types (an int stays an int, a float a float)
-    assert json.dumps(load_config(), sort_keys=True) == json.dumps(default_config(), sort_keys=True)
-    assert typed.as_dict() == load_config()
+    assert json.dumps(typed.as_dict(), sort_keys=True) == json.dumps(default_config(), sort_keys=True)
     assert list(typed.as_dict()["actions"]) == list(default_config()["actions"])  # catalog order kept
 
 
 def test_typed_access_reads_the_same_values_as_the_dict(tmp_path: Path) -> None:
-    typed = load_typed_config(write(tmp_path, "[features]\nwindows_days = [14, 60]\n"))
+    typed = load_config(write(tmp_path, "[features]\nwindows_days = [14, 60]\n"))
     assert isinstance(typed.section("features"), FeaturesSection)
     assert typed.section("features").windows_days == [14, 60] == typed.features.windows_days
     assert typed.as_dict()["features"]["windows_days"] == [14, 60]
@@ -50,13 +50,13 @@ def test_a_user_override_merges_and_validates(tmp_path: Path) -> None:
         'outcome = "retention"\nprior_delta_churn = -0.002\nprior_delta_upgrade = 0.0\n',
     )
     merged = load_config(path)
-    assert merged["policy"]["learner"] == "x"
-    assert merged["policy"]["harm_tolerance"] == 0.0 and isinstance(merged["policy"]["harm_tolerance"], float)
-    assert merged["policy"]["budget_method"] == "lagrangian"  # untouched keys keep the default
-    assert merged["models"]["churn"]["params"]["num_leaves"] == 63
-    assert merged["models"]["churn"]["params"]["learning_rate"] == 0.05
-    assert list(merged["actions"])[-1] == "birthday_gift"  # an open table takes new entries…
-    assert merged["actions"]["birthday_gift"]["cooldown_days"] == 365
+    assert merged.policy.learner == "x"
+    assert merged.policy.harm_tolerance == 0.0 and isinstance(merged.policy.harm_tolerance, float)
+    assert merged.policy.budget_method == "lagrangian"  # untouched keys keep the default
+    assert merged.models.churn.params["num_leaves"] == 63
+    assert merged.models.churn.params["learning_rate"] == 0.05
+    assert list(merged.actions)[-1] == "birthday_gift"  # an open table takes new entries…
+    assert merged.actions["birthday_gift"].cooldown_days == 365
 
 
 @pytest.mark.parametrize(
@@ -103,7 +103,7 @@ def test_a_wrong_value_names_the_key_the_expected_type_and_the_value(
     tmp_path: Path, text: str, message: str
 ) -> None:
     with pytest.raises(ConfigError) as raised:
-        load_typed_config(write(tmp_path, text))
+        load_config(write(tmp_path, text))
     assert message in str(raised.value)
 
 
@@ -116,3 +116,25 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_the_schema_knows_the_stages_and_outcomes_the_models_know() -> None:
     assert typing.get_args(Stage) == STAGES
     assert typing.get_args(Outcome) == OUTCOMES
+
+
+def test_with_overrides_changes_only_the_given_keys_and_validates_again() -> None:
+    shipped = load_config()
+    changed = with_overrides(
+        shipped, {"policy": {"exploration_share": 0.0}, "ingest": {"event_types": ["login"]}}
+    )
+    assert changed.policy.exploration_share == 0.0 and shipped.policy.exploration_share == 0.05
+    assert changed.ingest.event_types == ["login"] and shipped.ingest.event_types is None
+    assert changed.policy.model_copy(update={"exploration_share": 0.05}) == shipped.policy
+    assert config_digest(changed) != config_digest(shipped) == config_digest(load_config())
+    assert "event_types" not in with_overrides(changed, {"ingest": {"event_types": None}}).ingest.as_dict()
+    with pytest.raises(ConfigError, match=r"'policy\.exploration_share': expected less than 1, got 1\.0"):
+        with_overrides(shipped, {"policy": {"exploration_share": 1.0}})
+    with pytest.raises(ConfigError, match=r"did you mean 'policy\.exploration_share'"):
+        with_overrides(shipped, {"policy": {"exploration_shares": 0.0}})
+
+
+def test_the_config_is_frozen() -> None:
+    config = load_config()
+    with pytest.raises(ValueError, match="frozen"):
+        config.policy.exploration_share = 0.5  # type: ignore[misc]

@@ -29,15 +29,7 @@ from features.ingest import (
 )
 from features.mapping import load_mapping, parse_mapping
 from features.schemas import validate_canonical
-
-RETAIL_MAPPING = """\
-[events]
-user_id = "customer_id"
-ts = { column = "date", format = "%Y%m%d" }
-event_type = { value = "purchase" }
-amount = "dollars"
-properties = ["quantity"]
-"""
+from tests.features.mappings import RETAIL_MAPPING
 
 GOOD_EVENT = "u1,2024-01-01T10:00:00Z,login,,"
 EVENT_HEADER = "user_id,ts,event_type,amount,properties"

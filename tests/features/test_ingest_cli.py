@@ -151,14 +151,24 @@ def test_unusable_files_exit_2_naming_the_file(
     assert not (tmp_path / "data").exists()
 
 
-def test_a_bad_mapping_file_exits_2_naming_the_field(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("option", "text", "key"),
+    [
+        ("--mapping", '[events]\nuser = "customer_id"\n', "[events].user"),
+        ("--config", '[ingest]\nduplicate_key = "user_id"\n', "ingest.duplicate_key"),
+    ],
+    ids=["mapping", "config"],
+)
+def test_a_bad_mapping_or_config_file_exits_2_naming_the_key(
+    tmp_path: Path, option: str, text: str, key: str
+) -> None:
     events = write(tmp_path / "events.csv", EVENTS)
-    mapping = write(tmp_path / "mapping.toml", '[events]\nuser = "customer_id"\n')
+    settings = write(tmp_path / "settings.toml", text)
 
-    result = run("--events", events, "--mapping", mapping, "--out", tmp_path / "data")
+    result = run("--events", events, option, settings, "--out", tmp_path / "data")
 
     assert result.exit_code == 2
-    assert "[events].user" in result.stderr
+    assert key in result.stderr
     assert not (tmp_path / "data").exists()
 
 
@@ -218,14 +228,3 @@ def test_configured_event_types_and_duplicate_key_apply(tmp_path: Path) -> None:
     assert json.loads(default.stdout)["duplicates"] == 0
     assert json.loads(by_key.stdout)["duplicates"] == 1
     assert json.loads(by_types.stdout)["rejected_by_reason"] == {"unknown_event_type": 2}
-
-
-def test_a_malformed_ingest_config_exits_2(tmp_path: Path) -> None:
-    events = write(tmp_path / "events.csv", EVENTS)
-    config = write(tmp_path / "config.toml", '[ingest]\nduplicate_key = "user_id"\n')
-
-    result = run("--events", events, "--config", config, "--out", tmp_path / "data")
-
-    assert result.exit_code == 2
-    assert "ingest.duplicate_key" in result.stderr
-    assert not (tmp_path / "data").exists()

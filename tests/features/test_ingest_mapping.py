@@ -9,15 +9,7 @@ from pathlib import Path
 import pytest
 
 from features.mapping import ColumnSpec, ConstantSpec, MappingError, PackSpec, load_mapping, parse_mapping
-
-RETAIL_MAPPING = """\
-[events]
-user_id = "customer_id"
-ts = { column = "date", format = "%Y%m%d" }
-event_type = { value = "purchase" }
-amount = "dollars"
-properties = ["quantity"]
-"""
+from tests.features.mappings import RETAIL_MAPPING
 
 
 def test_the_retail_example_parses_to_these_specs(tmp_path: Path) -> None:

@@ -28,8 +28,8 @@ def test_no_calibrated_probability_is_exactly_0_or_1_and_the_map_stays_monotone(
 
 
 def test_bounded_calibration_is_within_the_configured_tolerance_of_plain_isotonic_on_held_out_rows() -> None:
-    tolerance = float(load_config()["training"]["calibration_tolerance"])
-    prior_rows = float(load_config()["models"]["churn"]["calibration_prior_rows"])
+    tolerance = load_config().training.calibration_tolerance
+    prior_rows = load_config().models.churn.calibration_prior_rows
     gaps = []
     for seed in range(5):
         p_valid, y_valid = _sample(3000, seed)

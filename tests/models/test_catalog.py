@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 
-from clm.config import load_config
+from clm.config import ConfigError, load_config, validate_config, with_overrides
 from models.catalog import (
     NO_ACTION,
     Action,
@@ -16,24 +15,14 @@ from models.catalog import (
     catalog_to_dict,
     load_catalog,
 )
+from simulation.params import ACTIONS
 
 SHIPPED = load_config()
-SHIPPED_ORDER = [
-    "onboarding_guide",
-    "welcome_offer",
-    "recommendation",
-    "education_content",
-    "loyalty_reward",
-    "upgrade_offer",
-    "referral_invite",
-    "retention_discount",
-    "satisfaction_survey",
-    "winback_offer",
-]
+SHIPPED_ORDER = list(ACTIONS)  # the simulator's catalog and the shipped one list the same actions, in order
 
 
 def test_the_shipped_catalog_loads_in_file_order() -> None:
-    catalog = load_catalog(SHIPPED["actions"])
+    catalog = load_catalog(SHIPPED.actions)
     assert [action.name for action in catalog] == SHIPPED_ORDER
     assert catalog[1] == Action(
         name="welcome_offer",
@@ -61,33 +50,40 @@ def test_the_shipped_catalog_loads_in_file_order() -> None:
         ("recommendation", {"stages": "growing"}, "actions.recommendation.stages"),
         ("recommendation", {"channel": ""}, "actions.recommendation.channel"),
         ("recommendation", {"prior_delta_churn": -2.0}, "actions.recommendation.prior_delta_churn"),
-        ("recommendation", {"cooldown_day": 3}, "actions.recommendation.cooldown_day "),
-        ("recommendation", {"channel": None}, "actions.recommendation.channel is missing"),
+        ("recommendation", {"cooldown_day": 3}, "actions.recommendation.cooldown_day' is not known"),
+        ("recommendation", {"channel": None}, "actions.recommendation.channel' is missing"),
         (NO_ACTION, {}, "actions.no_action"),
     ],
 )
 def test_invalid_actions_name_the_key(name: str, change: dict, message: str) -> None:
-    actions = copy.deepcopy(SHIPPED["actions"])
-    spec = {**actions.get(name, actions["recommendation"]), **change}
-    actions[name] = {k: v for k, v in spec.items() if v is not None}  # None removes the key
-    with pytest.raises(ValueError, match=message):
-        load_catalog(actions)
+    spec = SHIPPED.actions.get(name, SHIPPED.actions["recommendation"]).as_dict()
+    with pytest.raises(ConfigError, match=message):  # None removes the key
+        with_overrides(SHIPPED, {"actions": {name: {**spec, **change}}})
 
 
 def test_an_empty_catalog_is_rejected() -> None:
-    with pytest.raises(ValueError, match="empty"):
-        load_catalog({})
+    with pytest.raises(ConfigError, match=r"'actions': .*at least 1 item"):
+        validate_config({**SHIPPED.as_dict(), "actions": {}})
+
+
+def test_a_stored_catalog_is_validated_like_the_config() -> None:
+    stored = catalog_to_dict(load_catalog(SHIPPED.actions))
+    stored["recommendation"]["cost"] = -1.0
+    with pytest.raises(ValueError, match="cost"):
+        catalog_from_dict(stored)
+    with pytest.raises(ValueError, match="no_action"):
+        catalog_from_dict({"no_action": stored["welcome_offer"]})
 
 
 def test_catalog_round_trips_through_json_in_order() -> None:
-    catalog = load_catalog(SHIPPED["actions"])
+    catalog = load_catalog(SHIPPED.actions)
     stored = json.loads(json.dumps(catalog_to_dict(catalog)))
     assert list(stored) == SHIPPED_ORDER
     assert catalog_from_dict(stored) == catalog
 
 
 def test_contact_policy_from_the_shipped_config() -> None:
-    policy = ContactPolicy.from_config(SHIPPED["policy"])
+    policy = ContactPolicy.from_config(SHIPPED.policy)
     assert policy == ContactPolicy(
         max_contacts_per_30d=1,
         harm_tolerance=0.01,
@@ -107,11 +103,10 @@ def test_contact_policy_from_the_shipped_config() -> None:
     ],
 )
 def test_contact_policy_rejects_out_of_range_values(change: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        ContactPolicy.from_config({**SHIPPED["policy"], **change})
+    with pytest.raises(ConfigError, match=message):
+        with_overrides(SHIPPED, {"policy": change})
 
 
 def test_contact_policy_names_a_missing_key() -> None:
-    section = {k: v for k, v in SHIPPED["policy"].items() if k != "harm_tolerance"}
-    with pytest.raises(ValueError, match=r"policy\.harm_tolerance"):
-        ContactPolicy.from_config(section)
+    with pytest.raises(ConfigError, match=r"policy\.harm_tolerance' is missing"):
+        with_overrides(SHIPPED, {"policy": {"harm_tolerance": None}})

@@ -109,7 +109,7 @@ def test_the_one_row_decision_equals_the_population_decision_for_every_user(
     population = champion.decide(frame)
     table, decisions = population.table, population.decisions
     assert decisions is not None and len(table) == len(user_ids) > 1000
-    scorer = Scorer(load_config())
+    scorer = Scorer(load_config().serving)
     differences = []
     for i, user_id in enumerate(user_ids):
         decided = scorer.decide(champion, store_rows[user_id], user_id=user_id, as_of=None)
@@ -168,7 +168,7 @@ def test_lapsed_users_are_scored_by_the_reactivation_model_and_the_decision_says
     assert (table.loc[~gone, "scored_by"] == "churn").all()
     assert np.allclose(table.loc[gone, "p_churn"], 1.0 - table.loc[gone, "p_return"])
     assert table.loc[~gone, "p_return"].isna().all()
-    scorer = Scorer(load_config())
+    scorer = Scorer(load_config().serving)
     first_lapsed = user_ids[int(np.flatnonzero(gone)[0])]
     decision = scorer.decide(champion, store_rows[first_lapsed], user_id=first_lapsed, as_of=None).decision
     assert decision.churn.scored_by == champion.label(champion.reactivation)
@@ -189,7 +189,7 @@ def test_the_same_request_twice_gives_the_same_decision_and_propensity(
         champion, policy=dataclasses.replace(champion.policy, contact=dataclasses.replace(
             champion.policy.contact, exploration_share=0.5))
     )  # fmt: skip
-    scorer = Scorer(load_config())
+    scorer = Scorer(load_config().serving)
     as_of = dt.date(2025, 9, 1)
     explored = 0
     for user_id in list(store_rows)[:60]:

@@ -21,7 +21,7 @@ from training.fit import ModelSpec, fit_fold
 from training.truth import read_truth, truth_oracle
 
 CONFIG = load_config()
-REGISTRY = build_registry(FeatureParams.from_config(CONFIG["features"]))
+REGISTRY = build_registry(FeatureParams.from_config(CONFIG.features))
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +32,17 @@ def training_frame(small_world: Path, tmp_path_factory: pytest.TempPathFactory) 
     return load_training_frame(summary.features_path, summary.labels_path)
 
 
+def fit_target(target: str, training_frame: pd.DataFrame, small_world: Path):
+    """One fold of the shipped model spec for `target`, with the simulator's truth as its oracle."""
+    spec = ModelSpec.from_config(target, getattr(CONFIG.models, target))
+    split = time_split(closed_cutoffs(training_frame, target), 30)
+    oracle = truth_oracle(read_truth(small_world / "truth"), target)
+    return fit_fold(training_frame, split, spec, REGISTRY, seed=0, oracle=oracle)
+
+
 @pytest.fixture(scope="module")
 def churn_fold(training_frame: pd.DataFrame, small_world: Path):
-    spec = ModelSpec.from_config("churn", CONFIG["models"]["churn"])
-    split = time_split(closed_cutoffs(training_frame, "churn"), 30)
-    return fit_fold(
-        training_frame,
-        split,
-        spec,
-        REGISTRY,
-        seed=0,
-        oracle=truth_oracle(read_truth(small_world / "truth"), "churn"),
-    )
+    return fit_target("churn", training_frame, small_world)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +93,7 @@ def test_shap_contributions_add_up_to_the_raw_score(churn_bundle, churn_fold) ->
 
 
 def test_same_seed_and_data_give_the_same_metrics(training_frame: pd.DataFrame, churn_fold) -> None:
-    spec = ModelSpec.from_config("churn", CONFIG["models"]["churn"])
+    spec = ModelSpec.from_config("churn", CONFIG.models.churn)
     again = fit_fold(training_frame, churn_fold.split, spec, REGISTRY, seed=0)
     assert again.metrics["model"] == {
         k: v for k, v in churn_fold.metrics["model"].items() if k != "auc_over_oracle_auc"
@@ -111,16 +110,7 @@ def test_bundle_round_trips_through_disk(churn_bundle, churn_fold, tmp_path: Pat
 
 
 def test_upgrade_model_beats_its_baselines(training_frame: pd.DataFrame, small_world: Path) -> None:
-    spec = ModelSpec.from_config("upgrade", CONFIG["models"]["upgrade"])
-    split = time_split(closed_cutoffs(training_frame, "upgrade"), 30)
-    fold = fit_fold(
-        training_frame,
-        split,
-        spec,
-        REGISTRY,
-        seed=0,
-        oracle=truth_oracle(read_truth(small_world / "truth"), "upgrade"),
-    )
+    fold = fit_target("upgrade", training_frame, small_world)
     assert fold.metrics["model"]["roc_auc"] > fold.metrics["recency_rule"]["roc_auc"]
     assert fold.metrics["model"]["roc_auc"] > fold.metrics["logistic"]["roc_auc"], fold.metrics
     assert fold.metrics["model"]["roc_auc"] > 0.6
@@ -135,7 +125,7 @@ def test_tuning_searches_on_validation_and_returns_parameters_from_the_space(
     # users, every cutoff, keeps the four fits cheap (they took 65 s on the whole frame, 176 s loaded)
     users = np.sort(training_frame["user_id"].unique())[::5]
     frame = training_frame[training_frame["user_id"].isin(users)]
-    spec = ModelSpec.from_config("churn", CONFIG["models"]["churn"])
+    spec = ModelSpec.from_config("churn", CONFIG.models.churn)
     split = time_split(closed_cutoffs(frame, "churn"), 30)
     best = tune(frame, split, spec, REGISTRY, trials=2, seed=3)
     assert set(best) == set(SPACE)

@@ -57,11 +57,11 @@ def policy() -> PolicyBundle:
     upgrade = rng.random(len(history)) < 0.05
     history = history.assign(action=action, propensity=np.where(treated, 0.3, 0.7), churn=churn.astype(float),
                              upgrade=upgrade.astype(float), reactivation=1.0 - churn.astype(float))  # fmt: skip
-    registry = build_registry(FeatureParams.from_config(CONFIG["features"]))
+    registry = build_registry(FeatureParams.from_config(CONFIG.features))
     names = feature_names(registry)
     uplift = fit_uplift(history, parts, names, category_lists(registry, history))
     return PolicyBundle(
-        name="clm-policy", catalog=parts["catalog"], contact=parts["contact"], stages_config=CONFIG["stages"],
+        name="clm-policy", catalog=parts["catalog"], contact=parts["contact"], stages_config=CONFIG.stages,
         value=parts["value"], uplift=uplift, feature_names=names, feature_version=registry_version(registry),
     )  # fmt: skip
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import math
 import pickle
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from clm.config import load_config
+from clm.config import ConfigError, load_config, with_overrides
 from features.registry import FeatureParams, build_registry, feature_names
+from models.config import StageRuleSection
 from models.rules import RuleError
 from models.stages import SCORE_NAMES, STAGES, StageRules, assign_stages, stage_agreement
 
 CONFIG = load_config()
-FEATURES = feature_names(build_registry(FeatureParams.from_config(CONFIG["features"])))
-DEFAULTS = StageRules.from_config(CONFIG["stages"], FEATURES)
+FEATURES = feature_names(build_registry(FeatureParams.from_config(CONFIG.features)))
+DEFAULTS = StageRules.from_config(CONFIG.stages, FEATURES)
 NAN = math.nan
 
 # A steady long-time user; each case changes what makes it that case.
@@ -34,8 +34,8 @@ def user(**changes: float) -> dict[str, float]:
     return {**row, **STEADY, **changes}
 
 
-def default_rule(stage: str) -> dict[str, Any]:
-    (rule,) = [r for r in CONFIG["stages"]["rules"] if r["stage"] == stage]
+def default_rule(stage: str) -> StageRuleSection:
+    (rule,) = [r for r in CONFIG.stages.rules if r.stage == stage]
     return rule
 
 
@@ -69,10 +69,10 @@ def test_default_rules_one_row(case: str, row: dict, stage: str, since_days: flo
     assignment = assign_stages(row, DEFAULTS)
     assert assignment.stage.tolist() == [stage]
     if assignment.rule_index[0] == -1:
-        expected_text = f"{stage}: {CONFIG['stages']['default_description']} (no other rule matched)"
+        expected_text = f"{stage}: {CONFIG.stages.default_description} (no other rule matched)"
     else:
         rule = default_rule(stage)
-        expected_text = f"{stage}: {rule['description']} ({rule['when']})"
+        expected_text = f"{stage}: {rule.description} ({rule.when})"
     assert assignment.rule.tolist() == [expected_text]
     np.testing.assert_array_equal(assignment.since_days, [since_days])
 
@@ -94,7 +94,7 @@ def test_default_rules_read_registry_features_and_scores() -> None:
 
 def custom_rules(*rules: dict[str, str], default_stage: str = "growing") -> StageRules:
     section = {"default_stage": default_stage, "default_description": "otherwise", "rules": list(rules)}
-    return StageRules.from_config(section, FEATURES)
+    return StageRules.from_config(with_overrides(CONFIG, {"stages": section}).stages, FEATURES)
 
 
 SILENT = {"stage": "dormant", "description": "silent", "when": "days_since_last_event >= 30",
@@ -157,26 +157,28 @@ def test_missing_input_column_is_named() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"stage": "sleeping"}, "stages.rules[1]: unknown stage 'sleeping'"),
+        ({"stage": "sleeping"}, "config key 'stages.rules[1].stage': expected 'new', "),
         ({"when": "tenure_dayz < 30"}, "stages.rules[1] (new): rule 'tenure_dayz < 30': unknown name 'tenure_dayz' "
                                        "(did you mean 'tenure_days'?)"),
         ({"when": "tenure_days < "}, "stages.rules[1] (new): rule 'tenure_days < ': invalid syntax"),
         ({"when": "tenure_days.real < 30"}, "stages.rules[1] (new): rule 'tenure_days.real < 30': attribute access"),
         ({"when": "tenure_days * 2"}, "stages.rules[1] (new): `when` must be a condition"),
         ({"since_days": "tenure_days > 2"}, "stages.rules[1] (new): `since_days` must be a number of days"),
-        ({"since": "tenure_days"}, "stages.rules[1]: unknown keys ['since']"),
+        ({"since": "tenure_days"}, "config key 'stages.rules[1].since' is not known; did you mean 'stages.rules[1].since_days'?"),
     ],
 )  # fmt: skip
 def test_from_config_rejects(change: dict, message: str) -> None:
-    with pytest.raises(RuleError) as raised:
+    with pytest.raises(
+        ValueError
+    ) as raised:  # a RuleError from the compiler or a ConfigError from the schema
         custom_rules(SILENT, {**YOUNG, **change})
     assert message in str(raised.value)
 
 
 def test_from_config_rejects_a_missing_when_and_an_unknown_default() -> None:
-    with pytest.raises(RuleError, match=r"stages.rules\[0\]: missing when"):
+    with pytest.raises(ConfigError, match=r"'stages\.rules\[0\]\.when' is missing"):
         custom_rules({"stage": "new", "description": "no condition"})
-    with pytest.raises(RuleError, match=r"stages\.default_stage: unknown stage 'idle'"):
+    with pytest.raises(ConfigError, match=r"'stages\.default_stage': expected .*got 'idle'"):
         custom_rules(SILENT, default_stage="idle")
 
 

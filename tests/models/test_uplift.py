@@ -283,13 +283,13 @@ def test_bad_input_is_refused(change: dict, message: str) -> None:
 
 def test_params_and_priors_come_from_the_shipped_config() -> None:
     config = load_config()
-    params = UpliftParams.from_config(config["policy"])
-    assert params.learner == config["policy"]["learner"]
-    assert params.num_boost_round == config["policy"]["lightgbm"]["num_boost_round"]
+    params = UpliftParams.from_config(config.policy)
+    assert params.learner == config.policy.learner
+    assert params.num_boost_round == config.policy.lightgbm["num_boost_round"]
     assert "num_boost_round" not in params.lightgbm and params.lightgbm["objective"] == "binary"
-    priors = priors_from_catalog(config["actions"])
-    assert list(priors) == list(config["actions"])
+    priors = priors_from_catalog(config.actions)
+    assert list(priors) == list(config.actions)
     assert priors["retention_discount"] == {
-        "churn": config["actions"]["retention_discount"]["prior_delta_churn"],
-        "upgrade": config["actions"]["retention_discount"]["prior_delta_upgrade"],
+        "churn": config.actions["retention_discount"].prior_delta_churn,
+        "upgrade": config.actions["retention_discount"].prior_delta_upgrade,
     }

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clm.config import load_config
+from clm.config import load_config, with_overrides
 from models.value import (
     ValueParams,
     clv,
@@ -90,7 +90,7 @@ def test_upgrade_value_is_the_next_plans_extra_margin(plan: object, expected: fl
 
 def test_from_config_reads_the_shipped_value_section() -> None:
     config = load_config()
-    params = ValueParams.from_config(config["value"], config["features"])
+    params = ValueParams.from_config(config.value, config.features)
     assert params.margin_share == 0.7 and params.horizon_months == 12 and params.revenue_window_days == 90
     assert params.plan_order == ("free", "basic", "pro")
     assert params.plan_prices == {"free": 0.0, "basic": 12.0, "pro": 39.0}
@@ -105,17 +105,15 @@ def test_from_config_reads_the_shipped_value_section() -> None:
         ({"discount_rate_annual": -0.01}, "value.discount_rate_annual"),
         ({"horizon_months": 0}, "value.horizon_months"),
         ({"revenue_window_days": 0}, "value.revenue_window_days"),
-        ({"plan_prices": {"free": 0.0, "basic": 12.0}}, "pro"),
+        ({"plan_prices": {"pro": None}}, "pro"),
         ({"plan_prices": {"free": 0.0, "basic": 40.0, "pro": 39.0}}, "value.plan_prices.pro"),
         ({"margin_share": None}, "value.margin_share"),  # None: the key is removed
     ],
 )
 def test_from_config_rejects_bad_values_naming_the_key(change: dict, message: str) -> None:
-    config = load_config()
-    section = {**config["value"], **change}
-    section = {k: v for k, v in section.items() if v is not None}
-    with pytest.raises(ValueError, match=message):
-        ValueParams.from_config(section, config["features"])
+    with pytest.raises(ValueError, match=message):  # the schema's ConfigError, or ValueParams' across plans
+        config = with_overrides(load_config(), {"value": change})
+        ValueParams.from_config(config.value, config.features)
 
 
 def test_value_inputs_from_a_features_frame() -> None:
@@ -165,7 +163,7 @@ def test_value_inputs_needs_one_probability_per_row() -> None:
 
 def test_annuity_of_the_shipped_config_is_below_the_horizon() -> None:
     config = load_config()
-    params = ValueParams.from_config(config["value"], config["features"])
+    params = ValueParams.from_config(config.value, config.features)
     annuity = survival_annuity([0.0], params)[0]
     undiscounted = sum(1 / (1 + params.monthly_discount_rate) ** t for t in range(1, 13))
     assert annuity == pytest.approx(undiscounted) and annuity < 12
@@ -174,7 +172,7 @@ def test_annuity_of_the_shipped_config_is_below_the_horizon() -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Value at stake: what a user is worth if retained or won back, apart from how likely that is.
 
-DEFAULT_PARAMS = ValueParams.from_config(load_config()["value"], load_config()["features"])
+DEFAULT_PARAMS = ValueParams.from_config(load_config().value, load_config().features)
 
 
 def _lapsed_users() -> pd.DataFrame:

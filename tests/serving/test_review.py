@@ -246,7 +246,7 @@ def test_a_replay_that_does_not_reproduce_says_what_differs(review_client) -> No
     models = review_client.app.state.holder.current
     from serving.scorer import Scorer
 
-    again = Scorer(load_config()).decide(models, logged["inputs"], user_id=user, as_of=None)
+    again = Scorer(load_config().serving).decide(models, logged["inputs"], user_id=user, as_of=None)
     assert compare_replay(logged, again) == []
     logged["payload"]["churn"]["probability"] += 0.01
     logged["candidates"][0]["expected_value"] += 1.0

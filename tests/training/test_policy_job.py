@@ -39,7 +39,7 @@ def test_policy_training_registers_a_challenger_with_uplift_quality(trained: dic
     assert trained["behaviour_passed"] is True
     assert "@champion" in trained["scoring_models"]["churn"]
     quality = trained["uplift"]
-    assert set(quality) == set(load_config()["actions"])
+    assert set(quality) == set(load_config().actions)
     modelled = [a for a, m in quality.items() if m["model"] == 1.0]
     assert modelled, "no action had enough history for its own uplift model"
     # on simulated data the estimates are compared with the true effects

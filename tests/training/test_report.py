@@ -150,7 +150,7 @@ def independent(report_world: ServedWorld) -> pd.DataFrame:
     models = load_decision_models(config, aliases=("champion",))
     frame, _ = latest_features(
         report_world.data,
-        params=FeatureParams.from_config(config["features"]),
+        params=FeatureParams.from_config(config.features),
         as_of=dt.date.fromisoformat(AS_OF),
     )
     return population_decisions(
@@ -246,8 +246,8 @@ def test_calibration_names_its_cutoff_and_users(report: Report) -> None:
     models = load_decision_models(config, aliases=("champion",))
     cutoff = dt.date.fromisoformat(AS_OF) - dt.timedelta(days=models.churn.horizon_days)
     history = feature_history(
-        report.world.data, [cutoff], params=FeatureParams.from_config(config["features"]),
-        label_params=LabelParams.from_config(config["labels"], horizon_days=models.churn.horizon_days),
+        report.world.data, [cutoff], params=FeatureParams.from_config(config.features),
+        label_params=LabelParams.from_config(config.labels, horizon_days=models.churn.horizon_days),
     )  # fmt: skip
     # each model is measured on the population it scores: the churn model on the users alive at the cutoff
     alive = ~lapsed(history, models.churn.horizon_days)

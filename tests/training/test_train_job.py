@@ -81,8 +81,8 @@ def test_promotion_records_its_reasons_and_the_second_run_is_compared_on_the_sam
 ) -> None:
     config = load_config()
     metric, tolerance = (
-        config["training"]["promotion_metric"],
-        float(config["training"]["promotion_tolerance"]),
+        config.training.promotion_metric,
+        config.training.promotion_tolerance,
     )
     decision = promote_model("clm-churn", metric=metric, tolerance=tolerance)
     client = MlflowClient(tracking_uri=store)
@@ -166,7 +166,7 @@ def test_each_model_trains_and_is_measured_on_the_population_it_scores(first, st
 def test_bounded_calibration_costs_no_more_than_the_configured_tolerance(first) -> None:
     """No calibrated probability is 0 or 1, and the backtest's calibration error is no worse than plain isotonic
     regression's on the same folds by more than `training.calibration_tolerance`."""
-    tolerance = float(load_config()["training"]["calibration_tolerance"])
+    tolerance = load_config().training.calibration_tolerance
     for result in first:
         bounded, plain = result.backtest["ece"]["mean"], result.backtest["ece_plain_isotonic"]["mean"]
         assert bounded <= plain + tolerance, (result.target, bounded, plain)
