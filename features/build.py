@@ -364,6 +364,7 @@ def _subscription_state(spine: ir.Table, subscriptions: ir.Table, at: str, param
         active_plan=joined.plan.argmax(joined.start.epoch_seconds(), where=active),
         active_rank=rank.max(where=active),
         active_mrr=joined.mrr.cast("float64").sum(where=active),
+        last_mrr=joined.mrr.cast("float64").argmax(joined.start.epoch_seconds()),
         active_elapsed=elapsed_days.min(where=active),
         has_active=active.any(),
     )
@@ -546,7 +547,7 @@ def _with_subscription(
     else:
         t = t.mutate(
             subscriptions_known=ibis.literal(False), active_plan=ibis.null("string"),
-            active_rank=ibis.null("float64"), active_mrr=ibis.null("float64"),
+            active_rank=ibis.null("float64"), active_mrr=ibis.null("float64"), last_mrr=ibis.null("float64"),
             active_elapsed=ibis.null("float64"), has_active=ibis.null("boolean"),
             periods_started=ibis.null("float64"),
         )  # fmt: skip
@@ -595,8 +596,10 @@ def build_labels(
     users: ir.Table | None = None,
     subscriptions: ir.Table | None = None,
 ) -> ir.Table:
-    """`user_id, cutoff, horizon_days, churn, upgrade` for the horizon after each cutoff; null when the
-    horizon (plus `churn_offset_days`) has not closed by `data_end` (the first day with no data)."""
+    """`user_id, cutoff, horizon_days, churn, upgrade, reactivation` for the horizon after each cutoff; null
+    when the horizon (plus `churn_offset_days`) has not closed by `data_end` (the first day with no data).
+    `reactivation` is any activity (as `non_contractual_activity` counts it) within the horizon: for a user
+    already lapsed at the cutoff, "came back"; the reactivation model trains on those users only."""
     lp = params or LabelParams()
     p = feature_params or FeatureParams()
     cut, end = cutoff_table(cutoffs), data_end_table(data_end)
@@ -687,8 +690,16 @@ def _labels(
             horizon_days=ibis.literal(horizon, "int32"),
             churn=ibis.ifelse(closed, churn, None),
             upgrade=ibis.ifelse(closed, upgrade, None),
+            reactivation=ibis.ifelse(closed, after["n_activity"] > 0, None),
         )
-        .select("user_id", ibis._.cutoff.cast("date").name("cutoff"), "horizon_days", "churn", "upgrade")
+        .select(
+            "user_id",
+            ibis._.cutoff.cast("date").name("cutoff"),
+            "horizon_days",
+            "churn",
+            "upgrade",
+            "reactivation",
+        )
         .order_by(["cutoff", "user_id"])
     )
 

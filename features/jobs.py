@@ -225,7 +225,7 @@ def build_feature_tables(
     con: ibis.BaseBackend | None = None,
 ) -> BuildSummary:
     """Write `out/features.parquet` (user_id, cutoff, registry features) and `out/labels.parquet`
-    (user_id, cutoff, horizon_days, churn, upgrade) for the same rows."""
+    (user_id, cutoff, horizon_days, churn, upgrade, reactivation) for the same rows."""
     p = params or FeatureParams()
     lp = label_params or LabelParams()
     con = con or connect()
@@ -297,7 +297,7 @@ def feature_history(
     con = con or connect()
     inputs = load_inputs(con, data_dir)
     feature_table, label_table = _features_and_labels(con, inputs, cutoffs, p, lp)
-    label_table = label_table.select(["user_id", "cutoff", "churn", "upgrade"])
+    label_table = label_table.select(["user_id", "cutoff", "churn", "upgrade", "reactivation"])
     joined = feature_table.join(label_table, ["user_id", "cutoff"], join_type="left outer")
     frame = joined.to_pandas()
     frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date

@@ -17,7 +17,8 @@ and evaluates every entry. The context's columns:
   `active` (active days), `revenue`, `n_purchases`, `purchase_days` (days with a purchase), `contacts` and
   `n_<event type>` per counted type;
 - the subscription at the cutoff: `subscriptions_known` (whether the input exists), `active_plan`,
-  `active_mrr`, `active_elapsed` (days since its start), `has_active`, `periods_started`, and
+  `active_mrr`, `last_mrr` (the latest subscription started, active or not), `active_elapsed` (days
+  since its start), `has_active`, `periods_started`, and
   `signup_plan` (users' plan, null without it); `contact_last_action` (the last contact's action);
 - `_q<r|f|m><i>`: the RFM quantile thresholds among buyers at the cutoff (see `rfm_measures`).
 
@@ -238,6 +239,9 @@ def build_registry(params: FeatureParams | None = None) -> tuple[Feature, ...]:
                 "Plan level {value:.0f}", "套餐等级{value:.0f}", description_zh="套餐等级", build=_plan_rank),
         Feature("mrr", "float64", "plan", "Monthly recurring revenue of the active subscription", "currency", None,
                 0, "Pays {value:.2f} a month", "每月付费{value:.2f}", description_zh="每月付费", build=_mrr),
+        Feature("last_mrr", "float64", "plan", "Monthly recurring revenue of the latest subscription, active or ended",
+                "currency", None, 0, "Last paid {value:.2f} a month", "上一次订阅每月付费{value:.2f}",
+                description_zh="最近一次订阅的月费", build=_last_mrr),
         Feature("subscription_periods", "float64", "plan", "Subscription periods started before the cutoff",
                 "periods", None, 0, "{value:.0f} subscription periods so far", "已有{value:.0f}个订阅周期", description_zh="订阅周期数", build=_subscription_periods),
         Feature("plan_changes_total", "float64", "plan", "Upgrades and downgrades ever", "changes", None, 0,
@@ -476,6 +480,10 @@ def _subscription_value(t: Any, value: Any, when_none: float) -> Any:
 
 def _mrr(t: Any, p: FeatureParams) -> Any:
     return _subscription_value(t, t.active_mrr, 0.0)
+
+
+def _last_mrr(t: Any, p: FeatureParams) -> Any:
+    return _subscription_value(t, t.last_mrr, 0.0)
 
 
 def _subscription_periods(t: Any, p: FeatureParams) -> Any:

@@ -5,6 +5,7 @@ picks at most one action per user under a total cost."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -55,10 +56,34 @@ class ContactState:
         return cls(np.full(n, None, dtype=object), np.full(n, np.nan), np.zeros(n))
 
 
+@dataclass(frozen=True)
+class ExplorationKey:
+    """What an exploration draw is a hash of, beside the user: the same (user, snapshot, policy version,
+    salt) always draws the same, so the same request gets the same decision and propensity, a replay
+    reproduces it, and every worker agrees."""
+
+    snapshot: str  # the feature snapshot's date ("" for a posted vector)
+    policy_version: str  # e.g. clm-policy/4
+    salt: str  # `policy.exploration_salt`: change it to redraw everyone
+
+
+def exploration_draws(user_ids: Sequence[Any], key: ExplorationKey) -> np.ndarray:
+    """(n, 2) uniforms in [0, 1) from BLAKE2b of (salt, policy version, snapshot, user): the first decides
+    whether to explore, the second which option."""
+    out = np.empty((len(user_ids), 2))
+    prefix = f"{key.salt}\x1f{key.policy_version}\x1f{key.snapshot}\x1f".encode()
+    for i, user in enumerate(user_ids):
+        digest = hashlib.blake2b(prefix + str(user).encode(), digest_size=16).digest()
+        out[i, 0] = int.from_bytes(digest[:8], "big") / 2.0**64
+        out[i, 1] = int.from_bytes(digest[8:], "big") / 2.0**64
+    return out
+
+
 def expected_values(
     delta_churn: Any, delta_upgrade: Any, clv: Any, upgrade_value: Any, costs: Any
 ) -> np.ndarray:
-    """(n, A) expected incremental value: −Δchurn · CLV + Δupgrade · upgrade value − cost."""
+    """(n, A) expected incremental value: −Δchurn · value + Δupgrade · upgrade value − cost. The decision
+    passes Δchurn = −Δp(stay or return) and the value if retained (models.value)."""
     churn_value = np.asarray(clv, dtype="float64")[:, None]
     upgrade = np.asarray(upgrade_value, dtype="float64")[:, None]
     return (
@@ -208,13 +233,15 @@ def arbitrate(
     catalog: Sequence[Action],
     policy: ContactPolicy,
     rng: np.random.Generator | None = None,
+    draws: np.ndarray | None = None,
 ) -> Arbitration:
     """Choose one action (or no_action) per user. `delta_churn` / `delta_upgrade` are (n, A) — or (A,) to
     use the same effect for everyone, e.g. the catalog's priors — in catalog order.
 
-    Without `rng` (or with exploration_share 0) the choice is greedy and its propensity 1; with `rng`, each
-    decision is, with probability ε, a uniform draw among the eligible actions and no_action, and the
-    propensity recorded is (1 − ε)·[choice is greedy] + ε / K, K = eligible actions + 1."""
+    Without `draws` or `rng` (or with exploration_share 0) the choice is greedy and its propensity 1;
+    otherwise each decision is, with probability ε, a uniform draw among the eligible actions and
+    no_action, and the propensity recorded is (1 − ε)·[choice is greedy] + ε / K, K = eligible actions + 1.
+    `draws` ((n, 2) uniforms, e.g. `exploration_draws`) make that deterministic per user; `rng` draws them."""
     catalog = tuple(catalog)
     if not catalog:
         raise ValueError("arbitration needs at least one action in the catalog")
@@ -264,10 +291,15 @@ def arbitrate(
     explored = np.zeros(n, dtype=bool)
     propensity = np.ones(n)
     share = policy.exploration_share
-    if rng is not None and share > 0:
+    if draws is None and rng is not None:
+        draws = np.column_stack([rng.random(n), rng.random(n)])
+    if draws is not None and share > 0:
+        draws = np.asarray(draws, dtype="float64")
+        if draws.shape != (n, 2):
+            raise ValueError(f"draws has shape {draws.shape}, expected ({n}, 2)")
         options = eligible.sum(axis=1) + 1  # eligible actions plus no_action
-        explored = rng.random(n) < share
-        draw = np.floor(rng.random(n) * options).astype("int64")  # 0..K−1, K−1 meaning no_action
+        explored = draws[:, 0] < share
+        draw = np.floor(draws[:, 1] * options).astype("int64")  # 0..K−1, K−1 meaning no_action
         rows = np.flatnonzero(explored)
         picks = draw[rows]
         nth_eligible = np.argmax(np.cumsum(eligible[rows], axis=1) > picks[:, None], axis=1)

@@ -28,6 +28,18 @@ class Action:
     outcome: str
     prior_delta_churn: float
     prior_delta_upgrade: float
+    # The assumed change in the probability that a lapsed user comes back within the horizon (the
+    # reactivation model's outcome); None: the opposite of `prior_delta_churn`.
+    prior_delta_reactivation: float | None = None
+
+    @property
+    def prior_return(self) -> float:
+        """The prior change in the probability of coming back (lapsed users): configured, else −Δchurn."""
+        return (
+            -self.prior_delta_churn
+            if self.prior_delta_reactivation is None
+            else self.prior_delta_reactivation
+        )
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,8 @@ class ContactPolicy:
     max_contacts_per_30d: int
     harm_tolerance: float
     exploration_share: float
+    # Hashed with (user, snapshot date, policy version) into each decision's exploration draw.
+    exploration_salt: str = "clm"
 
     @classmethod
     def from_config(cls, policy_section: PolicySection) -> ContactPolicy:
@@ -45,6 +59,7 @@ class ContactPolicy:
             max_contacts_per_30d=policy_section.max_contacts_per_30d,
             harm_tolerance=policy_section.harm_tolerance,
             exploration_share=policy_section.exploration_share,
+            exploration_salt=policy_section.exploration_salt,
         )
 
 
@@ -61,6 +76,7 @@ def load_catalog(actions_section: Mapping[str, ActionSection]) -> tuple[Action, 
             outcome=spec.outcome,
             prior_delta_churn=spec.prior_delta_churn,
             prior_delta_upgrade=spec.prior_delta_upgrade,
+            prior_delta_reactivation=spec.prior_delta_reactivation,
         )
         for name, spec in actions_section.items()
     )
@@ -77,6 +93,11 @@ def catalog_to_dict(catalog: Sequence[Action]) -> dict[str, dict[str, Any]]:
             "outcome": action.outcome,
             "prior_delta_churn": action.prior_delta_churn,
             "prior_delta_upgrade": action.prior_delta_upgrade,
+            **(
+                {}
+                if action.prior_delta_reactivation is None
+                else {"prior_delta_reactivation": action.prior_delta_reactivation}
+            ),
         }
         for action in catalog
     }

@@ -37,13 +37,15 @@ class TrainingSection(Section):
     shap_sample_rows: PositiveInt
     promotion_metric: Name
     promotion_tolerance: NonNegativeFloat
+    calibration_tolerance: NonNegativeFloat
 
 
 class PropensityModelSection(Section):
-    """`[models.churn]` and `[models.upgrade]`: one LightGBM propensity model each."""
+    """`[models.churn]`, `[models.upgrade]` and `[models.reactivation]`: one LightGBM propensity model each."""
 
     registered_name: Name
     monotone: bool
+    calibration_prior_rows: NonNegativeFloat
     num_boost_round: PositiveInt
     early_stopping_rounds: PositiveInt
     params: dict[str, LightGBMValue]
@@ -59,16 +61,17 @@ class PolicyModelSection(Section):
 class ModelsSection(Section):
     churn: PropensityModelSection
     upgrade: PropensityModelSection
+    reactivation: PropensityModelSection
     policy: PolicyModelSection
 
     def propensity(self, target: str) -> PropensityModelSection:
-        """The table of one propensity target ("churn" or "upgrade")."""
-        if target not in ("churn", "upgrade"):
-            raise KeyError(f"no propensity model {target!r} in the config (churn, upgrade)")
-        return self.churn if target == "churn" else self.upgrade
+        """The table of one propensity target ("churn", "upgrade" or "reactivation")."""
+        if target not in ("churn", "upgrade", "reactivation"):
+            raise KeyError(f"no propensity model {target!r} in the config (churn, upgrade, reactivation)")
+        return getattr(self, target)
 
     def registered_name(self, target: str) -> str:
-        """The registered model name of "churn", "upgrade" or "policy"."""
+        """The registered model name of "churn", "upgrade", "reactivation" or "policy"."""
         return self.policy.registered_name if target == "policy" else self.propensity(target).registered_name
 
 
@@ -94,6 +97,7 @@ class ValueSection(Section):
     horizon_months: PositiveInt
     revenue_window_days: PositiveInt
     currency: Name
+    retained_churn_month: Annotated[float, Field(ge=0, lt=1)]
     plan_prices: dict[str, NonNegativeFloat]
 
 
@@ -101,6 +105,7 @@ class PolicySection(Section):
     max_contacts_per_30d: NonNegativeInt
     harm_tolerance: Probability
     exploration_share: Annotated[float, Field(ge=0, lt=1)]
+    exploration_salt: str
     min_treated_rows: NonNegativeInt
     min_treated_positives: NonNegativeInt
     learner: Literal["t", "x"]
@@ -125,6 +130,7 @@ class ActionSection(Section):
     outcome: Outcome
     prior_delta_churn: ProbabilityChange
     prior_delta_upgrade: ProbabilityChange
+    prior_delta_reactivation: ProbabilityChange | None = None
 
 
 class ModelsConfig(Protocol):

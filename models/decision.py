@@ -9,6 +9,7 @@ on one encoded row, and a test holds the two equal on every user of a trained wo
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,14 +18,18 @@ import numpy as np
 import pandas as pd
 
 from features.registry import Feature, FeatureParams, build_registry, by_name, registry_version
-from models.arbitration import ELIGIBLE, BudgetPlan, plan_within_budget
+from models.arbitration import ELIGIBLE, BudgetPlan, ExplorationKey, plan_within_budget
 from models.bundle import ModelBundle, load_bundle
 from models.config import ModelsConfig
 from models.policy import Decisions, PolicyBundle, decide, load_policy
+from models.population import CHURN_POPULATION, REACTIVATION_POPULATION, in_population
 from models.scoring import score
+
+log = logging.getLogger(__name__)
 
 TARGETS = ("churn", "upgrade", "policy")
 SCORING_TARGETS = ("churn", "upgrade")
+OPTIONAL_TARGETS = ("reactivation",)  # a set without one still decides, saying so (`fallback_note`)
 DEFAULT_ALIASES = ("champion", "challenger")
 
 
@@ -50,6 +55,7 @@ class DecisionModels:
     registry: dict[str, Feature]
     loaded_at: float = field(default_factory=time.time)
     found_under: dict[str, str] = field(default_factory=dict)  # registered name → alias it was found under
+    reactivation: ModelBundle | None = None  # scores the lapsed users; None: the churn model does, said so
 
     def label(self, bundle: ModelBundle | PolicyBundle | None) -> str:
         if bundle is None:
@@ -58,14 +64,31 @@ class DecisionModels:
             return f"{bundle.name} ({PRIOR_POLICY_LABEL})"
         return version_label(bundle.name, self.versions[bundle.name])
 
-    def version_labels(self) -> dict[str, str]:
+    def version_labels(self) -> dict[str, str | None]:
         """The versions block of a decision."""
         return {
             "churn_model": self.label(self.churn),
             "upgrade_model": self.label(self.upgrade),
+            "reactivation_model": None if self.reactivation is None else self.label(self.reactivation),
             "policy": self.label(self.policy),
             "features": self.churn.feature_version,
         }
+
+    def scored_by_label(self, scored_by: str) -> str:
+        """Which registered model gave a user's churn probability: `clm-churn/3`, `clm-reactivation/1`, or
+        the churn model with the note that it scores a lapsed user outside its population."""
+        if scored_by == "reactivation" and self.reactivation is not None:
+            return self.label(self.reactivation)
+        return self.label(self.churn)
+
+    def fallback_note(self, lapsed: bool) -> str | None:
+        """Why a lapsed user's score comes from the churn model, when it does."""
+        if lapsed and self.reactivation is None and self.churn.metadata.get("population") == CHURN_POPULATION:
+            return (
+                "no reactivation model is registered: this lapsed user is scored by the churn model, "
+                "outside the population it was trained on (train with `clm train --model reactivation`)"
+            )
+        return None
 
     def described(self, bundle: ModelBundle | PolicyBundle | None) -> str:
         """The version label with the alias beside it, for CLI output and run parameters."""
@@ -97,10 +120,14 @@ class DecisionModels:
         budget: float | None = None,
         budget_method: str = "lagrangian",
         rng: np.random.Generator | None = None,
+        explore: bool = False,
     ) -> PopulationDecision:
+        """`decide_population` with this set; `explore` draws exploration by the hash of (user, cutoff,
+        policy version, salt) — the same draws serving makes."""
         return decide_population(
-            frame, self.churn, self.upgrade, self.policy, budget=budget, budget_method=budget_method, rng=rng
-        )
+            frame, self.churn, self.upgrade, self.policy, budget=budget, budget_method=budget_method, rng=rng,
+            reactivation=self.reactivation, exploration_version=self.label(self.policy) if explore else None,
+        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -118,6 +145,16 @@ class PopulationDecision:
     plan: BudgetPlan | None = None
 
 
+@dataclass(frozen=True)
+class Scores:
+    """Each user's calibrated probabilities and which model gave the churn one."""
+
+    churn: np.ndarray  # p(churn); 1 − p(return) for lapsed users
+    upgrade: np.ndarray
+    lapsed: np.ndarray  # bool: scored by the reactivation model
+    returning: np.ndarray  # p(return within the horizon) where lapsed, NaN elsewhere
+
+
 def probabilities(
     frame: pd.DataFrame, churn: ModelBundle, upgrade: ModelBundle | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -126,6 +163,24 @@ def probabilities(
         np.full(len(frame), np.nan) if upgrade is None else score(frame, upgrade)["probability"].to_numpy()
     )
     return score(frame, churn)["probability"].to_numpy(), p_upgrade
+
+
+def population_scores(
+    frame: pd.DataFrame, churn: ModelBundle, upgrade: ModelBundle | None, reactivation: ModelBundle | None
+) -> Scores:
+    """The churn model scores the users of its training population; the lapsed ones (models.population),
+    when the churn model left them out of training and a reactivation model exists, get p(return) from it
+    and p(churn) = 1 − p(return)."""
+    p_churn, p_upgrade = probabilities(frame, churn, upgrade)
+    n = len(frame)
+    lapsed = np.zeros(n, dtype=bool)
+    returning = np.full(n, np.nan)
+    if reactivation is not None and churn.metadata.get("population") == CHURN_POPULATION:
+        lapsed = in_population(frame, REACTIVATION_POPULATION, churn.horizon_days)
+        if lapsed.any():
+            returning[lapsed] = score(frame[lapsed], reactivation)["probability"].to_numpy()
+            p_churn = np.where(lapsed, 1.0 - returning, p_churn)
+    return Scores(p_churn, p_upgrade, lapsed, returning)
 
 
 def plan_budget(decisions: Decisions, budget: float, method: str = "lagrangian") -> BudgetPlan:
@@ -145,16 +200,33 @@ def decide_population(
     budget: float | None = None,
     budget_method: str = "lagrangian",
     rng: np.random.Generator | None = None,
-    scores: tuple[np.ndarray, np.ndarray] | None = None,
+    scores: tuple[np.ndarray, np.ndarray] | Scores | None = None,
+    reactivation: ModelBundle | None = None,
+    exploration_version: str | None = None,
 ) -> PopulationDecision:
     """One decision per row of `frame` (registry features; a `cutoff` column is kept as a key, and several
     cutoffs are decided apart, since the contact state and exploration are per snapshot). `budget`
     replaces the policy's choice by the plan within it (deterministic: no exploration; one snapshot only);
     `rng` enables the configured exploration; `scores` (churn, upgrade probabilities) skips scoring when
-    the caller has them already."""
-    p_churn, p_upgrade = scores if scores is not None else probabilities(frame, churn, upgrade)
-    p_churn, p_upgrade = np.asarray(p_churn, dtype=float), np.asarray(p_upgrade, dtype=float)
+    the caller has them already (a pair: the churn model for everyone); `reactivation` scores the lapsed
+    users (`population_scores`); `exploration_version` (the policy's version label) draws exploration by the
+    hash of (user, cutoff, policy version, salt), deterministic, as serving does (`rng`: random draws)."""
+    if scores is None:
+        scores = population_scores(frame, churn, upgrade, reactivation)
+    elif not isinstance(scores, Scores):
+        n = len(frame)
+        scores = Scores(
+            np.asarray(scores[0], float), np.asarray(scores[1], float), np.zeros(n, bool), np.full(n, np.nan)
+        )
+    p_churn, p_upgrade = scores.churn, scores.upgrade
     horizon = churn.horizon_days
+
+    def exploration(part: pd.DataFrame) -> ExplorationKey | None:
+        if exploration_version is None:
+            return None
+        snapshot = str(part["cutoff"].iloc[0]) if "cutoff" in part and len(part) else ""
+        return ExplorationKey(snapshot, exploration_version, policy.contact.exploration_salt)
+
     keys = {"user_id": frame["user_id"].astype(str).to_numpy()}
     if "cutoff" in frame:
         keys["cutoff"] = frame["cutoff"].to_numpy()
@@ -164,14 +236,17 @@ def decide_population(
         parts = []
         for _, index in frame.groupby("cutoff", sort=True).indices.items():
             part = frame.iloc[index].reset_index(drop=True)
-            decisions = decide(part, p_churn[index], p_upgrade[index], policy,
-                               churn_horizon_days=horizon, rng=rng)  # fmt: skip
+            decisions = decide(part, p_churn[index], p_upgrade[index], policy, churn_horizon_days=horizon, rng=rng,
+                               lapsed=scores.lapsed[index], return_probability=scores.returning[index],
+                               exploration=exploration(part))  # fmt: skip
             parts.append(decisions.to_frame().set_axis(index))
         table = pd.concat(parts).sort_index().reset_index(drop=True)
         return PopulationDecision(pd.concat([pd.DataFrame(keys), table], axis=1), None)
     frame = frame.reset_index(drop=True)
     decisions = decide(frame, p_churn, p_upgrade, policy, churn_horizon_days=horizon,
-                       rng=None if budget is not None else rng)  # fmt: skip
+                       rng=None if budget is not None else rng, lapsed=scores.lapsed,
+                       return_probability=scores.returning,
+                       exploration=None if budget is not None else exploration(frame))  # fmt: skip
     plan = None
     if budget is None:
         table = decisions.to_frame()
@@ -189,6 +264,18 @@ def decide_population(
 def registered_names(config: ModelsConfig, targets: Sequence[str] = TARGETS) -> dict[str, str]:
     """Target → registered model name, from the config's `models` section."""
     return {target: config.models.registered_name(target) for target in targets}
+
+
+def load_reactivation(config: ModelsConfig, aliases: Sequence[str] = DEFAULT_ALIASES) -> ModelBundle | None:
+    """The reactivation model under the first of `aliases` it has, or None (logged) when none is registered."""
+    names = registered_names(config, OPTIONAL_TARGETS)
+    try:
+        versions, _ = find_versions(names, aliases)
+    except ModelsMissing:
+        log.warning("no reactivation model registered: lapsed users are scored by the churn model")
+        return None
+    name = names["reactivation"]
+    return load_bundle(_download(name, versions[name], "bundle"))
 
 
 def feature_registry(config: ModelsConfig) -> dict[str, Feature]:
@@ -302,9 +389,15 @@ def load_exact_versions(
             f"{churn.feature_version}, models:/{names['policy']}/{versions[names['policy']]} has "
             f"{policy.feature_version}"
         )
+    reactivation = None
+    optional = registered_names(config, OPTIONAL_TARGETS).get("reactivation")
+    if optional is not None and optional in versions:
+        reactivation = load_bundle(_download(optional, versions[optional], "bundle"))
+    elif optional is not None:
+        log.warning("no %s model registered: lapsed users are scored by the churn model", optional)
     return DecisionModels(
-        churn, upgrade, policy, {n: str(versions[n]) for n in names.values() if n in versions}, alias, registry,
-        found_under=dict(found_under or {}),
+        churn, upgrade, policy, {n: str(v) for n, v in versions.items()}, alias, registry,
+        found_under=dict(found_under or {}), reactivation=reactivation,
     )  # fmt: skip
 
 
@@ -317,8 +410,14 @@ def load_decision_models(
 ) -> DecisionModels:
     """The churn and upgrade models and the policy, each under the first of `aliases` it is registered
     with (ModelsMissing naming the one that is not). Targets in `optional` ("upgrade", "policy") may be
-    missing: no upgrade model, and the catalogue's priors for the policy."""
+    missing: no upgrade model, and the catalogue's priors for the policy. A registered reactivation model
+    joins when there is one (it scores the lapsed users)."""
     versions, found_under = find_versions(registered_names(config), aliases, optional=optional)
+    # load_exact_versions says when there is none; the set decides without it
+    more, more_under = find_versions(
+        registered_names(config, OPTIONAL_TARGETS), aliases, optional=OPTIONAL_TARGETS
+    )
+    versions, found_under = {**versions, **more}, {**found_under, **more_under}
     return load_exact_versions(config, versions, aliases[0], found_under=found_under, registry=registry)
 
 
@@ -331,7 +430,9 @@ __all__ = [
     "load_bundles",
     "load_decision_models",
     "load_exact_versions",
+    "load_reactivation",
     "plan_budget",
+    "population_scores",
     "prior_policy",
     "probabilities",
     "version_label",

@@ -26,11 +26,12 @@ def population_decisions(
     policy: PolicyBundle,
     *,
     rng: np.random.Generator | None = None,
+    reactivation: ModelBundle | None = None,
 ) -> pd.DataFrame:
     """One row per row of `frame` (registry features; `cutoff` optional): user_id, cutoff, then the
     policy's decision columns (stage, stage_rule, p_churn, p_upgrade, clv, action, expected_value, …) —
     the table of `models.decision.decide_population`, the one population decision."""
-    return decide_population(frame, churn, upgrade, policy, rng=rng).table
+    return decide_population(frame, churn, upgrade, policy, rng=rng, reactivation=reactivation).table
 
 
 def stage_counts(table: pd.DataFrame) -> pd.DataFrame:
@@ -66,37 +67,61 @@ def flow_matrix(flows: pd.DataFrame, from_cutoff: object, to_cutoff: object) -> 
     return matrix.reindex(index=order, columns=[s for s in STAGES if s in matrix.columns], fill_value=0)
 
 
+MIX_COLUMNS = ("action", "users", "share", "retention_value", "upgrade_gain", "cost", "expected_value",
+               "mean_delta_stay", "mean_delta_upgrade", "mean_value_if_retained")  # fmt: skip
+
+
 def action_mix(table: pd.DataFrame) -> pd.DataFrame:
-    """Per action: users, share of users, total expected value, total cost and mean uplift; most chosen
-    first, `no_action` last."""
-    grouped = table.groupby("action", sort=False).agg(
+    """Per action: users, share of users, and the terms of the expected value summed over its users —
+    retention value (Δp(stay or return) × value if retained), upgrade gain (Δupgrade × upgrade value),
+    cost, expected value = retention value + upgrade gain − cost — with the mean deltas and value if
+    retained they come from; most chosen first, `no_action` last."""
+    contacted = (table["action"] != NO_ACTION).to_numpy()
+    terms = table.assign(
+        retention_value=np.where(contacted, table["delta_stay"] * table["value_if_retained"], 0.0),
+        upgrade_gain=np.where(contacted, table["delta_upgrade"] * table["upgrade_value"], 0.0),
+    )
+    grouped = terms.groupby("action", sort=False).agg(
         users=("action", "size"),
-        expected_value=("expected_value", "sum"),
+        retention_value=("retention_value", "sum"),
+        upgrade_gain=("upgrade_gain", "sum"),
         cost=("cost", "sum"),
-        mean_uplift=("uplift", "mean"),
+        expected_value=("expected_value", "sum"),
+        mean_delta_stay=("delta_stay", "mean"),
+        mean_delta_upgrade=("delta_upgrade", "mean"),
+        mean_value_if_retained=("value_if_retained", "mean"),
     )
     grouped["share"] = grouped["users"] / max(len(table), 1)
     grouped = grouped.reset_index()
     grouped["_last"] = grouped["action"] == NO_ACTION
     grouped = grouped.sort_values(["_last", "users", "action"], ascending=[True, False, True], kind="stable")
-    return grouped.drop(columns="_last").reset_index(drop=True)[
-        ["action", "users", "share", "expected_value", "cost", "mean_uplift"]
-    ]
+    return grouped.drop(columns="_last").reset_index(drop=True)[list(MIX_COLUMNS)]
+
+
+def contacted_by_stage(table: pd.DataFrame, stages: tuple[str, ...] = ("at_risk", "dormant")) -> pd.DataFrame:
+    """Per stage: users and how many the policy contacts (the at-risk and dormant users by default)."""
+    rows = []
+    for stage in stages:
+        members = table["stage"] == stage
+        rows.append((stage, int(members.sum()), int((members & (table["action"] != NO_ACTION)).sum())))
+    return pd.DataFrame(rows, columns=["stage", "users", "contacted"])
 
 
 def top_users(table: pd.DataFrame, *, n: int = 50, lapsed: tuple[str, ...] = ("dormant",)) -> pd.DataFrame:
     """The `n` highest-risk users still active (stages other than `lapsed`, who have already gone) and the
-    `n` highest-value users (CLV), one row each, with a `why` column (high risk / high value / both),
-    highest churn probability first."""
+    `n` highest-value users (value if retained), one row each, with a `why` column (high risk / high value /
+    both), highest churn probability first."""
     risky = table[~table["stage"].isin(lapsed)].nlargest(n, "p_churn").index
-    valuable = table.nlargest(n, "clv").index
+    valuable = table.nlargest(n, "value_if_retained").index
     picked = table.loc[risky.union(valuable)].copy()
     in_risk = picked.index.isin(risky)
     in_value = picked.index.isin(valuable)
     picked["why"] = np.where(
         in_risk & in_value, "high risk and high value", np.where(in_risk, "high risk", "high value")
     )
-    return picked.sort_values(["p_churn", "clv"], ascending=False, kind="stable").reset_index(drop=True)
+    return picked.sort_values(["p_churn", "value_if_retained"], ascending=False, kind="stable").reset_index(
+        drop=True
+    )
 
 
 def global_drivers(frame: pd.DataFrame, bundle: ModelBundle, *, sample: int = 2000, seed: int = 0) -> tuple[

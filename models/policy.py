@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.arbitration import Arbitration, ContactState, arbitrate
+from models.arbitration import Arbitration, ContactState, ExplorationKey, arbitrate, exploration_draws
 from models.catalog import NO_ACTION, Action, ContactPolicy, catalog_from_dict, catalog_to_dict
 from models.config import StagesSection
 from models.stages import StageAssignment, StageRules, assign_stages
@@ -62,6 +62,7 @@ def save_policy(policy: PolicyBundle, path: Path) -> Path:
             "max_contacts_per_30d": policy.contact.max_contacts_per_30d,
             "harm_tolerance": policy.contact.harm_tolerance,
             "exploration_share": policy.contact.exploration_share,
+            "exploration_salt": policy.contact.exploration_salt,
         },
         "stages": policy.stages_config.as_dict(),
         "value": {
@@ -72,6 +73,8 @@ def save_policy(policy: PolicyBundle, path: Path) -> Path:
             "plan_prices": policy.value.plan_prices,
             "plan_order": list(policy.value.plan_order),
             "currency": policy.value.currency,
+            "retained_churn_month": policy.value.retained_churn_month,
+            "retained_churn_by_plan": policy.value.retained_churn_by_plan,
         },
         "feature_names": policy.feature_names,
         "feature_version": policy.feature_version,
@@ -103,6 +106,8 @@ def load_policy(path: Path) -> PolicyBundle:
             plan_prices=dict(value["plan_prices"]),
             plan_order=tuple(value["plan_order"]),
             currency=value.get("currency", "USD"),
+            retained_churn_month=float(value.get("retained_churn_month", ValueParams.retained_churn_month)),
+            retained_churn_by_plan={k: float(v) for k, v in value.get("retained_churn_by_plan", {}).items()},
         ),
         uplift=uplift,
         feature_names=list(meta["feature_names"]),
@@ -111,30 +116,73 @@ def load_policy(path: Path) -> PolicyBundle:
     )
 
 
+STAY = "churn"  # the alive user's Δp(stay) is −Δchurn
+RETURN = "reactivation"  # the lapsed user's Δp(return)
+NO_ACTION_SOURCE = "definition"
+
+
 @dataclass
 class Decisions:
-    """Decisions for n feature rows: everything a batch file, the evaluation and the API need."""
+    """Decisions for n feature rows: everything a batch file, the evaluation and the API need.
+
+    Each candidate's expected value is, exactly in this order of arithmetic,
+    `retention_value + upgrade_gain − cost` with `retention_value = Δp(stay or return) × value_if_retained`
+    and `upgrade_gain = Δp(upgrade) × upgrade_value` (models.value). Δp(stay) = −Δchurn for users the
+    churn model scores; Δp(return) is the uplift on coming back for lapsed users (`lapsed`), whom the
+    reactivation model scores."""
 
     policy: PolicyBundle
     stages: StageAssignment
-    values: dict[str, np.ndarray]  # margin_month, p_churn_month, clv, upgrade_value
+    values: dict[str, np.ndarray]  # models.value.value_arrays
     churn_probability: np.ndarray
     upgrade_probability: np.ndarray
-    delta_churn: np.ndarray  # (n, A)
+    delta_churn: np.ndarray  # (n, A) the uplift models' Δchurn (−Δp(return) for lapsed users)
     delta_upgrade: np.ndarray  # (n, A)
     arbitration: Arbitration
+    delta_stay: np.ndarray = None  # type: ignore[assignment]  # (n, A) Δp(stay or return)
+    lapsed: np.ndarray = None  # type: ignore[assignment]  # (n,) bool: scored by the reactivation model
+    return_probability: np.ndarray | None = None  # (n,) p(return) where lapsed, NaN elsewhere
+    stay_se: np.ndarray = None  # type: ignore[assignment]  # (n, A) standard error of Δp(stay or return)
+    stay_source: np.ndarray = None  # type: ignore[assignment]  # (n, A) "model" | "prior"
+    upgrade_se: np.ndarray = None  # type: ignore[assignment]  # (A,)
+    upgrade_source: np.ndarray = None  # type: ignore[assignment]  # (A,)
+    scored_by: np.ndarray = None  # type: ignore[assignment]  # (n,) "churn" | "reactivation"
+
+    def __post_init__(self) -> None:
+        n, actions = self.delta_churn.shape
+        if self.delta_stay is None:
+            self.delta_stay = -self.delta_churn
+        if self.lapsed is None:
+            self.lapsed = np.zeros(n, dtype=bool)
+        if self.scored_by is None:
+            self.scored_by = np.full(n, "churn", dtype=object)
+        uplift = self.policy.uplift
+        if self.stay_se is None:
+            se = np.array([uplift.standard_error(a, STAY) for a in self.policy.actions])
+            self.stay_se = np.broadcast_to(se, (n, actions))
+        if self.stay_source is None:
+            sources = np.array([uplift.sources_[a][STAY] for a in self.policy.actions], dtype=object)
+            self.stay_source = np.broadcast_to(sources, (n, actions))
+        if self.upgrade_se is None:
+            self.upgrade_se = np.array([uplift.standard_error(a, "upgrade") for a in self.policy.actions])
+        if self.upgrade_source is None:
+            self.upgrade_source = np.array(
+                [uplift.sources_[a]["upgrade"] for a in self.policy.actions], dtype=object
+            )
 
     def __len__(self) -> int:
         return len(self.churn_probability)
 
-    def targeted_uplift(self) -> np.ndarray:
-        """(n, A): each action's estimated change in the outcome it targets (churn or upgrade probability)."""
-        upgrade = np.array([a.outcome == "upgrade" for a in self.policy.catalog])
-        return np.where(upgrade[None, :], self.delta_upgrade, self.delta_churn)
+    def terms(self) -> dict[str, np.ndarray]:
+        """(n, A) each: the parts of every candidate's expected value, which they add up to exactly."""
+        retention = self.delta_stay * self.values["value_if_retained"][:, None]
+        growth = self.delta_upgrade * self.values["upgrade_value"][:, None]
+        return {"retention_value": retention, "upgrade_gain": growth}
 
     def columns(self, chosen: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Per user: stage, scores, value, the chosen action with its value, uplift, cost and channel,
-        whether its uplift came from a model or a prior, and the probability it was chosen with. `chosen`
+        """Per user: stage, scores (and which model scored), value, the chosen action with every term of its
+        expected value (Δp(stay or return), Δp(upgrade), their standard errors, cost), channel, whether its
+        targeted effect came from a model or a prior, and the probability it was chosen with. `chosen`
         (action index per user, −1 = none) replaces the policy's choice, e.g. by a budget plan, which is
         deterministic (propensity 1, not explored)."""
         arb = self.arbitration
@@ -147,21 +195,34 @@ class Decisions:
         names = np.array([a.name for a in catalog], dtype=object)
         costs = np.array([a.cost for a in catalog])
         channels = np.array([a.channel for a in catalog], dtype=object)
-        sources = np.array([self.policy.source(a.name) for a in catalog], dtype=object)
+        upgrade_targeted = np.array([a.outcome == "upgrade" for a in catalog])
+        sources = np.where(upgrade_targeted[None, :], self.upgrade_source[None, :], self.stay_source)
+
+        def at_choice(matrix: np.ndarray, empty: Any = 0.0) -> np.ndarray:
+            return np.where(contacted, np.asarray(matrix)[rows, picked], empty)
+
         return {
             "stage": self.stages.stage,
             "stage_rule": self.stages.rule,
             "stage_since_days": self.stages.since_days,
+            "scored_by": self.scored_by,
             "p_churn": self.churn_probability,
+            "p_return": self.return_probability
+            if self.return_probability is not None
+            else np.full(len(self), np.nan),
             "p_upgrade": self.upgrade_probability,
             "clv": self.values["clv"],
+            "value_if_retained": self.values["value_if_retained"],
             "upgrade_value": self.values["upgrade_value"],
             "action": np.where(contacted, names[picked], NO_ACTION),
             "expected_value": np.where(contacted, arb.value[rows, picked], 0.0),
-            "uplift": np.where(contacted, self.targeted_uplift()[rows, picked], 0.0),
+            "delta_stay": at_choice(self.delta_stay),
+            "delta_stay_se": at_choice(self.stay_se),
+            "delta_upgrade": at_choice(self.delta_upgrade),
+            "delta_upgrade_se": at_choice(np.broadcast_to(self.upgrade_se, self.delta_upgrade.shape)),
             "cost": np.where(contacted, costs[picked], 0.0),
             "channel": np.where(contacted, channels[picked], None),
-            "uplift_source": np.where(contacted, sources[picked], None),
+            "effect_source": at_choice(sources, None),
             "propensity": np.ones(len(self)) if replaced else arb.propensity,
             "explored": np.zeros(len(self), dtype=bool) if replaced else arb.explored,
         }
@@ -175,21 +236,36 @@ class Decisions:
         return {k: (v[i].item() if isinstance(v[i], np.generic) else v[i]) for k, v in self.columns().items()}
 
     def candidates(self, i: int, lang: str = "en") -> list[dict[str, Any]]:
-        """Every action for user i (catalog order, then no_action) with its value or why it was not chosen."""
+        """Every action for user i (catalog order, then no_action) with every term of its expected value —
+        `expected_value == retention_value + upgrade_gain − cost` exactly — the deltas' standard errors and
+        sources, and why it was or was not chosen."""
         arb = self.arbitration
-        uplift = self.targeted_uplift()
+        terms = self.terms()
+        value_if_retained = float(self.values["value_if_retained"][i])
+        upgrade_value = float(self.values["upgrade_value"][i])
+        stay_outcome = RETURN if self.lapsed[i] else STAY
         out = []
         for a, action in enumerate(self.policy.catalog):
             out.append(
                 {
                     "name": action.name,
                     "status": "chosen" if arb.chosen[i] == a else str(arb.status[i, a]),
-                    "expected_value": float(arb.value[i, a]),
-                    "uplift": float(uplift[i, a]),
-                    "delta_churn": float(self.delta_churn[i, a]),
+                    "stay_outcome": stay_outcome,
+                    "delta_stay": float(self.delta_stay[i, a]),
+                    "delta_stay_se": float(self.stay_se[i, a]),
+                    "delta_stay_source": str(self.stay_source[i, a]),
                     "delta_upgrade": float(self.delta_upgrade[i, a]),
+                    "delta_upgrade_se": float(self.upgrade_se[a]),
+                    "delta_upgrade_source": str(self.upgrade_source[a]),
+                    "value_if_retained": value_if_retained,
+                    "upgrade_value": upgrade_value,
+                    "retention_value": float(terms["retention_value"][i, a]),
+                    "upgrade_gain": float(terms["upgrade_gain"][i, a]),
                     "cost": action.cost,
-                    "source": self.policy.source(action.name),
+                    "expected_value": float(arb.value[i, a]),
+                    "source": str(
+                        self.upgrade_source[a] if action.outcome == "upgrade" else self.stay_source[i, a]
+                    ),
                     "reason": arb.candidate_reason(i, a, lang=lang),
                 }
             )
@@ -197,12 +273,20 @@ class Decisions:
             {
                 "name": NO_ACTION,
                 "status": "chosen" if arb.chosen[i] < 0 else "eligible",
-                "expected_value": 0.0,
-                "uplift": 0.0,
-                "delta_churn": 0.0,
+                "stay_outcome": stay_outcome,
+                "delta_stay": 0.0,
+                "delta_stay_se": 0.0,
+                "delta_stay_source": NO_ACTION_SOURCE,
                 "delta_upgrade": 0.0,
+                "delta_upgrade_se": 0.0,
+                "delta_upgrade_source": NO_ACTION_SOURCE,
+                "value_if_retained": value_if_retained,
+                "upgrade_value": upgrade_value,
+                "retention_value": 0.0,
+                "upgrade_gain": 0.0,
                 "cost": 0.0,
-                "source": "definition",
+                "expected_value": 0.0,
+                "source": NO_ACTION_SOURCE,
                 "reason": "no contact: nothing has a positive expected value"
                 if arb.chosen[i] < 0
                 else "no contact is worth 0",
@@ -221,14 +305,22 @@ def decide(
     rng: np.random.Generator | None = None,
     contact_policy: ContactPolicy | None = None,
     uplift_matrix: np.ndarray | None = None,
+    return_probability: np.ndarray | None = None,
+    lapsed: np.ndarray | None = None,
+    exploration: ExplorationKey | None = None,
+    user_ids: Any = None,
 ) -> Decisions:
     """Stage, value, uplift per action and the arbitrated action for each row of `frame` (registry
-    features: a DataFrame, or a mapping of name → equal-length sequences on the request path). `rng`
-    enables the configured exploration; without it decisions are deterministic. `uplift_matrix` (from
+    features: a DataFrame, or a mapping of name → equal-length sequences on the request path). `lapsed`
+    marks the users the reactivation model scored (`return_probability`, NaN elsewhere); their
+    `churn_probability` is 1 − p(return) and their Δp(stay) the uplift on returning. Exploration:
+    `exploration` hashes (user, snapshot, policy version, salt) into each user's draw (`user_ids`, else the
+    frame's `user_id`) — deterministic; `rng` draws at random; neither: greedy. `uplift_matrix` (from
     `policy.uplift.encode_row`) skips building the uplift input from a frame."""
     churn_probability = np.asarray(churn_probability, dtype=float)
     upgrade_probability = np.asarray(upgrade_probability, dtype=float)
     n = len(churn_probability)
+    lapsed = np.zeros(n, dtype=bool) if lapsed is None else np.asarray(lapsed, dtype=bool)
     columns: dict[str, Any] = {}
     for name in policy.stage_rules.names:
         if name in frame:
@@ -250,17 +342,32 @@ def decide(
         deltas = policy.uplift.predict_encoded(
             np.vstack([policy.uplift.encode_row({k: frame[k][i] for k in frame}) for i in range(n)])
         )
+    uplift, actions = policy.uplift, policy.actions
+    stay_se = np.array([uplift.standard_error(a, STAY) for a in actions])
+    stay_source = np.array([uplift.sources_[a][STAY] for a in actions], dtype=object)
+    if RETURN in deltas:  # a policy fitted with the uplift on returning
+        returning = deltas[RETURN]
+        return_se = np.array([uplift.standard_error(a, RETURN) for a in actions])
+        return_source = np.array([uplift.sources_[a][RETURN] for a in actions], dtype=object)
+    else:  # an older policy: coming back is not churning
+        returning, return_se, return_source = -deltas["churn"], stay_se, stay_source
+    delta_stay = np.where(lapsed[:, None], returning, -deltas["churn"])
     contacts = ContactState.from_frame(frame, n)
+    draws = None
+    if exploration is not None:
+        ids = user_ids if user_ids is not None else frame["user_id"]
+        draws = exploration_draws(list(np.asarray(ids, dtype=object)), exploration)
     arb = arbitrate(
         stages.stage,
-        deltas["churn"],
+        -delta_stay,
         deltas["upgrade"],
-        values["clv"],
+        values["value_if_retained"],
         values["upgrade_value"],
         contacts,
         policy.catalog,
         contact_policy or policy.contact,
         rng=rng,
+        draws=draws,
     )
     return Decisions(
         policy=policy,
@@ -268,9 +375,17 @@ def decide(
         values=values,
         churn_probability=churn_probability,
         upgrade_probability=upgrade_probability,
-        delta_churn=deltas["churn"],
+        delta_churn=-delta_stay,
         delta_upgrade=deltas["upgrade"],
         arbitration=arb,
+        delta_stay=delta_stay,
+        lapsed=lapsed,
+        return_probability=return_probability,
+        stay_se=np.where(lapsed[:, None], return_se[None, :], stay_se[None, :]),
+        stay_source=np.where(lapsed[:, None], return_source[None, :], stay_source[None, :]),
+        upgrade_se=np.array([uplift.standard_error(a, "upgrade") for a in actions]),
+        upgrade_source=np.array([uplift.sources_[a]["upgrade"] for a in actions], dtype=object),
+        scored_by=np.where(lapsed, "reactivation", "churn").astype(object),
     )
 
 

@@ -36,16 +36,41 @@ TIE_BREAK = 1e-6
 
 
 class Calibrator:
-    """A monotone map from the model's probability to a calibrated one (isotonic, stored as knots)."""
+    """A monotone map from the model's probability to a calibrated one (isotonic, stored as knots).
+
+    Plain isotonic regression puts exactly 0 or 1 on its end blocks (a block of 40 validation rows without a
+    churner says "never churns"). `fit` shrinks every block's rate towards the base rate by `prior_rows`
+    pseudo-rows — (positives + prior_rows · base rate) / (rows + prior_rows) — and pools adjacent blocks
+    again (weighted by rows) where that broke monotonicity, so no calibrated probability is 0 or 1 unless
+    the validation rows are all of one class. `prior_rows = 0` is plain isotonic regression."""
 
     def __init__(self, x: Sequence[float] = (0.0, 1.0), y: Sequence[float] = (0.0, 1.0)) -> None:
         self.x = np.asarray(x, dtype=float)
         self.y = np.asarray(y, dtype=float)
 
     @classmethod
-    def fit(cls, p: np.ndarray, y_true: np.ndarray) -> Calibrator:
+    def fit(cls, p: np.ndarray, y_true: np.ndarray, prior_rows: float = 0.0) -> Calibrator:
+        p, y_true = np.asarray(p, dtype=float), np.asarray(y_true, dtype=float)
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y_true)
-        return cls(iso.X_thresholds_, iso.y_thresholds_)
+        if prior_rows <= 0 or len(p) == 0:
+            return cls(iso.X_thresholds_, iso.y_thresholds_)
+        order = np.argsort(p, kind="stable")
+        p_sorted, y_sorted = p[order], y_true[order]
+        fitted = iso.predict(p_sorted)
+        # consecutive rows with the same fitted value form one block (isotonic fits are step functions)
+        starts = np.flatnonzero(np.r_[True, fitted[1:] != fitted[:-1]])
+        rows = np.diff(np.r_[starts, len(p_sorted)]).astype(float)
+        positives = np.add.reduceat(y_sorted, starts)
+        base_rate = float(y_true.mean())
+        shrunk = (positives + prior_rows * base_rate) / (rows + prior_rows)
+        pooled = (
+            IsotonicRegression()
+            .fit(np.arange(len(rows)), shrunk, sample_weight=rows)
+            .predict(np.arange(len(rows)))
+        )
+        ends = np.r_[starts[1:] - 1, len(p_sorted) - 1]
+        x = np.column_stack([p_sorted[starts], p_sorted[ends]]).ravel()
+        return cls(x, np.repeat(pooled, 2))
 
     def __call__(self, p: np.ndarray) -> np.ndarray:
         # Isotonic steps are flat, so every row on a step would share one probability and lose the
@@ -79,6 +104,7 @@ class PropensityModel(BaseEstimator, ClassifierMixin):
         monotone: Mapping[str, int] | None = None,
         balance_classes: bool = True,
         random_state: int = 0,
+        calibration_prior_rows: float = 0.0,
     ) -> None:
         self.feature_names = feature_names
         self.categories = categories
@@ -88,6 +114,7 @@ class PropensityModel(BaseEstimator, ClassifierMixin):
         self.monotone = monotone
         self.balance_classes = balance_classes
         self.random_state = random_state
+        self.calibration_prior_rows = calibration_prior_rows
 
     def lgb_params(self, y_train: np.ndarray) -> dict[str, Any]:
         """The exact parameters given to lightgbm.train (also used by the benchmark's bare fit)."""
@@ -130,7 +157,7 @@ class PropensityModel(BaseEstimator, ClassifierMixin):
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
         self.params_ = params
         p_valid = self.predict_uncalibrated(X_valid)
-        self.calibrator_ = Calibrator.fit(p_valid, y_valid)
+        self.calibrator_ = Calibrator.fit(p_valid, y_valid, self.calibration_prior_rows)
         self.classes_ = np.array([0, 1])
         return self
 

@@ -279,12 +279,11 @@ class UpliftModel:
                     matrix[in_control], imputed_control, weights[in_control], regression=True
                 )
                 self.g_[action][outcome] = share
+            raw = self._raw_effect(action, outcome, matrix[treated])
+            shrink = self._shrinkage(imputed_treated, raw, weights[treated], self.priors_[action][outcome])
+            self.diagnostics_[action][outcome].update(shrink)  # ate_se is reported with or without shrinkage
             if self.params.shrinkage:
-                raw = self._raw_effect(action, outcome, matrix[treated])
-                self.shrink_[action][outcome] = self._shrinkage(
-                    imputed_treated, raw, weights[treated], self.priors_[action][outcome]
-                )
-                self.diagnostics_[action][outcome].update(self.shrink_[action][outcome])
+                self.shrink_[action][outcome] = shrink
 
     def _shrinkage(
         self, residual: np.ndarray, raw_effect: np.ndarray, w: np.ndarray, prior: float
@@ -357,6 +356,17 @@ class UpliftModel:
 
     def _categorical_indices(self) -> list[int]:
         return [i for i, name in enumerate(self.feature_names_) if name in self.categories_]
+
+    def standard_error(self, action: str, outcome: str) -> float:
+        """Standard error of the action's average effect on `outcome`, as the decision uses it: `prior_sd`
+        for a prior; for a model, the posterior sd of the shrunk average, (1/prior_sd² + 1/ate_se²)^−½, or
+        without shrinkage the raw average's standard error. The trees' per-user deviations are not in it."""
+        if self.sources_[action][outcome] == "prior":
+            return float(self.params.prior_sd)
+        ate_se = float(self.diagnostics_.get(action, {}).get(outcome, {}).get("ate_se", math.nan))
+        if outcome in self.shrink_.get(action, {}):
+            return (1.0 / self.params.prior_sd**2 + 1.0 / max(ate_se, 1e-12) ** 2) ** -0.5
+        return ate_se
 
     # --------------------------------------------------------------------------------------- predict
     def encode(self, X: pd.DataFrame) -> np.ndarray:

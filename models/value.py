@@ -1,11 +1,25 @@
-"""Customer value as a discounted cash flow (DESIGN.md §1): CLV = Σ_{t=1..H} margin · S(t) / (1+r)^t with
-monthly steps and S(t) = (1 − p)^t, p the calibrated churn probability converted to 30 days. An upgrade is
-worth the margin on the next plan's extra price over the same survival-discounted horizon."""
+"""Customer value as a discounted cash flow (DESIGN.md §1).
+
+Value at stake — what the decision uses — keeps what a user is worth *if retained or won back* apart from
+how likely that is:
+
+    value_if_retained = margin_if_retained × Σ_{t=1..H} (1 − q)^t / (1 + r)^t
+    margin_if_retained = margin_share × (max(MRR, latest subscription's MRR)
+                                         + max(window purchases, lifetime purchases) per 30 days)
+    upgrade_value = margin_share × (next plan's price − current price) × the same annuity
+
+with q the monthly churn of *retained users on the same plan* (similar users: learned by the policy job
+from the churn labels, `value.retained_churn_month` when the data give none), not the user's own current
+churn probability — that probability enters the decision through the models' deltas, never twice. An
+action's expected value is Δp(stay or return) × value_if_retained + Δp(upgrade) × upgrade_value − cost.
+
+`clv` (margin now × the user's own survival annuity, S(t) = (1 − p)^t) is still reported as the expected
+value of the user as they are; it is no term of an action's value."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +43,10 @@ class ValueParams:
     plan_prices: dict[str, float]
     plan_order: tuple[str, ...]
     currency: str = "USD"
+    # Monthly churn of a retained user when no plan rate was learned ("similar users" fallback).
+    retained_churn_month: float = 0.05
+    # Plan → monthly churn of alive users on that plan, from the churn labels (the policy job).
+    retained_churn_by_plan: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, value_section: ValueSection, features_section: FeaturesSection) -> ValueParams:
@@ -41,6 +59,7 @@ class ValueParams:
             plan_prices=dict(value_section.plan_prices),
             plan_order=tuple(features_section.plan_order),
             currency=value_section.currency,
+            retained_churn_month=value_section.retained_churn_month,
         )
         params.validate()
         return params
@@ -52,6 +71,8 @@ class ValueParams:
             raise ValueError(f"value.discount_rate_annual must be ≥ 0, got {self.discount_rate_annual}")
         if self.horizon_months < 1:
             raise ValueError(f"value.horizon_months must be ≥ 1, got {self.horizon_months}")
+        if not 0.0 <= self.retained_churn_month < 1.0:
+            raise ValueError(f"value.retained_churn_month must be in [0, 1), got {self.retained_churn_month}")
         if self.revenue_window_days < 1:
             raise ValueError(f"value.revenue_window_days must be ≥ 1, got {self.revenue_window_days}")
         if not self.plan_order:
@@ -124,7 +145,8 @@ def plan_rank(current_plan: Any, plan_order: Sequence[str]) -> np.ndarray:
 
 
 def upgrade_value(current_plan: Any, p_churn_month: Any, params: ValueParams) -> np.ndarray:
-    """margin_share × (next plan's price − current price) × survival annuity; zero on the top plan."""
+    """margin_share × (next plan's price − current price) × survival annuity at `p_churn_month` (the
+    decision passes the retained users' churn); zero on the top plan."""
     prices = np.array([params.plan_prices[plan] for plan in params.plan_order], dtype="float64")
     next_prices = np.append(prices[1:], prices[-1])  # the top plan has nowhere to go
     rank = plan_rank(current_plan, params.plan_order)
@@ -132,11 +154,54 @@ def upgrade_value(current_plan: Any, p_churn_month: Any, params: ValueParams) ->
     return params.margin_share * step * survival_annuity(p_churn_month, params)
 
 
+LIFETIME_REVENUE_COLUMN = "revenue_sum_total"
+
+
+def margin_if_retained(columns: Columns, n: int, params: ValueParams) -> np.ndarray:
+    """margin_share × (the larger of the current and the latest subscription's MRR + the larger of the
+    window's and the lifetime's purchase revenue per 30 days): what the user paid while they were paying,
+    so a cancelled subscriber keeps the value of the plan they left."""
+    current = np.nan_to_num(numeric_column(columns, "mrr", n), nan=0.0)
+    latest = np.nan_to_num(numeric_column(columns, "last_mrr", n), nan=0.0)
+    window = np.nan_to_num(numeric_column(columns, params.revenue_column, n), nan=0.0)
+    lifetime = np.nan_to_num(numeric_column(columns, LIFETIME_REVENUE_COLUMN, n), nan=0.0)
+    tenure = np.nan_to_num(numeric_column(columns, "tenure_days", n), nan=0.0)
+    per_month = np.maximum(
+        window * DAYS_PER_MONTH / params.revenue_window_days,
+        lifetime * DAYS_PER_MONTH / np.maximum(tenure, 30.0),
+    )
+    return params.margin_share * (np.maximum(current, latest) + per_month)
+
+
+def retained_plan(columns: Columns, n: int, params: ValueParams) -> np.ndarray:
+    """The plan a retained user pays for: the current one while a subscription pays, else the plan priced
+    nearest the latest subscription's MRR (a cancelled `pro` user comes back as `pro`), else the current."""
+    plans = object_column(columns, "current_plan", n)
+    current = np.nan_to_num(numeric_column(columns, "mrr", n), nan=0.0)
+    latest = np.nan_to_num(numeric_column(columns, "last_mrr", n), nan=0.0)
+    names = np.array(params.plan_order, dtype=object)
+    prices = np.array([params.plan_prices[p] for p in params.plan_order], dtype="float64")
+    nearest = names[np.argmin(np.abs(latest[:, None] - prices[None, :]), axis=1)] if n else names[:0]
+    lapsed_payer = (current <= 0) & (latest > 0)
+    return np.where(lapsed_payer, nearest, plans)
+
+
+def retained_churn_month(plans: Any, params: ValueParams) -> np.ndarray:
+    """The monthly churn of retained users on each plan (similar users), the configured rate otherwise."""
+    table = params.retained_churn_by_plan
+    return np.array(
+        [table.get(p, params.retained_churn_month) if isinstance(p, str) else params.retained_churn_month
+         for p in np.asarray(plans, dtype=object).ravel()],
+        dtype="float64",
+    )  # fmt: skip
+
+
 def value_arrays(
     columns: Columns, p_churn: Any, horizon_days: int, params: ValueParams
 ) -> dict[str, np.ndarray]:
-    """Margin, 30-day churn, CLV and upgrade value per row of the features (a frame, or a mapping of
-    columns on the request path), given the calibrated churn probability over `horizon_days`."""
+    """Per row of the features (a frame, or a mapping of columns on the request path), given the calibrated
+    churn probability over `horizon_days`: margin now, 30-day churn and CLV (the user as they are), and the
+    value at stake — margin and churn if retained, value if retained, upgrade value."""
     revenue = params.revenue_column
     if revenue not in columns:
         available = sorted(str(c) for c in columns if str(c).startswith("revenue_sum_"))
@@ -152,11 +217,16 @@ def value_arrays(
     if p_month.shape != (n,):
         raise ValueError(f"p_churn has shape {np.shape(p_churn)}, expected one probability per row ({n})")
     margin = monthly_margin(numeric_column(columns, "mrr", n), numeric_column(columns, revenue, n), params)
+    retained_margin = margin_if_retained(columns, n, params)
+    retained_churn = retained_churn_month(retained_plan(columns, n, params), params)
     return {
         "margin_month": margin,
         "p_churn_month": p_month,
         "clv": clv(margin, p_month, params),
-        "upgrade_value": upgrade_value(object_column(columns, "current_plan", n), p_month, params),
+        "margin_if_retained": retained_margin,
+        "retained_churn_month": retained_churn,
+        "value_if_retained": clv(retained_margin, retained_churn, params),
+        "upgrade_value": upgrade_value(object_column(columns, "current_plan", n), retained_churn, params),
     }
 
 

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -85,7 +84,7 @@ async def lifespan(app: FastAPI):
     metrics.loaded("shadow", holder.shadow)
     state.service = DecisionService(
         state.scorer, holder, state.store, state.decision_log, metrics,
-        rng=np.random.default_rng() if settings.exploration else None,
+        explore=settings.exploration,
     )  # fmt: skip
     holder.start_polling(settings.reload_interval_seconds)
     state.overview.warm(holder.current, state.store)

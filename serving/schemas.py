@@ -19,38 +19,96 @@ class Stage(BaseModel):
 
 class Churn(BaseModel):
     probability: float = Field(
-        ge=0, le=1, description="Calibrated probability of churning within the horizon"
-    )
+        ge=0, le=1,
+        description="Calibrated probability of churning within the horizon; for a lapsed user scored by the "
+        "reactivation model, 1 − return_probability",
+    )  # fmt: skip
     band: Literal["low", "medium", "high"]
+    scored_by: str = Field(
+        description="The registered model that gave this probability: the churn model for users of its training "
+        "population, the reactivation model (e.g. clm-reactivation/1) for lapsed users"
+    )
+    return_probability: float | None = Field(
+        None, ge=0, le=1, description="Lapsed users: calibrated probability of coming back within the horizon"
+    )
+    note: str | None = Field(None, description="Set when a lapsed user had to be scored by the churn model")
 
 
 class Upgrade(BaseModel):
     probability: float = Field(ge=0, le=1)
     value: float | None = Field(
-        None, description="Extra margin an upgrade to the next plan brings over the value horizon"
+        None,
+        description="Upgrade value, in `currency`: margin of the next plan's extra price over the value horizon "
+        "at the retained users' survival (0 on the top plan)",
     )
 
 
-class ChosenAction(BaseModel):
-    name: str
+class Value(BaseModel):
+    currency: str = Field(
+        description="The currency of every money field of this decision (config value.currency)"
+    )
+    value_if_retained: float = Field(
+        description="What the user is worth if retained or won back, in `currency`: margin if retained × "
+        "Σ_t (1 − q)^t / (1 + r)^t over the value horizon, q the monthly churn of retained users on the same plan; "
+        "not shrunk by the user's own churn probability"
+    )
+    margin_if_retained_month: float = Field(
+        description="margin_share × (max(MRR, latest subscription MRR) + max(window, lifetime) purchases per 30 "
+        "days), in `currency` per month"
+    )
+    retained_churn_month: float = Field(description="q: monthly churn of retained users on the same plan")
+    upgrade_value: float = Field(description="Same as upgrade.value, in `currency`")
+    clv: float = Field(
+        description="margin now × the user's own survival annuity, in `currency`: the user as they are; "
+        "no term of an action's value"
+    )
+
+
+class ValueTerms(BaseModel):
+    """Every term of a candidate's expected value; they add up exactly."""
+
+    stay_outcome: Literal["churn", "reactivation"] = Field(
+        description='"churn": Δp(stay) = −Δchurn (churn model users); "reactivation": Δp(return) for lapsed users'
+    )
+    delta_stay: float = Field(
+        description="Estimated change in the probability to stay (or come back) if contacted"
+    )
+    delta_stay_se: float = Field(
+        description="Standard error of delta_stay (the action's shrunk average effect)"
+    )
+    delta_stay_source: str = Field(
+        description='"model" (fitted on campaigns), "prior" (configured) or "definition"'
+    )
+    delta_upgrade: float = Field(description="Estimated change in the upgrade probability if contacted")
+    delta_upgrade_se: float = Field(description="Standard error of delta_upgrade")
+    delta_upgrade_source: str = Field(description='"model", "prior" or "definition"')
+    value_if_retained: float = Field(description="In `currency` (see value.value_if_retained)")
+    upgrade_value: float = Field(description="In `currency` (see upgrade.value)")
+    retention_value: float = Field(description="delta_stay × value_if_retained, in `currency`")
+    upgrade_gain: float = Field(description="delta_upgrade × upgrade_value, in `currency`")
+    cost: float = Field(description="Cost of one contact, in `currency`")
     expected_value: float = Field(
-        description="uplift × value − cost, in the config's currency; 0 for no_action"
+        description="retention_value + upgrade_gain − cost = Δp(stay or return) × value_if_retained + "
+        "Δp(upgrade) × upgrade_value − cost, in `currency`; 0 for no_action"
     )
-    uplift: float = Field(description="Estimated change in the probability of the outcome the action targets")
-    cost: float
+    source: str = Field(
+        description='Source of the effect on the outcome the action targets: "model" or "prior"'
+    )
+
+
+class ChosenAction(ValueTerms):
+    name: str
     channel: str | None
-    source: str | None = Field(description='"model" (fitted on campaigns) or "prior" (configured effect)')
-    propensity: float = Field(description="Probability the policy gave this action (exploration is random)")
+    propensity: float = Field(
+        description="Probability the policy gave this action: (1 − ε)·[greedy] + ε/K; the exploration draw "
+        "is a hash of (user, snapshot date, policy version, salt), so the same request gets the same"
+    )
     explored: bool
 
 
-class Alternative(BaseModel):
+class Alternative(ValueTerms):
     name: str
     status: str = Field(description="chosen, eligible, ineligible_stage, cooldown, contact_cap or harmful")
-    expected_value: float
-    uplift: float
-    cost: float
-    source: str
     reason: str
 
 
@@ -70,6 +128,7 @@ class Explanation(BaseModel):
 class Versions(BaseModel):
     churn_model: str
     upgrade_model: str
+    reactivation_model: str | None = Field(None, description="None when none is registered")
     policy: str
     features: str
 
@@ -80,7 +139,8 @@ class Decision(BaseModel):
     stage: Stage
     churn: Churn
     upgrade: Upgrade
-    clv: float
+    clv: float = Field(description="Same as value.clv, in `currency`")
+    value: Value
     action: ChosenAction
     alternatives: list[Alternative]
     explanations: dict[str, Explanation]

@@ -13,15 +13,18 @@ from typing import Any
 
 import numpy as np
 
+from models.arbitration import ExplorationKey
 from models.catalog import NO_ACTION
 from models.frame import encode_row
 from models.policy import decide
+from models.population import CHURN_POPULATION, lapsed
 from models.scoring import contributions_matrix, score_matrix, top_reasons
 from serving.config import ServingSection
-from serving.schemas import Decision
+from serving.schemas import Decision, ValueTerms
 from serving.state import ModelSet
 
 MODEL_TARGETS = ("churn", "upgrade")
+TERM_KEYS = tuple(ValueTerms.model_fields)
 
 
 @dataclass
@@ -47,7 +50,7 @@ class Scorer:
     def explain(
         self, models: ModelSet, target: str, matrix: np.ndarray, values: Mapping[str, Any], lang: str
     ) -> dict:
-        bundle = getattr(models, target)
+        bundle = getattr(models, target)  # churn, upgrade or reactivation
         contrib = contributions_matrix(matrix, bundle)[0]
         top = top_reasons(contrib[:-1], bundle.feature_names, values, models.registry, self.top_k, lang)
         return {"base_value": float(contrib[-1]), "raw_score": float(contrib.sum()), "top": top}
@@ -60,8 +63,11 @@ class Scorer:
         user_id: str | None,
         as_of: dt.date | None,
         lang: str = "en",
-        rng: np.random.Generator | None = None,
+        explore: bool = False,
+        request_key: str | None = None,
     ) -> Decided:
+        """`explore`: the configured share of decisions explores, the draw a hash of (user — or
+        `request_key` for a posted vector —, snapshot date, policy version, salt): deterministic."""
         policy = models.policy
         names = policy.feature_names
         known = {name: values.get(name) for name in names}
@@ -71,12 +77,35 @@ class Scorer:
             bundle = getattr(models, target)
             matrix = encode_row(known, bundle.feature_names, bundle.categories)
             probabilities[target], _ = score_matrix(matrix, bundle)
-            explanations[target] = self.explain(models, target, matrix, known, lang)
         columns = {name: [value] for name, value in known.items()}
+        gone = bool(lapsed(columns, models.churn.horizon_days)[0])
+        returning = None
+        scored_by = "churn"
+        if (
+            gone
+            and models.reactivation is not None
+            and models.churn.metadata.get("population") == CHURN_POPULATION
+        ):
+            bundle = models.reactivation
+            matrix = encode_row(known, bundle.feature_names, bundle.categories)
+            returning, _ = score_matrix(matrix, bundle)
+            probabilities["churn"] = 1.0 - returning
+            explanations["reactivation"] = self.explain(models, "reactivation", matrix, known, lang)
+            scored_by = "reactivation"
+        for target in MODEL_TARGETS:  # the churn model's view stays beside the reactivation model's
+            bundle = getattr(models, target)
+            matrix = encode_row(known, bundle.feature_names, bundle.categories)
+            explanations[target] = self.explain(models, target, matrix, known, lang)
+        exploration = None
+        if explore:
+            exploration = ExplorationKey("" if as_of is None else str(as_of), models.label(policy),
+                                         policy.contact.exploration_salt)  # fmt: skip
         decisions = decide(
             columns, np.array([probabilities["churn"]]), np.array([probabilities["upgrade"]]), policy,
-            churn_horizon_days=models.churn.horizon_days, rng=rng,
-            uplift_matrix=policy.uplift.encode_row(known),
+            churn_horizon_days=models.churn.horizon_days, uplift_matrix=policy.uplift.encode_row(known),
+            lapsed=np.array([scored_by == "reactivation"]),
+            return_probability=np.array([np.nan if returning is None else returning]),
+            exploration=exploration, user_ids=[user_id if user_id is not None else request_key or ""],
         )  # fmt: skip
         row = decisions.row(0)
         candidates = decisions.candidates(0, lang=lang)
@@ -85,27 +114,38 @@ class Scorer:
         if as_of is not None and math.isfinite(since_days):
             since = as_of - dt.timedelta(days=int(since_days))
         action = str(row["action"])
+        chosen = next(c for c in candidates if c["name"] == action)
+        currency = policy.value.currency
+        value_row = decisions.values
         decision = Decision(
             user_id=user_id,
             as_of=as_of,
             stage={"name": row["stage"], "rule": row["stage_rule"], "since": since},
-            churn={"probability": probabilities["churn"], "band": self.band(probabilities["churn"])},
+            churn={
+                "probability": probabilities["churn"],
+                "band": self.band(probabilities["churn"]),
+                "scored_by": models.scored_by_label(scored_by),
+                "return_probability": returning,
+                "note": models.fallback_note(gone),
+            },
             upgrade={"probability": probabilities["upgrade"], "value": float(row["upgrade_value"])},
             clv=float(row["clv"]),
+            value={
+                "currency": currency,
+                "value_if_retained": float(row["value_if_retained"]),
+                "margin_if_retained_month": float(value_row["margin_if_retained"][0]),
+                "retained_churn_month": float(value_row["retained_churn_month"][0]),
+                "upgrade_value": float(row["upgrade_value"]),
+                "clv": float(row["clv"]),
+            },
             action={
+                **{k: chosen[k] for k in TERM_KEYS},
                 "name": action,
-                "expected_value": float(row["expected_value"]),
-                "uplift": float(row["uplift"]),
-                "cost": float(row["cost"]),
                 "channel": None if action == NO_ACTION else row["channel"],
-                "source": None if action == NO_ACTION else row["uplift_source"],
                 "propensity": float(row["propensity"]),
                 "explored": bool(row["explored"]),
             },
-            alternatives=[
-                {k: c[k] for k in ("name", "status", "expected_value", "uplift", "cost", "source", "reason")}
-                for c in candidates
-            ],
+            alternatives=[{k: c[k] for k in ("name", "status", "reason", *TERM_KEYS)} for c in candidates],
             explanations=explanations,
             versions=models.version_labels(),
             decision_id=uuid.uuid4().hex,

@@ -120,10 +120,10 @@ class DecisionService:
         store: OnlineStore,
         decision_log: DecisionLog,
         metrics: Metrics,
-        rng: np.random.Generator | None,
+        explore: bool = False,
     ) -> None:
         self.scorer, self.holder, self.store, self.decision_log = scorer, holder, store, decision_log
-        self.metrics, self.rng = metrics, rng
+        self.metrics, self.explore = metrics, explore
 
     def models(self) -> ModelSet:
         """The models serving now; called inside a route, so a request's 422 comes before a 503."""
@@ -163,7 +163,9 @@ class DecisionService:
     ) -> Decision:
         """Decide, score the shadow models beside it (logged, never returned), count and log the decision."""
         started = time.perf_counter()
-        decided = self.scorer.decide(models, values, user_id=user_id, as_of=as_of, lang=lang, rng=self.rng)
+        digest = request_digest(user_id, features)
+        decided = self.scorer.decide(models, values, user_id=user_id, as_of=as_of, lang=lang, explore=self.explore,
+                                     request_key=digest)  # fmt: skip
         shadow = None
         shadow_models = self.holder.shadow
         if shadow_models is not None:
@@ -174,7 +176,7 @@ class DecisionService:
         self.decision_log.append(
             DecisionRecord(
                 decision_id=decision.decision_id, ts=dt.datetime.now(dt.UTC), user_id=user_id,
-                request_digest=request_digest(user_id, features), versions=decision.versions.model_dump(),
+                request_digest=digest, versions=decision.versions.model_dump(),
                 stage=decision.stage.name, action=decision.action.name, propensity=decided.propensity,
                 explored=decided.explored, expected_value=decision.action.expected_value,
                 candidates=decided.candidates, latency_ms=1000 * (time.perf_counter() - started),

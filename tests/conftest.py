@@ -80,8 +80,14 @@ def served_world(tmp_path_factory: pytest.TempPathFactory, migrated_store: Path)
     tracking.configure(uri)
     config = load_config()
     try:
-        train(data, ["churn", "upgrade"], config=config, project_root=root, truth_dir=data / "truth")
-        for name in ("clm-churn", "clm-upgrade"):
+        train(
+            data,
+            ["churn", "upgrade", "reactivation"],
+            config=config,
+            project_root=root,
+            truth_dir=data / "truth",
+        )
+        for name in ("clm-churn", "clm-upgrade", "clm-reactivation"):
             promote_model(name, metric="backtest.roc_auc.mean", tolerance=0.005)
         train_policy(data, config=config, project_root=root, truth_dir=data / "truth")
         promote_model("clm-policy", metric="test.offline.dr", tolerance=1e9)

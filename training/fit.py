@@ -15,7 +15,7 @@ from features.registry import Feature
 from models.config import PropensityModelSection
 from models.frame import category_lists
 from models.metrics import classification_metrics, expected_calibration_error, slice_metrics, tenure_band
-from models.propensity import PropensityModel
+from models.propensity import Calibrator, PropensityModel
 from training.baselines import bgnbd_baseline, fit_logistic_baseline, recency_rule_scores, rule_probability
 from training.dataset import Split, validation_users
 
@@ -30,6 +30,8 @@ class ModelSpec:
     num_boost_round: int = 1000
     early_stopping_rounds: int = 50
     monotone: bool = False
+    # pseudo-rows at the base rate added to each isotonic block (models.propensity.Calibrator)
+    calibration_prior_rows: float = 0.0
 
     @classmethod
     def from_config(cls, target: str, section: PropensityModelSection) -> ModelSpec:
@@ -41,6 +43,7 @@ class ModelSpec:
             num_boost_round=section.num_boost_round,
             early_stopping_rounds=section.early_stopping_rounds,
             monotone=section.monotone,
+            calibration_prior_rows=section.calibration_prior_rows,
         )
 
 
@@ -72,6 +75,7 @@ def new_model(
         early_stopping_rounds=spec.early_stopping_rounds,
         monotone=monotone,
         random_state=seed,
+        calibration_prior_rows=spec.calibration_prior_rows,
     )
 
 
@@ -143,6 +147,9 @@ def fit_fold(
     metrics["model"]["ece_before_calibration"] = expected_calibration_error(y_test, p_uncal)
     metrics["model"]["brier_before_calibration"] = float(np.mean((p_uncal - y_test) ** 2))
     metrics["model"]["best_iteration"] = float(model.best_iteration_)
+    # the same fold under plain isotonic calibration, so the bounded calibration's cost is on record
+    plain = Calibrator.fit(model.predict_uncalibrated(valid), y_valid)
+    metrics["model"]["ece_plain_isotonic"] = expected_calibration_error(y_test, plain(p_uncal))
     if oracle is not None:
         p_oracle = oracle(test)
         if p_oracle is not None:

@@ -22,13 +22,14 @@ from features.registry import FeatureParams, build_registry, feature_names, regi
 from models.arbitration import ELIGIBLE, INELIGIBLE_STAGE
 from models.catalog import NO_ACTION, ContactPolicy, load_catalog
 from models.config import ModelsConfig
-from models.decision import load_bundles, probabilities
+from models.decision import load_bundles, load_reactivation, population_scores
 from models.frame import category_lists, model_matrix
 from models.policy import OUTCOME_OF, Decisions, PolicyBundle, decide, load_policy, save_policy
+from models.population import REACTIVATION_POPULATION, in_population
 from models.registry import download_policy
 from models.uplift import UpliftModel, UpliftParams
 from models.uplift_metrics import auuc, qini_coefficient
-from models.value import ValueParams
+from models.value import ValueParams, monthly_churn
 from training import tracking
 from training.dataset import NotEnoughHistory, load_training_frame
 from training.offline import OfflineEstimate, estimate, outcome_model_values, realised_rewards
@@ -125,19 +126,52 @@ def wave_split(frame: pd.DataFrame, window_days: int) -> tuple[list[dt.date], dt
     return train, test
 
 
-def outcomes_of(rows: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {name: rows[name].astype(float).to_numpy() for name in ("churn", "upgrade")}
+def outcomes_of(rows: pd.DataFrame, horizon_days: int = 30) -> dict[str, np.ndarray]:
+    """Churn and upgrade for every logged decision; coming back (`reactivation`) for the lapsed users only
+    (models.population), unknown elsewhere — the uplift on returning is learned where win-backs are made."""
+    out = {name: rows[name].astype(float).to_numpy() for name in ("churn", "upgrade")}
+    if "reactivation" in rows:
+        gone = in_population(rows, REACTIVATION_POPULATION, horizon_days)
+        out["reactivation"] = np.where(gone, rows["reactivation"].astype(float).to_numpy(), np.nan)
+    return out
+
+
+MIN_PLAN_ROWS = 50  # holdout rows of a plan needed to learn its retained churn
+
+
+def retained_churn_by_plan(rows: pd.DataFrame, horizon_days: int) -> dict[str, float]:
+    """Monthly churn of users still alive at a wave, per current plan, among the holdouts (never contacted
+    on that wave, so no action's effect in it): the survival of "similar users" that value if retained
+    uses. Plans with fewer than MIN_PLAN_ROWS rows are left to `value.retained_churn_month`."""
+    alive = ~in_population(rows, REACTIVATION_POPULATION, horizon_days)
+    holdouts = rows[alive & (rows["action"] == NO_ACTION).to_numpy() & rows["churn"].notna().to_numpy()]
+    out = {}
+    for plan, group in holdouts.groupby(holdouts["current_plan"].astype("object"), observed=True):
+        if len(group) >= MIN_PLAN_ROWS:
+            out[str(plan)] = float(
+                monthly_churn(np.array([group["churn"].astype(float).mean()]), horizon_days)[0]
+            )
+    return out
 
 
 def fit_uplift(
-    rows: pd.DataFrame, parts: dict[str, Any], names: list[str], categories: dict[str, list[str]]
-) -> UpliftModel:
+    rows: pd.DataFrame, parts: dict[str, Any], names: list[str], categories: dict[str, list[str]],
+    horizon_days: int = 30,
+) -> UpliftModel:  # fmt: skip
     priors = {
-        a.name: {"churn": a.prior_delta_churn, "upgrade": a.prior_delta_upgrade} for a in parts["catalog"]
+        a.name: {
+            "churn": a.prior_delta_churn,
+            "upgrade": a.prior_delta_upgrade,
+            "reactivation": a.prior_return,
+        }
+        for a in parts["catalog"]
     }
     X = model_matrix(rows, names, categories)
     return UpliftModel(parts["uplift"], priors).fit(
-        X, rows["action"].to_numpy(), rows["propensity"].to_numpy(dtype=float), outcomes_of(rows)
+        X,
+        rows["action"].to_numpy(),
+        rows["propensity"].to_numpy(dtype=float),
+        outcomes_of(rows, horizon_days),
     )
 
 
@@ -190,14 +224,16 @@ def offline_value(policy: PolicyBundle, rows: pd.DataFrame, decisions: Decisions
     """IPS/DR estimates of the policy's incremental value per 1,000 logged rows (greedy decisions)."""
     values = decisions.values
     costs = {a.name: a.cost for a in policy.catalog}
+    # valued as the decision values them: not staying (churn, for a lapsed user not coming back) costs the
+    # value if retained; decisions.delta_churn is −Δp(stay or return)
     reward = realised_rewards(
         rows["action"].to_numpy(), rows["churn"].astype(float).to_numpy(), rows["upgrade"].astype(float).to_numpy(),
-        values["clv"], values["upgrade_value"], costs,
+        values["value_if_retained"], values["upgrade_value"], costs,
     )  # fmt: skip
     control = policy.uplift.predict_control(rows)
     q_hat = outcome_model_values(
         control["churn"], control["upgrade"], decisions.delta_churn, decisions.delta_upgrade,
-        values["clv"], values["upgrade_value"], [a.cost for a in policy.catalog],
+        values["value_if_retained"], values["upgrade_value"], [a.cost for a in policy.catalog],
     )  # fmt: skip
     return estimate(
         decisions.arbitration.chosen_names(), rows["action"].to_numpy(), rows["propensity"].to_numpy(dtype=float),
@@ -277,18 +313,23 @@ def train_policy(
     progress(
         f"policy: fitting uplift models on {len(train_rows):,} logged decisions in {len(train_waves)} waves"
     )
-    uplift = fit_uplift(train_rows, parts, names, categories)
+    uplift = fit_uplift(train_rows, parts, names, categories, horizon)
     name = config.models.policy.registered_name
+    value = dataclasses.replace(
+        parts["value"], retained_churn_by_plan=retained_churn_by_plan(train_rows, horizon)
+    )
     policy = PolicyBundle(
         name=name, catalog=parts["catalog"], contact=parts["contact"], stages_config=config.stages,
-        value=parts["value"], uplift=uplift, feature_names=names, feature_version=registry_version(registry),
+        value=value, uplift=uplift, feature_names=names, feature_version=registry_version(registry),
         metadata={"train_waves": [str(w) for w in train_waves], "test_wave": str(test_wave),
                   "data_end": str(data_end), "scoring_models": scoring_models, "churn_horizon_days": horizon},
     )  # fmt: skip
 
     progress(f"policy: checking it on the held-out wave {test_wave}")
-    p_churn, p_upgrade = probabilities(test_rows, churn, upgrade)
-    decisions = decide(test_rows, p_churn, p_upgrade, policy, churn_horizon_days=churn.horizon_days)
+    scores = population_scores(test_rows, churn, upgrade, load_reactivation(config))
+    p_churn, p_upgrade = scores.churn, scores.upgrade
+    decisions = decide(test_rows, p_churn, p_upgrade, policy, churn_horizon_days=churn.horizon_days,
+                       lapsed=scores.lapsed, return_probability=scores.returning)  # fmt: skip
     offered = decisions.arbitration.status != INELIGIBLE_STAGE
     effects = read_effects(truth_dir, test_wave)
     true_deltas = None if effects is None else effect_matrices(effects, test_rows["user_id"], policy.actions)

@@ -28,10 +28,11 @@ from features.jobs import DataDirectoryError, connect, feature_history, load_inp
 from features.registry import FeatureParams, build_registry
 from models.catalog import NO_ACTION
 from models.config import ModelsConfig
-from models.decision import DecisionModels, decide_population
+from models.decision import DecisionModels, Scores, decide_population
 from models.metrics import classification_metrics
 from models.overview import (
     action_mix,
+    contacted_by_stage,
     flow_matrix,
     global_drivers,
     stage_counts,
@@ -48,6 +49,7 @@ from models.plots import (
     stage_share_figure,
 )
 from models.policy import OUTCOME_OF
+from models.population import ALL_USERS, in_population
 from models.scoring import score
 from training.evaluate_policy import (
     POLICY_LABELS,
@@ -130,7 +132,8 @@ class ReportData:
     headline: dict[str, float]  # users, contacts, cost, expected_value of the plan that would go out
     stage_cutoffs: list[dt.date]
     stage_counts: pd.DataFrame  # cutoff × stage users
-    stage_profile: pd.DataFrame  # per stage at as_of: users, share, mean scores, CLV, contacted
+    stage_profile: pd.DataFrame  # per stage at as_of: users, share, mean scores, value, contacted
+    reach: pd.DataFrame  # at_risk and dormant: users, contacted
     flow_step: tuple[dt.date, dt.date] | None
     flows: pd.DataFrame | None  # from-stage × to-stage users over flow_step
     action_mix: pd.DataFrame  # action_mix() plus `targets` and, with a budget, `users_within_budget`
@@ -267,9 +270,11 @@ def build_report(inputs: ReportInputs) -> ReportData:
     as_of, models = inputs.as_of, inputs.models
     policy = models.policy
     history = inputs.history
-    features = history.drop(columns=[c for c in ("churn", "upgrade") if c in history.columns])
+    features = history.drop(columns=[c for c in ("churn", "upgrade", "reactivation") if c in history.columns])
     at_stage_cutoffs = features[features["cutoff"].isin(inputs.stage_cutoffs)].reset_index(drop=True)
-    table = decide_population(at_stage_cutoffs, models.churn, models.upgrade, policy).table
+    table = decide_population(
+        at_stage_cutoffs, models.churn, models.upgrade, policy, reactivation=models.reactivation
+    ).table
     is_now = (table["cutoff"] == as_of).to_numpy()
     if not is_now.any():
         raise DataDirectoryError(f"no user is known before --as-of {as_of}")
@@ -289,7 +294,7 @@ def build_report(inputs: ReportInputs) -> ReportData:
     mix = action_mix(now)
     targets = {a.name: OUTCOME_OF[a.outcome] for a in policy.catalog}
     mix.insert(1, "targets", mix["action"].map(targets).fillna(""))
-    mix.loc[mix["action"] == NO_ACTION, "mean_uplift"] = math.nan  # no target, no effect to show
+    mix.loc[mix["action"] == NO_ACTION, ["mean_delta_stay", "mean_delta_upgrade"]] = math.nan  # no contact
     budget, within_budget = _budget(now, frame_now, models, inputs.budget, inputs.budget_method)
     if within_budget is not None:
         mix["users_within_budget"] = mix["action"].map(within_budget).fillna(0).astype(int)
@@ -322,6 +327,11 @@ def build_report(inputs: ReportInputs) -> ReportData:
     versions = {
         target: models.described(getattr(models, target)) for target in ("churn", "upgrade", "policy")
     }
+    versions["reactivation"] = (
+        models.described(models.reactivation)
+        if models.reactivation is not None
+        else "none registered: lapsed users scored by the churn model"
+    )
     context = inputs.context
     generated_at = context.generated_at.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
     header = [
@@ -330,6 +340,7 @@ def build_report(inputs: ReportInputs) -> ReportData:
         ("users scored", f"{len(now):,}"),
         ("churn model", versions["churn"]),
         ("upgrade model", versions["upgrade"]),
+        ("reactivation model", versions["reactivation"]),
         ("policy", versions["policy"]),
         ("feature version", models.churn.feature_version),
         (
@@ -354,6 +365,7 @@ def build_report(inputs: ReportInputs) -> ReportData:
         stage_cutoffs=list(inputs.stage_cutoffs),
         stage_counts=counts,
         stage_profile=_stage_profile(now, list(counts.columns)),
+        reach=contacted_by_stage(now),
         flow_step=flow_step,
         flows=flows,
         action_mix=mix,
@@ -388,9 +400,10 @@ def _budget(
     }
     if budget is None:
         return out, None
+    scores = Scores(now["p_churn"].to_numpy(), now["p_upgrade"].to_numpy(),
+                    (now["scored_by"] == "reactivation").to_numpy(), now["p_return"].to_numpy(dtype=float))  # fmt: skip
     planned = decide_population(
-        frame_now, models.churn, models.upgrade, models.policy, budget=budget, budget_method=method,
-        scores=(now["p_churn"].to_numpy(), now["p_upgrade"].to_numpy()),
+        frame_now, models.churn, models.upgrade, models.policy, budget=budget, budget_method=method, scores=scores,
     )  # fmt: skip
     plan = planned.plan
     assert plan is not None
@@ -403,7 +416,8 @@ def _budget(
 def _stage_profile(now: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
     grouped = now.groupby("stage").agg(
         users=("stage", "size"), p_churn=("p_churn", "mean"), p_upgrade=("p_upgrade", "mean"),
-        clv=("clv", "mean"), contacted=("action", lambda a: int((a != NO_ACTION).sum())),
+        value_if_retained=("value_if_retained", "mean"), clv=("clv", "mean"),
+        contacted=("action", lambda a: int((a != NO_ACTION).sum())),
     )  # fmt: skip
     grouped = grouped.reindex([s for s in order if s in grouped.index])
     grouped.insert(1, "share", grouped["users"] / max(len(now), 1))
@@ -427,27 +441,40 @@ def _score_summary(now: pd.DataFrame) -> pd.DataFrame:
 def _calibration(
     history: pd.DataFrame, cutoff: dt.date | None, models: DecisionModels
 ) -> tuple[list[CalibrationView], str | None, dict[str, str]]:
-    """Served scores against the closed labels at `cutoff`, per target whose horizon is the churn
-    model's (the labels' horizon): the views, a note on what is not shown, the figures."""
+    """Each model's scores against the closed labels at `cutoff`, on the population it scores (bundle
+    metadata, models.population: churn and upgrade on the users alive at the cutoff, reactivation on the
+    lapsed ones), per target whose horizon is the churn model's: the views, a note on what is not shown,
+    the figures."""
     if cutoff is None:
         return [], "the data has no cutoff whose horizon closed before the as-of date", {}
     rows = history[history["cutoff"] == cutoff]
     views, skipped, figures = [], [], {}
-    for target, bundle in (("churn", models.churn), ("upgrade", models.upgrade)):
+    targets = [("churn", models.churn), ("upgrade", models.upgrade)]
+    if models.reactivation is not None:
+        targets.append(("reactivation", models.reactivation))
+    for target, bundle in targets:
         if bundle.horizon_days != models.churn.horizon_days:
             skipped.append(f"{target} (its {bundle.horizon_days}-day horizon differs from the labels')")
             continue
-        closed = rows[rows[target].notna()]
-        if closed.empty:
-            skipped.append(f"{target} (no closed labels at {cutoff})")
+        if target not in rows:
+            skipped.append(f"{target} (no {target} labels)")
+            continue
+        population = bundle.metadata.get("population", ALL_USERS)
+        scored = rows[in_population(rows, population, bundle.horizon_days)]
+        closed = scored[scored[target].notna()]
+        if closed.empty or closed[target].nunique() < 2:
+            skipped.append(f"{target} (too few closed labels at {cutoff} in its population)")
             continue
         y = closed[target].astype(float).to_numpy()
         p = score(closed, bundle)["probability"].to_numpy()
         metrics = classification_metrics(y, p)
         metrics["mean_predicted"] = float(p.mean())
+        metrics["population"] = population
         keys = {"reliability": f"calibration_{target}", "lift": f"lift_{target}"}
         figures[keys["reliability"]] = figure_svg(
-            calibration_figure(y, None, p, title=f"{target}: predicted vs observed, cutoff {cutoff}"),
+            calibration_figure(
+                y, None, p, title=f"{target} ({population} users): predicted vs observed, cutoff {cutoff}"
+            ),
             keys["reliability"],
         )
         figures[keys["lift"]] = figure_svg(lift_figure(y, {f"{target} model": p}), keys["lift"])
@@ -548,7 +575,11 @@ def report_tables(data: ReportData) -> dict[str, Table]:
     tables["stage_profile"] = _frame_table("stage-profile", data.stage_profile, [
         ("stage", "stage", "text"), ("users", "users", "int"), ("share", "share", "pct"),
         ("p_churn", "mean churn probability", "prob"), ("p_upgrade", "mean upgrade probability", "prob"),
-        ("clv", f"mean CLV ({cur})", "money"), ("contacted", "to contact", "int"),
+        ("value_if_retained", f"mean value if retained ({cur})", "money"), ("clv", f"mean CLV ({cur})", "money"),
+        ("contacted", "to contact", "int"),
+    ])  # fmt: skip
+    tables["reach"] = _frame_table("stage-reach", data.reach, [
+        ("stage", "stage", "text"), ("users", "users", "int"), ("contacted", "contacted", "int"),
     ])  # fmt: skip
     if data.flows is not None:
         flows = data.flows
@@ -562,8 +593,11 @@ def report_tables(data: ReportData) -> dict[str, Table]:
         )
     mix_columns = [
         ("action", "action", "text"), ("targets", "targets", "text"), ("users", "users", "int"),
-        ("share", "share", "pct"), ("expected_value", f"expected value ({cur})", "money"),
-        ("cost", f"cost ({cur})", "money"), ("mean_uplift", "mean effect on target", "pp"),
+        ("share", "share", "pct"), ("mean_delta_stay", "mean Δp(stay or return)", "pp"),
+        ("mean_value_if_retained", f"mean value if retained ({cur})", "money"),
+        ("retention_value", f"Σ retention value ({cur})", "money"), ("mean_delta_upgrade", "mean Δp(upgrade)", "pp"),
+        ("upgrade_gain", f"Σ upgrade gain ({cur})", "money"), ("cost", f"Σ cost ({cur})", "money"),
+        ("expected_value", f"Σ expected value ({cur})", "money"),
     ]  # fmt: skip
     if "users_within_budget" in data.action_mix:
         mix_columns.append(("users_within_budget", "users within budget", "int"))
@@ -595,10 +629,10 @@ def report_tables(data: ReportData) -> dict[str, Table]:
     if data.calibration:
         tables["calibration"] = Table(
             "calibration-table",
-            [("model", "text"), ("cutoff", "text"), ("users", "int"), ("observed rate", "pct"),
+            [("model", "text"), ("population", "text"), ("cutoff", "text"), ("users", "int"), ("observed rate", "pct"),
              ("mean predicted", "pct"), ("ECE", "prob"), ("Brier", "prob"), ("ROC AUC", "prob"),
              ("top-decile lift", "ratio")],
-            [[v.target, str(v.cutoff), v.metrics["rows"], v.metrics["positive_rate"], v.metrics["mean_predicted"],
+            [[v.target, v.metrics.get("population", ""), str(v.cutoff), v.metrics["rows"], v.metrics["positive_rate"], v.metrics["mean_predicted"],
               v.metrics["ece"], v.metrics["brier"], v.metrics["roc_auc"], v.metrics["top_decile_lift"]]
              for v in data.calibration],
         )  # fmt: skip

@@ -6,6 +6,7 @@ with the alias `challenger`. Churn is always trained; upgrade only when its labe
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -26,6 +27,7 @@ from models.bundle import ModelBundle, bundle_from_model, load_bundle, save_bund
 from models.config import ModelsConfig, TrainingSection
 from models.frame import model_matrix
 from models.metrics import classification_metrics, summarize_folds
+from models.population import ALL_USERS, CHURN_POPULATION, REACTIVATION_POPULATION, in_population
 from models.pyfunc import ClmPyfuncModel
 from models.registry import download_bundle
 from models.scoring import contributions, score
@@ -130,6 +132,7 @@ def fit_target(
     exact_folds: bool = False,
     transactions: str = "any",
     bgnbd_population: pd.DataFrame | None = None,
+    population: str = CHURN_POPULATION,
 ) -> TargetFit:
     """The pure steps over a frame: split into backtest folds (as many as the cutoffs allow up to `folds`,
     else a single time-based holdout; exactly `folds` with `exact_folds`), tune (optionally), fit and
@@ -159,7 +162,8 @@ def fit_target(
         horizon_days=horizon_days,
         metadata={"recipe_params": {**spec.params, **best_params},
                   "train_cutoffs": [str(c) for c in final.split.train], "valid_cutoff": str(final.split.valid),
-                  "test_cutoff": str(final.split.test), "scoring_cutoff": str(scoring_cutoff)},
+                  "test_cutoff": str(final.split.test), "scoring_cutoff": str(scoring_cutoff),
+                  "population": population},
     )  # fmt: skip
     return TargetFit(
         folds=folds,
@@ -229,6 +233,7 @@ def train_target(
     exact_folds: bool = False,
     plan: CutoffPlan | None = None,
     bgnbd_population: pd.DataFrame | None = None,
+    population: str = CHURN_POPULATION,
 ) -> TrainedTarget:
     """The thin job for one target: the pure fit, the champion's comparison, then MLflow logging and
     registration of the new version as @challenger."""
@@ -239,6 +244,7 @@ def train_target(
         frame, spec, registry=registry, horizon_days=horizon_days, scoring_cutoff=scoring_cutoff, training=training,
         truth=truth, progress=progress, tune_trials=tune_trials, folds=folds, exact_folds=exact_folds,
         transactions=config.labels.non_contractual_activity, bgnbd_population=bgnbd_population,
+        population=population,
     )  # fmt: skip
     champion_backtest = champion_backtest_of(frame, fit, spec, registry, seed, progress)
     final, results, bundle, behaviour = fit.final, fit.results, fit.bundle, fit.behaviour
@@ -252,6 +258,7 @@ def train_target(
         "horizon_days": horizon_days,
         "feature_version": feature_version,
         "scoring_cutoff": str(scoring_cutoff),
+        "population": population,
         "split": {
             "train": [str(c) for c in final.split.train],
             "valid": str(final.split.valid),
@@ -547,23 +554,28 @@ def train_run(
     labels = LabelParams.from_config(config.labels, horizon_days=horizon_days)
     horizon = labels.horizon_days
     tracking.configure(tracking.resolve_tracking_uri(project_root))
-    data = training_data(data_dir, config, labels, as_of=as_of, cadence=cadence, folds=folds,
+    # features for every user (lapsed ones included); each target then trains on its population
+    every_user = dataclasses.replace(labels, keep_churned_users=True)
+    data = training_data(data_dir, config, every_user, as_of=as_of, cadence=cadence, folds=folds,
                          exact_folds=folds is not None, progress=progress)  # fmt: skip
     frame = data.frame
     truth = read_truth(truth_dir)
     stages = latent_stages(truth)
     if stages is not None:
         frame = frame.merge(stages, on=["user_id", "cutoff"], how="left")
-    population = None
+    everyone = None
     if "churn" in targets:
         progress("churn: summarising every user's transactions for the BG/NBD baseline")
-        population = population_summaries(
+        everyone = population_summaries(
             data_dir, sorted(set(frame["cutoff"])), params=params, labels=labels,
             activity=config.labels.non_contractual_activity, as_of=as_of,
         )  # fmt: skip
     results, skipped = [], {}
     for target in targets:
-        negatives, positives = label_counts(frame, target)
+        population = target_population(target, labels.keep_churned_users)
+        rows = frame[in_population(frame, population, horizon)].reset_index(drop=True)
+        progress(f"{target}: {len(rows):,} rows of the {population} population")
+        negatives, positives = label_counts(rows, target)
         if min(negatives, positives) < MIN_LABELS_PER_CLASS:
             why = (f"{positives:,} positive and {negatives:,} negative closed labels at the training cutoffs "
                    f"(at least {MIN_LABELS_PER_CLASS} of each are needed)")  # fmt: skip
@@ -574,10 +586,10 @@ def train_run(
             continue
         spec = ModelSpec.from_config(target, config.models.propensity(target))
         results.append(
-            train_target(frame, spec, params=params, horizon_days=horizon, scoring_cutoff=data.data_end,
+            train_target(rows, spec, params=params, horizon_days=horizon, scoring_cutoff=data.data_end,
                          config=config, truth=truth, progress=progress, tune_trials=tune_trials, folds=folds,
-                         exact_folds=folds is not None, plan=data.plan,
-                         bgnbd_population=population if target == "churn" else None)
+                         exact_folds=folds is not None, plan=data.plan, population=population,
+                         bgnbd_population=everyone if target == "churn" else None)
         )  # fmt: skip
     return TrainingReport(results, data.plan, data.notes, skipped)
 
@@ -599,6 +611,13 @@ def train(
         data_dir, targets, config=config, project_root=project_root, as_of=as_of, horizon_days=horizon_days,
         truth_dir=truth_dir, tune_trials=tune_trials, progress=progress,
     ).results  # fmt: skip
+
+
+def target_population(target: str, keep_churned_users: bool) -> str:
+    """The users a target's model trains on and scores (models.population)."""
+    if target == "reactivation":
+        return REACTIVATION_POPULATION
+    return ALL_USERS if keep_churned_users else CHURN_POPULATION
 
 
 def summary_json(results: Sequence[TrainedTarget]) -> str:

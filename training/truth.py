@@ -20,10 +20,14 @@ def read_truth(truth_dir: Path | None) -> pd.DataFrame | None:
 
 
 def truth_oracle(truth: pd.DataFrame | None, target: str) -> Callable[[pd.DataFrame], np.ndarray] | None:
-    """The simulator's true probability of `target` for each (user, cutoff) row."""
+    """The simulator's true probability of `target` for each (user, cutoff) row (reactivation: of not
+    churning, i.e. of any activity within the horizon)."""
     if truth is None:
         return None
-    lookup = truth.set_index(["user_id", "cutoff"])["p_churn" if target == "churn" else "p_upgrade"]
+    indexed = truth.set_index(["user_id", "cutoff"])
+    lookup = {"churn": indexed["p_churn"], "reactivation": 1.0 - indexed["p_churn"]}.get(
+        target, indexed["p_upgrade"]
+    )
 
     def oracle(rows: pd.DataFrame) -> np.ndarray:
         keys = pd.MultiIndex.from_arrays([rows["user_id"], rows["cutoff"]])

@@ -211,14 +211,15 @@ def _features_and_store(console: Console, config: ClmConfig, data: Path, out: Pa
 
 
 def _train_and_promote(console: Console, config: ClmConfig, data: Path, truth: Path) -> None:
-    """Train both models into the project's MLflow store, then promote each challenger."""
+    """Train the churn, upgrade and reactivation models into the project's MLflow store, then promote each
+    challenger."""
     from training import tracking
     from training.promote import promote_model
     from training.train import train
 
-    with console.status("training churn and upgrade models") as status:
-        results = train(data, ["churn", "upgrade"], config=config, project_root=Path.cwd(), truth_dir=truth,
-                        progress=lambda message: status.update(message))  # fmt: skip
+    with console.status("training churn, upgrade and reactivation models") as status:
+        results = train(data, ["churn", "upgrade", "reactivation"], config=config, project_root=Path.cwd(),
+                        truth_dir=truth, progress=lambda message: status.update(message))  # fmt: skip
     table = Table(title=f"5. models -> MLflow {tracking.resolve_tracking_uri(Path.cwd())}")
     for column in (
         "model",
@@ -299,19 +300,13 @@ def _policy(console: Console, config: ClmConfig, data: Path, truth: Path) -> Non
     frame, as_of = latest_features(data, params=feature_params(config))
     batch = models.decide(frame).table
     table = Table(title=f"8. a few decisions as of {as_of} ({models.described(models.policy)})")
-    for column in (
-        "user",
-        "stage",
-        "P(churn)",
-        "P(upgrade)",
-        "CLV",
-        "action",
-        "expected value",
-        "why the stage",
-    ):
+    currency = config.value.currency
+    money = (f"value if retained ({currency})", f"expected value ({currency})")
+    for column in ("user", "stage", "scored by", "P(churn)", "P(upgrade)", money[0], "action", "Δp(stay/return)",
+                   money[1], "why the stage"):  # fmt: skip
         table.add_column(
             column,
-            justify="right" if column in ("P(churn)", "P(upgrade)", "CLV", "expected value") else "left",
+            justify="right" if column in ("P(churn)", "P(upgrade)", *money, "Δp(stay/return)") else "left",
         )
     shown = []
     for stage in ("new", "growing", "mature", "at_risk", "dormant", "reactivated"):
@@ -322,8 +317,9 @@ def _policy(console: Console, config: ClmConfig, data: Path, truth: Path) -> Non
     for i in shown:
         row = batch.loc[i]
         table.add_row(
-            str(frame["user_id"].iloc[i]), row["stage"], f"{row['p_churn']:.1%}", f"{row['p_upgrade']:.1%}",
-            f"{row['clv']:,.0f}", row["action"], f"{row['expected_value']:,.2f}",
+            str(frame["user_id"].iloc[i]), row["stage"], row["scored_by"], f"{row['p_churn']:.1%}",
+            f"{row['p_upgrade']:.1%}", f"{row['value_if_retained']:,.0f}", row["action"], f"{row['delta_stay']:+.4f}",
+            f"{row['expected_value']:,.2f}",
         )  # fmt: skip
     console.print(table)
     first = batch.loc[shown[0]] if shown else None
@@ -331,6 +327,10 @@ def _policy(console: Console, config: ClmConfig, data: Path, truth: Path) -> Non
         console.print(f"   why {frame['user_id'].iloc[shown[0]]} is {first['stage']}: {first['stage_rule']}")
     counts = batch["action"].value_counts()
     console.print("   action mix: " + ", ".join(f"{a} {n:,}" for a, n in counts.items()))
+    for stage in ("at_risk", "dormant"):
+        members = batch["stage"] == stage
+        contacted = int((members & (batch["action"] != "no_action")).sum())
+        console.print(f"   {stage}: {contacted:,} of {int(members.sum()):,} contacted")
 
 
 DEMO_USERS = ("u000003", "u000007", "u000029")

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 class Target(StrEnum):
     churn = "churn"
     upgrade = "upgrade"
+    reactivation = "reactivation"
     policy = "policy"
     all = "all"
 
@@ -32,6 +33,7 @@ class Target(StrEnum):
 class PromotableTarget(StrEnum):
     churn = "churn"
     upgrade = "upgrade"
+    reactivation = "reactivation"
     policy = "policy"
 
 
@@ -92,7 +94,7 @@ def train(
 
     settings = Settings()
     config = load_config(settings.config)
-    targets = ["churn", "upgrade"] if model is Target.all else [model.value]
+    targets = ["churn", "upgrade", "reactivation"] if model is Target.all else [model.value]
     with_policy = "policy" in targets or model is Target.all
     targets = [t for t in targets if t != "policy"]
     truth_dir = truth or (data / "truth" if (data / "truth").exists() else None)
@@ -249,14 +251,17 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Evaluate a registered model version on the data's latest backtest folds."""
+    import dataclasses
+
     from clm.settings import Settings
     from features.build import LabelParams
     from features.jobs import DataDirectoryError
     from models.bundle import load_bundle
+    from models.population import in_population
     from models.registry import download_bundle
     from training import tracking
     from training.dataset import NotEnoughHistory, closed_cutoffs, describe_evaluation, evaluation_splits
-    from training.train import evaluate_bundle_on_folds, training_frame
+    from training.train import evaluate_bundle_on_folds, target_population, training_frame
 
     settings = Settings()
     config = load_config(settings.config)
@@ -274,7 +279,11 @@ def evaluate(
         raise typer.Exit(2) from exc
     labels = LabelParams.from_config(config.labels, horizon_days=bundle.horizon_days)
     try:
-        frame, _ = training_frame(data, config, labels)
+        frame, _ = training_frame(data, config, dataclasses.replace(labels, keep_churned_users=True))
+        population = bundle.metadata.get(
+            "population", target_population(bundle.target, labels.keep_churned_users)
+        )
+        frame = frame[in_population(frame, population, bundle.horizon_days)]
         folds = evaluation_splits(
             closed_cutoffs(frame, bundle.target), bundle.horizon_days, config.training.backtest_folds
         )
@@ -314,14 +323,17 @@ def score(
         ),
     ] = None,
     explore: Annotated[
-        bool, typer.Option("--explore/--no-explore", help="Randomise the configured share of decisions.")
+        bool,
+        typer.Option(
+            "--explore/--no-explore",
+            help="Explore the configured share of decisions; each user's draw is a hash of (user, date, policy "
+            "version, policy.exploration_salt), the same draw the API makes.",
+        ),
     ] = True,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the exploration draws.")] = 0,
 ) -> None:
     """Stage, churn and upgrade probability, CLV and the next best action for every user known before the
     date, with the @champion models and policy. Only the churn model is required: without an upgrade model
     the upgrade probability is blank, without a policy the catalogue's prior effects value the actions."""
-    import numpy as np
     import pandas as pd
 
     from clm.settings import Settings
@@ -350,7 +362,7 @@ def score(
         typer.echo(note)
     decided = models.decide(
         frame, budget=budget, budget_method=config.policy.budget_method,
-        rng=np.random.default_rng(seed) if explore and budget is None else None,
+        explore=explore and budget is None,
     )  # fmt: skip
     if decided.plan is not None:
         plan = decided.plan

@@ -27,7 +27,9 @@ class ReplayModels:
 
     def get(self, labels: dict[str, str], serving: ModelSet | None) -> ModelSet:
         versions = {}
-        for role in ("churn_model", "upgrade_model", "policy"):
+        for role in ("churn_model", "upgrade_model", "reactivation_model", "policy"):
+            if labels.get(role) is None:  # an older decision, or a set without a reactivation model
+                continue
             name, _, version = str(labels[role]).rpartition("/")
             versions[name] = version
         if serving is not None and serving.versions == versions:

@@ -45,6 +45,7 @@ class Overview:
     has_history: bool
     seconds: float
     timelines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    reach: pd.DataFrame | None = None  # stage, users, contacted (at_risk and dormant)
 
 
 def _history_cutoffs(as_of: dt.date, earlier: int, step_days: int) -> list[dt.date]:
@@ -110,13 +111,16 @@ def summarise_overview(
 ) -> Overview:
     """The decisions over `frame` summarised and drawn (no I/O); stops between steps once `cancelled()`."""
     started = time.perf_counter()
-    history = ov.population_decisions(frame, models.churn, models.upgrade, models.policy)
+    history = ov.population_decisions(
+        frame, models.churn, models.upgrade, models.policy, reactivation=models.reactivation
+    )
     present = sorted(history["cutoff"].unique())
     snapshot = history[history["cutoff"] == as_of].reset_index(drop=True)
     counts = ov.stage_counts(history)
     flows = ov.stage_flows(history)
     flow = ov.flow_matrix(flows, present[-2], present[-1]) if len(present) > 1 else None
     mix = ov.action_mix(snapshot)
+    reach = ov.contacted_by_stage(snapshot)
     _stop_if(cancelled)
     figures = {"stages": plots.figure_svg(plots.stage_share_figure(counts), "stages")}
     _stop_if(cancelled)
@@ -133,7 +137,12 @@ def summarise_overview(
         if labelled:
             _stop_if(cancelled)
             cutoff = labelled[-1]
-            rows = known & (history["cutoff"] == cutoff).to_numpy()
+            # the churn model's own population: lapsed users are scored by the reactivation model
+            rows = (
+                known
+                & (history["cutoff"] == cutoff).to_numpy()
+                & (history["scored_by"] == "churn").to_numpy()
+            )
             y = frame.loc[rows, "churn"].astype(float).to_numpy()
             p = history.loc[rows, "p_churn"].to_numpy()
             from models.metrics import expected_calibration_error
@@ -151,7 +160,7 @@ def summarise_overview(
     _stop_if(cancelled)
     return Overview(
         as_of=as_of, snapshot=snapshot, history=history, cutoffs=present, counts=counts, flow=flow, mix=mix,
-        top=ov.top_users(snapshot, n=config.review.top_users), figures=figures,
+        top=ov.top_users(snapshot, n=config.review.top_users), figures=figures, reach=reach,
         calibration=calibration, has_history=has_history, seconds=time.perf_counter() - started,
         timelines=timelines_by_user(history),
     )  # fmt: skip

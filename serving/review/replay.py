@@ -12,12 +12,17 @@ REPLAY_TOLERANCE = 1e-9
 
 
 def breakdown(
-    candidates: list[dict[str, Any]], clv: float, upgrade_value: float | None
+    candidates: list[dict[str, Any]], clv: float | None = None, upgrade_value: float | None = None
 ) -> list[dict[str, Any]]:
-    """Every candidate's value as its parts: −Δchurn × CLV, Δupgrade × upgrade value, −cost."""
+    """Every candidate's value as its parts: Δp(stay or return) × value if retained, Δupgrade × upgrade
+    value, −cost. Candidates carry their terms; a decision logged before they did is read as it was
+    computed then (−Δchurn × CLV), from `clv` and `upgrade_value`."""
     rows = []
     for c in candidates:
-        retention = -float(c.get("delta_churn", 0.0)) * clv
+        if "retention_value" in c:
+            rows.append(dict(c))
+            continue
+        retention = -float(c.get("delta_churn", 0.0)) * (clv or 0.0)
         growth = float(c.get("delta_upgrade", 0.0)) * (upgrade_value or 0.0)
         rows.append({**c, "retention_value": retention, "upgrade_gain": growth})
     return sorted(rows, key=lambda r: (r["status"] != "chosen", -r["expected_value"]))
@@ -35,8 +40,8 @@ def compare_replay(logged: dict[str, Any], again: Decided) -> list[str]:
         ("upgrade probability", payload["upgrade"]["probability"], new.upgrade.probability),
         ("clv", payload["clv"], new.clv),
     ]
-    if not logged["explored"]:
-        checks.append(("action", payload["action"]["name"], new.action.name))
+    checks.append(("action", payload["action"]["name"], new.action.name))
+    checks.append(("propensity", float(logged["propensity"]), again.propensity))
     before = {c["name"]: c for c in logged["candidates"]}
     for c in again.candidates:
         old = before.get(c["name"])

@@ -119,6 +119,7 @@ def overview_page(
     return page(
         request, "overview.html.j2", lang, data=data, versions=models.version_labels(),
         info=store.info(), mix=_records(data.mix), top=_records(data.top),
+        reach=None if data.reach is None else _records(data.reach),
         counts=data.counts, flow=data.flow, contacts=len(contacted),
         total_value=float(snapshot["expected_value"].sum()), total_cost=float(contacted["cost"].sum()),
         decisions=decision_log.stats(),
@@ -161,7 +162,7 @@ def user_page(
     timeline = cache.get(models, store).timelines.get(user_id, [])
     return page(
         request, "user.html.j2", lang, d=decision, decided=decided,
-        rows=breakdown(decided.candidates, decision.clv, decision.upgrade.value),
+        rows=breakdown(decided.candidates),
         waterfall_churn=waterfalls.svg(models, "churn", decided.inputs),
         waterfall_upgrade=waterfalls.svg(models, "upgrade", decided.inputs),
         timeline=timeline, events=None if events is None else _records(events),
@@ -194,7 +195,9 @@ def decision_page(
     again = differences = drawn = error = None
     try:
         models = replays.get(logged["versions"], holder.current)
-        again = scorer.decide(models, logged["inputs"], user_id=logged["user_id"], as_of=as_of, lang=lang)
+        # the exploration draw is a hash, so a decision served with exploration on re-runs to the same choice
+        again = scorer.decide(models, logged["inputs"], user_id=logged["user_id"], as_of=as_of, lang=lang,
+                              explore=float(logged["propensity"]) < 1.0, request_key=logged.get("request_digest"))  # fmt: skip
         differences = compare_replay(logged, again)
         drawn = {target: waterfalls.svg(models, target, logged["inputs"]) for target in ("churn", "upgrade")}
     except Exception as exc:  # an archived version, a deleted run: show the record, say why no re-run

@@ -84,7 +84,12 @@ def test_catalog_round_trips_through_json_in_order() -> None:
 
 def test_contact_policy_from_the_shipped_config() -> None:
     policy = ContactPolicy.from_config(SHIPPED.policy)
-    assert policy == ContactPolicy(max_contacts_per_30d=1, harm_tolerance=0.01, exploration_share=0.05)
+    assert policy == ContactPolicy(
+        max_contacts_per_30d=1,
+        harm_tolerance=0.01,
+        exploration_share=0.05,
+        exploration_salt="clm-exploration-1",
+    )
 
 
 @pytest.mark.parametrize(

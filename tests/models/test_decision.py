@@ -4,6 +4,8 @@ the population decision for every user in the online store."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import math
 import re
 
@@ -38,8 +40,9 @@ def store_rows(served_world: ServedWorld) -> dict[str, dict]:
 
 def test_the_loader_gives_one_frozen_set_with_the_apis_version_labels(champion: DecisionModels) -> None:
     labels = champion.version_labels()
-    assert set(labels) == {"churn_model", "upgrade_model", "policy", "features"}
+    assert set(labels) == {"churn_model", "upgrade_model", "reactivation_model", "policy", "features"}
     assert re.fullmatch(r"clm-churn/\d+", labels["churn_model"])
+    assert re.fullmatch(r"clm-reactivation/\d+", labels["reactivation_model"])
     assert re.fullmatch(r"clm-policy/\d+", labels["policy"])
     assert labels["features"] == champion.policy.feature_version
     assert champion.described(champion.policy) == f"{labels['policy']} @champion"
@@ -103,7 +106,7 @@ def test_the_one_row_decision_equals_the_population_decision_for_every_user(
     evaluation and the reviewer overview decide the whole frame. They must agree on every user."""
     user_ids = list(store_rows)
     frame = pd.DataFrame([store_rows[u] for u in user_ids]).assign(user_id=user_ids)
-    population = decide_population(frame, champion.churn, champion.upgrade, champion.policy)
+    population = champion.decide(frame)
     table, decisions = population.table, population.decisions
     assert decisions is not None and len(table) == len(user_ids) > 1000
     scorer = Scorer(load_config().serving)
@@ -116,8 +119,10 @@ def test_the_one_row_decision_equals_the_population_decision_for_every_user(
             "stage": decision.stage.name, "stage_rule": decision.stage.rule,
             "p_churn": decision.churn.probability, "p_upgrade": decision.upgrade.probability,
             "clv": decision.clv, "upgrade_value": decision.upgrade.value, "action": decision.action.name,
-            "expected_value": decision.action.expected_value, "uplift": decision.action.uplift,
+            "expected_value": decision.action.expected_value, "delta_stay": decision.action.delta_stay,
+            "delta_upgrade": decision.action.delta_upgrade, "value_if_retained": decision.value.value_if_retained,
             "cost": decision.action.cost,
+            "scored_by": "reactivation" if decision.churn.scored_by.startswith("clm-reactivation/") else "churn",
         }  # fmt: skip
         for key, value in one.items():
             if not _same(value, row[key].item() if hasattr(row[key], "item") else row[key]):
@@ -126,7 +131,79 @@ def test_the_one_row_decision_equals_the_population_decision_for_every_user(
         served = decided.candidates
         assert len(served) == len(batch_candidates), user_id
         for alt, candidate in zip(served, batch_candidates, strict=True):
-            for key in ("name", "status", "expected_value", "uplift", "cost", "source", "reason"):
+            for key in ("name", "status", "expected_value", "delta_stay", "delta_stay_se", "delta_upgrade",
+                        "value_if_retained", "retention_value", "upgrade_gain", "cost", "source", "reason"):  # fmt: skip
                 if not _same(alt[key], candidate[key]):
                     differences.append((user_id, f"candidate {alt['name']} {key}", alt[key], candidate[key]))
     assert not differences, differences[:10]
+
+
+def test_no_probability_is_exactly_0_or_1_over_a_scored_world(champion: DecisionModels, store_rows) -> None:
+    """Bounded calibration: every model on every user of the world, and the decided churn probability."""
+    from models.scoring import score
+
+    frame = pd.DataFrame(list(store_rows.values())).assign(user_id=list(store_rows))
+    for bundle in (champion.churn, champion.upgrade, champion.reactivation):
+        p = score(frame, bundle)["probability"].to_numpy()
+        assert ((p > 0.0) & (p < 1.0)).all(), (bundle.name, int((p <= 0).sum()), int((p >= 1).sum()))
+    table = champion.decide(frame).table
+    assert ((table["p_churn"] > 0) & (table["p_churn"] < 1)).all()
+
+
+def test_lapsed_users_are_scored_by_the_reactivation_model_and_the_decision_says_so(
+    champion: DecisionModels, store_rows
+) -> None:
+    from models.population import lapsed
+
+    user_ids = list(store_rows)
+    frame = pd.DataFrame([store_rows[u] for u in user_ids]).assign(user_id=user_ids)
+    gone = lapsed(frame, champion.churn.horizon_days)
+    assert (
+        champion.churn.metadata["population"] == "alive"
+        and champion.reactivation.metadata["population"] == "lapsed"
+    )
+    assert gone.sum() > 50 and (~gone).sum() > 50
+    table = champion.decide(frame).table
+    assert (table.loc[gone, "scored_by"] == "reactivation").all()
+    assert (table.loc[~gone, "scored_by"] == "churn").all()
+    assert np.allclose(table.loc[gone, "p_churn"], 1.0 - table.loc[gone, "p_return"])
+    assert table.loc[~gone, "p_return"].isna().all()
+    scorer = Scorer(load_config().serving)
+    first_lapsed = user_ids[int(np.flatnonzero(gone)[0])]
+    decision = scorer.decide(champion, store_rows[first_lapsed], user_id=first_lapsed, as_of=None).decision
+    assert decision.churn.scored_by == champion.label(champion.reactivation)
+    assert decision.churn.return_probability == pytest.approx(1.0 - decision.churn.probability)
+    assert "reactivation" in decision.explanations and decision.churn.note is None
+    # without a reactivation model the churn model scores them, and the decision says so
+    alone = dataclasses.replace(champion, reactivation=None)
+    fallback = scorer.decide(alone, store_rows[first_lapsed], user_id=first_lapsed, as_of=None).decision
+    assert fallback.churn.scored_by == champion.label(champion.churn)
+    assert fallback.churn.note and "outside the population" in fallback.churn.note
+    assert fallback.versions.reactivation_model is None
+
+
+def test_the_same_request_twice_gives_the_same_decision_and_propensity(
+    champion: DecisionModels, store_rows
+) -> None:
+    explore = dataclasses.replace(
+        champion, policy=dataclasses.replace(champion.policy, contact=dataclasses.replace(
+            champion.policy.contact, exploration_share=0.5))
+    )  # fmt: skip
+    scorer = Scorer(load_config().serving)
+    as_of = dt.date(2025, 9, 1)
+    explored = 0
+    for user_id in list(store_rows)[:60]:
+        first = scorer.decide(explore, store_rows[user_id], user_id=user_id, as_of=as_of, explore=True)
+        again = scorer.decide(explore, store_rows[user_id], user_id=user_id, as_of=as_of, explore=True)
+        assert first.decision.action.name == again.decision.action.name
+        assert first.propensity == again.propensity and first.explored == again.explored
+        explored += first.explored
+    assert 10 < explored < 50  # about half explored: the draw is a hash, not a constant
+    # the batch path draws the same for the same user, snapshot and policy version
+    frame = pd.DataFrame(list(store_rows.values())).assign(user_id=list(store_rows), cutoff=as_of)
+    table = explore.decide(frame, explore=True).table
+    for i, user_id in enumerate(list(store_rows)[:60]):
+        one = scorer.decide(explore, store_rows[user_id], user_id=user_id, as_of=as_of, explore=True)
+        assert (
+            table["action"].iloc[i] == one.decision.action.name and table["explored"].iloc[i] == one.explored
+        )

@@ -33,7 +33,10 @@ def table() -> pd.DataFrame:
             ],
             "expected_value": [1.0, 0.0, 2.5, 0.4, 0.0, 0.0, 0.6],
             "cost": [0.2, 0.0, 6.0, 0.1, 0.0, 0.0, 0.2],
-            "uplift": [0.01, 0.0, -0.02, 0.03, 0.0, 0.0, 0.02],
+            "delta_stay": [0.01, 0.0, 0.02, 0.03, 0.0, 0.0, 0.02],
+            "delta_upgrade": [0.0, 0.0, 0.0, 0.01, 0.0, 0.0, 0.005],
+            "value_if_retained": [120.0, 50.0, 425.0, 40.0, 60.0, 0.0, 30.0],
+            "upgrade_value": [10.0, 10.0, 0.0, 20.0, 10.0, 0.0, 40.0],
             "p_churn": [0.1, 0.2, 0.9, 0.15, 0.3, 0.99, 0.05],
             "clv": [10.0, 50.0, 5.0, 12.0, 60.0, 0.0, 8.0],
         }
@@ -64,6 +67,18 @@ def test_action_mix_most_chosen_first_and_no_action_last(table) -> None:
     assert mix["users"].tolist() == [1, 1, 2]
     assert mix["expected_value"].tolist() == [0.6, 0.4, 0.0]
     assert mix["share"].sum() == pytest.approx(1.0)
+    # the terms per action: Σ Δp(stay) × value if retained, Σ Δupgrade × upgrade value, Σ cost
+    assert mix["retention_value"].tolist() == pytest.approx([0.02 * 30.0, 0.03 * 40.0, 0.0])
+    assert mix["upgrade_gain"].tolist() == pytest.approx([0.005 * 40.0, 0.01 * 20.0, 0.0])
+    assert mix["cost"].tolist() == pytest.approx([0.2, 0.1, 0.0])
+
+
+def test_contacted_by_stage_counts_the_at_risk_and_dormant_users_reached(table) -> None:
+    reach = ov.contacted_by_stage(table[table["cutoff"] == D1])
+    assert reach.to_dict("records") == [
+        {"stage": "at_risk", "users": 1, "contacted": 1},
+        {"stage": "dormant", "users": 0, "contacted": 0},
+    ]
 
 
 def test_top_users_leave_lapsed_users_out_of_the_risk_list(table) -> None:

@@ -127,13 +127,17 @@ def test_value_inputs_from_a_features_frame() -> None:
         index=["u1", "u2", "u3"],
     )
     out = value_inputs(frame, np.array([0.5, 0.0, 0.75]), 30, PARAMS)
-    assert list(out.columns) == ["margin_month", "p_churn_month", "clv", "upgrade_value"]
+    assert list(out.columns) == [
+        "margin_month", "p_churn_month", "clv", "margin_if_retained", "retained_churn_month", "value_if_retained",
+        "upgrade_value",
+    ]  # fmt: skip
     assert list(out.index) == ["u1", "u2", "u3"]
     assert out["margin_month"].tolist() == pytest.approx([20.0, 0.0, 0.0])
     assert out["p_churn_month"].tolist() == pytest.approx([0.5, 0.0, 0.75])
     assert out["clv"].tolist() == pytest.approx([17.5, 0.0, 0.0])
-    annuity_quarter = 0.25 + 0.25**2 + 0.25**3
-    assert out["upgrade_value"].tolist() == pytest.approx([8.75, 0.0, 0.5 * 10.0 * annuity_quarter])
+    # an upgrade is valued at the retained users' survival (0.95 a month by default), not the user's own
+    retained = 0.95 + 0.95**2 + 0.95**3
+    assert out["upgrade_value"].tolist() == pytest.approx([0.5 * 20.0 * retained, 0.0, 0.5 * 10.0 * retained])
 
 
 def test_value_inputs_converts_the_churn_horizon() -> None:
@@ -163,3 +167,60 @@ def test_annuity_of_the_shipped_config_is_below_the_horizon() -> None:
     annuity = survival_annuity([0.0], params)[0]
     undiscounted = sum(1 / (1 + params.monthly_discount_rate) ** t for t in range(1, 13))
     assert annuity == pytest.approx(undiscounted) and annuity < 12
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Value at stake: what a user is worth if retained or won back, apart from how likely that is.
+
+DEFAULT_PARAMS = ValueParams.from_config(load_config().value, load_config().features)
+
+
+def _lapsed_users() -> pd.DataFrame:
+    """u_payer paid 39 a month for a year and cancelled; u_free never paid; both silent for 60 days."""
+    return pd.DataFrame(
+        {
+            "mrr": [0.0, 0.0],
+            "last_mrr": [39.0, 0.0],
+            "revenue_sum_90d": [0.0, 0.0],
+            "revenue_sum_total": [0.0, 0.0],
+            "tenure_days": [425.0, 425.0],
+            "current_plan": ["free", "free"],
+        },
+        index=["u_payer", "u_free"],
+    )
+
+
+def test_a_lapsed_payer_is_worth_the_plan_margin_over_the_horizon_and_a_never_payer_nothing() -> None:
+    out = value_inputs(_lapsed_users(), np.array([0.99, 0.99]), 30, DEFAULT_PARAMS)
+    plan_margin = DEFAULT_PARAMS.margin_share * 39.0
+    horizon = DEFAULT_PARAMS.horizon_months
+    payer, free = out.loc["u_payer"], out.loc["u_free"]
+    assert payer["margin_if_retained"] == pytest.approx(plan_margin)
+    # of the order of the plan's margin over the horizon: more than half of the undiscounted, no more than all
+    assert 0.5 * plan_margin * horizon < payer["value_if_retained"] <= plan_margin * horizon
+    assert free["value_if_retained"] == pytest.approx(0.0, abs=1e-9)
+    # the old CLV collapses for the same user: what the value at stake is for
+    assert payer["clv"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_value_if_retained_is_not_shrunk_by_the_users_own_churn_probability() -> None:
+    frame = _lapsed_users()
+    low = value_inputs(frame, np.array([0.01, 0.01]), 30, DEFAULT_PARAMS)["value_if_retained"]
+    high = value_inputs(frame, np.array([0.99, 0.99]), 30, DEFAULT_PARAMS)["value_if_retained"]
+    assert low.tolist() == high.tolist()
+
+
+def test_similar_users_churn_sets_the_retained_survival_per_plan() -> None:
+    params = ValueParams(**{**PARAMS.__dict__, "retained_churn_by_plan": {"pro": 0.5}})
+    frame = pd.DataFrame(
+        {
+            "mrr": [0.0, 10.0],
+            "last_mrr": [30.0, 10.0],
+            "revenue_sum_90d": [0.0, 0.0],
+            "current_plan": ["free", "basic"],
+        }
+    )
+    out = value_inputs(frame, np.array([0.9, 0.9]), 30, params)
+    # the cancelled user comes back on the plan priced nearest their last MRR (pro): its learned churn applies
+    assert out["retained_churn_month"].tolist() == pytest.approx([0.5, 0.05])
+    assert out["value_if_retained"].iloc[0] == pytest.approx(0.5 * 30.0 * (0.5 + 0.25 + 0.125))

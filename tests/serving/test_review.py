@@ -145,9 +145,23 @@ def test_a_users_page_shows_the_decision_and_why(review_client) -> None:
     # the value breakdown: retention value + upgrade gain − cost = the expected value, for every action
     breakdown = _cells(html, "breakdown")
     assert len(breakdown) == len(api["alternatives"])
-    for name, _status, retention, growth, cost, value, _why in breakdown:
-        parts = [float(x.replace(",", "")) for x in (retention, growth, cost)]
-        assert sum(parts) == pytest.approx(float(value.replace(",", "")), abs=0.011), name
+    for (
+        name,
+        _status,
+        _stay,
+        _retained,
+        retention,
+        _up,
+        _upgrade,
+        growth,
+        cost,
+        value,
+        source,
+        _why,
+    ) in breakdown:
+        parts = [float(x.replace(",", "").replace("−", "-")) for x in (retention, growth, cost)]
+        assert sum(parts) == pytest.approx(float(value.replace(",", "").replace("−", "-")), abs=0.011), name
+        assert source.split(" / ")[0] in {"model", "prior", "definition"}
     chosen = [row for row in breakdown if row[1] == "chosen"]
     assert [row[0] for row in chosen] == [api["action"]["name"]]
     assert _cells(html, "timeline") and _cells(html, "events")

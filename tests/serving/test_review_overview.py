@@ -82,13 +82,13 @@ def test_closing_waits_for_the_store_read_but_not_for_the_summary(monkeypatch) -
 
 def test_summarise_stops_between_steps_once_cancelled(monkeypatch) -> None:
     steps = []
-    monkeypatch.setattr(review.ov, "population_decisions", lambda *a: steps.append("decide") or pd.DataFrame(
+    monkeypatch.setattr(review.ov, "population_decisions", lambda *a, **k: steps.append("decide") or pd.DataFrame(
         {"user_id": ["u1"], "cutoff": [dt.date(2025, 9, 1)], "stage": ["new"], "p_churn": [0.1],
          "p_upgrade": [0.1], "action": ["no_action"], "expected_value": [0.0], "cost": [0.0]}))  # fmt: skip
     for summary in ("stage_counts", "stage_flows", "action_mix"):
         monkeypatch.setattr(review.ov, summary, lambda *a: pd.DataFrame())
     monkeypatch.setattr(review.plots, "figure_svg", lambda *a: steps.append("draw") or "<svg/>")
-    models = type("Models", (), {"churn": None, "upgrade": None, "policy": None})()
+    models = type("Models", (), {"churn": None, "upgrade": None, "policy": None, "reactivation": None})()
     with pytest.raises(BuildCancelled):
         summarise_overview(models, pd.DataFrame(), dt.date(2025, 9, 1), {"review": {"top_users": 5}}, False,
                            cancelled=lambda: "decide" in steps)  # fmt: skip

@@ -40,9 +40,24 @@ def test_a_stored_user_gets_the_full_decision(client) -> None:
     chosen = [a for a in body["alternatives"] if a["status"] == "chosen"]
     assert len(chosen) == 1 and chosen[0]["name"] == body["action"]["name"]
     assert all(a["reason"] for a in body["alternatives"])
-    assert set(body["explanations"]) == {"churn", "upgrade"}
+    assert {"churn", "upgrade"} <= set(body["explanations"]) <= {"churn", "upgrade", "reactivation"}
     assert len(body["explanations"]["churn"]["top"]) == 5
-    assert set(body["versions"]) == {"churn_model", "upgrade_model", "policy", "features"}
+    assert set(body["versions"]) == {
+        "churn_model",
+        "upgrade_model",
+        "reactivation_model",
+        "policy",
+        "features",
+    }
+    assert body["value"]["currency"] == "USD" and body["churn"]["scored_by"]
+    for candidate in [body["action"], *body["alternatives"]]:  # every term is shown and they add up exactly
+        assert candidate["retention_value"] == candidate["delta_stay"] * candidate["value_if_retained"]
+        assert candidate["upgrade_gain"] == candidate["delta_upgrade"] * candidate["upgrade_value"]
+        assert (
+            candidate["expected_value"]
+            == candidate["retention_value"] + candidate["upgrade_gain"] - candidate["cost"]
+        )
+        assert candidate["delta_stay_source"] in {"model", "prior", "definition"}
     assert body["versions"]["policy"] == "clm-policy/1"
     assert len(body["decision_id"]) == 32
 
@@ -250,3 +265,20 @@ def test_polling_picks_up_a_moved_alias(served_env, monkeypatch) -> None:
             assert versions["policy"] == f"clm-policy/{moved.version}"
         finally:
             client_ml.set_registered_model_alias("clm-policy", "champion", "1")
+
+
+def test_the_same_get_twice_gives_the_same_decision_and_propensity(served_env, monkeypatch) -> None:
+    """Exploration on (the default): the draw is a hash of (user, snapshot, policy version, salt), not of the
+    request, so repeating a GET returns the same action with the same propensity (the explored share itself
+    is tested in tests/models/test_decision.py)."""
+    monkeypatch.setenv("CLM_EXPLORATION", "true")  # the served tests turn it off elsewhere
+    assert ServingSettings().exploration
+    app = create_app(load_config(), ServingSettings())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for user in served_env.user_ids[:40]:
+            first = client.get(f"/v1/users/{user}/decision", headers=SCORE).json()
+            again = client.get(f"/v1/users/{user}/decision", headers=SCORE).json()
+            assert first["action"]["name"] == again["action"]["name"], user
+            assert first["action"]["propensity"] == again["action"]["propensity"], user
+            assert first["action"]["explored"] == again["action"]["explored"], user
+            assert first["decision_id"] != again["decision_id"]

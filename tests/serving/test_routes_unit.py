@@ -35,10 +35,15 @@ VERSIONS = {"clm-churn": "3", "clm-upgrade": "2", "clm-policy": "1"}
 def fixed_decision(user_id: str | None, as_of: dt.date | None = AS_OF) -> Decision:
     return Decision.model_validate({
         "user_id": user_id, "as_of": as_of, "stage": {"name": "mature", "rule": "mature: tenure ≥ 90"},
-        "churn": {"probability": 0.1, "band": "low"}, "upgrade": {"probability": 0.2, "value": 30.0},
-        "clv": 120.0,
-        "action": {"name": "no_action", "expected_value": 0.0, "uplift": 0.0, "cost": 0.0, "channel": None,
-                   "source": None, "propensity": 1.0, "explored": False},
+        "churn": {"probability": 0.1, "band": "low", "scored_by": "clm-churn/3"},
+        "upgrade": {"probability": 0.2, "value": 30.0}, "clv": 120.0,
+        "value": {"currency": "USD", "value_if_retained": 150.0, "margin_if_retained_month": 14.0,
+                  "retained_churn_month": 0.05, "upgrade_value": 30.0, "clv": 120.0},
+        "action": {"name": "no_action", "stay_outcome": "churn", "delta_stay": 0.0, "delta_stay_se": 0.0,
+                   "delta_stay_source": "definition", "delta_upgrade": 0.0, "delta_upgrade_se": 0.0,
+                   "delta_upgrade_source": "definition", "value_if_retained": 150.0, "upgrade_value": 30.0,
+                   "retention_value": 0.0, "upgrade_gain": 0.0, "expected_value": 0.0, "cost": 0.0,
+                   "channel": None, "source": "definition", "propensity": 1.0, "explored": False},
         "alternatives": [], "explanations": {},
         "versions": {"churn_model": "clm-churn/3", "upgrade_model": "clm-upgrade/2", "policy": "clm-policy/1",
                      "features": "f1"},
@@ -267,8 +272,10 @@ class StubScorer:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, dict, Any]] = []
 
-    def decide(self, models, values, *, user_id, as_of, lang="en", rng=None) -> Decided:
-        self.calls.append((models, dict(values), rng))
+    def decide(
+        self, models, values, *, user_id, as_of, lang="en", explore=False, request_key=None
+    ) -> Decided:
+        self.calls.append((models, dict(values), explore))
         decision = fixed_decision(user_id, as_of)
         if models == "shadow":
             decision = decision.model_copy(update={"clv": 99.0})
@@ -281,7 +288,7 @@ def test_the_service_decides_shadows_counts_and_logs(config) -> None:
     row = SimpleNamespace(values={"tenure_days": 100.0, "mrr": 12.0}, as_of=AS_OF)
     store = SimpleNamespace(read=lambda user_id: row if user_id == "u1" else None, info=lambda: None)
     holder = SimpleNamespace(current="served", shadow="shadow", status=None)
-    service = DecisionService(scorer, holder, store, log, metrics, rng=None)
+    service = DecisionService(scorer, holder, store, log, metrics, explore=False)
     decision = service.decide_request(DecisionRequest(user_id="u1", features={"mrr": 20.0}), "served", "en")
     assert decision == fixed_decision("u1")
     assert [(m, v) for m, v, _ in scorer.calls] == [("served", {"tenure_days": 100.0, "mrr": 20.0})] * 1 + [

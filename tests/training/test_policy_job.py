@@ -60,8 +60,9 @@ def test_promote_policy_and_score_writes_stage_value_and_action(
     )
     assert result.exit_code == 0, result.output
     scores = pd.read_parquet(out)
-    for column in ("user_id", "stage", "stage_rule", "p_churn", "p_upgrade", "clv", "action", "expected_value",
-                   "uplift", "cost", "propensity", "uplift_source"):  # fmt: skip
+    for column in ("user_id", "stage", "stage_rule", "scored_by", "p_churn", "p_return", "p_upgrade", "clv",
+                   "value_if_retained", "upgrade_value", "action", "expected_value", "delta_stay", "delta_stay_se",
+                   "delta_upgrade", "delta_upgrade_se", "cost", "propensity", "effect_source"):  # fmt: skip
         assert column in scores, column
     assert set(scores["stage"]) <= {"new", "growing", "mature", "at_risk", "dormant", "reactivated"}
     assert scores["stage"].nunique() >= 4

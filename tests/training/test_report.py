@@ -24,6 +24,7 @@ from features.registry import FeatureParams
 from models.decision import load_decision_models
 from models.overview import population_decisions
 from models.plots import figure_svg, score_distribution_figure
+from models.population import lapsed
 from tests.conftest import ServedWorld
 from training import tracking
 from training.evaluate_policy import POLICIES
@@ -152,7 +153,9 @@ def independent(report_world: ServedWorld) -> pd.DataFrame:
         params=FeatureParams.from_config(config.features),
         as_of=dt.date.fromisoformat(AS_OF),
     )
-    return population_decisions(frame, models.churn, models.upgrade, models.policy)
+    return population_decisions(
+        frame, models.churn, models.upgrade, models.policy, reactivation=models.reactivation
+    )
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -209,7 +212,7 @@ def test_stage_and_action_counts_equal_population_decisions(
     assert {action: int(number(row[users])) for action, row in rows.items()} == (
         independent["action"].value_counts().to_dict()
     )
-    value = header.index("expected value (USD)")
+    value = header.index("Σ expected value (USD)")
     assert sum(float(row[value][1]) for row in rows.values()) == pytest.approx(
         independent["expected_value"].sum()
     )
@@ -246,13 +249,18 @@ def test_calibration_names_its_cutoff_and_users(report: Report) -> None:
         report.world.data, [cutoff], params=FeatureParams.from_config(config.features),
         label_params=LabelParams.from_config(config.labels, horizon_days=models.churn.horizon_days),
     )  # fmt: skip
-    closed = int(history["churn"].notna().sum())
-    assert closed > 1000
+    # each model is measured on the population it scores: the churn model on the users alive at the cutoff
+    alive = ~lapsed(history, models.churn.horizon_days)
+    closed = int(history.loc[alive, "churn"].notna().sum())
+    closed_lapsed = int(history.loc[~alive, "reactivation"].notna().sum())
+    assert closed > 1000 and closed_lapsed > 100
     line = re.search(r'<p id="calibration-line">(.*?)</p>', report.html, re.S).group(1)
     assert f"churn: cutoff {cutoff}, {closed:,} users with a closed label" in line
+    assert f"reactivation: cutoff {cutoff}, {closed_lapsed:,} users with a closed label" in line
     _, rows = report.page.table("calibration-table")
-    assert rows["churn"][1][0] == str(cutoff) and int(number(rows["churn"][2])) == closed
-    assert 0.0 <= number(rows["churn"][5]) < 0.1  # ECE of the served, calibrated churn model
+    assert rows["churn"][1][0] == "alive" and rows["reactivation"][1][0] == "lapsed"
+    assert rows["churn"][2][0] == str(cutoff) and int(number(rows["churn"][3])) == closed
+    assert 0.0 <= number(rows["churn"][6]) < 0.1  # ECE of the served, calibrated churn model
 
 
 def test_policy_table_is_evaluated_against_the_worlds_truth(report: Report) -> None:

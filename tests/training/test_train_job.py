@@ -33,13 +33,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def first(world: Path, store: str, tmp_path_factory: pytest.TempPathFactory):
     config = load_config()
-    return train(world, ["churn", "upgrade"], config=config, project_root=tmp_path_factory.mktemp("proj"),
-                 truth_dir=world / "truth")  # fmt: skip
+    return train(world, ["churn", "upgrade", "reactivation"], config=config,
+                 project_root=tmp_path_factory.mktemp("proj"), truth_dir=world / "truth")  # fmt: skip
 
 
 def test_each_target_gets_a_run_with_its_artifacts_and_a_challenger(first, store: str) -> None:
     client = MlflowClient(tracking_uri=store)
-    assert [r.target for r in first] == ["churn", "upgrade"]
+    assert [r.target for r in first] == ["churn", "upgrade", "reactivation"]
     assert all(r.behaviour_passed for r in first)
     for result in first:
         version = client.get_model_version_by_alias(result.registered_name, "challenger")
@@ -148,3 +148,30 @@ def test_train_command_refuses_an_as_of_date_before_the_first_event(world: Path)
     message = result.output + (result.stderr or "")
     assert "2024-06-01" in message and "2025-01-01" in message and "first event" in message
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_each_model_trains_and_is_measured_on_the_population_it_scores(first, store: str) -> None:
+    """Churn and upgrade on the users alive at a cutoff, reactivation on the lapsed ones: the backtest's AUC and
+    calibration error are computed on those rows, and the reactivation model beats its baselines."""
+    client = MlflowClient(tracking_uri=store)
+    populations = {}
+    for result in first:
+        run = client.get_run(result.run_id)
+        populations[result.target] = run.data.params["population"]
+    assert populations == {"churn": "alive", "upgrade": "alive", "reactivation": "lapsed"}
+    reactivation = first[2]
+    assert reactivation.registered_name == "clm-reactivation"
+    assert (
+        reactivation.test_metrics["model"]["roc_auc"]
+        > reactivation.test_metrics["recency_rule"]["roc_auc"] - 0.02
+    )
+    assert reactivation.test_metrics["model"]["roc_auc"] > 0.6
+
+
+def test_bounded_calibration_costs_no_more_than_the_configured_tolerance(first) -> None:
+    """No calibrated probability is 0 or 1, and the backtest's calibration error is no worse than plain isotonic
+    regression's on the same folds by more than `training.calibration_tolerance`."""
+    tolerance = load_config().training.calibration_tolerance
+    for result in first:
+        bounded, plain = result.backtest["ece"]["mean"], result.backtest["ece_plain_isotonic"]["mean"]
+        assert bounded <= plain + tolerance, (result.target, bounded, plain)
