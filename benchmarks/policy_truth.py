@@ -1,5 +1,5 @@
 """The policy figures of issue 14, valued by the simulator's true margin: per seed, a world is simulated
-(30,000 users, 365 days by default), the churn and upgrade models and the policy are trained and promoted
+(30,000 users, 365 days by default), the churn, upgrade and reactivation models and the policy are trained and promoted
 as `clm train` / `clm promote` do, and `clm evaluate-policy` runs at the policy's held-out wave. Printed
 per seed: clm ÷ oracle, clm ÷ the oracle restricted to the features, every policy's value per user ± 2
 standard errors, clm's lead over each baseline ± 2 SE of the paired difference, precision and recall of
@@ -33,6 +33,7 @@ import numpy as np
 
 from clm.commands.simulate import value_truth
 from clm.config import load_config
+from clm.config_schema import ClmConfig
 from simulation.engine import simulate_world
 from simulation.io import simulate_to_directory
 from simulation.params import LATENT_TO_PRODUCT_STAGE
@@ -46,7 +47,7 @@ from training.train import train
 START = dt.date(2025, 1, 1)
 
 
-def run_seed(root: Path, users: int, days: int, seed: int, config: dict) -> dict:
+def run_seed(root: Path, users: int, days: int, seed: int, config: ClmConfig) -> dict:
     data = root / "world"
     began = time.perf_counter()
     simulate_to_directory(data, n_users=users, days=days, seed=seed, start=START,
@@ -55,8 +56,10 @@ def run_seed(root: Path, users: int, days: int, seed: int, config: dict) -> dict
     uri = f"sqlite:///{root / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
     tracking.configure(uri)
-    train(data, ["churn", "upgrade"], config=config, project_root=root, truth_dir=data / "truth")
-    for name in ("clm-churn", "clm-upgrade"):
+    train(
+        data, ["churn", "upgrade", "reactivation"], config=config, project_root=root, truth_dir=data / "truth"
+    )
+    for name in ("clm-churn", "clm-upgrade", "clm-reactivation"):
         promote_model(name, metric="backtest.roc_auc.mean", tolerance=0.005)
     train_policy(data, config=config, project_root=root, truth_dir=data / "truth")
     promote_model("clm-policy", metric="test.offline.dr", tolerance=1e9)

@@ -8,14 +8,13 @@ import datetime as dt
 import json
 import shutil
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simulation.engine import ProgressCallback, SimulatedWorld, simulate_world
-from simulation.params import SimulationParams
+from simulation.engine import SimulatedWorld, simulate_world
 from simulation.truth import MarginParams
 
 CANONICAL_FILES = ("events", "users", "subscriptions", "campaigns")
@@ -51,18 +50,15 @@ def simulate_to_directory(
     days: int,
     seed: int,
     start: dt.date,
-    truth_cutoffs: Sequence[dt.date] | None = None,
-    horizon_days: int = 30,
-    params: SimulationParams | None = None,
-    progress: ProgressCallback | None = None,
-    value_truth: MarginParams | None = None,
+    **options: Any,
 ) -> SimulatedWorld:
     """Run the simulator and write `out/{events,users,subscriptions,campaigns}.parquet` and
     `out/truth/{outcomes,effects,margin,stages,traits}.parquet` plus `out/truth/manifest.json`.
     `margin.parquet`: per user, truth cutoff and action (`no_action` included, increment exactly 0) the
     true expected discounted margin over the value horizon without a contact (`baseline_margin`) and the
-    action's increment on it (`incremental_margin`), contact cost not subtracted."""
-    value_truth = value_truth or MarginParams()
+    action's increment on it (`incremental_margin`), contact cost not subtracted. `options` are those of
+    `simulate_world` (truth_cutoffs, horizon_days, params, progress, value_truth) but its sinks."""
+    value_truth = options.pop("value_truth", None) or MarginParams()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -82,13 +78,10 @@ def simulate_to_directory(
                 days,
                 seed,
                 start,
-                truth_cutoffs=truth_cutoffs,
-                horizon_days=horizon_days,
-                params=params,
                 on_effects=lambda table: writer.write_table(table.cast(EFFECTS_SCHEMA)),
-                progress=progress,
                 on_margins=lambda table: margins.write_table(table.cast(MARGIN_SCHEMA)),
                 value_truth=value_truth,
+                **options,
             )
         world.manifest["value_truth"] = dataclasses.asdict(value_truth)
         for name in CANONICAL_FILES:

@@ -594,23 +594,9 @@ def train_run(
     return TrainingReport(results, data.plan, data.notes, skipped)
 
 
-def train(
-    data_dir: Path,
-    targets: Sequence[str],
-    *,
-    config: ModelsConfig,
-    project_root: Path,
-    as_of: dt.date | None = None,
-    horizon_days: int | None = None,
-    truth_dir: Path | None = None,
-    tune_trials: int = 0,
-    progress: Progress = lambda message: None,
-) -> list[TrainedTarget]:
-    """The trained targets of `train_run` (the demo's and the tests' entry point)."""
-    return train_run(
-        data_dir, targets, config=config, project_root=project_root, as_of=as_of, horizon_days=horizon_days,
-        truth_dir=truth_dir, tune_trials=tune_trials, progress=progress,
-    ).results  # fmt: skip
+def train(data_dir: Path, targets: Sequence[str], **options: Any) -> list[TrainedTarget]:
+    """The trained targets of `train_run` (the demo's and the tests' entry point); the same options."""
+    return train_run(data_dir, targets, **options).results
 
 
 def target_population(target: str, keep_churned_users: bool) -> str:

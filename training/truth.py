@@ -43,11 +43,18 @@ def latent_stages(truth: pd.DataFrame | None) -> pd.DataFrame | None:
 def read_effects(truth_dir: Path | None, cutoff) -> pd.DataFrame | None:
     """`truth/effects.parquet` at one cutoff (user_id, action, delta_p_churn, delta_p_upgrade); None when
     there is no truth or it has nothing at that cutoff."""
-    path = None if truth_dir is None else Path(truth_dir) / "effects.parquet"
+    return _truth_at(truth_dir, "effects.parquet", cutoff)
+
+
+def _truth_at(
+    truth_dir: Path | None, name: str, cutoff, columns: Sequence[str] | None = None
+) -> pd.DataFrame | None:
+    """The rows of `truth/<name>` at one cutoff; None when the file is missing or has none there."""
+    path = None if truth_dir is None else Path(truth_dir) / name
     if path is None or not path.exists():
         return None
-    effects = pd.read_parquet(path, filters=[("cutoff", "==", cutoff)])
-    return None if effects.empty else effects
+    rows = pd.read_parquet(path, columns=columns, filters=[("cutoff", "==", cutoff)])
+    return None if rows.empty else rows
 
 
 def effect_matrices(
@@ -67,12 +74,9 @@ def read_latent_product_stages(
 ) -> pd.Series | None:
     """user_id → the product stage of the user's true latent stage at `cutoff` (`latent_to_stage` comes
     from the caller, which knows the simulator); None when there is no truth."""
-    path = None if truth_dir is None else Path(truth_dir) / "outcomes.parquet"
-    if path is None or not path.exists():
+    truth = _truth_at(truth_dir, "outcomes.parquet", cutoff, columns=["user_id", "cutoff", "latent_stage"])
+    if truth is None:
         return None
-    truth = pd.read_parquet(
-        path, columns=["user_id", "cutoff", "latent_stage"], filters=[("cutoff", "==", cutoff)]
-    )
     return truth.set_index("user_id")["latent_stage"].map(dict(latent_to_stage))
 
 
@@ -80,11 +84,7 @@ def read_margins(truth_dir: Path | None, cutoff) -> pd.DataFrame | None:
     """`truth/margin.parquet` at one cutoff (user_id, action, incremental_margin, baseline_margin): the
     simulator's true expected discounted margin over its value horizon without a contact and each action's
     increment on it, cost not subtracted. None when there is no margin truth at that cutoff."""
-    path = None if truth_dir is None else Path(truth_dir) / "margin.parquet"
-    if path is None or not path.exists():
-        return None
-    margins = pd.read_parquet(path, filters=[("cutoff", "==", cutoff)])
-    return None if margins.empty else margins
+    return _truth_at(truth_dir, "margin.parquet", cutoff)
 
 
 def margin_matrix(

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -37,6 +37,14 @@ def label_params(config: ClmConfig, horizon_days: int | None = None) -> LabelPar
 
 # The `--data` option of the commands that read a canonical data directory.
 DataDir = Annotated[Path, typer.Option("--data", help="Canonical data directory.")]
+# The `--budget` option of `clm score` and `clm report`.
+Budget = Annotated[
+    float | None,
+    typer.Option(
+        "--budget", min=0.0, help="Total campaign budget: plan the contacts that pay most within it, against "
+        "the policy's unconstrained choice.",
+    ),
+]  # fmt: skip
 
 
 def date_option(value: str | None, option: str) -> dt.date | None:
@@ -46,6 +54,11 @@ def date_option(value: str | None, option: str) -> dt.date | None:
         return dt.date.fromisoformat(value)
     except ValueError as exc:
         raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=option) from exc
+
+
+def echo_summary(summary: dict[str, Any], as_json: bool, text: str) -> None:
+    """A command's result: one JSON line with `--json`, else the sentence for a person."""
+    typer.echo(json.dumps(summary) if as_json else text)
 
 
 def default_store_url(settings: Settings) -> str:
@@ -108,14 +121,12 @@ def build(
         "feature_version": summary.feature_version,
         "data_end": summary.data_end.isoformat(),
     }
-    if as_json:
-        typer.echo(json.dumps(result))
-    else:
-        typer.echo(
-            f"wrote {summary.rows:,} rows ({summary.users:,} users × {len(summary.cutoffs)} cutoffs) to "
-            f"{summary.features_path} and {summary.labels_path}; {summary.label_rows_known:,} rows have closed "
-            f"labels; features {summary.feature_version}"
-        )
+    echo_summary(
+        result, as_json,
+        f"wrote {summary.rows:,} rows ({summary.users:,} users × {len(summary.cutoffs)} cutoffs) to "
+        f"{summary.features_path} and {summary.labels_path}; {summary.label_rows_known:,} rows have closed "
+        f"labels; features {summary.feature_version}",
+    )  # fmt: skip
 
 
 @app.command(

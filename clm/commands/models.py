@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clm.commands.features import DataDir, date_option, feature_params
+from clm.commands.features import Budget, DataDir, date_option, feature_params
 from clm.config import load_config
 
 # mlflow, sklearn, lightgbm, pandas, numpy and the training package are imported inside the commands, so
@@ -316,12 +316,7 @@ def score(
         str, typer.Option("--as-of", help="Score as of this date: only events before it are used.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Output file: .csv or .parquet.")],
-    budget: Annotated[
-        float | None,
-        typer.Option(
-            "--budget", min=0.0, help="Total campaign budget: contact whom it pays most to contact."
-        ),
-    ] = None,
+    budget: Budget = None,
     explore: Annotated[
         bool,
         typer.Option(

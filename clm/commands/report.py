@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from clm.commands.features import DataDir, date_option
+from clm.commands.features import Budget, DataDir, date_option
 from clm.commands.policy import latent_to_product_stage, simulated_truth
 from clm.config import config_digest, load_config
 from clm.config_schema import ClmConfig
@@ -23,12 +23,7 @@ def report(
         str, typer.Option("--as-of", help="Report on the decisions as of this date (YYYY-MM-DD).")
     ],
     out: Annotated[Path, typer.Option("--out", help="Output file (.html).")],
-    budget: Annotated[
-        float | None,
-        typer.Option(
-            "--budget", min=0.0, help="Campaign budget: show the plan within it against the policy's choice."
-        ),
-    ] = None,
+    budget: Budget = None,
     alias: Annotated[
         str, typer.Option("--alias", help="Registry alias of the models and the policy to report on.")
     ] = "champion",

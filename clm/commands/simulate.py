@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -62,6 +61,7 @@ def simulate(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from clm.commands.features import echo_summary
     from clm.config import load_config
     from clm.settings import Settings
     from features.cutoffs import CutoffSpecError, parse_cutoffs
@@ -100,11 +100,9 @@ def simulate(
         "truth_rows": world.outcomes.num_rows,
         "truth_cutoffs": world.manifest["truth_cutoffs"],
     }
-    if as_json:
-        typer.echo(json.dumps(summary))
-    else:
-        typer.echo(
-            f"wrote {out}: {summary['users']:,} users, {summary['events']:,} events, "
-            f"{summary['subscriptions']:,} subscriptions, {summary['campaigns']:,} campaign rows, "
-            f"truth at {len(summary['truth_cutoffs'])} cutoffs"
-        )
+    echo_summary(
+        summary, as_json,
+        f"wrote {out}: {summary['users']:,} users, {summary['events']:,} events, "
+        f"{summary['subscriptions']:,} subscriptions, {summary['campaigns']:,} campaign rows, "
+        f"truth at {len(summary['truth_cutoffs'])} cutoffs",
+    )  # fmt: skip

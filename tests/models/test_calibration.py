@@ -21,7 +21,8 @@ def test_no_calibrated_probability_is_exactly_0_or_1_and_the_map_stays_monotone(
     p, y = _sample(4000, 0)
     grid = np.linspace(0.0, 1.0, 10_001)
     plain = Calibrator.fit(p, y)(grid)
-    assert plain.min() == 0.0 and plain.max() == 1.0  # what the bounded fit is for
+    # what the bounded fit is for: plain isotonic's end blocks say 0 and 1 (up to the order-keeping tie-break)
+    assert plain.min() < 1e-5 and plain.max() > 1 - 1e-5
     bounded = Calibrator.fit(p, y, prior_rows=2.0)(grid)
     assert bounded.min() > 0.0 and bounded.max() < 1.0
     assert np.all(np.diff(bounded) >= 0)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from clm.config import load_config
 from serving.review import overview as review
 from serving.review.overview import BuildCancelled, OverviewCache, summarise_overview, timelines_by_user
 
@@ -66,7 +67,7 @@ def test_closing_waits_for_the_store_read_but_not_for_the_summary(monkeypatch) -
     monkeypatch.setattr(review, "summarise_overview", slow_summary)
     models = type("Models", (), {"versions": {"clm-churn": "1"}})()
     store = SlowStore(seconds=0.3)
-    cache = OverviewCache({"review": {}}, events_dir=None)
+    cache = OverviewCache(load_config(), events_dir=None)
     thread = cache.warm(models, store)
     time.sleep(0.05)  # the build is reading the store
     started = time.perf_counter()

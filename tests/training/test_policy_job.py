@@ -91,7 +91,9 @@ def test_evaluate_policy_against_the_truth(trained: dict, small_world: Path) -> 
     values = payload["value_per_1000"]
     assert set(values) == {"clm", "no_action", "random", "stage_playbook", "top_risk_discount", "oracle"}
     assert values["no_action"] == 0.0
-    assert values["oracle"] >= values["clm"] >= values["no_action"]
+    # our own CLV values a win-back at about 0 (issue 14): it is the secondary column; clm's worth is judged
+    # by the simulator's true margin below
+    assert values["oracle"] >= values["clm"]
     assert values["oracle"] > 0
     assert set(payload["offline_estimates"]) >= {"ips", "dr"}
     assert payload["in_sample"] is False
@@ -106,6 +108,7 @@ def test_evaluate_policy_against_the_truth(trained: dict, small_world: Path) -> 
                           "restricted_oracle"}  # fmt: skip
     assert means["no_action"] == 0.0
     assert all(means["oracle"] >= value for value in means.values())
+    assert means["clm"] > means["no_action"] and means["clm"] > means["random"]
     assert means["oracle"] > 0 and margin["se_per_user"]["oracle"] > 0
     assert margin["clm_over_oracle"] == pytest.approx(means["clm"] / means["oracle"])
     assert run.data.metrics["margin.mean_per_user.oracle"] == pytest.approx(means["oracle"])

@@ -207,7 +207,7 @@ def test_a_purchases_only_log_trains_and_scores_end_to_end(
     scores, output = _score(retail_data, "2025-10-02", tmp_path / "scores.csv")
     assert len(scores) == 400 and scores["p_churn"].between(0, 1).all()
     assert scores["stage"].notna().all() and scores["clv"].notna().all()
-    assert set(scores["uplift_source"].dropna()) <= {"prior"}
+    assert set(scores["effect_source"].dropna()) <= {"prior"}
     assert "catalogue's prior effects" in output
 
 
