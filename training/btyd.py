@@ -36,4 +36,10 @@ def population_summaries(
         )
         frame = pd.read_parquet(summary.features_path, columns=columns)
     frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date
+    return summaries_of(frame, activity)
+
+
+def summaries_of(frame: pd.DataFrame, activity: str = "any") -> pd.DataFrame:
+    """`user_id, cutoff, x, t_x, T` from a feature frame that already holds every user (lapsed included)."""
+    frame = frame.reset_index(drop=True)
     return pd.concat([frame[["user_id", "cutoff"]], rfm_summary(frame, activity)], axis=1)

@@ -32,7 +32,7 @@ from models.pyfunc import ClmPyfuncModel
 from models.registry import download_bundle
 from models.scoring import contributions, score
 from training import tracking
-from training.btyd import population_summaries
+from training.btyd import summaries_of
 from training.dataset import (
     CutoffPlan,
     NotEnoughHistory,
@@ -566,10 +566,8 @@ def train_run(
     everyone = None
     if "churn" in targets:
         progress("churn: summarising every user's transactions for the BG/NBD baseline")
-        everyone = population_summaries(
-            data_dir, sorted(set(frame["cutoff"])), params=params, labels=labels,
-            activity=config.labels.non_contractual_activity, as_of=as_of,
-        )  # fmt: skip
+        # the frame already holds every user at the training cutoffs: no second feature build
+        everyone = summaries_of(frame, config.labels.non_contractual_activity)
     results, skipped = [], {}
     for target in targets:
         population = target_population(target, labels.keep_churned_users)
