@@ -12,7 +12,8 @@ STAMP := $(VENV)/.synced
 CLM := $(VENV)/bin/clm
 DEMO_DIR ?= $(CURDIR)/data/demo
 PYTEST_ARGS ?=
-# pytest-xdist workers: the suite spends much of its time waiting on servers, browsers and kernels
+# pytest-xdist workers: the suite spends much of its time waiting on servers, browsers and kernels (how the
+# work is shared between them: tests/conftest.py, `pytest_xdist_make_scheduler`)
 TEST_WORKERS ?= 2
 PORT ?= 8000
 

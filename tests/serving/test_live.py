@@ -16,15 +16,20 @@ from mlflow import MlflowClient
 from tests_serving_support import running_server
 
 from serving.decision_log import DecisionLog
+from tests.conftest import mlflow_store
 
 SCORE = {"X-API-Key": "score-key"}
 ADMIN = {"X-API-Key": "admin-key"}
 
 
 @pytest.fixture
-def server(served_world, api_keys, tmp_path: Path):
-    """`clm serve` on a free port with its own decision log; yields (base URL, log URL)."""
-    with running_server(served_world, api_keys, tmp_path) as started:
+def server(private_served_world, api_keys, tmp_path: Path):
+    """`clm serve` on a free port with its own decision log and its own copy of the registry (the test
+    registers versions and moves @champion, here made current too); yields (base URL, log URL)."""
+    with (
+        mlflow_store(private_served_world.tracking_uri),
+        running_server(private_served_world, api_keys, tmp_path) as started,
+    ):
         yield started
 
 
@@ -49,9 +54,11 @@ def register_copy(name: str, version: str, corrupt: bool = False, workdir: Path 
     return str(created.version)
 
 
-def test_live_server_reload_under_load_and_a_failed_reload(server, served_world, tmp_path: Path) -> None:
+def test_live_server_reload_under_load_and_a_failed_reload(
+    server, private_served_world, tmp_path: Path
+) -> None:
+    served_world = private_served_world
     base, log_url = server
-    mlflow.set_tracking_uri(served_world.tracking_uri)
     user = served_world.user_ids[0]
     first = httpx.get(f"{base}/v1/users/{user}/decision", headers=SCORE, timeout=10)
     assert first.status_code == 200 and first.json()["versions"]["policy"] == "clm-policy/1"

@@ -19,6 +19,7 @@ from models.overview import population_decisions
 from serving.app import create_app
 from serving.review import CSP, compare_replay
 from serving.settings import ServingSettings
+from tests.conftest import mlflow_store
 
 REVIEW = {"X-API-Key": "review-key"}
 SCORE = {"X-API-Key": "score-key"}
@@ -27,12 +28,8 @@ EXTERNAL = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:https?:)?//""", r
 
 @pytest.fixture(scope="module")
 def review_client(served_world, tmp_path_factory):
-    from training import tracking
-
     log_dir = tmp_path_factory.mktemp("review-log")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", served_world.tracking_uri)
-        tracking.configure(served_world.tracking_uri)
+    with pytest.MonkeyPatch.context() as mp, mlflow_store(served_world.tracking_uri):
         mp.setenv(
             "CLM_API_KEYS",
             json.dumps({"score-key": ["score"], "review-key": ["review"], "admin-key": ["admin"]}),

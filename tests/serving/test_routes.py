@@ -240,7 +240,7 @@ def test_shadow_mode_logs_the_challenger_beside_the_served_decision(served_env, 
         assert client.get("/v1/models", headers=SCORE).json()["shadow"] is not None
 
 
-def test_polling_picks_up_a_moved_alias(served_env, monkeypatch) -> None:
+def test_polling_picks_up_a_moved_alias(private_served_env, monkeypatch) -> None:
     import time
 
     from mlflow import MlflowClient

@@ -25,8 +25,7 @@ from models.decision import load_decision_models
 from models.overview import population_decisions
 from models.plots import figure_svg, score_distribution_figure
 from models.population import lapsed
-from tests.conftest import ServedWorld
-from training import tracking
+from tests.conftest import ServedWorld, mlflow_store
 from training.evaluate_policy import POLICIES
 from training.report import format_value, months_before, stage_cutoffs
 
@@ -115,11 +114,8 @@ class Report:
 @pytest.fixture(scope="module")
 def report_world(served_world: ServedWorld):
     """The served world's MLflow store made current for this module."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", served_world.tracking_uri)
-    tracking.configure(served_world.tracking_uri)
-    yield served_world
-    mp.undo()
+    with mlflow_store(served_world.tracking_uri):
+        yield served_world
 
 
 @pytest.fixture(scope="module")
@@ -339,18 +335,12 @@ def test_output_must_be_html(report_world: ServedWorld, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--out" in result.output
 
 
-def test_no_registered_models_exits_2_with_the_message(
-    report_world: ServedWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    empty = f"sqlite:///{tmp_path / 'empty.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", empty)
-    try:
+def test_no_registered_models_exits_2_with_the_message(report_world: ServedWorld, tmp_path: Path) -> None:
+    with mlflow_store(f"sqlite:///{tmp_path / 'empty.db'}"):
         result = runner.invoke(
             app,
             ["report", "--data", str(report_world.data), "--as-of", AS_OF, "--out", str(tmp_path / "r.html")],
         )
-    finally:
-        tracking.configure(report_world.tracking_uri)
     assert result.exit_code == 2
     assert "no clm-churn model registered" in result.output and "clm train" in result.output
 
