@@ -19,6 +19,10 @@ PORT ?= 8000
 
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
+# uv installs without bytecode and some machines set PYTHONDONTWRITEBYTECODE: then every process compiles
+# mlflow, pandas, scikit-learn… from source again (7–10 s of CPU each: each test worker, server, kernel and CLI
+# call). Setup compiles the locked packages once; the project's commands write bytecode for its own modules.
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: help setup demo review test bench lint clean
 
@@ -29,7 +33,7 @@ $(TOOLS)/bin/uv:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(TOOLS) uv==$(UV_VERSION)
 
 $(STAMP): pyproject.toml uv.lock | $(if $(findstring $(TOOLS),$(UV)),$(TOOLS)/bin/uv)
-	$(UV) sync --frozen --extra dev --python $(PYTHON)
+	$(UV) sync --frozen --extra dev --compile-bytecode --python $(PYTHON)
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv from the lock file (idempotent)

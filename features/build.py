@@ -231,20 +231,33 @@ def _lifetime(
     )
 
 
-def _event_rows(events: ir.Table, campaigns: ir.Table | None) -> ir.Table:
-    """One row per event (and per contact): `user_id, day, event_type, amount, is_contact` and `step`, the
-    days since the user's previous event (null on its first; 0 on a contact), from one window over the
-    events — a step > 0 starts a new active day, and is the gap to the previous one."""
+def _event_rows(
+    events: ir.Table, campaigns: ir.Table | None, purchase_event_types: Sequence[str]
+) -> ir.Table:
+    """One row per event (and per contact): `user_id, day, event_type, amount, is_contact`, `step`, the
+    days since the user's previous event (null on its first; 0 on a contact), and `new_purchase_day`, from
+    windows over the events in one order — a step > 0 starts a new active day, and is the gap to the
+    previous one; a purchase with no earlier purchase on its day starts a new purchase day."""
     e = events
-    previous = e.day.lag().over(ibis.window(group_by="user_id", order_by="day"))
-    rows = e.select(
-        "user_id", "day", "event_type", "amount", step=e.day - previous, is_contact=ibis.literal(False)
+    in_order = ibis.window(group_by="user_id", order_by="day")
+    previous = e.day.lag().over(in_order)
+    # the last purchase day before this row (same frame order as the lag): a purchase row after none on its
+    # own day starts a new purchase day, so distinct purchase days are a plain FILTER count, not a DISTINCT
+    is_purchase = e.event_type.isin(list(purchase_event_types))
+    previous_purchase = e.day.max(where=is_purchase).over(
+        ibis.window(group_by="user_id", order_by="day", preceding=(None, 1))
     )
+    new_purchase_day = is_purchase & (previous_purchase.fill_null(e.day - 1) < e.day)  # none before: new
+    rows = e.select(
+        "user_id", "day", "event_type", "amount", step=e.day - previous, is_contact=ibis.literal(False),
+        new_purchase_day=new_purchase_day,
+    )  # fmt: skip
     if campaigns is None:
         return rows
     contacts = campaigns.select(
         "user_id", "day", event_type=ibis.null("string"),
         amount=ibis.null("float64"), step=ibis.literal(0, "int64"), is_contact=ibis.literal(True),
+        new_purchase_day=ibis.literal(False),
     )  # fmt: skip
     return rows.union(contacts)
 
@@ -263,7 +276,7 @@ def _single_pass_totals(
     event joined to the cutoffs it precedes, then one `COUNT(*) FILTER` (or SUM) per (metric, offset) and
     the users first seen before the cutoff. Its cost grows with events × cutoffs, so it wins for few.
     With `keep`, only the `<metric>_at_<offset>` totals named in it are computed."""
-    rows = _event_rows(events, campaigns)
+    rows = _event_rows(events, campaigns, p.purchase_event_types)
     joined = rows.join(cut.select("cutoff_day"), rows.day < cut.cutoff_day)
     is_event = ~joined.is_contact if campaigns is not None else None
     is_purchase = joined.event_type.isin(list(p.purchase_event_types))
@@ -286,7 +299,7 @@ def _single_pass_totals(
         for name, which in counts.items():
             where = both(which, before)
             aggregates[f"{name}_at_{offset}"] = joined.count() if where is None else joined.count(where=where)
-        aggregates[f"purchase_days_at_{offset}"] = joined.day.nunique(where=both(is_purchase, before))
+        aggregates[f"purchase_days_at_{offset}"] = joined.count(where=both(joined.new_purchase_day, before))
         aggregates[f"revenue_at_{offset}"] = (
             values["revenue"].sum(where=both(is_purchase, before)).fill_null(0.0)
         )
@@ -384,7 +397,8 @@ def build_features(
 ) -> ir.Table:
     """The feature table: `user_id, cutoff`, then one column per registry feature, from events strictly
     before each cutoff. With `labels.keep_churned_users` false, users already churned at a cutoff (no
-    activity in the horizon before it and no active subscription) are left out."""
+    activity in the horizon before it and no active subscription) are left out. A relation: its rows come in
+    no particular order (the jobs write them by cutoff and user)."""
     p = params or FeatureParams()
     label_params = labels or LabelParams()
     return _features(
@@ -495,9 +509,8 @@ def _feature_columns(
         has_active = table.subscriptions_known & table.has_active.fill_null(False)
         churned = (table.days_since_last_event >= horizon) & ~has_active
         table = table.filter(~churned.fill_null(False))
-    return table.select("user_id", table.cutoff.cast("date").name("cutoff"), *columns).order_by(
-        ["cutoff", "user_id"]
-    )
+    # no ORDER BY: a relation, like the hand-written query's; the jobs sort what they write
+    return table.select("user_id", table.cutoff.cast("date").name("cutoff"), *columns)
 
 
 def _context(

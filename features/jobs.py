@@ -175,9 +175,14 @@ def _feature_table(
             inputs.events, cutoffs, p, users=inputs.users, subscriptions=inputs.subscriptions,
             campaigns=inputs.campaigns, labels=lp,
         )  # fmt: skip
-        return con.to_pyarrow(features)
+        return _in_key_order(con.to_pyarrow(features))
     compiled = compiled_features(con.name, _schemas(tables), tuple(sorted(set(cutoffs))), p, lp)
-    return _execute(con, compiled, {**tables, CUTOFFS_INPUT: cutoff_table(cutoffs)})
+    return _in_key_order(_execute(con, compiled, {**tables, CUTOFFS_INPUT: cutoff_table(cutoffs)}))
+
+
+def _in_key_order(table: pa.Table) -> pa.Table:
+    """Rows by (cutoff, user_id): the build is a relation without an order; what is written is reproducible."""
+    return table.sort_by([("cutoff", "ascending"), ("user_id", "ascending")])
 
 
 def _label_table(
