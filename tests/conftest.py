@@ -60,18 +60,43 @@ COSTLY: dict[str, float] = {
 }
 
 
+# Modules whose module-scoped fixtures train models, simulate worlds or start servers: one worker runs all
+# their tests, so each fixture is built once (xdist's plain `load` would build it on both workers).
+TOGETHER = frozenset({
+    "tests/browser/test_docs_offline.py", "tests/browser/test_review_browser.py", "tests/models/test_decision.py",
+    "tests/models/test_model_behaviour.py", "tests/serving/test_review.py", "tests/simulation/test_margin_truth.py",
+    "tests/test_benchmark_features_agree.py", "tests/training/test_bgnbd_baseline.py",
+    "tests/training/test_policy_job.py", "tests/training/test_report.py", "tests/training/test_short_history.py",
+    "tests/training/test_tracking.py", "tests/training/test_train_job.py",
+})  # fmt: skip
+
+
 def _cost(item: pytest.Item) -> float:
     """The measured cost of the test's own entry, else of its module (0 for the rest)."""
-    nodeid = (
-        item.nodeid.split("@")[0] if "@" in item.nodeid.rsplit("]", 1)[-1] else item.nodeid
-    )  # xdist's group
-    return COSTLY.get(nodeid, COSTLY.get(nodeid.split("::")[0], 0.0))
+    return COSTLY.get(item.nodeid, COSTLY.get(item.nodeid.split("::")[0], 0.0))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Costliest first (a stable sort: the rest keep their order). With `--dist loadgroup
-    --no-loadscope-reorder` the workers take work in this order."""
+    """Costliest first (a stable sort: the rest keep their order); the scheduler below hands work out in
+    this order."""
     items.sort(key=lambda item: -_cost(item))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """For `-n N` (xdist's default `load` distribution): the tests of a `TOGETHER` module as one unit of
+    work, every other test a unit of its own, handed out in collection order. (xdist's `loadgroup` would
+    do this from markers, but its group suffix does not reach the scheduler under pytest 9.)"""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return module if module in TOGETHER else nodeid
+
+    config.option.loadscopereorder = False
+    return ModulesTogether(config, log)
 
 
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any]) -> Any:
