@@ -157,14 +157,18 @@ def document(app: FastAPI) -> dict[str, Any]:
                 statuses.append(404)
             if "requestBody" in operation:
                 statuses.append(413)
-            if path.startswith("/v1/") and ("decision" in path or path == "/v1/admin/reload"):
+            if path.startswith("/v1/") and path != "/v1/outcomes":  # no models, a failed reload, not logged
                 statuses.append(503)
-            for status in statuses:
+            statuses += [status for status in ERRORS if str(status) in responses]  # declared by the route
+            for status in dict.fromkeys(statuses):
                 existing = responses.get(str(status), {})
                 responses[str(status)] = {
                     **_error(status),
                     **{k: v for k, v in existing.items() if k != "content"},
                 }
+            if path == "/v1/outcomes" and "404" in responses:
+                example = {"detail": f"no decision {DECISION_EXAMPLE['decision_id']!r} in the decision log"}
+                responses["404"]["content"]["application/json"]["example"] = example
             if "422" in responses:
                 for content in responses["422"].get("content", {}).values():
                     content["example"] = UNPROCESSABLE_EXAMPLE
