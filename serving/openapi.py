@@ -1,5 +1,5 @@
-"""The API's documentation, served by the app itself: Swagger UI at /docs and ReDoc at /redoc from the assets
-packaged in `fastapi-offline` (nothing from a CDN, so the pages work without internet), and an OpenAPI
+"""The API's documentation, served by the app itself: Swagger UI at /docs from the assets packaged in
+`fastapi-offline` (nothing from a CDN, so the page works without internet), and an OpenAPI
 document with the API key as a security scheme (the Authorize button), an example response for every
 operation and the error statuses each operation can answer (401, 403, 404, 413, 422, 503)."""
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -176,7 +176,7 @@ def document(app: FastAPI) -> dict[str, Any]:
 
 
 def install_docs(app: FastAPI) -> None:
-    """Serve Swagger UI at /docs and ReDoc at /redoc from the packaged assets, and the documented OpenAPI."""
+    """Serve Swagger UI at /docs from the packaged assets, and the documented OpenAPI."""
     app.mount(ASSETS_URL, StaticFiles(directory=ASSETS), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
 
@@ -188,14 +188,8 @@ def install_docs(app: FastAPI) -> None:
             swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": False},
         )  # fmt: skip
 
-    def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=openapi_url, title=f"{app.title} — ReDoc", redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{ASSETS_URL}/favicon.png", with_google_fonts=False,
-        )  # fmt: skip
-
     app.add_api_route("/docs", docs, include_in_schema=False, response_class=HTMLResponse)
-    app.add_api_route("/redoc", redoc, include_in_schema=False, response_class=HTMLResponse)
+    # No ReDoc: its page loads its logo from its vendor's CDN, which a page of ours may not do.
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
