@@ -98,7 +98,6 @@ async def lifespan(app: FastAPI):
         explore=settings.exploration,
     )  # fmt: skip
     holder.start_polling(settings.reload_interval_seconds)
-    state.workers = WorkerSync(settings.run_dir, holder, on_reload=lambda: loaded(metrics, holder))
     state.workers.start()
     state.overview.warm(holder.current, state.store)
     yield
@@ -156,6 +155,7 @@ def create_app(
     app.state.scorer = scorer
     app.state.loader = loader
     app.state.holder = holder
+    app.state.workers = WorkerSync(settings.run_dir, holder, on_reload=lambda: loaded(metrics, holder))
     app.state.overview = OverviewCache(config, settings.events_dir)
     app.state.replays = ReplayModels(loader)
     app.state.waterfalls = WaterfallCache()
