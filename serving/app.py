@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -18,13 +19,15 @@ from fastapi.responses import JSONResponse
 
 from features.online import open_store
 from serving.config import ServingConfig
-from serving.decision_log import DecisionLog
+from serving.decision_log import DecisionLog, DecisionNotLogged
+from serving.openapi import install_docs
 from serving.review import OverviewCache, PageRefused, ReplayModels, WaterfallCache, refused_page
 from serving.routers import decisions, health, models, outcomes, review
 from serving.scorer import Scorer
 from serving.service import DecisionService, Metrics, NoModelsLoaded, UnknownUser
 from serving.settings import ServingSettings
 from serving.state import ModelHolder, RegistryLoader
+from serving.workers import WorkerSync
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,12 @@ async def unknown_user(request: Request, exc: UnknownUser) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=404)
 
 
+async def not_logged(request: Request, exc: DecisionNotLogged) -> JSONResponse:
+    """A decision the log could not commit is not answered: the client may retry it."""
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": "the decision could not be logged; retry"}, status_code=503)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     """Open the store and the decision log, load the models (a failure leaves the app up but not ready),
@@ -74,9 +83,11 @@ async def lifespan(app: FastAPI):
     holder: ModelHolder = state.holder
     state.store = open_store(settings.store_url())
     state.decision_log = DecisionLog(
-        settings.decision_log_url(), schema=settings.decision_log_schema,
+        settings.decision_log_url(),
+        schema=settings.decision_log_schema,
+        durable=True,
         on_failure=lambda decision_id, exc: metrics.log_failures.inc(),
-    )  # fmt: skip
+    )  # fmt: skip  (durable: a decision is answered only once its record is committed — group commit)
     state.decision_log.start()
     with contextlib.suppress(Exception):  # not ready: /readyz says why, decision routes answer 503
         holder.reload()
@@ -87,12 +98,28 @@ async def lifespan(app: FastAPI):
         explore=settings.exploration,
     )  # fmt: skip
     holder.start_polling(settings.reload_interval_seconds)
+    state.workers.start()
     state.overview.warm(holder.current, state.store)
     yield
+    state.workers.stop()
     holder.stop()
+    mark_metrics_process_dead()
     state.overview.close()  # a build still running stops; none reads the store once this returns
     state.decision_log.close()
     state.store.close()
+
+
+def loaded(metrics: Metrics, holder: ModelHolder) -> None:
+    metrics.loaded("served", holder.current)
+    metrics.loaded("shadow", holder.shadow)
+
+
+def mark_metrics_process_dead() -> None:
+    """Under Prometheus multiprocess mode, drop this worker's live gauges from the aggregate."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
 
 
 def create_app(
@@ -117,8 +144,10 @@ def create_app(
         title="clm decision API",
         version="1",
         description="Lifecycle stage, churn and upgrade probability, value, the next best action and why. "
-        "Send the API key in `X-API-Key`.",
+        "Send the API key in `X-API-Key` (the Authorize button).",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs from packaged assets, never a CDN
+        redoc_url=None,
     )
     app.state.config = config
     app.state.settings = settings
@@ -126,6 +155,7 @@ def create_app(
     app.state.scorer = scorer
     app.state.loader = loader
     app.state.holder = holder
+    app.state.workers = WorkerSync(settings.run_dir, holder, on_reload=lambda: loaded(metrics, holder))
     app.state.overview = OverviewCache(config, settings.events_dir)
     app.state.replays = ReplayModels(loader)
     app.state.waterfalls = WaterfallCache()
@@ -137,4 +167,6 @@ def create_app(
     app.add_exception_handler(RequestValidationError, unprocessable)
     app.add_exception_handler(NoModelsLoaded, no_models)
     app.add_exception_handler(UnknownUser, unknown_user)
+    app.add_exception_handler(DecisionNotLogged, not_logged)
+    install_docs(app)
     return app

@@ -7,10 +7,16 @@
 - `postgresql://USER[:PASSWORD]@HOST:PORT/DB` (read as `postgresql+psycopg://…`), optionally with
   the tables in their own `schema`.
 
-**Off the critical path, never silently lost.** `append` encodes the record on the caller's thread
-(so later changes to its dicts cannot change what is logged) and puts it on a bounded queue; a writer
-thread started by `start` inserts batches, each in one transaction. When the queue is full the record
-is written on the caller's thread instead and counted as `overflow`. A failed batch is retried with
+**Group commit: an appended decision is committed before `append` returns** (`durable=True`, what the
+API uses). `append` puts the record on a bounded queue and waits; the writer thread started by `start`
+takes everything queued, encodes it (JSON, on the writer, not the caller), inserts it in one transaction
+and then releases every caller of that batch — so a decision the API answered is in the store even if the
+process is killed with SIGKILL the moment after (SQLite in WAL mode keeps a commit across a process crash
+with `synchronous=NORMAL`; only a power cut can lose it), while concurrent requests share one commit.
+A record the log gives up on raises `DecisionNotLogged` in its caller, so no decision is answered that
+is not logged. With `durable=False` `append` returns at once and the record is written later (lost if
+the process dies first). Without a running writer, or when the queue is full, the record is written on
+the caller's thread instead (counted as `overflow` when the queue was full). A failed batch is retried with
 exponential backoff; if it still fails, each of its records is tried alone, and a record that fails
 even then is counted in `failed`, logged, passed to `on_failure` and kept in `dead_letter`. Inserts
 skip decision ids already stored, so a retry after a commit whose acknowledgement was lost writes
@@ -48,6 +54,7 @@ from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 __all__ = [
     "DecisionLog",
     "DecisionLogError",
+    "DecisionNotLogged",
     "DecisionRecord",
     "FailedRecord",
     "OutcomeStatus",
@@ -71,6 +78,10 @@ _PASSWORD_IN_URL = re.compile(r"(://[^:/@]*):[^@/]*@")
 
 class DecisionLogError(RuntimeError):
     """The decision log's store cannot be opened."""
+
+
+class DecisionNotLogged(DecisionLogError):
+    """A durable append whose record was not committed (given up on, the log closed, or no commit in time)."""
 
 
 class UnknownDecision(LookupError):
@@ -107,10 +118,14 @@ class FailedRecord:
     failed_at: dt.datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Pending:
+    """A record on its way to the store; a durable caller waits on `settled`."""
+
     record: DecisionRecord
-    row: dict[str, Any]  # the column values, JSON already encoded
+    settled: threading.Event | None = None  # set once written or given up on (durable appends only)
+    row: dict[str, Any] | None = None  # the column values, JSON encoded by the writer
+    error: str | None = None  # why it was given up on
 
 
 class _UtcTimestamp(sa.TypeDecorator[dt.datetime]):
@@ -279,7 +294,8 @@ def _create_engine(url: str, schema: str | None) -> tuple[Engine, str]:
 
 
 class DecisionLog:
-    """Append-only log of decisions, written by a background thread; outcomes recorded idempotently.
+    """Append-only log of decisions, written in batches by a writer thread (each durable append waits for its
+    batch's commit); outcomes recorded idempotently.
 
     Thread-safe: `append`, `record_outcome` and the readers may be called from any number of threads.
     """
@@ -295,6 +311,8 @@ class DecisionLog:
         batch_size: int = 200,
         on_failure: Callable[[str, Exception], None] | None = None,
         dead_letter_size: int = 10_000,
+        durable: bool = False,
+        commit_timeout_seconds: float = 30.0,
     ) -> None:
         for name, value, least in (
             ("queue_size", queue_size, 1),
@@ -313,6 +331,8 @@ class DecisionLog:
         self._retry_backoff_seconds = retry_backoff_seconds
         self._batch_size = batch_size
         self._on_failure = on_failure
+        self.durable = durable
+        self._commit_timeout_seconds = commit_timeout_seconds
         self._queue: queue.Queue[_Pending] = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
@@ -402,25 +422,36 @@ class DecisionLog:
             self._thread.start()
 
     def append(self, record: DecisionRecord) -> None:
-        """Queue the record for writing; when the queue is full, write it on this thread instead."""
-        try:
-            pending = _Pending(record, _encode(record))
-        except Exception as exc:  # a record that cannot be stored is reported, never silently dropped
-            self._give_up(record, exc)
-            return
+        """Log the record. Durable: return once it is committed (raise DecisionNotLogged if it was given up
+        on). Otherwise queue it and return at once. Without a running writer, or when the queue is full, it
+        is written on this thread."""
+        pending = _Pending(record, threading.Event() if self.durable else None)
         with self._lock:
             if self._closed:
                 raise RuntimeError(
                     f"decision log {self.url} is closed; decision {record.decision_id} not logged"
                 )
-            try:
-                self._queue.put_nowait(pending)
-            except queue.Full:
-                self._counts["overflow"] += 1
-            else:
-                self._enqueued += 1  # under the lock, so the count and the queue's order agree
-                return
-        self._write([pending])
+            writer_running = self._thread is not None
+            queued = False
+            if writer_running or not self.durable:
+                try:
+                    self._queue.put_nowait(pending)
+                except queue.Full:
+                    self._counts["overflow"] += 1
+                else:
+                    self._enqueued += 1  # under the lock, so the count and the queue's order agree
+                    queued = True
+        if not queued:
+            self._write([pending])
+        elif pending.settled is None:
+            return
+        elif not pending.settled.wait(self._commit_timeout_seconds):
+            raise DecisionNotLogged(
+                f"decision {record.decision_id} was not committed to {self.url} within "
+                f"{self._commit_timeout_seconds:.0f} s"
+            )
+        if pending.error is not None:
+            raise DecisionNotLogged(f"decision {record.decision_id} was not logged: {pending.error}")
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every record appended so far is written or given up on; False on timeout."""
@@ -510,19 +541,44 @@ class DecisionLog:
                 pending = self._queue.get_nowait()
             except queue.Empty:
                 break
-            self._give_up(pending.record, DecisionLogError("the decision log closed before it was written"))
+            self._give_up(pending, DecisionLogError("the decision log closed before it was written"))
+            if pending.settled is not None:
+                pending.settled.set()
             abandoned += 1
         with self._settled:
             self._dequeued += abandoned
             self._settled.notify_all()
 
     def _write(self, batch: list[_Pending]) -> None:
-        """Write with retries; if the batch still fails, try each record alone and give up on the rest."""
+        """Encode, write with retries; if the batch still fails, try each record alone and give up on the
+        rest. Every record's waiter is released at the end, written or not."""
+        try:
+            self._write_encoded(self._encoded(batch))
+        finally:
+            for pending in batch:
+                if pending.settled is not None:
+                    pending.settled.set()
+
+    def _encoded(self, batch: list[_Pending]) -> list[_Pending]:
+        """The records that could be encoded; the others are given up on (reported, never silently dropped)."""
+        encoded = []
+        for pending in batch:
+            try:
+                pending.row = _encode(pending.record)
+            except Exception as exc:
+                self._give_up(pending, exc)
+            else:
+                encoded.append(pending)
+        return encoded
+
+    def _write_encoded(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
         error = self._attempt([pending.row for pending in batch], attempts=1 + self._retries)
         if error is None:
             return
         if len(batch) == 1:
-            self._give_up(batch[0].record, error)
+            self._give_up(batch[0], error)
             return
         logger.warning(
             "decision log %s: a batch of %d failed %d times (%s); writing its records one by one",
@@ -534,7 +590,7 @@ class DecisionLog:
         for pending in batch:
             error = self._attempt([pending.row], attempts=1)
             if error is not None:
-                self._give_up(pending.record, error)
+                self._give_up(pending, error)
 
     def _attempt(self, rows: list[dict[str, Any]], *, attempts: int) -> Exception | None:
         """None once the rows are stored, else the last error."""
@@ -568,8 +624,10 @@ class DecisionLog:
             inserted = conn.execute(self._insert_decisions, rows).rowcount
         return len(rows) if inserted < 0 else inserted  # < 0: the driver could not tell
 
-    def _give_up(self, record: DecisionRecord, error: Exception) -> None:
+    def _give_up(self, pending: _Pending, error: Exception) -> None:
+        record = pending.record
         failed = FailedRecord(record=record, error=_describe(error), failed_at=dt.datetime.now(dt.UTC))
+        pending.error = failed.error
         with self._lock:
             self._counts["failed"] += 1
             self._dead_letter.append(failed)

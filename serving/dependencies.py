@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query, Request, Security
+from fastapi.security import APIKeyHeader
 
 from features.online import OnlineStore
 from serving.config import ServingConfig
@@ -21,6 +22,7 @@ from serving.scorer import Scorer
 from serving.service import DecisionService, Metrics, current_models
 from serving.settings import ServingSettings
 from serving.state import ModelHolder, ModelSet, RegistryLoader
+from serving.workers import WorkerSync
 
 
 def _from_state(name: str) -> Callable[[Request], Any]:
@@ -45,6 +47,7 @@ get_service = _from_state("service")
 get_overview = _from_state("overview")
 get_replays = _from_state("replays")
 get_waterfalls = _from_state("waterfalls")
+get_workers = _from_state("workers")
 
 
 SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
@@ -59,6 +62,7 @@ ServiceDep = Annotated[DecisionService, Depends(get_service)]
 OverviewDep = Annotated[OverviewCache, Depends(get_overview)]
 ReplaysDep = Annotated[ReplayModels, Depends(get_replays)]
 WaterfallsDep = Annotated[WaterfallCache, Depends(get_waterfalls)]
+WorkersDep = Annotated[WorkerSync, Depends(get_workers)]
 
 
 def serving_models(holder: HolderDep) -> ModelSet:
@@ -70,13 +74,20 @@ def serving_models(holder: HolderDep) -> ModelSet:
 
 ModelsDep = Annotated[ModelSet, Depends(serving_models)]
 Lang = Annotated[Literal["en", "zh"], Query(description="Language of reasons and rules")]
-ApiKey = Annotated[str | None, Header(description="API key")]
+# Declared as a security scheme, so the OpenAPI document has an Authorize button; the check stays ours
+# (auto_error=False) so a missing key is a 401 with our message, not FastAPI's 403.
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key", scheme_name="ApiKey", auto_error=False,
+    description='An API key from CLM_API_KEYS; its scopes ("score", "review", "admin") decide the routes it opens.',
+)  # fmt: skip
 
 
 def require_scope(scope: str) -> Callable[..., str]:
     """A dependency: the request's `X-API-Key` has `scope` (401 without a known key, 403 without the scope)."""
 
-    def check(settings: SettingsDep, x_api_key: ApiKey = None) -> str:
+    def check(
+        settings: SettingsDep, x_api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None
+    ) -> str:
         if not x_api_key:
             raise HTTPException(401, "missing API key (header X-API-Key)")
         scopes = settings.scopes_of(x_api_key)

@@ -211,12 +211,25 @@ class OutcomeResponse(BaseModel):
     status: Literal["recorded", "duplicate"]
 
 
+class WorkerState(BaseModel):
+    pid: int = Field(description="The worker process")
+    versions: Versions | None = Field(description="What it serves (None: nothing loaded)")
+    shadow: Versions | None
+    loaded_at: dt.datetime | None
+    reload_generation: int = Field(description="The last admin reload it followed (run directory counter)")
+    last_reload_error: str | None
+    reload_failures: int
+
+
 class ModelsResponse(BaseModel):
     alias: str
     versions: Versions
     shadow: Versions | None
     loaded_at: dt.datetime
     store: dict
+    workers: list[WorkerState] = Field(
+        default_factory=list, description="Every worker process of this server and the versions it serves"
+    )
 
 
 class ReloadResponse(BaseModel):

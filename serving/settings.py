@@ -71,6 +71,11 @@ class ServingSettings(ProcessSettings):
     max_batch: int = Field(1000, ge=1, description="Users or vectors per batch call.")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Larger request bodies are refused (413).")
     exploration: bool = Field(True, description="Randomise the policy's configured share of decisions.")
+    run_dir: Path | None = Field(
+        None,
+        description="The directory the worker processes of one `clm serve` share (reload generation, each "
+        "worker's versions); `clm serve` makes one. Without it a reload reaches only the worker that gets it.",
+    )
 
     def decision_log_url(self) -> str:
         return self.decision_log or f"sqlite:///{self.data_dir}/decisions.db"

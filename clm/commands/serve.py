@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -44,6 +46,7 @@ def serve(
         os.environ["CLM_CONFIG"] = str(Path(settings.config).resolve())
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.resolve_tracking_uri(Path.cwd()))
     os.environ.setdefault("CLM_DATA_DIR", str(Path(settings.data_dir).resolve()))
+    prepare_run_dir(workers)
     # uvicorn's own command line becomes this process: worker processes are spawned, and a spawned worker
     # re-imports the parent's main module — `clm` would import every command (15–18 s) and miss uvicorn's
     # 5 s health check, so the supervisor would kill and restart workers for ever.
@@ -53,6 +56,25 @@ def serve(
         "--log-level", log_level, "--no-access-log", "--timeout-worker-healthcheck", "60",
     ]  # fmt: skip
     os.execv(sys.executable, argv)
+
+
+def prepare_run_dir(workers: int) -> Path:
+    """The directory the workers share (CLM_RUN_DIR: reload generation, each worker's versions), made fresh
+    unless given; with several workers also Prometheus' multiprocess directory inside it, emptied, so
+    /metrics adds up every worker (it must be set before any worker imports prometheus_client)."""
+    given = os.environ.get("CLM_RUN_DIR")
+    run_dir = Path(given) if given else Path(tempfile.mkdtemp(prefix="clm-serve-"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir / "workers", ignore_errors=True)
+    shutil.rmtree(run_dir / "metrics", ignore_errors=True)
+    (run_dir / "reload-generation").unlink(missing_ok=True)
+    os.environ["CLM_RUN_DIR"] = str(run_dir)
+    if workers > 1:
+        (run_dir / "metrics").mkdir()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "metrics")
+    else:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return run_dir
 
 
 def free_port() -> int:
@@ -90,8 +112,11 @@ def background_server(
                 time.sleep(0.5)
             yield base
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # a test may have killed the group already
+                os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=20)

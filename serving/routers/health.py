@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-from serving.dependencies import DecisionLogDep, HolderDep, MetricsDep, StoreDep
+from serving.dependencies import DecisionLogDep, HolderDep, MetricsDep, StoreDep, WorkersDep
 
 router = APIRouter(tags=["ops"])
 
@@ -18,8 +20,11 @@ def healthz() -> dict:
 
 
 @router.get("/readyz")
-def readyz(holder: HolderDep, store: StoreDep, decision_log: DecisionLogDep) -> JSONResponse:
-    """Ready when models, policy and the store's snapshot are loaded; the details say what is missing."""
+def readyz(
+    holder: HolderDep, store: StoreDep, decision_log: DecisionLogDep, workers: WorkersDep
+) -> JSONResponse:
+    """Ready when models, policy and the store's snapshot are loaded; the details say what is missing and
+    which versions every worker process serves."""
     info = store.info()
     status = holder.status
     details = {
@@ -28,12 +33,20 @@ def readyz(holder: HolderDep, store: StoreDep, decision_log: DecisionLogDep) -> 
         "last_reload_error": status.last_error,
         "reload_failures": status.failures,
         "decision_log": decision_log.stats(),
+        "worker": os.getpid(),
+        "workers": workers.workers(),
     }
     ready = holder.current is not None and info is not None
     return JSONResponse({"ready": ready, **details}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 def prometheus(metrics: MetricsDep) -> PlainTextResponse:
-    """Prometheus metrics of this worker process."""
-    return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics: of every worker process added up when `clm serve` runs several (Prometheus
+    multiprocess mode, PROMETHEUS_MULTIPROC_DIR), else of this process."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

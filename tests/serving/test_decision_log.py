@@ -208,7 +208,8 @@ def test_a_reopened_log_finds_what_was_written(make_log: Callable[..., DecisionL
 
 
 def test_the_record_is_logged_as_it_was_when_appended(make_log: Callable[..., DecisionLog]) -> None:
-    log = make_log()
+    log = make_log(durable=True)  # the writer encodes: a durable append returns once the record is stored
+    log.start()
     record = make_record()
     log.append(record)
     record.payload["clv"] = -1.0  # a caller reusing its dict after the decision was returned

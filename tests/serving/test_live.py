@@ -1,10 +1,13 @@
 """The API as users meet it: `clm serve` in its own process on 127.0.0.1, real HTTP. A reload while a client
 keeps asking (zero errors, both versions in the decision log) and a failed reload that keeps the old
-models serving."""
+models serving; kill -9 under load loses no answered decision; a reload reaches both of 2 workers."""
 
 from __future__ import annotations
 
+import os
+import random
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -12,6 +15,7 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
+import sqlalchemy as sa
 from mlflow import MlflowClient
 from tests_serving_support import running_server
 
@@ -124,3 +128,111 @@ def test_two_worker_processes_serve(served_world, api_keys, tmp_path: Path) -> N
                 for uid in served_world.user_ids[:20]
             ]
         assert codes == [200] * 20
+
+
+def hammer_decisions(base: str, user_ids: list[str], stop: threading.Event, seen: list, threads: int = 4):
+    """`threads` clients asking for decisions until `stop`; each answer is appended to `seen` as (status,
+    decision_id or None, policy version or None). A connection error ends that client (the server died)."""
+
+    def run(offset: int) -> None:
+        with httpx.Client(timeout=10) as client:
+            i = offset
+            while not stop.is_set():
+                uid = user_ids[i % len(user_ids)]
+                i += threads
+                try:
+                    response = client.get(f"{base}/v1/users/{uid}/decision", headers=SCORE)
+                except httpx.HTTPError:
+                    return
+                body = response.json() if response.status_code == 200 else {}
+                seen.append(
+                    (response.status_code, body.get("decision_id"), body.get("versions", {}).get("policy"))
+                )
+
+    workers = [threading.Thread(target=run, args=(offset,)) for offset in range(threads)]
+    for worker in workers:
+        worker.start()
+    return workers
+
+
+def test_kill_9_under_load_loses_no_answered_decision(served_world, api_keys, tmp_path: Path) -> None:
+    """Every decision answered with 200 is in the decision log after the server's process group is killed
+    with SIGKILL at a random moment under load, and the restarted server serves on the same log."""
+    seen: list[tuple[int, str | None, str | None]] = []
+    stop = threading.Event()
+    with running_server(served_world, api_keys, tmp_path) as (base, log_url):
+        worker = httpx.get(f"{base}/readyz", timeout=10).json()["worker"]
+        clients = hammer_decisions(base, served_world.user_ids, stop, seen)
+        time.sleep(random.uniform(2.0, 4.0))
+        os.killpg(os.getpgid(worker), signal.SIGKILL)  # the supervisor and every worker, mid-request
+        for client in clients:
+            client.join(timeout=30)
+        stop.set()
+    answered = {decision_id for status, decision_id, _ in seen if status == 200}
+    assert len(answered) > 20, f"only {len(answered)} decisions answered before the kill"
+    assert {status for status, _, _ in seen} == {200}
+
+    with running_server(served_world, api_keys, tmp_path) as (base, restarted_log_url):
+        assert restarted_log_url == log_url
+        again = httpx.get(f"{base}/v1/users/{served_world.user_ids[0]}/decision", headers=SCORE, timeout=10)
+        assert again.status_code == 200
+        log = DecisionLog(log_url)
+        try:
+            with log.engine.connect() as conn:
+                stored = set(conn.execute(sa.select(log.decisions_table.c.decision_id)).scalars())
+        finally:
+            log.close()
+    lost = answered - stored
+    print(f"kill -9 under load: {len(answered)} decisions answered with 200, {len(lost)} not in the log")
+    assert lost == set()
+    assert again.json()["decision_id"] in stored
+
+
+def test_a_reload_reaches_both_workers_without_a_failed_request(
+    private_served_world, api_keys, tmp_path: Path
+) -> None:
+    """`clm serve --workers 2`: one admin reload, answered by one worker, reaches the other within its poll
+    interval (plus the load); no request fails during the swap; /metrics adds both workers up."""
+    world = private_served_world
+    seen: list[tuple[int, str | None, str | None]] = []
+    stop = threading.Event()
+    with mlflow_store(world.tracking_uri), running_server(world, api_keys, tmp_path, workers=2) as (base, _):
+        deadline = time.monotonic() + 60
+        while len(httpx.get(f"{base}/readyz", timeout=10).json()["workers"]) < 2:
+            assert time.monotonic() < deadline, "the second worker never reported"
+            time.sleep(0.2)
+        clients = hammer_decisions(base, world.user_ids, stop, seen)
+        try:
+            time.sleep(1.0)
+            new_version = register_copy("clm-policy", "1")
+            reloaded = httpx.post(f"{base}/v1/admin/reload", headers=ADMIN, timeout=60)
+            assert reloaded.status_code == 200, reloaded.text
+            answered_at = time.monotonic()
+            expected = f"clm-policy/{new_version}"
+            while True:
+                workers = httpx.get(f"{base}/v1/models", headers=SCORE, timeout=10).json()["workers"]
+                if len(workers) == 2 and all(w["versions"]["policy"] == expected for w in workers):
+                    break
+                assert time.monotonic() - answered_at < 30, workers
+                time.sleep(0.05)
+            lag = time.monotonic() - answered_at
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for client in clients:
+                client.join(timeout=30)
+            MlflowClient().set_registered_model_alias("clm-policy", "champion", "1")
+        ready = httpx.get(f"{base}/readyz", timeout=10).json()
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    print(f"both workers on {expected} {lag:.2f} s after the reload answered; {len(seen)} requests")
+    assert len({w["pid"] for w in workers}) == 2
+    assert all(w["versions"]["policy"] == expected for w in ready["workers"])
+    statuses = {status for status, _, _ in seen}
+    assert len(seen) > 20 and statuses == {200}, statuses
+    assert {policy for _, _, policy in seen} == {"clm-policy/1", expected}
+    decided = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("clm_decisions_total{")
+    )
+    assert decided == len(seen), "/metrics does not add up the decisions of both workers"
