@@ -659,6 +659,19 @@ class DecisionLog:
         with self._engine.connect() as conn:
             return [_decode(row) for row in conn.execute(statement)]
 
+    def contacts_since(self, user_id: str, since: dt.datetime) -> list[tuple[dt.datetime, str]]:
+        """(ts, action) of the user's decisions logged at or after `since`, newest first: one indexed query
+        (ix_decisions_user_id_ts), read by the request path to apply contacts made since a snapshot."""
+        self._check_open()
+        decisions = self._decisions
+        statement = (
+            sa.select(decisions.c.ts, decisions.c.action)
+            .where(decisions.c.user_id == user_id, decisions.c.ts >= _as_utc(since, "since"))
+            .order_by(decisions.c.ts.desc())
+        )
+        with self._engine.connect() as conn:
+            return [(row[0], row[1]) for row in conn.execute(statement)]
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"decision log {self.url} is closed")

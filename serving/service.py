@@ -8,13 +8,16 @@ import datetime as dt
 import hashlib
 import json
 import time
+import uuid
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi.encoders import jsonable_encoder
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from features.online import FeatureRow, OnlineStore
+from serving.cache import Contacts, DecisionCache, DecisionCaches, Entry
 from serving.decision_log import DecisionLog, DecisionRecord
 from serving.schemas import Decision, DecisionRequest
 from serving.scorer import Decided, Scorer
@@ -121,9 +124,10 @@ class DecisionService:
         decision_log: DecisionLog,
         metrics: Metrics,
         explore: bool = False,
+        caches: DecisionCaches | None = None,
     ) -> None:
         self.scorer, self.holder, self.store, self.decision_log = scorer, holder, store, decision_log
-        self.metrics, self.explore = metrics, explore
+        self.metrics, self.explore, self.caches = metrics, explore, caches
 
     def models(self) -> ModelSet:
         """The models serving now; called inside a route, so a request's 422 comes before a 503."""
@@ -139,6 +143,61 @@ class DecisionService:
         """The decision for a user from the online store."""
         row = self.stored(user_id)
         return self.decide_and_log(models, dict(row.values), user_id, row.as_of, lang, {})
+
+    def user_decision_body(self, models: ModelSet, user_id: str, lang: str) -> bytes:
+        """The encoded decision for a stored user: the cached entry of (snapshot, versions, user, lang), the
+        contacts logged since the snapshot applied, and a fresh decision id; logged like any decision. Falls
+        back to the full decision when the set has no cache (none built, or the store had no snapshot)."""
+        started = time.perf_counter()
+        cache = None if self.caches is None else self.caches.get(models)
+        if cache is None:
+            decision = self.decide_user(models, user_id, lang)
+            return decision.__pydantic_serializer__.to_json(decision)
+        entry = self.cached_entry(cache, user_id, lang)
+        shadow = None
+        shadow_models = self.holder.shadow
+        if shadow_models is not None:
+            shadow_cache = self.caches.get(shadow_models) if self.caches is not None else None
+            other = None if shadow_cache is None else self.cached_entry(shadow_cache, user_id, lang)
+            if other is None:
+                row = self.stored(user_id)
+                other_decided = self.scorer.decide(shadow_models, row.values, user_id=user_id, as_of=row.as_of,
+                                                   lang=lang)  # fmt: skip
+                shadow = shadow_summary(other_decided)
+            else:
+                shadow = {"versions": shadow_models.version_labels(), "action": other.action,
+                          "expected_value": other.expected_value, "stage": other.stage, "churn": other.churn}  # fmt: skip
+        decision_id = uuid.uuid4().hex
+        encoded = cache.unpack(entry, decision_id)
+        body = encoded.body
+        self.metrics.decisions.labels(entry.stage, entry.action).inc()
+        self.decision_log.append(
+            DecisionRecord(
+                decision_id=decision_id, ts=dt.datetime.now(dt.UTC), user_id=user_id,
+                request_digest=request_digest(user_id, {}), versions=models.version_labels(),
+                stage=entry.stage, action=entry.action, propensity=entry.propensity, explored=entry.explored,
+                expected_value=entry.expected_value, candidates=orjson.Fragment(encoded.candidates),  # type: ignore[arg-type]
+                latency_ms=1000 * (time.perf_counter() - started), payload=orjson.Fragment(body),  # type: ignore[arg-type]
+                inputs=orjson.Fragment(encoded.inputs), shadow=shadow,  # type: ignore[arg-type]
+            )
+        )  # fmt: skip
+        return body
+
+    def cached_entry(self, cache: DecisionCache, user_id: str, lang: str) -> Entry:
+        """The user's cached entry with the contacts logged since the snapshot applied (UnknownUser when the
+        snapshot has no row for the user)."""
+        entry = cache.entry(user_id, lang, self.scorer, self.store)
+        if entry is None:
+            raise UnknownUser(missing_user_detail(user_id, self.store))
+        contacts = Contacts.from_log(
+            self.decision_log.contacts_since(user_id, cache.since), dt.datetime.now(dt.UTC)
+        )
+        if contacts is None:
+            return entry
+        contacted = cache.contacted(user_id, lang, contacts, self.scorer, self.store)
+        if contacted is None:
+            raise UnknownUser(missing_user_detail(user_id, self.store))
+        return contacted
 
     def decide_request(self, body: DecisionRequest, models: ModelSet, lang: str) -> Decision:
         """The decision for a validated request (its features checked by `feature_errors`): the user's stored

@@ -71,6 +71,14 @@ class ServingSettings(ProcessSettings):
     max_batch: int = Field(1000, ge=1, description="Users or vectors per batch call.")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Larger request bodies are refused (413).")
     exploration: bool = Field(True, description="Randomise the policy's configured share of decisions.")
+    decision_cache_max_users: int = Field(
+        2_000_000, ge=0,
+        description="Decide every stored user in bulk when the snapshot holds at most this many; past it, an "
+        "LRU of this many users filled on demand (0: no cache, every decision made in full).",
+    )  # fmt: skip
+    snapshot_check_seconds: float = Field(
+        5.0, ge=0, description="Check the online store for a new snapshot this often (0 = off)."
+    )
 
     def decision_log_url(self) -> str:
         return self.decision_log or f"sqlite:///{self.data_dir}/decisions.db"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Response
 from fastapi.exceptions import RequestValidationError
 
 from serving.dependencies import SCORE_SCOPE, Lang, ServiceDep, SettingsDep
@@ -21,9 +21,12 @@ def user_decision(
     service: ServiceDep,
     user_id: Annotated[str, Path(max_length=200, examples=["u000042"])],
     lang: Lang = "en",
-) -> Decision:
+) -> Response:
     """Stage, scores, value, next best action and explanations for a user, from the online store."""
-    return service.decide_user(service.models(), user_id, lang)
+    # Decided once per (snapshot, model versions) and kept encoded (serving/cache.py): the body goes out as is
+    return Response(
+        service.user_decision_body(service.models(), user_id, lang), media_type="application/json"
+    )
 
 
 @router.post("/v1/decisions", response_model=Decision)
