@@ -30,8 +30,8 @@ import pandas as pd
 from features.online import FeatureRow, OnlineStore
 from models.arbitration import CONTACT_WINDOW_DAYS
 from models.catalog import NO_ACTION
+from models.explain import population_contributions
 from models.population import lapsed
-from models.scoring import contributions, top_order
 from serving.scorer import Decided, Scorer
 from serving.state import ModelSet
 
@@ -145,27 +145,17 @@ def decide_rows(
     assert decisions is not None
     columns = decisions.columns()
     gone = lapsed(frame, models.churn.horizon_days)
-    shap: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # target → rows, contributions, order
-    scored_lapsed = np.flatnonzero(decisions.lapsed)
-    if len(scored_lapsed) and models.reactivation is not None:
-        contrib = contributions(frame.iloc[scored_lapsed], models.reactivation, num_threads=1)
-        shap["reactivation"] = (scored_lapsed, contrib, top_order(contrib[:, :-1], scorer.top_k))
-    everyone = np.arange(len(frame))
-    for target in ("churn", "upgrade"):
-        contrib = contributions(frame, getattr(models, target), num_threads=1)
-        shap[target] = (everyone, contrib, top_order(contrib[:, :-1], scorer.top_k))
-    position = {target: {int(r): k for k, r in enumerate(rows_)} for target, (rows_, _, _) in shap.items()}
+    explained = population_contributions(frame, models, decisions, scorer.top_k, num_threads=1)
+    position = {target: part.position() for target, part in explained.items()}
     for i, user_id in enumerate(user_ids):
         missing = [name for name, value in known[i].items() if value is None]
         for lang in langs:
             explanations = {}
-            for target, (_, contrib, order) in shap.items():
+            for target, part in explained.items():
                 k = position[target].get(i)
                 if k is not None:
-                    bundle = getattr(models, target)
-                    explanations[target] = scorer.explanation(
-                        contrib[k], order[k], bundle, known[i], models, lang
-                    )
+                    explanations[target] = scorer.explanation(part.values[k], part.order[k], part.bundle, known[i],
+                                                              models, lang)  # fmt: skip
             yield i, lang, scorer.assemble(
                 models, decisions, columns, i, explanations=explanations, gone=bool(gone[i]), missing=missing,
                 known=known[i], user_id=user_id, as_of=as_of, lang=lang, decision_id=decision_id,

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi.encoders import jsonable_encoder
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from features.online import FeatureRow, OnlineStore
@@ -142,7 +141,7 @@ class DecisionService:
     def decide_user(self, models: ModelSet, user_id: str, lang: str) -> Decision:
         """The decision for a user from the online store."""
         row = self.stored(user_id)
-        return self.decide_and_log(models, dict(row.values), user_id, row.as_of, lang, {})
+        return self.decide_and_log(models, dict(row.values), user_id, row.as_of, lang, {})[0]
 
     def user_decision_body(self, models: ModelSet, user_id: str, lang: str) -> bytes:
         """The encoded decision for a stored user: the cached entry of (snapshot, versions, user, lang), the
@@ -151,8 +150,8 @@ class DecisionService:
         started = time.perf_counter()
         cache = None if self.caches is None else self.caches.get(models)
         if cache is None:
-            decision = self.decide_user(models, user_id, lang)
-            return decision.__pydantic_serializer__.to_json(decision)
+            row = self.stored(user_id)
+            return self.decide_and_log(models, dict(row.values), user_id, row.as_of, lang, {})[1]
         entry = self.cached_entry(cache, user_id, lang)
         shadow = None
         shadow_models = self.holder.shadow
@@ -202,6 +201,12 @@ class DecisionService:
     def decide_request(self, body: DecisionRequest, models: ModelSet, lang: str) -> Decision:
         """The decision for a validated request (its features checked by `feature_errors`): the user's stored
         row, if any, overridden by the posted features."""
+        return self.decide_request_encoded(body, models, lang)[0]
+
+    def decide_request_encoded(
+        self, body: DecisionRequest, models: ModelSet, lang: str
+    ) -> tuple[Decision, bytes]:
+        """`decide_request` with the decision's JSON, encoded once for the response and the log."""
         values: dict[str, Any] = {}
         as_of = None
         if body.user_id is not None:
@@ -219,8 +224,9 @@ class DecisionService:
         as_of: dt.date | None,
         lang: str,
         features: dict,
-    ) -> Decision:
-        """Decide, score the shadow models beside it (logged, never returned), count and log the decision."""
+    ) -> tuple[Decision, bytes]:
+        """Decide, score the shadow models beside it (logged, never returned), count and log the decision;
+        the decision and its JSON (pydantic-core's serializer, once: the response body and the log's payload)."""
         started = time.perf_counter()
         digest = request_digest(user_id, features)
         decided = self.scorer.decide(models, values, user_id=user_id, as_of=as_of, lang=lang, explore=self.explore,
@@ -231,6 +237,7 @@ class DecisionService:
             other = self.scorer.decide(shadow_models, values, user_id=user_id, as_of=as_of, lang=lang)
             shadow = shadow_summary(other)
         decision = decided.decision
+        encoded = decision.__pydantic_serializer__.to_json(decision)
         self.metrics.decisions.labels(decision.stage.name, decision.action.name).inc()
         self.decision_log.append(
             DecisionRecord(
@@ -239,7 +246,9 @@ class DecisionService:
                 stage=decision.stage.name, action=decision.action.name, propensity=decided.propensity,
                 explored=decided.explored, expected_value=decision.action.expected_value,
                 candidates=decided.candidates, latency_ms=1000 * (time.perf_counter() - started),
-                payload=decision.model_dump(mode="json"), inputs=jsonable_encoder(decided.inputs), shadow=shadow,
+                payload=orjson.Fragment(encoded),  # type: ignore[arg-type]
+                inputs=orjson.Fragment(orjson.dumps(decided.inputs, option=orjson.OPT_NON_STR_KEYS)),  # type: ignore[arg-type]
+                shadow=shadow,
             )
         )  # fmt: skip
-        return decision
+        return decision, encoded

@@ -30,14 +30,14 @@ def user_decision(
 
 
 @router.post("/v1/decisions", response_model=Decision)
-def post_decision(service: ServiceDep, body: DecisionRequest, lang: Lang = "en") -> Decision:
+def post_decision(service: ServiceDep, body: DecisionRequest, lang: Lang = "en") -> Response:
     """The same decision for a feature vector (partial vectors allowed; missing features are listed),
     optionally starting from a user's stored features."""
     models = service.models()
     errors = feature_errors(body.features, models)
     if errors:
         raise RequestValidationError(errors)
-    return service.decide_request(body, models, lang)
+    return Response(service.decide_request_encoded(body, models, lang)[1], media_type="application/json")
 
 
 @router.post("/v1/decisions/batch", response_model=BatchResponse,
