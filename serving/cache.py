@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from features.online import FeatureRow, OnlineStore
+from features.online import OnlineStore
 from models.arbitration import CONTACT_WINDOW_DAYS
 from models.catalog import NO_ACTION
 from models.explain import population_contributions
@@ -233,7 +233,8 @@ class DecisionCache:
         )
 
     def entry(self, user_id: str, lang: str, scorer: Scorer, store: OnlineStore) -> Entry | None:
-        """The user's entry; None when the user has no row in this snapshot."""
+        """The user's entry; None when the user has no row in this snapshot (or, for the lazy LRU, when the
+        store holds a newer snapshot than this cache: the caller decides in full until the refresh)."""
         if self.bulk:
             return self.entries.get((user_id, lang))
         key = (user_id, lang)
@@ -258,20 +259,17 @@ class DecisionCache:
         decided.decision.decision_id = PLACEHOLDER
         return encode(decided, self.codec)
 
-    def contacted(
-        self, user_id: str, lang: str, contacts: Contacts, scorer: Scorer, store: OnlineStore
-    ) -> Entry | None:
-        """The user's decision with the contacts since the snapshot applied (memoised per contact state)."""
+    def contacted(self, user_id: str, lang: str, contacts: Contacts, scorer: Scorer, entry: Entry) -> Entry:
+        """The user's decision with the contacts since the snapshot applied (memoised per contact state): the
+        full decision over the entry's own inputs (this snapshot's, even when the store has a newer one)."""
         key = (user_id, lang, contacts)
         with self._lock:
             found = self._contacted.get(key)
             if found is not None:
                 self._contacted.move_to_end(key)
                 return found
-        row: FeatureRow | None = store.read(user_id)
-        if row is None or row.as_of != self.as_of:
-            return None
-        found = self.decide_one(scorer, user_id, contacts.applied(row.values), lang)
+        values = contacts.applied(orjson.loads(self.codec.unpack(entry.inputs)))
+        found = self.decide_one(scorer, user_id, values, lang)
         with self._lock:
             self._contacted[key] = found
             while len(self._contacted) > CONTACT_STATES_KEPT:

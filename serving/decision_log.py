@@ -659,14 +659,21 @@ class DecisionLog:
         with self._engine.connect() as conn:
             return [_decode(row) for row in conn.execute(statement)]
 
-    def contacts_since(self, user_id: str, since: dt.datetime) -> list[tuple[dt.datetime, str]]:
-        """(ts, action) of the user's decisions logged at or after `since`, newest first: one indexed query
-        (ix_decisions_user_id_ts), read by the request path to apply contacts made since a snapshot."""
+    def contacts_since(
+        self, user_id: str, since: dt.datetime, *, no_action: str = "no_action"
+    ) -> list[tuple[dt.datetime, str]]:
+        """(ts, action) of the user's decisions logged at or after `since` that contacted them (any action but
+        `no_action`), newest first: one indexed query (ix_decisions_user_id_ts), read by the request path to
+        apply the contacts made since a snapshot."""
         self._check_open()
         decisions = self._decisions
         statement = (
             sa.select(decisions.c.ts, decisions.c.action)
-            .where(decisions.c.user_id == user_id, decisions.c.ts >= _as_utc(since, "since"))
+            .where(
+                decisions.c.user_id == user_id,
+                decisions.c.ts >= _as_utc(since, "since"),
+                decisions.c.action != no_action,
+            )
             .order_by(decisions.c.ts.desc())
         )
         with self._engine.connect() as conn:

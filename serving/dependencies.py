@@ -26,7 +26,7 @@ from serving.state import ModelHolder, ModelSet, RegistryLoader
 def _from_state(name: str) -> Callable[[Request], Any]:
     """A dependency that returns `app.state.<name>`; each is its own function, so each can be overridden."""
 
-    def dependency(request: Request) -> Any:
+    async def dependency(request: Request) -> Any:  # async: no thread-pool hop for an attribute read
         return getattr(request.app.state, name)
 
     dependency.__name__ = dependency.__qualname__ = f"get_{name}"
@@ -61,7 +61,7 @@ ReplaysDep = Annotated[ReplayModels, Depends(get_replays)]
 WaterfallsDep = Annotated[WaterfallCache, Depends(get_waterfalls)]
 
 
-def serving_models(holder: HolderDep) -> ModelSet:
+async def serving_models(holder: HolderDep) -> ModelSet:
     """The models serving now; 503 (with the last load error) when none are loaded. A dependency runs
     before the request is validated, so routes with a body or query take `ServiceDep` and call
     `service.models()` instead (keeping 422 ahead of 503)."""
@@ -76,7 +76,7 @@ ApiKey = Annotated[str | None, Header(description="API key")]
 def require_scope(scope: str) -> Callable[..., str]:
     """A dependency: the request's `X-API-Key` has `scope` (401 without a known key, 403 without the scope)."""
 
-    def check(settings: SettingsDep, x_api_key: ApiKey = None) -> str:
+    async def check(settings: SettingsDep, x_api_key: ApiKey = None) -> str:  # async: nothing here blocks
         if not x_api_key:
             raise HTTPException(401, "missing API key (header X-API-Key)")
         scopes = settings.scopes_of(x_api_key)

@@ -153,6 +153,9 @@ class DecisionService:
             row = self.stored(user_id)
             return self.decide_and_log(models, dict(row.values), user_id, row.as_of, lang, {})[1]
         entry = self.cached_entry(cache, user_id, lang)
+        if entry is None:
+            row = self.stored(user_id)  # UnknownUser (404) when the store has no row either
+            return self.decide_and_log(models, dict(row.values), user_id, row.as_of, lang, {})[1]
         shadow = None
         shadow_models = self.holder.shadow
         if shadow_models is not None:
@@ -182,21 +185,16 @@ class DecisionService:
         )  # fmt: skip
         return body
 
-    def cached_entry(self, cache: DecisionCache, user_id: str, lang: str) -> Entry:
-        """The user's cached entry with the contacts logged since the snapshot applied (UnknownUser when the
-        snapshot has no row for the user)."""
+    def cached_entry(self, cache: DecisionCache, user_id: str, lang: str) -> Entry | None:
+        """The user's cached entry with the contacts logged since the snapshot applied; None when the cache
+        has none for the user (the caller decides in full: UnknownUser when the store has no row either)."""
         entry = cache.entry(user_id, lang, self.scorer, self.store)
         if entry is None:
-            raise UnknownUser(missing_user_detail(user_id, self.store))
+            return None
         contacts = Contacts.from_log(
             self.decision_log.contacts_since(user_id, cache.since), dt.datetime.now(dt.UTC)
         )
-        if contacts is None:
-            return entry
-        contacted = cache.contacted(user_id, lang, contacts, self.scorer, self.store)
-        if contacted is None:
-            raise UnknownUser(missing_user_detail(user_id, self.store))
-        return contacted
+        return entry if contacts is None else cache.contacted(user_id, lang, contacts, self.scorer, entry)
 
     def decide_request(self, body: DecisionRequest, models: ModelSet, lang: str) -> Decision:
         """The decision for a validated request (its features checked by `feature_errors`): the user's stored
