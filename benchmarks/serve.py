@@ -2,9 +2,13 @@
 FastAPI hello-world (the framework's ceiling on this machine) and `mlflow models serve` of the churn model
 (one probability per request: no explanation, stage or policy), each with 1 and 2 workers; plus the
 in-process cost of one decision (`Scorer.decide`, one thread, no HTTP) and of the two models' predict and
-pred_contrib on one encoded row.
+pred_contrib on one encoded row. The GET route reads the decision cache (serving/cache.py: every stored user
+decided in bulk when the models load); POST decides in full. `--cases bulk` adds the cache's memory per
+user at several store sizes (how it grows) and the batch path of `clm score --explain` (decide, TreeSHAP,
+reasons in en and zh) over `--batch-users` users, extrapolated to 1M.
 
 Usage: python benchmarks/serve.py [--duration 20] [--connections 16] [--threads 2] [--world DIR] [--keep]
+                                 [--cases all|http|bulk] [--cache-users 3000 20000] [--batch-users 200000]
 
 The world (simulated users, churn/upgrade models and the policy registered and promoted in a SQLite MLflow
 store, an online-store snapshot) is built in the run's temp dir, or in --world DIR, where a later run reuses
@@ -607,6 +611,7 @@ class Target:
     body: bytes | None
     headers: dict[str, str]
     check: Callable[[dict], bool]  # is a 200 answer the one we mean to measure?
+    settle_s: int = 0  # load before the warm-up, unmeasured: the contact state settles (see ours_get)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -630,7 +635,7 @@ def check_then_load(
     script.write_text(target.lua)
     warmup = max(1, min(3, args.duration // 5))
     load_args = {"connections": args.connections, "threads": args.threads, "pgid": pgid}
-    run_wrk(server.url + target.path, script, duration_s=warmup, **load_args)
+    run_wrk(server.url + target.path, script, duration_s=warmup + target.settle_s, **load_args)
     load = run_wrk(server.url + target.path, script, duration_s=args.duration, **load_args)
     cores = load.cores()
     print(f"  {server.name:<12} {target.label:<28} {server.workers} worker(s): {load.per_second:7.1f} req/s, "
@@ -686,8 +691,11 @@ def serving_rows(world: World, models: Any, run_dir: Path, args: argparse.Namesp
     def is_decision(answer: dict) -> bool:
         return "decision_id" in answer and "explanations" in answer
 
+    # Every GET logs a decision, and a logged contact changes the user's next decision (cooldown, cap): the
+    # first GETs of each user are decided again in full until the user reaches the cap (no_action), then
+    # their contact state holds and each GET is the cached entry. `settle_s` loads through that first.
     ours_get = Target("GET /v1/users/{id}/decision", "GET", paths[0], lua_rotating_paths(paths, key), None, key,
-                      is_decision)  # fmt: skip
+                      is_decision, settle_s=max(3, args.duration))  # fmt: skip
     post_body = json.dumps({"features": feature_body(sample.values, names)}).encode()
     ours_post = Target("POST /v1/decisions", "POST", "/v1/decisions",
                        lua_static("POST", post_body, {**key, **json_headers}), post_body, {**key, **json_headers},

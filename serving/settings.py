@@ -72,7 +72,7 @@ class ServingSettings(ProcessSettings):
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Larger request bodies are refused (413).")
     exploration: bool = Field(True, description="Randomise the policy's configured share of decisions.")
     decision_cache_max_users: int = Field(
-        2_000_000, ge=0,
+        100_000, ge=0,
         description="Decide every stored user in bulk when the snapshot holds at most this many; past it, an "
         "LRU of this many users filled on demand (0: no cache, every decision made in full).",
     )  # fmt: skip
