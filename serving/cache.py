@@ -208,6 +208,7 @@ class DecisionCache:
     entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
     built_seconds: float = 0.0
     _lru: collections.OrderedDict = field(default_factory=collections.OrderedDict)
+    after_contact: dict[tuple[str, str, Contacts], Entry] = field(default_factory=dict)  # built in bulk
     _contacted: collections.OrderedDict = field(default_factory=collections.OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -263,6 +264,9 @@ class DecisionCache:
         """The user's decision with the contacts since the snapshot applied (memoised per contact state): the
         full decision over the entry's own inputs (this snapshot's, even when the store has a newer one)."""
         key = (user_id, lang, contacts)
+        found = self.after_contact.get(key)
+        if found is not None:
+            return found
         with self._lock:
             found = self._contacted.get(key)
             if found is not None:
@@ -305,6 +309,19 @@ def build_cache(
                 entry = encode(one, cache.codec, inputs if lang != LANGS[0] else None)
                 inputs = entry.inputs
                 cache.entries[(present[i], lang)] = entry
+            # The decision after the one this snapshot makes, for the users it contacts: the same day, that
+            # action logged once more (what a repeated request meets), decided in bulk too.
+            contacted = [(u, v) for u, v in zip(present, values, strict=True)
+                         if cache.entries[(u, LANGS[0])].action != NO_ACTION]  # fmt: skip
+            states = [Contacts(cache.entries[(u, LANGS[0])].action, 0.0, 1) for u, _ in contacted]
+            after = decide_rows(scorer, models, [u for u, _ in contacted],
+                                [state.applied(v) for state, (_, v) in zip(states, contacted, strict=True)],
+                                as_of=info.as_of, explore=explore)  # fmt: skip
+            inputs = None
+            for i, lang, one in after:
+                entry = encode(one, cache.codec, inputs if lang != LANGS[0] else None)
+                inputs = entry.inputs
+                cache.after_contact[(contacted[i][0], lang, states[i])] = entry
     cache.built_seconds = time.perf_counter() - started
     log.info(
         "decision cache for %s over snapshot %s (%s): %d users in %.1f s%s", models.version_labels(),
