@@ -173,3 +173,20 @@ def test_a_decision_made_by_one_worker_suppresses_its_action_on_every_worker(ser
         status = {a["name"]: a["status"] for a in decision["alternatives"]}
         assert decision["action"]["name"] != action and status[action] == "cooldown", decision["action"]
     assert first["decision_id"] in pids
+
+
+def test_past_the_bound_the_cache_fills_on_demand(served_env, monkeypatch) -> None:
+    monkeypatch.setenv("CLM_DECISION_CACHE_MAX_USERS", "2")  # the world has 3,000 users: no bulk build
+    app = create_app(load_config(), ServingSettings())
+    users = served_env.user_ids[10:13]
+    with TestClient(app, raise_server_exceptions=False) as client:
+        cache = app.state.caches.get(app.state.holder.current)
+        assert cache is not None and not cache.bulk and cache.users() == 0
+        answers = [client.get(f"/v1/users/{user}/decision", headers=SCORE).json() for user in users]
+        assert cache.users() == 2  # bounded: the least recently used user left
+        scorer, models, store = app.state.scorer, app.state.holder.current, app.state.store
+        for user, answer in zip(users, answers, strict=True):
+            row = store.read(user)
+            fresh = scorer.decide(models, row.values, user_id=user, as_of=row.as_of, explore=False).decision
+            assert answer | {"decision_id": ""} == fresh.model_dump(mode="json") | {"decision_id": ""}
+        assert client.get("/v1/users/nobody/decision", headers=SCORE).status_code == 404
