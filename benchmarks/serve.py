@@ -821,7 +821,7 @@ def report(rows: list[Row], costs: InProcess, args: argparse.Namespace) -> str:
         "share of the server's CPU time per request (1 worker) that the in-process decision explains:",
     ]
     for r in rows:
-        if r.system != "ours" or r.workers != 1:
+        if r.system != "ours" or r.workers != 1 or r.label.startswith("GET"):  # a cached GET decides nothing
             continue
         per_request = r.load.server_cpu_ms_per_request
         decide = costs.decide.median_ms / per_request
