@@ -2,9 +2,13 @@
 FastAPI hello-world (the framework's ceiling on this machine) and `mlflow models serve` of the churn model
 (one probability per request: no explanation, stage or policy), each with 1 and 2 workers; plus the
 in-process cost of one decision (`Scorer.decide`, one thread, no HTTP) and of the two models' predict and
-pred_contrib on one encoded row.
+pred_contrib on one encoded row. The GET route reads the decision cache (serving/cache.py: every stored user
+decided in bulk when the models load); POST decides in full. `--cases bulk` adds the cache's memory per
+user at several store sizes (how it grows) and the batch path of `clm score --explain` (decide, TreeSHAP,
+reasons in en and zh) over `--batch-users` users, extrapolated to 1M.
 
 Usage: python benchmarks/serve.py [--duration 20] [--connections 16] [--threads 2] [--world DIR] [--keep]
+                                 [--cases all|http|bulk] [--cache-users 3000 20000] [--batch-users 200000]
 
 The world (simulated users, churn/upgrade models and the policy registered and promoted in a SQLite MLflow
 store, an online-store snapshot) is built in the run's temp dir, or in --world DIR, where a later run reuses
@@ -191,7 +195,7 @@ def measure_in_process(world: World, calls: int) -> tuple[InProcess, Any]:
 
     config = load_config(Settings().config)
     models = RegistryLoader(config).load("champion")
-    scorer = Scorer(config)
+    scorer = Scorer(config.serving)
     ids = world.user_ids[:]
     random.Random(0).shuffle(ids)
     ids = ids[: min(len(ids), calls)]
@@ -236,6 +240,99 @@ def measure_in_process(world: World, calls: int) -> tuple[InProcess, Any]:
     result = InProcess(calls, Timing.of(decide), Timing.of(reads), Timing.of(encode), Timing.of(predict),
                        Timing.of(contrib), Timing.of(total), n_trees)  # fmt: skip
     return result, models
+
+
+# --------------------------------------------------------------------------------------------------
+# Bulk: the decision cache (memory per user) and batch decisions with explanations
+
+
+@dataclasses.dataclass(frozen=True)
+class CachePoint:
+    users: int
+    build_seconds: float
+    bytes_traced: int  # the process's resident memory grown by the build (the cache and what the heap kept)
+    bytes_packed: int  # of which the packed bodies
+
+
+@dataclasses.dataclass(frozen=True)
+class Bulk:
+    cache: list[CachePoint]
+    batch_users: int
+    batch_seconds: float  # decide + TreeSHAP + reasons (en, zh) for batch_users
+    batch_parts: dict[str, float]
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def replicated_rows(world: World, n: int) -> tuple[list[str], list[dict[str, Any]], Any]:
+    """`n` users: the world's stored rows repeated under new ids (same features, distinct exploration draws)."""
+    from features.online import open_store
+
+    with open_store(world.store_url) as store:
+        rows = store.read_many(world.user_ids)
+        info = store.info()
+    base = [rows[u].values for u in world.user_ids if u in rows]
+    ids = [f"b{k:07d}" for k in range(n)]
+    return ids, [base[k % len(base)] for k in range(n)], info
+
+
+def measure_bulk(
+    world: World, models: Any, run_dir: Path, cache_users: Sequence[int], batch_users: int
+) -> Bulk:
+    """The cache built over stores of `cache_users` users (tracemalloc: the heap it holds, hence bytes per
+    user and how it grows), and `batch_users` decisions with explanations through the bulk path `clm score
+    --explain` takes (one snapshot, exploration drawn), timed in its parts."""
+    import gc
+
+    import pandas as pd
+
+    from features.online import open_store
+    from models.explain import population_contributions, reason_columns
+    from serving.cache import build_cache
+    from serving.scorer import Scorer
+
+    config = load_config(Settings().config)
+    scorer = Scorer(config.serving)
+    points = []
+    for n in cache_users:
+        ids, values, info = replicated_rows(world, n)
+        url = f"sqlite:///{run_dir / f'cache-{n}.db'}"
+        frame = pd.DataFrame(values).assign(user_id=ids, cutoff=pd.Timestamp(info.as_of))
+        with open_store(url) as store:
+            store.write_snapshot(frame, as_of=info.as_of, feature_version=info.feature_version)
+            del frame, values
+            gc.collect()
+            before = rss_bytes()
+            started = time.perf_counter()
+            cache = build_cache(models, scorer, store, explore=True, max_users=n)
+            seconds = time.perf_counter() - started
+            gc.collect()
+            held = rss_bytes() - before
+        assert cache is not None and cache.users() == n
+        points.append(CachePoint(n, seconds, held, cache.nbytes()))
+        print(f"  cache of {n:,} users: built in {seconds:.1f} s, {held / n:,.0f} B/user held "
+              f"({cache.nbytes() / n:,.0f} B/user packed bodies)", flush=True)  # fmt: skip
+        del cache
+    ids, values, info = replicated_rows(world, batch_users)
+    frame = pd.DataFrame(values).assign(user_id=ids, cutoff=info.as_of)
+    del values
+    parts = {}
+    started = time.perf_counter()
+    decided = models.decide(frame, explore=True)
+    parts["decide_population"] = time.perf_counter() - started
+    mark = time.perf_counter()
+    explained = population_contributions(frame, models, decided.decisions, config.serving.explain_top_k)
+    parts["TreeSHAP (every model)"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    columns = reason_columns(frame, explained, models.registry)
+    parts["reasons en + zh"] = time.perf_counter() - mark
+    total = time.perf_counter() - started
+    assert len(columns["churn_reasons_zh"]) == batch_users
+    print(f"  batch of {batch_users:,} decisions with explanations: {total:.1f} s", flush=True)
+    return Bulk(points, batch_users, total, parts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -514,6 +611,7 @@ class Target:
     body: bytes | None
     headers: dict[str, str]
     check: Callable[[dict], bool]  # is a 200 answer the one we mean to measure?
+    settle_s: int = 0  # load before the warm-up, unmeasured: the contact state settles (see ours_get)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -537,7 +635,7 @@ def check_then_load(
     script.write_text(target.lua)
     warmup = max(1, min(3, args.duration // 5))
     load_args = {"connections": args.connections, "threads": args.threads, "pgid": pgid}
-    run_wrk(server.url + target.path, script, duration_s=warmup, **load_args)
+    run_wrk(server.url + target.path, script, duration_s=warmup + target.settle_s, **load_args)
     load = run_wrk(server.url + target.path, script, duration_s=args.duration, **load_args)
     cores = load.cores()
     print(f"  {server.name:<12} {target.label:<28} {server.workers} worker(s): {load.per_second:7.1f} req/s, "
@@ -593,8 +691,11 @@ def serving_rows(world: World, models: Any, run_dir: Path, args: argparse.Namesp
     def is_decision(answer: dict) -> bool:
         return "decision_id" in answer and "explanations" in answer
 
+    # Every GET logs a decision, and a logged contact changes the user's next decision (cooldown, cap): the
+    # first GETs of each user are decided again in full until the user reaches the cap (no_action), then
+    # their contact state holds and each GET is the cached entry. `settle_s` loads through that first.
     ours_get = Target("GET /v1/users/{id}/decision", "GET", paths[0], lua_rotating_paths(paths, key), None, key,
-                      is_decision)  # fmt: skip
+                      is_decision, settle_s=max(3, args.duration))  # fmt: skip
     post_body = json.dumps({"features": feature_body(sample.values, names)}).encode()
     ours_post = Target("POST /v1/decisions", "POST", "/v1/decisions",
                        lua_static("POST", post_body, {**key, **json_headers}), post_body, {**key, **json_headers},
@@ -720,7 +821,7 @@ def report(rows: list[Row], costs: InProcess, args: argparse.Namespace) -> str:
         "share of the server's CPU time per request (1 worker) that the in-process decision explains:",
     ]
     for r in rows:
-        if r.system != "ours" or r.workers != 1:
+        if r.system != "ours" or r.workers != 1 or r.label.startswith("GET"):  # a cached GET decides nothing
             continue
         per_request = r.load.server_cpu_ms_per_request
         decide = costs.decide.median_ms / per_request
@@ -729,6 +830,26 @@ def report(rows: list[Row], costs: InProcess, args: argparse.Namespace) -> str:
             f"{costs.models.median_ms / per_request:5.1%}); HTTP, routing, validation, response and decision log "
             f"{1 - decide:6.1%}"
         )
+    return "\n".join(lines)
+
+
+def bulk_report(bulk: Bulk) -> str:
+    lines = ["", "decision cache per worker (every stored user, en + zh, packed; resident memory the build added):",
+             f"{'users':>10} {'build s':>9} {'RSS MB':>9} {'B/user':>8} {'packed B/user':>14}"]  # fmt: skip
+    for p in bulk.cache:
+        lines.append(f"{p.users:>10,} {p.build_seconds:>9.1f} {p.bytes_traced / 1e6:>9.1f} "
+                     f"{p.bytes_traced / p.users:>8,.0f} {p.bytes_packed / p.users:>14,.0f}")  # fmt: skip
+    if len(bulk.cache) >= 2:
+        a, b = bulk.cache[0], bulk.cache[-1]
+        slope = (b.bytes_traced - a.bytes_traced) / (b.users - a.users)
+        build = (b.build_seconds - a.build_seconds) / (b.users - a.users)
+        lines.append(f"growth: {slope:,.0f} B per added user (linear): 1M users ≈ {slope * 1e6 / 1e9:.2f} GB per "
+                     f"worker, built in ≈ {build * 1e6 / 60:.0f} min per worker")  # fmt: skip
+    per_user = bulk.batch_seconds / bulk.batch_users
+    lines += ["", f"batch (the path of `clm score --explain`): {bulk.batch_users:,} decisions with explanations "
+                  f"in {bulk.batch_seconds:.1f} s; 1M extrapolated ≈ {per_user * 1e6 / 60:.1f} min"]  # fmt: skip
+    for name, seconds in bulk.batch_parts.items():
+        lines.append(f"  {name:<28} {seconds:8.1f} s")
     return "\n".join(lines)
 
 
@@ -749,6 +870,12 @@ def main() -> None:
     parser.add_argument(
         "--keep", action="store_true", help="Keep the run's temp dir (server logs, Lua scripts)."
     )
+    parser.add_argument("--cases", choices=("all", "http", "bulk"), default="all",
+                        help="HTTP cases, the bulk figures (cache memory, batch), or both.")  # fmt: skip
+    parser.add_argument("--cache-users", type=int, nargs="+", default=[3000, 20000],
+                        help="Store sizes the cache is built over (memory per user, growth).")  # fmt: skip
+    parser.add_argument("--batch-users", type=int, default=200_000,
+                        help="Batch decisions with explanations timed (extrapolated to 1M).")  # fmt: skip
     args = parser.parse_args()
     if args.duration < 1 or args.connections < 1 or args.threads < 1 or args.connections < args.threads:
         parser.error("--duration, --threads and --connections must be positive, connections ≥ threads")
@@ -775,12 +902,25 @@ def main() -> None:
 
         tracking.configure(world.tracking_uri)
 
+        print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
         print(f"in-process cost of one decision ({args.calls:,} calls)", flush=True)
         costs, models = measure_in_process(world, args.calls)
-        print(f"HTTP cases (logs in {run_dir})", flush=True)
-        rows = serving_rows(world, models, run_dir, args)
+        rows = []
+        if args.cases in ("all", "http"):
+            print(f"HTTP cases (logs in {run_dir})", flush=True)
+            rows = serving_rows(world, models, run_dir, args)
+        bulk = None
+        if args.cases in ("all", "bulk"):
+            print("bulk: the decision cache and batch decisions", flush=True)
+            bulk = measure_bulk(world, models, run_dir, args.cache_users, args.batch_users)
         print()
-        print(report(rows, costs, args))
+        if rows:
+            print(report(rows, costs, args))
+        if bulk is not None:
+            print(bulk_report(bulk))
+        print(
+            f"load average at the end {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}"
+        )
     finally:
         if args.keep:
             print(f"\nkept {run_dir}")

@@ -174,10 +174,14 @@ class Decisions:
         return len(self.churn_probability)
 
     def terms(self) -> dict[str, np.ndarray]:
-        """(n, A) each: the parts of every candidate's expected value, which they add up to exactly."""
-        retention = self.delta_stay * self.values["value_if_retained"][:, None]
-        growth = self.delta_upgrade * self.values["upgrade_value"][:, None]
-        return {"retention_value": retention, "upgrade_gain": growth}
+        """(n, A) each: the parts of every candidate's expected value, which they add up to exactly (computed
+        once: `candidates(i)` over every user of a population reads them n times)."""
+        cached = self.__dict__.get("_terms")
+        if cached is None:
+            retention = self.delta_stay * self.values["value_if_retained"][:, None]
+            growth = self.delta_upgrade * self.values["upgrade_value"][:, None]
+            cached = self.__dict__["_terms"] = {"retention_value": retention, "upgrade_gain": growth}
+        return cached
 
     def columns(self, chosen: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Per user: stage, scores (and which model scored), value, the chosen action with every term of its

@@ -49,18 +49,21 @@ def contributions_matrix(matrix: np.ndarray, bundle: ModelBundle) -> np.ndarray:
     return bundle.booster.predict(matrix, pred_contrib=True, num_threads=1)
 
 
-def top_reasons(
+def top_order(contributions: np.ndarray, top_k: int) -> np.ndarray:
+    """Per row of (n, features) contributions (without the base value), the `top_k` feature indices by
+    |contribution|, ties in feature order: the order `top_reasons` lists, for a whole population at once."""
+    return np.argsort(-np.abs(np.atleast_2d(contributions)), axis=1, kind="stable")[:, :top_k]
+
+
+def reasons_at(
+    order: Sequence[int],
     feature_contributions: np.ndarray,
     names: Sequence[str],
     values: Mapping[str, Any],
     registry: Mapping[str, Feature],
-    top_k: int,
     lang: str = "en",
 ) -> list[dict[str, Any]]:
-    """The `top_k` features by |contribution| (ties in feature order) with their values and plain-language
-    reasons: what the API's explanation, the reviewer pages and the notebooks show. `feature_contributions`
-    holds one entry per feature, without the base value."""
-    order = np.argsort(-np.abs(feature_contributions), kind="stable")[:top_k]
+    """The features at `order` (from `top_order`) with their values and plain-language reasons."""
     top = []
     for j in order:
         name = names[j]
@@ -75,3 +78,18 @@ def top_reasons(
             }
         )
     return top
+
+
+def top_reasons(
+    feature_contributions: np.ndarray,
+    names: Sequence[str],
+    values: Mapping[str, Any],
+    registry: Mapping[str, Feature],
+    top_k: int,
+    lang: str = "en",
+) -> list[dict[str, Any]]:
+    """The `top_k` features by |contribution| (ties in feature order) with their values and plain-language
+    reasons: what the API's explanation, the reviewer pages and the notebooks show. `feature_contributions`
+    holds one entry per feature, without the base value."""
+    order = top_order(feature_contributions, top_k)[0]
+    return reasons_at(order, feature_contributions, names, values, registry, lang)

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from features.online import open_store
+from serving.cache import DecisionCaches
 from serving.config import ServingConfig
 from serving.decision_log import DecisionLog, DecisionNotLogged
 from serving.openapi import install_docs
@@ -89,18 +90,21 @@ async def lifespan(app: FastAPI):
         on_failure=lambda decision_id, exc: metrics.log_failures.inc(),
     )  # fmt: skip  (durable: a decision is answered only once its record is committed — group commit)
     state.decision_log.start()
+    state.caches.store = state.store  # the decision cache: before the first load, which builds it
     with contextlib.suppress(Exception):  # not ready: /readyz says why, decision routes answer 503
         holder.reload()
     metrics.loaded("served", holder.current)
     metrics.loaded("shadow", holder.shadow)
     state.service = DecisionService(
         state.scorer, holder, state.store, state.decision_log, metrics,
-        explore=settings.exploration,
+        explore=settings.exploration, caches=state.caches,
     )  # fmt: skip
     holder.start_polling(settings.reload_interval_seconds)
     state.workers.start()
+    state.caches.start(lambda: (holder.current, holder.shadow), settings.snapshot_check_seconds)
     state.overview.warm(holder.current, state.store)
     yield
+    state.caches.stop()
     state.workers.stop()
     holder.stop()
     mark_metrics_process_dead()
@@ -132,9 +136,12 @@ def create_app(
     metrics = Metrics()
     scorer = Scorer(config.serving)
     loader = loader or RegistryLoader(config)
+    caches = DecisionCaches(scorer, explore=settings.exploration, max_users=settings.decision_cache_max_users)
 
     def warm(models) -> None:
         scorer.decide(models, {}, user_id=None, as_of=None)  # first predictions allocate; do it off the path
+        if settings.decision_cache_max_users > 0:
+            caches.prepare(models)  # every stored user decided before the set is swapped in
 
     holder = ModelHolder(
         loader.load, loader.versions, alias=settings.alias, shadow_alias=settings.shadow_alias, warm=warm,
@@ -156,6 +163,7 @@ def create_app(
     app.state.loader = loader
     app.state.holder = holder
     app.state.workers = WorkerSync(settings.run_dir, holder, on_reload=lambda: loaded(metrics, holder))
+    app.state.caches = caches
     app.state.overview = OverviewCache(config, settings.events_dir)
     app.state.replays = ReplayModels(loader)
     app.state.waterfalls = WaterfallCache()

@@ -717,6 +717,30 @@ class DecisionLog:
         with self._engine.connect() as conn:
             return [_decode(row) for row in conn.execute(statement)]
 
+    def contacts_since(
+        self, user_id: str, since: dt.datetime, *, no_action: str = "no_action"
+    ) -> list[tuple[dt.datetime, str]]:
+        """(ts, action) of the user's decisions logged at or after `since` that contacted them (any action but
+        `no_action`), newest first: one indexed query (ix_decisions_user_id_ts), read by the request path to
+        apply the contacts made since a snapshot. The statement is built once (a new one per call costs
+        SQLAlchemy several times the query)."""
+        self._check_open()
+        statement = getattr(self, "_contacts_statement", None)
+        if statement is None:
+            decisions = self._decisions
+            statement = self._contacts_statement = (
+                sa.select(decisions.c.ts, decisions.c.action)
+                .where(
+                    decisions.c.user_id == sa.bindparam("user_id"),
+                    decisions.c.ts >= sa.bindparam("since", type_=_UtcTimestamp),
+                    decisions.c.action != sa.bindparam("no_action"),
+                )
+                .order_by(decisions.c.ts.desc())
+            )
+        params = {"user_id": user_id, "since": _as_utc(since, "since"), "no_action": no_action}
+        with self._engine.connect() as conn:
+            return [(row[0], row[1]) for row in conn.execute(statement, params)]
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"decision log {self.url} is closed")

@@ -28,7 +28,7 @@ from serving.workers import WorkerSync
 def _from_state(name: str) -> Callable[[Request], Any]:
     """A dependency that returns `app.state.<name>`; each is its own function, so each can be overridden."""
 
-    def dependency(request: Request) -> Any:
+    async def dependency(request: Request) -> Any:  # async: no thread-pool hop for an attribute read
         return getattr(request.app.state, name)
 
     dependency.__name__ = dependency.__qualname__ = f"get_{name}"
@@ -65,7 +65,7 @@ WaterfallsDep = Annotated[WaterfallCache, Depends(get_waterfalls)]
 WorkersDep = Annotated[WorkerSync, Depends(get_workers)]
 
 
-def serving_models(holder: HolderDep) -> ModelSet:
+async def serving_models(holder: HolderDep) -> ModelSet:
     """The models serving now; 503 (with the last load error) when none are loaded. A dependency runs
     before the request is validated, so routes with a body or query take `ServiceDep` and call
     `service.models()` instead (keeping 422 ahead of 503)."""
@@ -85,7 +85,7 @@ API_KEY_HEADER = APIKeyHeader(
 def require_scope(scope: str) -> Callable[..., str]:
     """A dependency: the request's `X-API-Key` has `scope` (401 without a known key, 403 without the scope)."""
 
-    def check(
+    async def check(  # async: nothing here blocks
         settings: SettingsDep, x_api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None
     ) -> str:
         if not x_api_key:

@@ -16,9 +16,9 @@ import numpy as np
 from models.arbitration import ExplorationKey
 from models.catalog import NO_ACTION
 from models.frame import encode_row
-from models.policy import decide
+from models.policy import Decisions, decide
 from models.population import CHURN_POPULATION, lapsed
-from models.scoring import contributions_matrix, score_matrix, top_reasons
+from models.scoring import contributions_matrix, reasons_at, score_matrix, top_order
 from serving.config import ServingSection
 from serving.schemas import Decision, ValueTerms
 from serving.state import ModelSet
@@ -52,7 +52,19 @@ class Scorer:
     ) -> dict:
         bundle = getattr(models, target)  # churn, upgrade or reactivation
         contrib = contributions_matrix(matrix, bundle)[0]
-        top = top_reasons(contrib[:-1], bundle.feature_names, values, models.registry, self.top_k, lang)
+        return self.explanation(contrib, top_order(contrib[:-1], self.top_k)[0], bundle, values, models, lang)
+
+    def explanation(
+        self,
+        contrib: np.ndarray,
+        order: np.ndarray,
+        bundle: Any,
+        values: Mapping[str, Any],
+        models: ModelSet,
+        lang: str,
+    ) -> dict:
+        """One model's explanation from a row of TreeSHAP contributions (base value last) and its top order."""
+        top = reasons_at(order, contrib[:-1], bundle.feature_names, values, models.registry, lang)
         return {"base_value": float(contrib[-1]), "raw_score": float(contrib.sum()), "top": top}
 
     def decide(
@@ -73,10 +85,11 @@ class Scorer:
         known = {name: values.get(name) for name in names}
         missing = [name for name, value in known.items() if value is None]
         probabilities, explanations = {}, {}
+        matrices = {}
         for target in MODEL_TARGETS:
             bundle = getattr(models, target)
-            matrix = encode_row(known, bundle.feature_names, bundle.categories)
-            probabilities[target], _ = score_matrix(matrix, bundle)
+            matrices[target] = encode_row(known, bundle.feature_names, bundle.categories)
+            probabilities[target], _ = score_matrix(matrices[target], bundle)
         columns = {name: [value] for name, value in known.items()}
         gone = bool(lapsed(columns, models.churn.horizon_days)[0])
         returning = None
@@ -93,9 +106,7 @@ class Scorer:
             explanations["reactivation"] = self.explain(models, "reactivation", matrix, known, lang)
             scored_by = "reactivation"
         for target in MODEL_TARGETS:  # the churn model's view stays beside the reactivation model's
-            bundle = getattr(models, target)
-            matrix = encode_row(known, bundle.feature_names, bundle.categories)
-            explanations[target] = self.explain(models, target, matrix, known, lang)
+            explanations[target] = self.explain(models, target, matrices[target], known, lang)
         exploration = None
         if explore:
             exploration = ExplorationKey("" if as_of is None else str(as_of), models.label(policy),
@@ -107,9 +118,36 @@ class Scorer:
             return_probability=np.array([np.nan if returning is None else returning]),
             exploration=exploration, user_ids=[user_id if user_id is not None else request_key or ""],
         )  # fmt: skip
-        row = decisions.row(0)
-        candidates = decisions.candidates(0, lang=lang)
-        since_days = float(decisions.stages.since_days[0])
+        return self.assemble(
+            models, decisions, decisions.columns(), 0, explanations=explanations, gone=gone, missing=missing,
+            known=known, user_id=user_id, as_of=as_of, lang=lang, decision_id=uuid.uuid4().hex,
+        )  # fmt: skip
+
+    def assemble(
+        self,
+        models: ModelSet,
+        decisions: Decisions,
+        columns: Mapping[str, np.ndarray],
+        i: int,
+        *,
+        explanations: dict[str, dict],
+        gone: bool,
+        missing: list[str],
+        known: dict[str, Any],
+        user_id: str | None,
+        as_of: dt.date | None,
+        lang: str,
+        decision_id: str,
+    ) -> Decided:
+        """User i of `decisions` (one row on the request path, a population in bulk — `columns` is
+        `decisions.columns()`, computed once) as the Decision contract: the one assembly both share."""
+        policy = models.policy
+        row = {k: (v[i].item() if isinstance(v[i], np.generic) else v[i]) for k, v in columns.items()}
+        candidates = decisions.candidates(i, lang=lang)
+        p_churn, p_upgrade = float(decisions.churn_probability[i]), float(decisions.upgrade_probability[i])
+        scored_by = "reactivation" if decisions.lapsed[i] else "churn"
+        returning = float(decisions.return_probability[i]) if scored_by == "reactivation" else None
+        since_days = float(decisions.stages.since_days[i])
         since = None
         if as_of is not None and math.isfinite(since_days):
             since = as_of - dt.timedelta(days=int(since_days))
@@ -122,19 +160,19 @@ class Scorer:
             as_of=as_of,
             stage={"name": row["stage"], "rule": row["stage_rule"], "since": since},
             churn={
-                "probability": probabilities["churn"],
-                "band": self.band(probabilities["churn"]),
+                "probability": p_churn,
+                "band": self.band(p_churn),
                 "scored_by": models.scored_by_label(scored_by),
                 "return_probability": returning,
                 "note": models.fallback_note(gone),
             },
-            upgrade={"probability": probabilities["upgrade"], "value": float(row["upgrade_value"])},
+            upgrade={"probability": p_upgrade, "value": float(row["upgrade_value"])},
             clv=float(row["clv"]),
             value={
                 "currency": currency,
                 "value_if_retained": float(row["value_if_retained"]),
-                "margin_if_retained_month": float(value_row["margin_if_retained"][0]),
-                "retained_churn_month": float(value_row["retained_churn_month"][0]),
+                "margin_if_retained_month": float(value_row["margin_if_retained"][i]),
+                "retained_churn_month": float(value_row["retained_churn_month"][i]),
                 "upgrade_value": float(row["upgrade_value"]),
                 "clv": float(row["clv"]),
             },
@@ -148,7 +186,7 @@ class Scorer:
             alternatives=[{k: c[k] for k in ("name", "status", "reason", *TERM_KEYS)} for c in candidates],
             explanations=explanations,
             versions=models.version_labels(),
-            decision_id=uuid.uuid4().hex,
+            decision_id=decision_id,
             missing_features=missing,
         )
         return Decided(decision, known, candidates, float(row["propensity"]), bool(row["explored"]))

@@ -8,13 +8,15 @@ import datetime as dt
 import hashlib
 import json
 import time
+import uuid
 from typing import Any
 
 import numpy as np
-from fastapi.encoders import jsonable_encoder
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from features.online import FeatureRow, OnlineStore
+from serving.cache import Contacts, DecisionCache, DecisionCaches, Entry
 from serving.decision_log import DecisionLog, DecisionRecord
 from serving.schemas import Decision, DecisionRequest
 from serving.scorer import Decided, Scorer
@@ -121,9 +123,10 @@ class DecisionService:
         decision_log: DecisionLog,
         metrics: Metrics,
         explore: bool = False,
+        caches: DecisionCaches | None = None,
     ) -> None:
         self.scorer, self.holder, self.store, self.decision_log = scorer, holder, store, decision_log
-        self.metrics, self.explore = metrics, explore
+        self.metrics, self.explore, self.caches = metrics, explore, caches
 
     def models(self) -> ModelSet:
         """The models serving now; called inside a route, so a request's 422 comes before a 503."""
@@ -138,11 +141,70 @@ class DecisionService:
     def decide_user(self, models: ModelSet, user_id: str, lang: str) -> Decision:
         """The decision for a user from the online store."""
         row = self.stored(user_id)
-        return self.decide_and_log(models, dict(row.values), user_id, row.as_of, lang, {})
+        return self.decide_and_log(models, dict(row.values), user_id, row.as_of, lang, {})[0]
+
+    def user_decision_body(self, models: ModelSet, user_id: str, lang: str) -> bytes:
+        """The encoded decision for a stored user: the cached entry of (snapshot, versions, user, lang), the
+        contacts logged since the snapshot applied, and a fresh decision id; logged like any decision. Falls
+        back to the full decision when the set has no cache (none built, or the store had no snapshot)."""
+        started = time.perf_counter()
+        cache = None if self.caches is None else self.caches.get(models)
+        if cache is None:
+            row = self.stored(user_id)
+            return self.decide_and_log(models, dict(row.values), user_id, row.as_of, lang, {})[1]
+        entry = self.cached_entry(cache, user_id, lang)
+        if entry is None:
+            row = self.stored(user_id)  # UnknownUser (404) when the store has no row either
+            return self.decide_and_log(models, dict(row.values), user_id, row.as_of, lang, {})[1]
+        shadow = None
+        shadow_models = self.holder.shadow
+        if shadow_models is not None:
+            shadow_cache = self.caches.get(shadow_models) if self.caches is not None else None
+            other = None if shadow_cache is None else self.cached_entry(shadow_cache, user_id, lang)
+            if other is None:
+                row = self.stored(user_id)
+                other_decided = self.scorer.decide(shadow_models, row.values, user_id=user_id, as_of=row.as_of,
+                                                   lang=lang)  # fmt: skip
+                shadow = shadow_summary(other_decided)
+            else:
+                shadow = {"versions": shadow_models.version_labels(), "action": other.action,
+                          "expected_value": other.expected_value, "stage": other.stage, "churn": other.churn}  # fmt: skip
+        decision_id = uuid.uuid4().hex
+        encoded = cache.unpack(entry, decision_id)
+        body = encoded.body
+        self.metrics.decisions.labels(entry.stage, entry.action).inc()
+        self.decision_log.append(
+            DecisionRecord(
+                decision_id=decision_id, ts=dt.datetime.now(dt.UTC), user_id=user_id,
+                request_digest=request_digest(user_id, {}), versions=models.version_labels(),
+                stage=entry.stage, action=entry.action, propensity=entry.propensity, explored=entry.explored,
+                expected_value=entry.expected_value, candidates=orjson.Fragment(encoded.candidates),  # type: ignore[arg-type]
+                latency_ms=1000 * (time.perf_counter() - started), payload=orjson.Fragment(body),  # type: ignore[arg-type]
+                inputs=orjson.Fragment(encoded.inputs), shadow=shadow,  # type: ignore[arg-type]
+            )
+        )  # fmt: skip
+        return body
+
+    def cached_entry(self, cache: DecisionCache, user_id: str, lang: str) -> Entry | None:
+        """The user's cached entry with the contacts logged since the snapshot applied; None when the cache
+        has none for the user (the caller decides in full: UnknownUser when the store has no row either)."""
+        entry = cache.entry(user_id, lang, self.scorer, self.store)
+        if entry is None:
+            return None
+        contacts = Contacts.from_log(
+            self.decision_log.contacts_since(user_id, cache.since), dt.datetime.now(dt.UTC)
+        )
+        return entry if contacts is None else cache.contacted(user_id, lang, contacts, self.scorer, entry)
 
     def decide_request(self, body: DecisionRequest, models: ModelSet, lang: str) -> Decision:
         """The decision for a validated request (its features checked by `feature_errors`): the user's stored
         row, if any, overridden by the posted features."""
+        return self.decide_request_encoded(body, models, lang)[0]
+
+    def decide_request_encoded(
+        self, body: DecisionRequest, models: ModelSet, lang: str
+    ) -> tuple[Decision, bytes]:
+        """`decide_request` with the decision's JSON, encoded once for the response and the log."""
         values: dict[str, Any] = {}
         as_of = None
         if body.user_id is not None:
@@ -160,8 +222,9 @@ class DecisionService:
         as_of: dt.date | None,
         lang: str,
         features: dict,
-    ) -> Decision:
-        """Decide, score the shadow models beside it (logged, never returned), count and log the decision."""
+    ) -> tuple[Decision, bytes]:
+        """Decide, score the shadow models beside it (logged, never returned), count and log the decision;
+        the decision and its JSON (pydantic-core's serializer, once: the response body and the log's payload)."""
         started = time.perf_counter()
         digest = request_digest(user_id, features)
         decided = self.scorer.decide(models, values, user_id=user_id, as_of=as_of, lang=lang, explore=self.explore,
@@ -172,6 +235,7 @@ class DecisionService:
             other = self.scorer.decide(shadow_models, values, user_id=user_id, as_of=as_of, lang=lang)
             shadow = shadow_summary(other)
         decision = decided.decision
+        encoded = decision.__pydantic_serializer__.to_json(decision)
         self.metrics.decisions.labels(decision.stage.name, decision.action.name).inc()
         self.decision_log.append(
             DecisionRecord(
@@ -180,7 +244,9 @@ class DecisionService:
                 stage=decision.stage.name, action=decision.action.name, propensity=decided.propensity,
                 explored=decided.explored, expected_value=decision.action.expected_value,
                 candidates=decided.candidates, latency_ms=1000 * (time.perf_counter() - started),
-                payload=decision.model_dump(mode="json"), inputs=jsonable_encoder(decided.inputs), shadow=shadow,
+                payload=orjson.Fragment(encoded),  # type: ignore[arg-type]
+                inputs=orjson.Fragment(orjson.dumps(decided.inputs, option=orjson.OPT_NON_STR_KEYS)),  # type: ignore[arg-type]
+                shadow=shadow,
             )
         )  # fmt: skip
-        return decision
+        return decision, encoded

@@ -76,6 +76,14 @@ class ServingSettings(ProcessSettings):
         description="The directory the worker processes of one `clm serve` share (reload generation, each "
         "worker's versions); `clm serve` makes one. Without it a reload reaches only the worker that gets it.",
     )
+    decision_cache_max_users: int = Field(
+        100_000, ge=0,
+        description="Decide every stored user in bulk when the snapshot holds at most this many; past it, an "
+        "LRU of this many users filled on demand (0: no cache, every decision made in full).",
+    )  # fmt: skip
+    snapshot_check_seconds: float = Field(
+        5.0, ge=0, description="Check the online store for a new snapshot this often (0 = off)."
+    )
 
     def decision_log_url(self) -> str:
         return self.decision_log or f"sqlite:///{self.data_dir}/decisions.db"

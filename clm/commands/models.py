@@ -325,6 +325,14 @@ def score(
             "version, policy.exploration_salt), the same draw the API makes.",
         ),
     ] = True,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain/--no-explain",
+            help="Add each model's top features and their reasons in English and Chinese (one TreeSHAP pass per "
+            "model over everyone: the API's explanations, in bulk).",
+        ),
+    ] = False,
 ) -> None:
     """Stage, churn and upgrade probability, CLV and the next best action for every user known before the
     date, with the @champion models and policy. Only the churn model is required: without an upgrade model
@@ -369,6 +377,14 @@ def score(
     table = decided.table.drop(columns=["user_id", "cutoff"], errors="ignore")
     result = pd.concat([pd.DataFrame({"user_id": frame["user_id"].to_numpy(), "as_of": day}), table], axis=1)
     result["policy"] = models.label(models.policy)
+    if explain:
+        from models.explain import population_contributions, reason_columns
+
+        assert decided.decisions is not None  # one snapshot: the frame of one --as-of
+        frame = frame.reset_index(drop=True)
+        explained = population_contributions(frame, models, decided.decisions, config.serving.explain_top_k)
+        for name, column in reason_columns(frame, explained, models.registry).items():
+            result[name] = column
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
         result.to_csv(out, index=False)

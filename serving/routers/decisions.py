@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Response
 from fastapi.exceptions import RequestValidationError
 
 from serving.dependencies import SCORE_SCOPE, Lang, ServiceDep, SettingsDep
@@ -21,20 +21,23 @@ def user_decision(
     service: ServiceDep,
     user_id: Annotated[str, Path(max_length=200, examples=["u000042"])],
     lang: Lang = "en",
-) -> Decision:
+) -> Response:
     """Stage, scores, value, next best action and explanations for a user, from the online store."""
-    return service.decide_user(service.models(), user_id, lang)
+    # Decided once per (snapshot, model versions) and kept encoded (serving/cache.py): the body goes out as is
+    return Response(
+        service.user_decision_body(service.models(), user_id, lang), media_type="application/json"
+    )
 
 
 @router.post("/v1/decisions", response_model=Decision)
-def post_decision(service: ServiceDep, body: DecisionRequest, lang: Lang = "en") -> Decision:
+def post_decision(service: ServiceDep, body: DecisionRequest, lang: Lang = "en") -> Response:
     """The same decision for a feature vector (partial vectors allowed; missing features are listed),
     optionally starting from a user's stored features."""
     models = service.models()
     errors = feature_errors(body.features, models)
     if errors:
         raise RequestValidationError(errors)
-    return service.decide_request(body, models, lang)
+    return Response(service.decide_request_encoded(body, models, lang)[1], media_type="application/json")
 
 
 @router.post("/v1/decisions/batch", response_model=BatchResponse,

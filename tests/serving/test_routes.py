@@ -267,18 +267,27 @@ def test_polling_picks_up_a_moved_alias(private_served_env, monkeypatch) -> None
             client_ml.set_registered_model_alias("clm-policy", "champion", "1")
 
 
-def test_the_same_get_twice_gives_the_same_decision_and_propensity(served_env, monkeypatch) -> None:
+def test_the_same_get_twice_gives_the_same_decision_and_propensity(served_env, tmp_path, monkeypatch) -> None:
     """Exploration on (the default): the draw is a hash of (user, snapshot, policy version, salt), not of the
-    request, so repeating a GET returns the same action with the same propensity (the explored share itself
-    is tested in tests/models/test_decision.py)."""
+    request, so the same GET under the same contact state returns the same action with the same propensity
+    (here: two servers, each with an empty decision log — within one log the first decision's contact puts
+    its action in cooldown, tests/serving/test_cache.py; the explored share itself is tested in
+    tests/models/test_decision.py)."""
     monkeypatch.setenv("CLM_EXPLORATION", "true")  # the served tests turn it off elsewhere
     assert ServingSettings().exploration
-    app = create_app(load_config(), ServingSettings())
-    with TestClient(app, raise_server_exceptions=False) as client:
-        for user in served_env.user_ids[:40]:
-            first = client.get(f"/v1/users/{user}/decision", headers=SCORE).json()
-            again = client.get(f"/v1/users/{user}/decision", headers=SCORE).json()
-            assert first["action"]["name"] == again["action"]["name"], user
-            assert first["action"]["propensity"] == again["action"]["propensity"], user
-            assert first["action"]["explored"] == again["action"]["explored"], user
-            assert first["decision_id"] != again["decision_id"]
+    answers = []
+    for name in ("first", "again"):
+        monkeypatch.setenv("CLM_DECISION_LOG", f"sqlite:///{tmp_path / name}.db")
+        app = create_app(load_config(), ServingSettings())
+        with TestClient(app, raise_server_exceptions=False) as client:
+            answers.append(
+                [
+                    client.get(f"/v1/users/{user}/decision", headers=SCORE).json()
+                    for user in served_env.user_ids[:40]
+                ]
+            )
+    for user, first, again in zip(served_env.user_ids[:40], *answers, strict=True):
+        assert first["action"]["name"] == again["action"]["name"], user
+        assert first["action"]["propensity"] == again["action"]["propensity"], user
+        assert first["action"]["explored"] == again["action"]["explored"], user
+        assert first["decision_id"] != again["decision_id"]

@@ -11,6 +11,7 @@ import datetime as dt
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -80,6 +81,13 @@ class StubService:
             raise UnknownUser(f"user {body.user_id!r} has no features")
         self.requests.append((body.user_id, body.features, lang))
         return fixed_decision(body.user_id, AS_OF if body.user_id else None)
+
+    def user_decision_body(self, models: Any, user_id: str, lang: str) -> bytes:  # the route's encoded form
+        return self.decide_user(models, user_id, lang).model_dump_json().encode()
+
+    def decide_request_encoded(self, body: DecisionRequest, models: Any, lang: str) -> tuple[Decision, bytes]:
+        decision = self.decide_request(body, models, lang)
+        return decision, decision.model_dump_json().encode()
 
 
 class StubLog:
@@ -298,10 +306,10 @@ def test_the_service_decides_shadows_counts_and_logs(config) -> None:
     assert record.decision_id == decision.decision_id and record.user_id == "u1"
     assert record.shadow == {"versions": decision.versions.model_dump(), "action": "discount",
                              "expected_value": 0.0, "stage": "mature", "churn": 0.1}  # fmt: skip
-    assert record.payload == decision.model_dump(mode="json") and record.inputs == {
-        "tenure_days": 100.0,
-        "mrr": 20.0,
-    }
+    # payload and inputs come pre-encoded (orjson.Fragment): the log writes them as they are
+    stored = orjson.loads(orjson.dumps({"payload": record.payload, "inputs": record.inputs}))
+    assert stored["payload"] == decision.model_dump(mode="json")
+    assert stored["inputs"] == {"tenure_days": 100.0, "mrr": 20.0}
     assert metrics.decisions.labels("mature", "no_action")._value.get() == 1.0
     with pytest.raises(UnknownUser, match="'nobody' has no features \\(the store has no snapshot yet\\)"):
         service.decide_user("served", "nobody", "en")
