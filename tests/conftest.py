@@ -196,6 +196,9 @@ def read(world: Path, name: str) -> pd.DataFrame:
     return pd.read_parquet(world / f"{name}.parquet")
 
 
+# The decision cache's bound in the served tests: below the world's 3,000 users, so it fills on demand.
+ON_DEMAND_CACHE_USERS = 100
+
 KEYS = {"score-key": ["score"], "admin-key": ["score", "admin"], "review-key": ["review"]}
 
 
@@ -263,6 +266,9 @@ def serving_env(world: ServedWorld, log_dir: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CLM_ONLINE_STORE", world.store_url)
     monkeypatch.setenv("CLM_DECISION_LOG", f"sqlite:///{log_dir / 'decisions.db'}")
     monkeypatch.setenv("CLM_EXPLORATION", "false")
+    # decisions go through the decision cache filled on demand (an LRU smaller than the world), not its bulk
+    # build of all 3,000 users at every app start; tests/serving/test_cache.py tests the bulk build
+    monkeypatch.setenv("CLM_DECISION_CACHE_MAX_USERS", str(ON_DEMAND_CACHE_USERS))
     with mlflow_store(world.tracking_uri):
         yield world
 

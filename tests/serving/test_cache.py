@@ -81,6 +81,7 @@ def test_a_new_snapshot_replaces_the_cache_while_the_old_one_serves(
     served_env, own_store, monkeypatch
 ) -> None:
     monkeypatch.setenv("CLM_SNAPSHOT_CHECK_SECONDS", "0")  # the test calls refresh itself
+    monkeypatch.setenv("CLM_DECISION_CACHE_MAX_USERS", str(10**6))  # the bulk build, not on demand
     app = create_app(load_config(), ServingSettings())
     user = served_env.user_ids[7]
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -107,6 +108,7 @@ def test_a_reload_replaces_the_cache(private_served_env, monkeypatch) -> None:
     import mlflow
     from mlflow import MlflowClient
 
+    monkeypatch.setenv("CLM_DECISION_CACHE_MAX_USERS", str(10**6))  # the bulk build, not on demand
     app = create_app(load_config(), ServingSettings())
     user = private_served_env.user_ids[3]
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -130,6 +132,7 @@ def _contacted_user(client, user_ids) -> tuple[str, dict]:
 
 
 def test_a_logged_decision_puts_its_action_in_cooldown(served_env, monkeypatch) -> None:
+    monkeypatch.setenv("CLM_DECISION_CACHE_MAX_USERS", str(10**6))  # the bulk build, not on demand
     app = create_app(load_config(), ServingSettings())
     with TestClient(app, raise_server_exceptions=False) as client:
 
@@ -150,7 +153,7 @@ def test_a_logged_decision_puts_its_action_in_cooldown(served_env, monkeypatch) 
 
 def test_a_decision_made_by_one_worker_suppresses_its_action_on_every_worker(served_world, tmp_path) -> None:
     keys = {"score-key": ["score"]}
-    with running_server(served_world, keys, tmp_path, workers=2) as (base, log_url):
+    with running_server(served_world, keys, tmp_path, workers=2, cache_max_users=10**6) as (base, log_url):
 
         def get(user: str) -> dict:
             request = urllib.request.Request(f"{base}/v1/users/{user}/decision", headers=SCORE)

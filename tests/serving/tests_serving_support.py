@@ -11,7 +11,9 @@ from clm.commands.serve import background_server
 
 
 @contextlib.contextmanager
-def running_server(world, api_keys: dict, workdir: Path, workers: int = 1) -> Iterator[tuple[str, str]]:
+def running_server(
+    world, api_keys: dict, workdir: Path, workers: int = 1, cache_max_users: int = 100
+) -> Iterator[tuple[str, str]]:
     """`clm serve` over the served world with a decision log in `workdir`; yields the base URL and the log
     URL once /readyz answers 200."""
     log_url = f"sqlite:///{workdir / 'decisions.db'}"
@@ -21,6 +23,8 @@ def running_server(world, api_keys: dict, workdir: Path, workers: int = 1) -> It
         "CLM_ONLINE_STORE": world.store_url,
         "CLM_DECISION_LOG": log_url,
         "CLM_EXPLORATION": "false",
+        # below the world's 3,000 users, the decision cache fills on demand instead of a bulk build per worker
+        "CLM_DECISION_CACHE_MAX_USERS": str(cache_max_users),
     }
     with background_server(env, workdir, workers=workers, ready_timeout_seconds=120) as base:
         yield base, log_url
