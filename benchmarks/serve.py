@@ -96,9 +96,8 @@ def build_world(root: Path, *, users: int, days: int, seed: int) -> World:
     import mlflow
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines would bury the progress
-    from features.jobs import latest_features
-    from features.online import open_store
-    from features.registry import FeatureParams, build_registry, registry_version
+    from features.jobs import materialize_latest
+    from features.registry import FeatureParams
     from simulation.io import simulate_to_directory
     from training import tracking
     from training.policy import train_policy
@@ -139,11 +138,9 @@ def build_world(root: Path, *, users: int, days: int, seed: int) -> World:
         if mlflow.active_run():
             mlflow.end_run()
     step("writing the online store")
-    params = FeatureParams.from_config(config.features)
-    frame, as_of = latest_features(data, params=params)
     store_url = f"sqlite:///{(root / 'online.db').resolve()}"
-    with open_store(store_url) as store:
-        store.write_snapshot(frame, as_of=as_of, feature_version=registry_version(build_registry(params)))
+    info, frame = materialize_latest(data, store_url, params=FeatureParams.from_config(config.features))
+    as_of = info.as_of
     user_ids = sorted(frame["user_id"].astype(str))
     meta = {"tracking_uri": uri, "store_url": store_url, "as_of": as_of.isoformat(), "user_ids": user_ids,
             "users": users, "days": days, "seed": seed}  # fmt: skip

@@ -32,6 +32,7 @@ from features.build import (
     data_end_table,
     midnight_utc,
 )
+from features.online import SnapshotInfo, open_store
 from features.registry import FeatureParams, build_registry, registry_version
 
 log = logging.getLogger(__name__)
@@ -282,6 +283,20 @@ def latest_features(
     keep_all = LabelParams(keep_churned_users=True)
     features = _feature_table(con, inputs, [inputs.data_end], p, keep_all)
     return _as_pandas(features), inputs.data_end
+
+
+def materialize_latest(
+    data_dir: Path, store_url: str, *, params: FeatureParams | None = None, as_of: dt.date | None = None
+) -> tuple[SnapshotInfo, pd.DataFrame]:
+    """`latest_features` written to the online store at `store_url` as its new snapshot (tagged with the
+    registry's version): what `clm features materialize` does. Returns the snapshot's info and the frame."""
+    p = params or FeatureParams()
+    frame, snapshot_date = latest_features(data_dir, params=p, as_of=as_of)
+    with open_store(store_url) as store:
+        info = store.write_snapshot(
+            frame, as_of=snapshot_date, feature_version=registry_version(build_registry(p))
+        )
+    return info, frame
 
 
 def feature_history(

@@ -34,6 +34,7 @@ from models.explain import population_contributions
 from models.population import lapsed
 from serving.scorer import Decided, Scorer
 from serving.state import ModelSet
+from serving.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -341,8 +342,7 @@ class DecisionCaches:
         self.store: OnlineStore | None = None
         self._caches: dict[int, DecisionCache] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker: Ticker | None = None
 
     def get(self, models: ModelSet) -> DecisionCache | None:
         cache = self._caches.get(id(models))
@@ -375,21 +375,11 @@ class DecisionCaches:
         return rebuilt
 
     def start(self, serving: Any, interval_seconds: float) -> None:
-        """Check the store's snapshot every `interval_seconds` (`serving()` gives the sets serving now)."""
-        if interval_seconds <= 0 or self._thread is not None:
-            return
-
-        def poll() -> None:
-            while not self._stop.wait(interval_seconds):
-                try:
-                    self.refresh(serving())
-                except Exception:  # the old caches keep serving; try again at the next tick
-                    log.exception("decision cache refresh failed")
-
-        self._thread = threading.Thread(target=poll, name="clm-decision-cache", daemon=True)
-        self._thread.start()
+        """Check the store's snapshot every `interval_seconds` (`serving()` gives the sets serving now); a
+        failed refresh leaves the old caches serving until the next tick."""
+        self._ticker = Ticker("clm-decision-cache", lambda: self.refresh(serving()), "decision cache refresh")
+        self._ticker.start(interval_seconds)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._ticker is not None:
+            self._ticker.stop()

@@ -342,7 +342,7 @@ class DecisionLog:
         self._closed = False
         self._enqueued = 0  # records ever put on the queue
         self._dequeued = 0  # of those, records written or given up on
-        self._counts = dict.fromkeys(("written", "failed", "retries", "overflow", "duplicates"), 0)
+        self._counts = dict.fromkeys(("written", "failed", "retries", "overflow", "duplicates", "commits"), 0)
         self._dead_letter: deque[FailedRecord] = deque(maxlen=dead_letter_size)
         self._build_statements()
         try:
@@ -491,7 +491,8 @@ class DecisionLog:
 
         Every record appended is in exactly one of `written` (inserted), `duplicates` (its id was
         already stored), `failed` (given up on, in `dead_letter`) and `pending`. `retries` counts
-        repeated attempts of failed batches; `overflow` the records written on the caller's thread.
+        repeated attempts of failed batches; `overflow` the records written on the caller's thread; `commits`
+        the transactions that stored records (several records share one under group commit).
         """
         with self._lock:
             return {**self._counts, "pending": self._enqueued - self._dequeued}
@@ -608,6 +609,7 @@ class DecisionLog:
             with self._lock:
                 self._counts["written"] += inserted
                 self._counts["duplicates"] += len(rows) - inserted
+                self._counts["commits"] += 1
             if inserted < len(rows):
                 logger.warning(
                     "decision log %s: %d of %d decision ids were already stored; kept the stored rows",

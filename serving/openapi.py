@@ -108,7 +108,7 @@ RESPONSE_EXAMPLES: dict[tuple[str, str], Any] = {
     ("get", "/healthz"): {"status": "ok"},
     ("get", "/readyz"): {"ready": True, "models": VERSIONS, "store": {"as_of": "2026-11-30", "users": 2000},
                          "last_reload_error": None, "reload_failures": 0,
-                         "decision_log": {"written": 1200, "failed": 0, "retries": 0, "overflow": 0,
+                         "decision_log": {"written": 1200, "failed": 0, "retries": 0, "overflow": 0, "commits": 40,
                                           "duplicates": 0, "pending": 0},
                          "worker": 4242, "workers": [WORKER]},
     ("get", "/metrics"): '# HELP clm_decisions_total Decisions by stage and action\n'

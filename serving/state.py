@@ -20,6 +20,7 @@ from models.decision import (
     load_exact_versions,
     registered_names,
 )
+from serving.ticker import Ticker
 
 log = logging.getLogger(__name__)
 TARGETS = ("churn", "upgrade", "policy")
@@ -75,8 +76,7 @@ class ModelHolder:
         self.shadow: ModelSet | None = None
         self.status = ReloadStatus()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._poller: threading.Thread | None = None
+        self._poller = Ticker("clm-model-poller", self._follow_aliases, "alias poll")
 
     def reload(self, *, force: bool = True) -> dict[str, Any]:
         """Load the aliases' versions (only if they moved, unless forced), warm them, then swap. On any
@@ -109,19 +109,13 @@ class ModelHolder:
     def describe(self) -> str:
         return "nothing loaded" if self.current is None else str(self.current.version_labels())
 
+    def _follow_aliases(self) -> None:
+        with contextlib.suppress(Exception):  # already logged and counted; keep polling
+            self.reload(force=False)
+
     def start_polling(self, interval_seconds: float) -> None:
-        if interval_seconds <= 0 or self._poller is not None:
-            return
-
-        def poll() -> None:
-            while not self._stop.wait(interval_seconds):
-                with contextlib.suppress(Exception):  # already logged and counted; keep polling
-                    self.reload(force=False)
-
-        self._poller = threading.Thread(target=poll, name="clm-model-poller", daemon=True)
-        self._poller.start()
+        """Follow the aliases every `interval_seconds` (a failed reload is already logged and counted)."""
+        self._poller.start(interval_seconds)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._poller is not None:
-            self._poller.join(timeout=5)
+        self._poller.stop()

@@ -18,12 +18,12 @@ import fcntl
 import json
 import logging
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from serving.state import ModelHolder
+from serving.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ class WorkerSync:
         self.pid = os.getpid()
         self._seen = 0
         self._published: tuple[Any, ...] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker = Ticker("clm-worker-sync", self._tick, "following the run directory")
         if self.run_dir is not None:
             (self.run_dir / WORKERS_DIR).mkdir(parents=True, exist_ok=True)
 
@@ -161,23 +160,14 @@ class WorkerSync:
         """Take the current generation as seen (the lifespan just loaded the aliases), publish, then poll."""
         self._seen = self.generation()
         self.publish()
-        if self.run_dir is None or self._thread is not None:
-            return
+        if self.run_dir is not None:
+            self._ticker.start(self.poll_seconds)
 
-        def run() -> None:
-            while not self._stop.wait(self.poll_seconds):
-                try:
-                    self.follow()
-                    self.publish()
-                except Exception:
-                    log.exception("worker %d could not follow the run directory %s", self.pid, self.run_dir)
-
-        self._thread = threading.Thread(target=run, name="clm-worker-sync", daemon=True)
-        self._thread.start()
+    def _tick(self) -> None:
+        self.follow()
+        self.publish()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._ticker.stop()
         if self.run_dir is not None:
             (self.run_dir / WORKERS_DIR / f"{self.pid}.json").unlink(missing_ok=True)

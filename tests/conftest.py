@@ -31,9 +31,8 @@ import pandas as pd
 import pytest
 
 from clm.config import load_config
-from features.jobs import latest_features
-from features.online import open_store
-from features.registry import FeatureParams, build_registry, registry_version
+from features.jobs import materialize_latest
+from features.registry import FeatureParams
 from simulation.io import simulate_to_directory
 from training import tracking
 from training.policy import train_policy
@@ -228,11 +227,8 @@ def _build_served_world(root: Path, template: Path) -> dict[str, Any]:
             promote_model(name, metric="backtest.roc_auc.mean", tolerance=0.005)
         train_policy(data, config=config, project_root=root, truth_dir=data / "truth")
         promote_model("clm-policy", metric="test.offline.dr", tolerance=1e9)
-    params = FeatureParams.from_config(config.features)
-    frame, as_of = latest_features(data, params=params)
     store_url = f"sqlite:///{root / 'online.db'}"
-    with open_store(store_url) as store:
-        store.write_snapshot(frame, as_of=as_of, feature_version=registry_version(build_registry(params)))
+    _, frame = materialize_latest(data, store_url, params=FeatureParams.from_config(config.features))
     user_ids = sorted(frame["user_id"].astype(str))
     return {
         "data": str(data),
@@ -273,22 +269,24 @@ def serving_env(world: ServedWorld, log_dir: Path, monkeypatch: pytest.MonkeyPat
         yield world
 
 
-@pytest.fixture
-def served_env(
-    served_world: ServedWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ServedWorld]:
-    """Point MLflow and the serving settings at the served world (a fresh decision log per test)."""
-    with serving_env(served_world, tmp_path, monkeypatch) as world:
-        yield world
+def _serving_env_fixture(name: str, world_fixture: str) -> Any:
+    """A fixture `name`: MLflow and the serving settings pointed at the world `world_fixture` gives (`serving_env`:
+    a fresh decision log per test, decisions through the on-demand decision cache)."""
+
+    @pytest.fixture(name=name)
+    def fixture(
+        request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> Iterator[ServedWorld]:
+        """MLflow and the serving settings pointed at this world (a fresh decision log per test)."""
+        with serving_env(request.getfixturevalue(world_fixture), tmp_path, monkeypatch) as world:
+            yield world
+
+    return fixture
 
 
-@pytest.fixture
-def private_served_env(
-    private_served_world: ServedWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ServedWorld]:
-    """`served_env` over a registry of the test's own (`private_served_world`)."""
-    with serving_env(private_served_world, tmp_path, monkeypatch) as world:
-        yield world
+served_env = _serving_env_fixture("served_env", "served_world")
+# the same over a registry of the test's own (a test that registers versions or moves aliases)
+private_served_env = _serving_env_fixture("private_served_env", "private_served_world")
 
 
 @pytest.fixture

@@ -37,6 +37,10 @@ def label_params(config: ClmConfig, horizon_days: int | None = None) -> LabelPar
 
 # The `--data` option of the commands that read a canonical data directory.
 DataDir = Annotated[Path, typer.Option("--data", help="Canonical data directory.")]
+# The required `--as-of` of `clm score` and `clm report`.
+DecisionDate = Annotated[
+    str, typer.Option("--as-of", help="Decide as of this date (YYYY-MM-DD): only events before it are used.")
+]
 # The `--budget` option of `clm score` and `clm report`.
 Budget = Annotated[
     float | None,
@@ -148,9 +152,7 @@ def materialize(
 
     from clm.config import load_config
     from clm.settings import Settings
-    from features.jobs import DataDirectoryError, latest_features
-    from features.online import open_store
-    from features.registry import build_registry, registry_version
+    from features.jobs import DataDirectoryError, materialize_latest
 
     settings = Settings()
     config = load_config(settings.config)
@@ -158,15 +160,11 @@ def materialize(
     url = store or default_store_url(settings)
     console = Console(stderr=True)
     try:
-        with console.status("computing the latest feature vectors", spinner="dots"):
-            frame, snapshot_date = latest_features(data, params=params, as_of=date_option(as_of, "--as-of"))
-        with (
-            console.status(f"writing {len(frame):,} users to {url}", spinner="dots"),
-            open_store(url) as online,
+        with console.status(
+            f"computing the latest feature vectors and writing them to {url}", spinner="dots"
         ):
-            info = online.write_snapshot(
-                frame, as_of=snapshot_date, feature_version=registry_version(build_registry(params))
-            )
+            info, _ = materialize_latest(data, url, params=params, as_of=date_option(as_of, "--as-of"))
+        snapshot_date = info.as_of
     except (DataDirectoryError, ValueError, OSError) as exc:
         typer.echo(f"clm features materialize: {exc}", err=True)
         raise typer.Exit(2) from exc

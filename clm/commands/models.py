@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clm.commands.features import Budget, DataDir, date_option, feature_params
+from clm.commands.features import Budget, DataDir, DecisionDate, date_option, feature_params
 from clm.config import load_config
 
 # mlflow, sklearn, lightgbm, pandas, numpy and the training package are imported inside the commands, so
@@ -312,9 +312,7 @@ def evaluate(
 
 def score(
     data: DataDir,
-    as_of: Annotated[
-        str, typer.Option("--as-of", help="Score as of this date: only events before it are used.")
-    ],
+    as_of: DecisionDate,
     out: Annotated[Path, typer.Option("--out", help="Output file: .csv or .parquet.")],
     budget: Budget = None,
     explore: Annotated[

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from clm.commands.features import Budget, DataDir, date_option
+from clm.commands.features import Budget, DataDir, DecisionDate, date_option
 from clm.commands.policy import latent_to_product_stage, simulated_truth
 from clm.config import config_digest, load_config
 from clm.config_schema import ClmConfig
@@ -19,9 +19,7 @@ from clm.settings import Settings
 
 def report(
     data: DataDir,
-    as_of: Annotated[
-        str, typer.Option("--as-of", help="Report on the decisions as of this date (YYYY-MM-DD).")
-    ],
+    as_of: DecisionDate,
     out: Annotated[Path, typer.Option("--out", help="Output file (.html).")],
     budget: Budget = None,
     alias: Annotated[

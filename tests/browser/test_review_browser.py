@@ -17,7 +17,6 @@ import pytest
 
 from clm.commands.serve import background_server
 
-CHROMIUM = Path("/usr/bin/chromium")
 KEYS = {"score-key": ["score"], "review-key": ["review"]}
 
 
@@ -34,24 +33,6 @@ def server(served_world, tmp_path_factory) -> Iterator[str]:
     }
     with background_server(env, workdir, ready_timeout_seconds=180) as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: run scripts/ensure-browser.sh (make test does) to install Debian's chromium"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-component-update", "--no-first-run"],
-        )  # fmt: skip
-        yield browser
-        browser.close()
 
 
 class Watched:
