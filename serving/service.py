@@ -138,11 +138,6 @@ class DecisionService:
             raise UnknownUser(missing_user_detail(user_id, self.store))
         return row
 
-    def decide_user(self, models: ModelSet, user_id: str, lang: str) -> Decision:
-        """The decision for a user from the online store."""
-        row = self.stored(user_id)
-        return self.decide_and_log(models, dict(row.values), user_id, row.as_of, lang, {})[0]
-
     def user_decision_body(self, models: ModelSet, user_id: str, lang: str) -> bytes:
         """The encoded decision for a stored user: the cached entry of (snapshot, versions, user, lang), the
         contacts logged since the snapshot applied, and a fresh decision id; logged like any decision. Falls

@@ -312,7 +312,7 @@ def test_the_service_decides_shadows_counts_and_logs(config) -> None:
     assert stored["inputs"] == {"tenure_days": 100.0, "mrr": 20.0}
     assert metrics.decisions.labels("mature", "no_action")._value.get() == 1.0
     with pytest.raises(UnknownUser, match="'nobody' has no features \\(the store has no snapshot yet\\)"):
-        service.decide_user("served", "nobody", "en")
+        service.user_decision_body("served", "nobody", "en")
     assert len(log.records) == 1
 
 
