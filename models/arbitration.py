@@ -26,6 +26,11 @@ HARMFUL = "harmful"
 STATUSES = (ELIGIBLE, INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP, HARMFUL)
 _STATUS_NAMES = np.array(STATUSES, dtype=object)
 CONTACT_WINDOW_DAYS = 30
+# The contact features (features/registry.py, family "contacts") the arbitration reads, and the decision
+# cache updates with the contacts logged since the snapshot (serving/cache.py).
+LAST_ACTION = "last_action"
+DAYS_SINCE_LAST_CONTACT = "days_since_last_contact"
+CONTACTS_IN_WINDOW = f"contacts_count_{CONTACT_WINDOW_DAYS}d"
 LANGUAGES = ("en", "zh")
 
 
@@ -44,11 +49,9 @@ class ContactState:
         if n is None:
             n = len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values()), []))
         return cls(
-            last_action=object_column(frame, "last_action", n),
-            days_since_last_contact=numeric_column(frame, "days_since_last_contact", n),
-            contacts_30d=np.nan_to_num(
-                numeric_column(frame, f"contacts_count_{CONTACT_WINDOW_DAYS}d", n, default=0.0), nan=0.0
-            ),
+            last_action=object_column(frame, LAST_ACTION, n),
+            days_since_last_contact=numeric_column(frame, DAYS_SINCE_LAST_CONTACT, n),
+            contacts_30d=np.nan_to_num(numeric_column(frame, CONTACTS_IN_WINDOW, n, default=0.0), nan=0.0),
         )
 
     @classmethod

@@ -28,7 +28,7 @@ import orjson
 import pandas as pd
 
 from features.online import OnlineStore
-from models.arbitration import CONTACT_WINDOW_DAYS
+from models.arbitration import CONTACT_WINDOW_DAYS, CONTACTS_IN_WINDOW, DAYS_SINCE_LAST_CONTACT, LAST_ACTION
 from models.catalog import NO_ACTION
 from models.explain import population_contributions
 from models.population import lapsed
@@ -187,10 +187,9 @@ class Contacts:
 
     def applied(self, values: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(values)
-        window = f"contacts_count_{CONTACT_WINDOW_DAYS}d"
-        out["last_action"] = self.last_action
-        out["days_since_last_contact"] = self.days_since_last_contact
-        out[window] = float(np.nan_to_num(out.get(window) or 0.0)) + self.added_30d
+        out[LAST_ACTION] = self.last_action
+        out[DAYS_SINCE_LAST_CONTACT] = self.days_since_last_contact
+        out[CONTACTS_IN_WINDOW] = float(np.nan_to_num(out.get(CONTACTS_IN_WINDOW) or 0.0)) + self.added_30d
         return out
 
 

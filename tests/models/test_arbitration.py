@@ -481,3 +481,13 @@ def test_lagrangian_plan_is_near_the_exact_optimum_on_random_instances() -> None
     # Measured when written: lagrangian 0.992 on average (worst 0.921), greedy 0.911 (worst 0.348).
     assert np.mean(lagrangian_ratio) >= 0.95
     assert np.mean(lagrangian_ratio) >= np.mean(greedy_ratio)
+
+
+def test_the_contact_features_the_arbitration_reads_are_registry_features() -> None:
+    """A renamed contact feature must fail here, not silently leave every user never contacted."""
+    from features.registry import FeatureParams, build_registry
+    from models.arbitration import CONTACTS_IN_WINDOW, DAYS_SINCE_LAST_CONTACT, LAST_ACTION
+
+    names = {feature.name: feature for feature in build_registry(FeatureParams())}
+    assert names[LAST_ACTION].dtype == "category"
+    assert names[DAYS_SINCE_LAST_CONTACT].family == names[CONTACTS_IN_WINDOW].family == "contacts"
