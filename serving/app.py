@@ -7,9 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 import uuid
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -21,6 +19,7 @@ from features.online import open_store
 from serving.cache import DecisionCaches
 from serving.config import ServingConfig
 from serving.decision_log import DecisionLog, DecisionNotLogged
+from serving.edge import Edge
 from serving.openapi import install_docs
 from serving.review import OverviewCache, PageRefused, ReplayModels, WaterfallCache, refused_page
 from serving.routers import decisions, health, models, outcomes, review
@@ -31,22 +30,6 @@ from serving.state import ModelHolder, RegistryLoader
 from serving.workers import WorkerSync
 
 log = logging.getLogger(__name__)
-
-
-async def limits_and_timing(request: Request, call_next: Callable):
-    """Refuse an oversized body before it is read (413); time every request by its route template."""
-    settings: ServingSettings = request.app.state.settings
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-        return JSONResponse({"detail": f"request body larger than {settings.max_body_bytes} bytes"}, 413)
-    started = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    path = getattr(route, "path", "unmatched")
-    request.app.state.metrics.latency.labels(path, request.method, str(response.status_code)).observe(
-        time.perf_counter() - started
-    )
-    return response
 
 
 async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -88,7 +71,9 @@ async def lifespan(app: FastAPI):
         schema=settings.decision_log_schema,
         durable=True,
         on_failure=lambda decision_id, exc: metrics.log_failures.inc(),
-    )  # fmt: skip  (durable: a decision is answered only once its record is committed — group commit)
+        journal_dir=settings.decision_journal_dir(),
+        fsync_seconds=settings.journal_fsync_seconds,
+    )  # fmt: skip  (journaled: a decision is in the local journal before it is answered, serving/journal.py)
     state.decision_log.start()
     state.caches.store = state.store  # the decision cache: before the first load, which builds it
     with contextlib.suppress(Exception):  # not ready: /readyz says why, decision routes answer 503
@@ -169,7 +154,7 @@ def create_app(
     app.state.waterfalls = WaterfallCache()
     for router in (review.router, decisions.router, outcomes.router, models.router, health.router):
         app.include_router(router)
-    app.middleware("http")(limits_and_timing)
+    app.add_middleware(Edge)  # the body limit, the timing and the hot route (serving/edge.py)
     app.add_exception_handler(PageRefused, refused_page)
     app.add_exception_handler(Exception, internal_error)
     app.add_exception_handler(RequestValidationError, unprocessable)

@@ -35,6 +35,7 @@ import logging
 import math
 import queue
 import re
+import sqlite3
 import threading
 import time
 import zlib
@@ -50,6 +51,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError, StatementError
 from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
+
+from serving.journal import ContactLedger, Journal, Line
 
 __all__ = [
     "DecisionLog",
@@ -69,6 +72,10 @@ JSON_COLUMNS = ("versions", "candidates", "payload", "inputs", "shadow")
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
 WRITER_POLL_SECONDS = 0.1
+ORPHAN_CHECK_SECONDS = 5.0  # how often the journal writer looks for files left by killed processes
+CONTACT_PULL_SECONDS = 30.0  # how often contacts logged by other machines are read into the ledger
+CONTACT_PULL_OVERLAP = dt.timedelta(minutes=5)  # re-read behind the last pull: commits arrive late
+NO_ACTION = "no_action"  # models.catalog.NO_ACTION
 URL_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://USER@HOST:PORT/DB"
 _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 # Serialises table creation when several worker processes start at once against one PostgreSQL.
@@ -313,6 +320,8 @@ class DecisionLog:
         dead_letter_size: int = 10_000,
         durable: bool = False,
         commit_timeout_seconds: float = 30.0,
+        journal_dir: Path | None = None,
+        fsync_seconds: float = 1.0,
     ) -> None:
         for name, value, least in (
             ("queue_size", queue_size, 1),
@@ -345,6 +354,13 @@ class DecisionLog:
         self._counts = dict.fromkeys(("written", "failed", "retries", "overflow", "duplicates", "commits"), 0)
         self._dead_letter: deque[FailedRecord] = deque(maxlen=dead_letter_size)
         self._build_statements()
+        self._journal: Journal | None = None
+        self._ledger: ContactLedger | None = None
+        self._wake = threading.Event()
+        self._ledger_since: dt.datetime | None = (
+            None  # contacts from the database are in the ledger from then
+        )
+        self._ledger_pulled: float = 0.0
         try:
             self._create_tables()
         except (SQLAlchemyError, OSError, DecisionLogError) as exc:
@@ -354,6 +370,18 @@ class DecisionLog:
             if password:
                 message = message.replace(str(password), "***")
             raise DecisionLogError(f"cannot open the decision log at {self.url}: {message}") from exc
+        if journal_dir is not None:
+            try:
+                self._journal = Journal(Path(journal_dir), fsync_seconds=fsync_seconds)
+                self._ledger = ContactLedger(Path(journal_dir) / "contacts.db")
+            except (OSError, sqlite3.Error) as exc:
+                self._engine.dispose()
+                raise DecisionLogError(f"cannot open the decision journal in {journal_dir}: {exc}") from exc
+
+    @property
+    def journaled(self) -> bool:
+        """Whether appends go to the local journal (answered at once, stored by the writer)."""
+        return self._journal is not None
 
     @property
     def engine(self) -> Engine:
@@ -424,7 +452,10 @@ class DecisionLog:
     def append(self, record: DecisionRecord) -> None:
         """Log the record. Durable: return once it is committed (raise DecisionNotLogged if it was given up
         on). Otherwise queue it and return at once. Without a running writer, or when the queue is full, it
-        is written on this thread."""
+        is written on this thread. Journaled: write it to the local journal and return (see serving/journal.py)."""
+        if self._journal is not None:
+            self._append_to_journal(record)
+            return
         pending = _Pending(record, threading.Event() if self.durable else None)
         with self._lock:
             if self._closed:
@@ -453,9 +484,37 @@ class DecisionLog:
         if pending.error is not None:
             raise DecisionNotLogged(f"decision {record.decision_id} was not logged: {pending.error}")
 
+    def _append_to_journal(self, record: DecisionRecord) -> None:
+        journal, ledger = self._journal, self._ledger
+        assert journal is not None and ledger is not None
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(
+                    f"decision log {self.url} is closed; decision {record.decision_id} not logged"
+                )
+        try:
+            row = _encode(record)
+            journal.append(orjson.dumps(row, option=_ORJSON_OPTIONS))
+        except (ValueError, TypeError, OSError) as exc:
+            with self._lock:
+                self._counts["failed"] += 1
+            raise DecisionNotLogged(
+                f"decision {record.decision_id} was not logged: {_describe(exc)}"
+            ) from exc
+        with self._lock:
+            self._enqueued += 1
+        if record.user_id is not None and record.action != NO_ACTION:
+            try:
+                ledger.add([(record.decision_id, record.user_id, row["ts"], record.action)])
+            except sqlite3.Error:  # the record is safe in the journal; only this worker's cooldown view lags
+                logger.exception("contact ledger %s: decision %s not added", ledger.path, record.decision_id)
+        # no wake-up: the writer stores what arrived every WRITER_POLL_SECONDS, many records a commit
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every record appended so far is written or given up on; False on timeout."""
         deadline = time.monotonic() + timeout
+        if self._journal is not None:
+            return self._flush_journal(deadline)
         with self._lock:
             target = self._enqueued
             writer_running = self._thread is not None and self._thread.is_alive()
@@ -484,6 +543,10 @@ class DecisionLog:
                 "decision log %s: not every record was written within %.1f s of close", self.url, timeout
             )
         self._abandon_queue()
+        if self._journal is not None:
+            self._journal.close()  # what is not stored stays in its file, for the next start
+            assert self._ledger is not None
+            self._ledger.close()
         self._engine.dispose()
 
     def stats(self) -> dict[str, int]:
@@ -498,11 +561,140 @@ class DecisionLog:
             return {**self._counts, "pending": self._enqueued - self._dequeued}
 
     def _run(self) -> None:
+        if self._journal is not None:
+            self._run_journal()
+            return
         while not self._stop.is_set():
             with self._consume_lock:
                 batch = self._take(timeout=WRITER_POLL_SECONDS)
                 if batch:
                     self._settle(batch)
+
+    # --- the journal's writer ----------------------------------------------------------------------
+
+    def _run_journal(self) -> None:
+        journal = self._journal
+        assert journal is not None
+        next_orphans = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(WRITER_POLL_SECONDS)
+            self._wake.clear()
+            try:
+                if time.monotonic() >= next_orphans:
+                    next_orphans = time.monotonic() + ORPHAN_CHECK_SECONDS
+                    self._store_orphans()
+                self._store_own()
+                journal.sync()
+                if time.monotonic() - self._ledger_pulled >= CONTACT_PULL_SECONDS:
+                    self._pull_contacts()
+            except Exception:  # the lines stay in the journal: tried again on the next round
+                logger.exception("decision log %s: the journal writer failed; retrying", self.url)
+                self._stop.wait(self._retry_backoff_seconds)
+
+    def _store_own(self) -> None:
+        """Store this process's unstored journal lines, a batch at a time, until none are left."""
+        journal = self._journal
+        assert journal is not None
+        while True:
+            lines = journal.pending()
+            if not lines:
+                return
+            for start in range(0, len(lines), self._batch_size):
+                batch = lines[start : start + self._batch_size]
+                if not self._store_lines(batch):
+                    return  # the database refused: the lines wait in the journal
+                journal.committed(batch[-1].end)
+                with self._settled:
+                    self._dequeued += len(batch)
+                    self._settled.notify_all()
+
+    def _store_orphans(self) -> None:
+        journal = self._journal
+        assert journal is not None
+        for path, lines in journal.orphans():
+            stored = all(
+                self._store_lines(lines[start : start + self._batch_size])
+                for start in range(0, len(lines), self._batch_size)
+            )
+            if stored:
+                journal.forget(path)
+                logger.warning("decision log %s: stored %d decisions left in %s by a process that died",
+                               self.url, len(lines), path.name)  # fmt: skip
+            else:
+                journal.release(path)
+
+    def _store_lines(self, lines: list[Line]) -> bool:
+        """Insert the lines' rows (ids already stored are skipped). False when the database refused them
+        all (unreachable, locked…): they stay in the journal. A line no insert accepts while others go in is
+        moved to `rejected.jsonl` beside the journal and counted as failed."""
+        rows, bad = [], []
+        for line in lines:
+            try:
+                row = orjson.loads(line.data)
+                row["ts"] = dt.datetime.fromisoformat(row["ts"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                bad.append(line)
+            else:
+                rows.append(row)
+        if rows and self._attempt(rows, attempts=1 + self._retries) is not None:
+            if len(rows) == 1:
+                return False
+            failed = [row for row in rows if self._attempt([row], attempts=1) is not None]
+            if len(failed) == len(rows):
+                return False
+            bad.extend(Line(0, orjson.dumps(row, option=_ORJSON_OPTIONS)) for row in failed)
+        if bad:
+            self._reject(bad)
+        return True
+
+    def _reject(self, lines: list[Line]) -> None:
+        journal = self._journal
+        assert journal is not None
+        with open(journal.directory / "rejected.jsonl", "ab") as handle:
+            handle.write(b"".join(line.data + b"\n" for line in lines))
+        with self._lock:
+            self._counts["failed"] += len(lines)
+        logger.error("decision log %s: %d journal lines could not be stored; kept in %s", self.url, len(lines),
+                     journal.directory / "rejected.jsonl")  # fmt: skip
+
+    def _flush_journal(self, deadline: float) -> bool:
+        journal = self._journal
+        assert journal is not None
+        writer_running = self._thread is not None and self._thread.is_alive()
+        if not writer_running:  # also what dead processes left (the writer does that every few seconds)
+            with self._consume_lock:
+                self._store_orphans()
+                self._store_own()
+            return not journal.unstored()
+        while journal.unstored():
+            if time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            with self._settled:
+                self._settled.wait(timeout=min(0.05, max(0.0, deadline - time.monotonic())))
+        return True
+
+    def _pull_contacts(self) -> None:
+        """Contacts in the database since the last pull (other machines' decisions) into the ledger."""
+        started = time.monotonic()
+        since = self._ledger_since
+        if since is not None:
+            self._seed_ledger(max(since, dt.datetime.now(dt.UTC) - CONTACT_PULL_OVERLAP - dt.timedelta(
+                seconds=CONTACT_PULL_SECONDS)), keep_since=True)  # fmt: skip
+        self._ledger_pulled = started
+
+    def _seed_ledger(self, since: dt.datetime, *, keep_since: bool = False) -> None:
+        ledger = self._ledger
+        assert ledger is not None
+        decisions = self._decisions
+        statement = sa.select(decisions.c.decision_id, decisions.c.user_id, decisions.c.ts, decisions.c.action).where(
+            decisions.c.ts >= _as_utc(since, "since"), decisions.c.action != NO_ACTION,
+            decisions.c.user_id.is_not(None),
+        )  # fmt: skip
+        with self._engine.connect() as conn:
+            ledger.add((row[0], row[1], row[2], row[3]) for row in conn.execute(statement))
+        if not keep_since:
+            self._ledger_since = since
 
     def _drain(self, deadline: float) -> None:
         with self._consume_lock:
@@ -725,8 +917,13 @@ class DecisionLog:
         """(ts, action) of the user's decisions logged at or after `since` that contacted them (any action but
         `no_action`), newest first: one indexed query (ix_decisions_user_id_ts), read by the request path to
         apply the contacts made since a snapshot. The statement is built once (a new one per call costs
-        SQLAlchemy several times the query)."""
+        SQLAlchemy several times the query). Journaled: read from the contact ledger, which the database
+        fills once per `since` (and then every CONTACT_PULL_SECONDS), and every append on this machine at once."""
         self._check_open()
+        if self._ledger is not None:
+            if self._ledger_since is None or since < self._ledger_since:
+                self._seed_ledger(since)
+            return [(ts, action) for ts, action in self._ledger.since(user_id, since) if action != no_action]
         statement = getattr(self, "_contacts_statement", None)
         if statement is None:
             decisions = self._decisions

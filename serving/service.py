@@ -81,7 +81,11 @@ def feature_errors(
 
 
 def request_digest(user_id: str | None, features: dict[str, Any]) -> str:
-    blob = json.dumps({"user_id": user_id, "features": features}, sort_keys=True, default=str).encode()
+    """sha256 of the canonical request: the JSON of {"features", "user_id"} with sorted keys."""
+    if not features:  # a stored user's GET: the same text, without building and sorting a dict
+        blob = b'{"features": {}, "user_id": ' + json.dumps(user_id).encode() + b"}"
+    else:
+        blob = json.dumps({"user_id": user_id, "features": features}, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 
 

@@ -7,6 +7,7 @@ serving. Business parameters (bands, top-k, the feature windows) come from the v
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from pathlib import Path
 
@@ -65,6 +66,17 @@ class ServingSettings(ProcessSettings):
         None, description="sqlite:///PATH (default DATA/decisions.db) or postgresql://…"
     )
     decision_log_schema: str | None = Field(None, description="PostgreSQL schema of the decision log.")
+    decision_journal: Path | None = Field(
+        None,
+        description="Directory of the decision log's local journal: a decision is written there before it is "
+        "answered and stored in the log by a background writer (default: DATA/decision-journal/<a digest of the "
+        "log's URL and schema>, so each log drains only its own journal).",
+    )
+    journal_fsync_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="fsync the journal this often: what a power cut (not a killed process) can lose.",
+    )
     alias: str = Field("champion", description="Registry alias of the models and the policy that serve.")
     shadow_alias: str | None = Field(None, description="Score this alias beside the served one and log both.")
     reload_interval_seconds: float = Field(0.0, ge=0, description="Poll the aliases this often (0 = off).")
@@ -87,6 +99,12 @@ class ServingSettings(ProcessSettings):
 
     def decision_log_url(self) -> str:
         return self.decision_log or f"sqlite:///{self.data_dir}/decisions.db"
+
+    def decision_journal_dir(self) -> Path:
+        if self.decision_journal is not None:
+            return self.decision_journal
+        digest = hashlib.sha256(f"{self.decision_log_url()}|{self.decision_log_schema or ''}".encode())
+        return self.data_dir / "decision-journal" / digest.hexdigest()[:16]
 
     def scopes_of(self, key: str) -> frozenset[str] | None:
         """The scopes of an API key (constant-time comparison against every configured key), None if unknown."""

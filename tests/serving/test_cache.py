@@ -161,13 +161,14 @@ def test_a_decision_made_by_one_worker_suppresses_its_action_on_every_worker(ser
                 return json.loads(response.read())
 
         user, first = _contacted_user(get, served_world.user_ids[:200])
+        # at once, not once the log's writer has stored it: the contact ledger is shared by the workers
+        later = [get(user) for _ in range(8)]  # new connections: both workers answer some of them
         log = DecisionLog(log_url)
         try:
             deadline = time.monotonic() + 30
             while log.get_decision(first["decision_id"]) is None and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert log.get_decision(first["decision_id"]) is not None
-            later = [get(user) for _ in range(8)]  # new connections: both workers answer some of them
             pids = {row["payload"]["decision_id"] for row in log.decisions_for_user(user)}
         finally:
             log.close()

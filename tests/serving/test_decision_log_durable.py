@@ -137,7 +137,7 @@ APPENDER = textwrap.dedent(
     from test_decision_log import make_record
     from serving.decision_log import DecisionLog
 
-    log = DecisionLog({url!r}, schema={schema!r}, durable={durable!r})
+    log = DecisionLog({url!r}, schema={schema!r}, durable={durable!r}, journal_dir={journal!r})
     log.start()
     lock = threading.Lock()
 
@@ -156,11 +156,15 @@ APPENDER = textwrap.dedent(
 )
 
 
-def kill_while_appending(store: Store, tmp_path: Path, *, durable: bool, seconds: float) -> tuple[int, int]:
-    """Run 8 appending threads in a child process, SIGKILL it after `seconds`; (acknowledged, lost)."""
+def kill_while_appending(
+    store: Store, tmp_path: Path, *, durable: bool, seconds: float, journal: Path | None = None
+) -> tuple[int, int]:
+    """Run 8 appending threads in a child process, SIGKILL it after `seconds`; (acknowledged, lost). With a
+    `journal`, the reader opened afterwards on the same journal stores what the dead child left there."""
     script = tmp_path / "appender.py"
     tests = str(Path(__file__).parent)
-    script.write_text(APPENDER.format(tests=tests, url=store.url, schema=store.schema, durable=durable))
+    script.write_text(APPENDER.format(tests=tests, url=store.url, schema=store.schema, durable=durable,
+                                      journal=None if journal is None else str(journal)))  # fmt: skip
     acknowledged_path = tmp_path / f"acknowledged-{durable}.txt"
     with acknowledged_path.open("w") as out:
         child = subprocess.Popen([sys.executable, str(script)], stdout=out, start_new_session=True)
@@ -168,8 +172,9 @@ def kill_while_appending(store: Store, tmp_path: Path, *, durable: bool, seconds
         os.killpg(child.pid, signal.SIGKILL)
         child.wait(timeout=10)
     acknowledged = {line for line in acknowledged_path.read_text().split("\n") if len(line) == 32}
-    reader = DecisionLog(store.url, schema=store.schema)
+    reader = DecisionLog(store.url, schema=store.schema, journal_dir=journal)
     try:
+        assert reader.flush(timeout=60)
         stored = set(stored_ids(reader))
     finally:
         reader.close()
@@ -182,6 +187,21 @@ def test_sigkill_while_appending_loses_no_acknowledged_record(store: Store, tmp_
     print(f"durable: {acknowledged} acknowledged, {lost} lost after SIGKILL")
     assert acknowledged > 50, "the child acknowledged too little to test anything"
     assert lost == 0
+
+
+def test_sigkill_while_appending_to_the_journal_loses_no_acknowledged_record(
+    store: Store, tmp_path: Path
+) -> None:
+    """The API's mode: an append is answered once it is in the local journal (no wait for a commit); the
+    records the killed process had not stored yet are stored by the next process on the same journal."""
+    DecisionLog(store.url, schema=store.schema).close()
+    journal = tmp_path / "journal"
+    acknowledged, lost = kill_while_appending(store, tmp_path, durable=True, seconds=6.0, journal=journal)
+    left = sorted(path.name for path in journal.glob("journal-*"))
+    print(f"journaled: {acknowledged} acknowledged, {lost} lost after SIGKILL; files left {left}")
+    assert acknowledged > 50, "the child acknowledged too little to test anything"
+    assert lost == 0
+    assert left == [], "the dead process's journal was stored and deleted"
 
 
 def test_sigkill_loses_acknowledged_records_without_durability(store: Store, tmp_path: Path) -> None:
