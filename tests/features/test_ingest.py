@@ -27,6 +27,7 @@ from features.ingest import (
     ingest_inputs,
     read_input,
 )
+from features.datadir import resolve_data_dir
 from features.mapping import load_mapping, parse_mapping
 from features.schemas import validate_canonical
 from tests.features.mappings import RETAIL_MAPPING
@@ -85,8 +86,23 @@ REASON_CASES = [
         IngestOptions(timezone="Europe/Berlin"),
     ),
     ("events", EVENT_HEADER, "u2,2024-01-01T10:00:00Z,login,,,surplus", "malformed_row", None),
+    # a Latin-1 row in a UTF-8 file: that row alone is rejected, with its line
+    ("events", EVENT_HEADER, "Jos\xe9,2024-01-01T10:00:00Z,login,,".encode("latin-1"), "undecodable_row", None),
+    (
+        "events",
+        EVENT_HEADER,
+        'u2,2024-01-01T10:00:00Z,login,,"{""note"": ""longer than the limit""}"',
+        "oversized_field",
+        IngestOptions(max_field_bytes=24),
+    ),
+    ("events", EVENT_HEADER, "u\x002,2024-01-01T10:00:00Z,login,,", "control_character", None),
+    ("events", EVENT_HEADER, "u2,2024-01-01T10:00:00Z,log\x01in,,", "control_character", None),
+    ("events", EVENT_HEADER, "u2,2999-01-01T00:00:00Z,login,,", "implausible_ts", None),
+    ("events", EVENT_HEADER, "u2,1969-12-31T23:59:59Z,login,,", "implausible_ts", None),
     ("users", USER_HEADER, "u2,31/12/2023,free,ads,DE", "unparseable_signup_ts", None),
     ("users", USER_HEADER, "u1,2023-06-01T00:00:00Z,pro,seo,FR", "conflicting_user_id", None),
+    ("users", USER_HEADER, "u2,0001-01-01T00:00:00Z,free,ads,DE", "implausible_signup_ts", None),
+    ("users", USER_HEADER, "u2,2024-01-01T00:00:00Z,free,ads\x7f,DE", "control_character", None),
     ("subscriptions", SUBSCRIPTION_HEADER, "u2,,2024-01-01T00:00:00Z,,9.99", "missing_plan", None),
     ("subscriptions", SUBSCRIPTION_HEADER, "u2,pro,,,9.99", "missing_start", None),
     ("subscriptions", SUBSCRIPTION_HEADER, "u2,pro,soon,,9.99", "unparseable_start", None),
@@ -101,7 +117,10 @@ REASON_CASES = [
         "end_before_start",
         None,
     ),
+    ("subscriptions", SUBSCRIPTION_HEADER, "u2,pro,9999-12-31T00:00:00Z,,9.99", "implausible_start", None),
+    ("subscriptions", SUBSCRIPTION_HEADER, "u2,pro,2024-01-01T00:00:00Z,1960-01-01,9.99", "implausible_end", None),
     ("campaigns", CAMPAIGN_HEADER, "u2,2024-01-01T00:00:00Z,,0.5", "missing_action", None),
+    ("campaigns", CAMPAIGN_HEADER, "u2,2024-01-01T00:00:00Z,win\x00back,0.5", "control_character", None),
     ("campaigns", CAMPAIGN_HEADER, "u2,2024-01-01T00:00:00Z,win_back,high", "unparseable_propensity", None),
     ("campaigns", CAMPAIGN_HEADER, "u2,2024-01-01T00:00:00Z,win_back,0", "invalid_propensity", None),
     ("campaigns", CAMPAIGN_HEADER, "u2,2024-01-01T00:00:00Z,win_back,1.5", "invalid_propensity", None),
@@ -128,7 +147,12 @@ LAST_GOOD = {
 def test_each_bad_row_is_rejected_with_its_reason_and_kept_raw(
     tmp_path: Path, kind: str, header: str, bad_line: str, reason: str, options: IngestOptions | None
 ) -> None:
-    result = ingest_csv(tmp_path, kind, f"{header}\n{GOOD[kind]}\n{bad_line}\n{LAST_GOOD[kind]}\n", options)
+    if isinstance(bad_line, bytes):
+        path = tmp_path / f"{kind}.csv"
+        path.write_bytes(f"{header}\n{GOOD[kind]}\n".encode() + bad_line + f"\n{LAST_GOOD[kind]}\n".encode())
+        result = ingest_inputs({kind: path}, options=options)[kind]
+    else:
+        result = ingest_csv(tmp_path, kind, f"{header}\n{GOOD[kind]}\n{bad_line}\n{LAST_GOOD[kind]}\n", options)
 
     assert result.counts.rejected_by_reason == {reason: 1}
     assert (result.counts.read, result.counts.accepted, result.counts.duplicates) == (3, 2, 0)
@@ -139,6 +163,9 @@ def test_each_bad_row_is_rejected_with_its_reason_and_kept_raw(
     raw = json.loads(reject.raw)
     if reason == "malformed_row":
         assert raw == {"line": bad_line}
+    elif reason == "undecodable_row":
+        assert raw == {"line": bad_line.decode("utf-8", "backslashreplace")}
+        assert "line 3" in reject.detail and "0xe9" in reject.detail
     else:
         expected = dict(zip(header.split(","), next(csv.reader([bad_line])), strict=True))
         assert raw == {name: value or None for name, value in expected.items()}
@@ -191,11 +218,11 @@ def test_retail_mapping_example_loads_as_written(tmp_path: Path) -> None:
         "customer_id,date,quantity,dollars\n1001,20240105,2,19.98\n1002,20240229,1,5.00\n1001,20241231,12,0\n",
     )
 
-    counts = ingest_files(tmp_path / "data", events=source, mapping=mapping)
-    table = pq.read_table(tmp_path / "data" / "events.parquet")
+    run = ingest_files(tmp_path / "data", events=source, mapping=mapping)
+    table = pq.read_table(resolve_data_dir(tmp_path / "data") / "events.parquet")
     events = table.to_pandas()
 
-    assert counts["events"].as_dict()["accepted"] == 3
+    assert run.counts["events"].as_dict()["accepted"] == 3
     assert table.schema.field("ts").type == pa.timestamp("us", tz="UTC")
     assert table.schema.field("user_id").type == pa.string()
     assert events["user_id"].tolist() == ["1001", "1002", "1001"]
