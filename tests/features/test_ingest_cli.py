@@ -183,6 +183,18 @@ def test_a_bad_mapping_or_config_file_exits_2_naming_the_key(
     assert not (tmp_path / "data").exists()
 
 
+def test_a_bad_strptime_directive_exits_2_naming_the_mapping_key(tmp_path: Path) -> None:
+    events = write(tmp_path / "events.csv", EVENTS)
+    mapping = write(tmp_path / "m.toml", '[events]\nts = { column = "ts", format = "%Y-%m-%Q" }\n')
+
+    result = run("--events", events, "--mapping", mapping, "--out", tmp_path / "data")
+
+    assert result.exit_code == 2
+    assert "[events].ts.format: '%Y-%m-%Q' is not a usable strptime format" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "data").exists()
+
+
 def _first_ts(out: Path) -> pd.Timestamp:
     return pd.read_parquet(resolve_data_dir(out) / "events.parquet")["ts"].iloc[0]
 
