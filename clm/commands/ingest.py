@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -45,7 +46,7 @@ def ingest_options(section: IngestSection, settings: Settings, timezone: str | N
         duplicate_key=tuple(section.duplicate_key),
         non_negative_amount_event_types=tuple(section.non_negative_amount_event_types),
         event_types=None if section.event_types is None else tuple(section.event_types),
-        earliest_timestamp=section.earliest_timestamp,
+        earliest_timestamp=dt.date.fromisoformat(section.earliest_timestamp),
         max_days_after_run=section.max_days_after_run,
         max_field_bytes=section.max_field_bytes,
         min_accepted_share=section.min_accepted_share,

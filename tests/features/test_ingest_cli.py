@@ -254,3 +254,23 @@ def test_configured_event_types_and_duplicate_key_apply(tmp_path: Path) -> None:
     assert by_types.exit_code == 2
     assert "none of 2 rows accepted (rejected: unknown_event_type 2)" in " ".join(by_types.stderr.split())
     assert not (tmp_path / "c").exists()
+
+
+def test_the_configured_time_window_and_field_limit_apply(tmp_path: Path) -> None:
+    events = write(tmp_path / "events.csv", EVENTS)
+    window = write(
+        tmp_path / "window.toml", '[ingest]\nearliest_timestamp = "2024-01-02"\nmin_accepted_share = 0.0\n'
+    )
+    limit = write(tmp_path / "limit.toml", "[ingest]\nmax_field_bytes = 2\nmin_accepted_share = 0.0\n")
+
+    by_window = run("--events", events, "--config", window, "--out", tmp_path / "a", "--json")
+    by_limit = run("--events", events, "--config", limit, "--out", tmp_path / "b", "--json")
+
+    assert json.loads(by_window.stdout)["rejected_by_reason"] == {
+        "implausible_ts": 2,
+        "missing_user_id": 1,
+        "negative_amount": 1,
+    }
+    # every row has a timestamp longer than 2 bytes: nothing is accepted, the run is refused
+    assert by_limit.exit_code == 2
+    assert "oversized_field 6" in " ".join(by_limit.stderr.split())
