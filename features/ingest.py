@@ -56,6 +56,7 @@ from features.sources import (
 log = logging.getLogger(__name__)
 
 REJECT_COLUMNS: tuple[str, ...] = ("input", "row", "reason", "detail", "raw")
+REFUSAL_EXAMPLES = 5
 
 REJECT_REASONS: dict[str, str] = {
     "malformed_row": "CSV line whose number of fields differs from the header",
@@ -1049,9 +1050,13 @@ def _rejects_arrow(rejects: pd.DataFrame) -> pa.Table:
 class IngestRefused(InputError):
     """A run in which an input accepted no row, or too small a share of its rows: nothing was written."""
 
-    def __init__(self, message: str, counts: Mapping[str, IngestCounts]) -> None:
+    def __init__(
+        self, message: str, counts: Mapping[str, IngestCounts], examples: Sequence[str] = ()
+    ) -> None:
         super().__init__(message)
         self.counts = dict(counts)
+        self.examples = list(examples)
+        """A few rejected rows ("events row 3: detail"), since a refused run writes no rejects file."""
 
 
 @dataclass(frozen=True)
@@ -1170,7 +1175,12 @@ def ingest_files(
                 if Path(out_dir).is_dir()
                 else f"{out_dir} was not created"
             )
-            raise IngestRefused(f"refused, nothing written: {problem}. {kept}", counts)
+            rejects = all_rejects(results)
+            rejects = rejects[rejects["reason"] != "duplicate"].head(REFUSAL_EXAMPLES)
+            examples = [
+                f"{r.input} row {r.row}: {r.reason}: {r.detail}" for r in rejects.itertuples(index=False)
+            ]
+            raise IngestRefused(f"refused, nothing written: {problem}. {kept}", counts, examples)
         if progress:
             progress(f"writing {out_dir}")
         return _publish(writer, results)

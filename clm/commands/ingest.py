@@ -155,6 +155,8 @@ def ingest(
             )
     except IngestRefused as exc:
         err.print(_summary_table(exc.counts))
+        for example in exc.examples:
+            err.print(f"  {example}", soft_wrap=True, highlight=False, markup=False)
         raise fail(exc) from None
     except (InputError, MappingError, DataDirectoryError) as exc:
         raise fail(exc) from None

@@ -274,3 +274,5 @@ def test_the_configured_time_window_and_field_limit_apply(tmp_path: Path) -> Non
     # every row has a timestamp longer than 2 bytes: nothing is accepted, the run is refused
     assert by_limit.exit_code == 2
     assert "oversized_field 6" in " ".join(by_limit.stderr.split())
+    # a refused run writes no rejects file: the first rejected rows are printed instead
+    assert "events row 0: oversized_field: field 'ts' is 19 bytes" in " ".join(by_limit.stderr.split())
