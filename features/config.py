@@ -4,6 +4,7 @@ layers' tables; this module stays cheap to import (pydantic only) so `clm --help
 
 from __future__ import annotations
 
+import datetime as dt
 import zoneinfo
 from typing import Annotated, Any, Literal
 
@@ -34,6 +35,19 @@ class IngestSection(Section):
     non_negative_amount_event_types: Names
     duplicate_key: Annotated[Names, Field(min_length=1)]
     event_types: Names | None = None
+    earliest_timestamp: Name  # an ISO date, kept as text so the config stays plain JSON
+    max_days_after_run: NonNegativeFloat
+    max_field_bytes: PositiveInt
+    min_accepted_share: Probability
+
+    @field_validator("earliest_timestamp")
+    @classmethod
+    def _iso_date(cls, value: str) -> str:
+        try:
+            dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"expected an ISO date such as '1970-01-01', got {value!r}") from None
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -16,10 +16,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import os
-import shutil
 import string
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +25,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from features import schemas
+from features.datadir import (
+    REJECTS_FILE,
+    Checkpoint,
+    DataDirectoryWriter,
+    Publication,
+    current_version,
+    link_or_copy,
+)
 from features.mapping import (
     ColumnSpec,
     ConstantSpec,
@@ -42,13 +46,17 @@ from features.mapping import (
     check_timezone,
 )
 from features.schemas import Contract, Field
+from features.sources import (
+    DEFAULT_MAX_FIELD_BYTES,
+    InputError,
+    SourceTable,
+    read_input,
+)
 
 log = logging.getLogger(__name__)
 
 REJECT_COLUMNS: tuple[str, ...] = ("input", "row", "reason", "detail", "raw")
-REJECTS_FILE = "rejects.parquet"
-CSV_SUFFIXES = (".csv", ".csv.gz")
-PARQUET_SUFFIXES = (".parquet", ".pq")
+REFUSAL_EXAMPLES = 5
 
 REJECT_REASONS: dict[str, str] = {
     "malformed_row": "CSV line whose number of fields differs from the header",
@@ -74,6 +82,13 @@ REJECT_REASONS: dict[str, str] = {
     "invalid_propensity": "propensity outside (0, 1]",
     "end_before_start": "subscription end earlier than its start",
     "conflicting_user_id": "a users row whose user_id an earlier, different row already has",
+    "undecodable_row": "a CSV row that is not UTF-8 text (its line number and first bad byte in the detail)",
+    "oversized_field": "a field longer than ingest.max_field_bytes",
+    "control_character": "an id or category (user_id, event_type, plan, action, ...) holds a control character",
+    "implausible_ts": "ts before ingest.earliest_timestamp or after the run's clock + ingest.max_days_after_run",
+    "implausible_signup_ts": "signup_ts outside the plausible window (as for ts)",
+    "implausible_start": "start outside the plausible window (as for ts)",
+    "implausible_end": "end before ingest.earliest_timestamp (a future end is a scheduled one and is kept)",
     "duplicate": "same stable key as an earlier accepted row (counted as a duplicate, not as rejected)",
 }
 
@@ -84,11 +99,9 @@ _OFFSET_SUFFIX = (
 )
 # Text that would lose meaning as a number (identifiers and codes such as zip codes).
 _LEADING_ZERO = r"^[+-]?0[0-9]"
+# C0 controls (NUL, tab, newline, ...), DEL and C1 controls: never part of an id or a category.
+_CONTROL_CHARACTER = r"[\x00-\x1f\x7f-\x9f]"
 _JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
-
-
-class InputError(ValueError):
-    """An input file that cannot be used at all; the message names the file and, where it applies, the column."""
 
 
 @dataclass(frozen=True)
@@ -100,15 +113,41 @@ class IngestOptions:
     non_negative_amount_event_types: tuple[str, ...] = ("purchase",)
     event_types: tuple[str, ...] | None = None
     """When given, events with any other event_type are rejected as `unknown_event_type`."""
+    earliest_timestamp: dt.date = dt.date(1970, 1, 1)
+    """Timestamps before this day (UTC) are rejected as `implausible_<field>`."""
+    max_days_after_run: float = 1.0
+    """Timestamps later than the run's clock plus this many days are rejected (a subscription's `end` may lie
+    in the future)."""
+    run_clock: dt.datetime | None = None
+    """The run's clock; None: the time `ingest_inputs` starts (one clock for every input of a run)."""
+    max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
+    """A CSV or Parquet text value longer than this rejects its row (`oversized_field`)."""
+    min_accepted_share: float = 0.5
+    """`ingest_files` refuses a run in which an input accepts no row, or fewer than this share of the rows it
+    did not count as duplicates, and leaves the data directory as it was."""
 
     def __post_init__(self) -> None:
         check_timezone(self.timezone, where="ingest timezone")
+        if self.run_clock is not None and self.run_clock.tzinfo is None:
+            raise ValueError("run_clock must be time-zone aware")
+        if not self.max_days_after_run >= 0:
+            raise ValueError(f"max_days_after_run must be >= 0, got {self.max_days_after_run}")
+        if self.max_field_bytes <= 0:
+            raise ValueError(f"max_field_bytes must be > 0, got {self.max_field_bytes}")
+        if not 0 <= self.min_accepted_share <= 1:
+            raise ValueError(f"min_accepted_share must be within [0, 1], got {self.min_accepted_share}")
         unknown = [name for name in self.duplicate_key if name not in schemas.EVENT_COLUMNS]
         if not self.duplicate_key or unknown:
             raise ValueError(
                 f"duplicate_key must be a non-empty list of event columns ({', '.join(schemas.EVENT_COLUMNS)}); "
                 f"got {list(self.duplicate_key)}"
             )
+
+    def timestamp_window(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """(earliest, latest) plausible timestamp of this run, both UTC."""
+        clock = self.run_clock or dt.datetime.now(dt.UTC)
+        earliest = pd.Timestamp(self.earliest_timestamp).tz_localize("UTC")
+        return earliest, pd.Timestamp(clock).tz_convert("UTC") + pd.Timedelta(days=self.max_days_after_run)
 
 
 @dataclass(frozen=True)
@@ -163,14 +202,6 @@ class IngestResult:
     accepted: pd.DataFrame
     rejects: pd.DataFrame
     counts: IngestCounts
-
-
-@dataclass(frozen=True)
-class SourceTable:
-    """A file as read: every well-formed row (index = 0-based row number) plus the lines that were not."""
-
-    frame: pd.DataFrame
-    malformed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"row": [], "text": []}))
 
 
 @dataclass(frozen=True)
@@ -229,11 +260,27 @@ def _numbers_or_none(text: pd.Series) -> pd.Series | None:
     return numbers
 
 
+def _escaped(text: pd.Series, rows: np.ndarray) -> pd.Series:
+    """The values at `rows` with control characters shown as escapes (\\x00), the others missing."""
+    shown = pd.Series(None, index=text.index, dtype="str")
+    shown[rows] = text[rows].map(lambda value: value.encode("unicode_escape").decode("ascii"))
+    return shown
+
+
 def _parse_string(field: Field, raw: pd.Series, source: str) -> _Parsed:
     text = as_text(raw)
     checks = []
     if field.required:
         checks.append(_Check(f"missing_{field.name}", _missing(text), f"{field.name} is empty{source}"))
+    controls = text.str.contains(_CONTROL_CHARACTER, regex=True).fillna(False).to_numpy(dtype=bool)
+    checks.append(
+        _Check(
+            "control_character",
+            controls,
+            f"{field.name} {{value}} holds a control character{source}",
+            {"value": _escaped(text, controls) if controls.any() else text},
+        )
+    )
     return _Parsed(text, checks)
 
 
@@ -311,8 +358,41 @@ def _parse_text_timestamps(text: pd.Series, fmt: str | None, timezone: str) -> t
     return result, parsed_ok
 
 
+def _window_checks(
+    field: Field, parsed: pd.Series, raw: pd.Series, window: tuple[pd.Timestamp, pd.Timestamp], source: str
+) -> list[_Check]:
+    """Timestamps before the earliest plausible one, or after the run's clock plus the allowed days (a
+    subscription's end excepted: a scheduled end may lie in the future)."""
+    earliest, latest = window
+    reason = f"implausible_{field.name}"
+    checks = [
+        _Check(
+            reason,
+            (parsed < earliest).to_numpy(dtype=bool, na_value=False),
+            f"{field.name} {{value}} is before {earliest:%Y-%m-%d} (ingest.earliest_timestamp){source}",
+            {"value": raw},
+        )
+    ]
+    if field.name != "end":
+        checks.append(
+            _Check(
+                reason,
+                (parsed > latest).to_numpy(dtype=bool, na_value=False),
+                f"{field.name} {{value}} is after {latest:%Y-%m-%d %H:%M} UTC, the run's clock plus "
+                f"ingest.max_days_after_run{source}",
+                {"value": raw},
+            )
+        )
+    return checks
+
+
 def _parse_timestamp(
-    field: Field, raw: pd.Series, spec: ColumnSpec | ConstantSpec, timezone: str, source: str
+    field: Field,
+    raw: pd.Series,
+    spec: ColumnSpec | ConstantSpec,
+    timezone: str,
+    window: tuple[pd.Timestamp, pd.Timestamp],
+    source: str,
 ) -> _Parsed:
     zone = spec.timezone or timezone
     fmt = spec.format if isinstance(spec, ColumnSpec) else None
@@ -351,6 +431,7 @@ def _parse_timestamp(
             {"value": raw},
         ),
     ]
+    checks.extend(_window_checks(field, parsed, raw, window, source))
     if field.required:
         checks.insert(0, _Check(f"missing_{field.name}", ~present, f"{field.name} is empty{source}"))
     return _Parsed(parsed, checks)
@@ -449,7 +530,13 @@ def _source_of(spec: FieldSpec) -> str:
     return " (constant)"
 
 
-def _parse_field(field: Field, spec: FieldSpec, frame: pd.DataFrame, timezone: str) -> _Parsed:
+def _parse_field(
+    field: Field,
+    spec: FieldSpec,
+    frame: pd.DataFrame,
+    timezone: str,
+    window: tuple[pd.Timestamp, pd.Timestamp],
+) -> _Parsed:
     source = _source_of(spec)
     if isinstance(spec, PackSpec):
         return _Parsed(pack_json(frame, spec.columns), [])
@@ -463,7 +550,7 @@ def _parse_field(field: Field, spec: FieldSpec, frame: pd.DataFrame, timezone: s
     if field.type == "float":
         return _parse_float(field, raw, source)
     if field.type == "timestamp":
-        return _parse_timestamp(field, raw, spec, timezone, source)
+        return _parse_timestamp(field, raw, spec, timezone, window, source)
     return _parse_json(field, raw, source)
 
 
@@ -711,12 +798,13 @@ def ingest_frame(
     frame = frame.reset_index(drop=True)
     values: dict[str, pd.Series] = {}
     checks: list[_Check] = []
+    window = options.timestamp_window()
     for canonical_field in contract.fields:
         spec = specs.get(canonical_field.name)
         if spec is None:
             values[canonical_field.name] = _null_column(canonical_field, frame.index)
             continue
-        parsed = _parse_field(canonical_field, spec, frame, options.timezone)
+        parsed = _parse_field(canonical_field, spec, frame, options.timezone, window)
         values[canonical_field.name] = parsed.values.astype(schemas.pandas_dtype(canonical_field))
         checks.extend(parsed.checks)
     checks.extend(_row_checks(kind, values, options))
@@ -836,116 +924,31 @@ def _details(
 # --------------------------------------------------------------------------- the file layer
 
 
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in (*CSV_SUFFIXES, *PARQUET_SUFFIXES):
-        if name.endswith(suffix):
-            return suffix
-    raise InputError(
-        f"{path}: unsupported file type; expected one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}"
-    )
-
-
-def _read_csv(path: Path) -> SourceTable:
-    bad_lines: list[tuple[int | None, str]] = []
-
-    def remember(row: pa_csv.InvalidRow) -> str:
-        bad_lines.append((row.number, row.text))
-        return "skip"
-
-    parse = pa_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=remember)
-    with pa_csv.open_csv(path, parse_options=parse) as reader:
-        names = reader.schema.names
-    duplicated_names = sorted({name for name in names if names.count(name) > 1})
-    if duplicated_names:
-        raise InputError(f"{path}: column(s) {duplicated_names} appear more than once in the header")
-    convert = pa_csv.ConvertOptions(
-        column_types=dict.fromkeys(names, pa.string()), null_values=[""], strings_can_be_null=True
-    )
-    bad_lines.clear()
-    table = pa_csv.read_csv(path, parse_options=parse, convert_options=convert)
-    if bad_lines:
-        # Row numbers of skipped lines are only known when reading on one thread; re-read to get them.
-        bad_lines.clear()
-        table = pa_csv.read_csv(
-            path,
-            read_options=pa_csv.ReadOptions(use_threads=False),
-            parse_options=parse,
-            convert_options=convert,
-        )
-    frame = table.to_pandas()
-    # pyarrow numbers rows from 1 including the header; we number data rows from 0.
-    skipped = np.array([number - 2 for number, _ in bad_lines], dtype="int64")
-    if len(skipped):
-        all_rows = np.arange(len(frame) + len(skipped), dtype="int64")
-        frame.index = pd.Index(np.setdiff1d(all_rows, skipped, assume_unique=True))
-    malformed = pd.DataFrame(
-        {"row": skipped, "text": pd.Series([text for _, text in bad_lines], dtype="str")}
-    )
-    return SourceTable(frame, malformed)
-
-
-def _read_parquet(path: Path) -> SourceTable:
-    table = pq.read_table(path)
-    columns = [
-        column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
-        for column in table.columns
-    ]
-    table = pa.table(columns, names=table.column_names)
-    frame = table.to_pandas(
-        types_mapper=lambda arrow_type: pd.Int64Dtype() if pa.types.is_integer(arrow_type) else None
-    )
-    return SourceTable(frame)
-
-
-def read_input(path: Path) -> SourceTable:
-    """Read a CSV (.csv, .csv.gz; every column as text) or Parquet (.parquet, .pq) file.
-
-    Raises InputError naming the file when it is missing, of another type, or cannot be parsed at all.
-    """
-    path = Path(path)
-    suffix = _suffix(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        return _read_csv(path) if suffix in CSV_SUFFIXES else _read_parquet(path)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        kind = "CSV" if suffix in CSV_SUFFIXES else "Parquet"
-        raise InputError(f"{path}: cannot be read as {kind}: {exc}") from None
-
-
-def _with_malformed(kind: str, result: IngestResult, malformed: pd.DataFrame) -> IngestResult:
-    if malformed.empty:
+def _with_unreadable(kind: str, result: IngestResult, unreadable: pd.DataFrame) -> IngestResult:
+    """The result with the rows the reader could not read (malformed, undecodable, oversized) as rejects."""
+    if unreadable.empty:
         return result
     rejects = pd.DataFrame(
         {
-            "input": pd.Series(kind, index=range(len(malformed)), dtype="str"),
-            "row": malformed["row"].to_numpy(dtype="int64"),
-            "reason": pd.Series("malformed_row", index=range(len(malformed)), dtype="str"),
-            "detail": pd.Series(
-                "the line has another number of fields than the header",
-                index=range(len(malformed)),
-                dtype="str",
-            ),
-            "raw": [json.dumps({"line": text}, ensure_ascii=False) for text in malformed["text"]],
+            "input": pd.Series(kind, index=range(len(unreadable)), dtype="str"),
+            "row": unreadable["row"].to_numpy(dtype="int64"),
+            "reason": unreadable["reason"].to_numpy(),
+            "detail": unreadable["detail"].to_numpy(),
+            "raw": unreadable["raw"].to_numpy(),
         }
-    )
+    ).astype({"reason": "str", "detail": "str", "raw": "str"})
     combined = pd.concat([result.rejects, rejects], ignore_index=True).sort_values(
         "row", kind="stable", ignore_index=True
     )
     counts = result.counts
     by_reason = dict(counts.rejected_by_reason)
-    by_reason["malformed_row"] = by_reason.get("malformed_row", 0) + len(malformed)
-    counts = IngestCounts(
-        input=counts.input,
-        read=counts.read + len(malformed),
-        accepted=counts.accepted,
-        rejected=counts.rejected + len(malformed),
-        duplicates=counts.duplicates,
+    for reason, n in unreadable["reason"].value_counts().items():
+        by_reason[str(reason)] = by_reason.get(str(reason), 0) + int(n)
+    counts = dataclasses.replace(
+        counts,
+        read=counts.read + len(unreadable),
+        rejected=counts.rejected + len(unreadable),
         rejected_by_reason=dict(sorted(by_reason.items())),
-        ignored_columns=counts.ignored_columns,
     )
     return IngestResult(result.accepted, combined, counts)
 
@@ -957,11 +960,16 @@ def ingest_inputs(
     options: IngestOptions | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, IngestResult]:
-    """Read and ingest each given input (kind -> path) in memory; nothing is written."""
+    """Read and ingest each given input (kind -> path) in memory; nothing is written.
+
+    Every input of the run is checked against one clock (`options.run_clock`, else now)."""
     unknown = [kind for kind in paths if kind not in schemas.KINDS]
     if unknown:
         raise ValueError(f"unknown input kind(s) {unknown}; expected {', '.join(schemas.KINDS)}")
     mapping = mapping or {}
+    options = options or IngestOptions()
+    if options.run_clock is None:
+        options = dataclasses.replace(options, run_clock=dt.datetime.now(dt.UTC))
     results: dict[str, IngestResult] = {}
     for kind in schemas.KINDS:
         if kind not in paths:
@@ -969,11 +977,11 @@ def ingest_inputs(
         path = Path(paths[kind])
         if progress:
             progress(f"reading {kind} from {path}")
-        table = read_input(path)
+        table = read_input(path, max_field_bytes=options.max_field_bytes)
         if progress:
-            progress(f"validating {len(table.frame) + len(table.malformed):,} {kind} rows")
+            progress(f"validating {len(table.frame) + len(table.unreadable):,} {kind} rows")
         result = ingest_frame(kind, table.frame, mapping=mapping.get(kind), options=options, source=str(path))
-        results[kind] = _with_malformed(kind, result, table.malformed)
+        results[kind] = _with_unreadable(kind, result, table.unreadable)
     if "users" in results:
         results["users"] = start_users_without_signup(
             results["users"], results.get("events"), results.get("subscriptions")
@@ -1039,33 +1047,97 @@ def _rejects_arrow(rejects: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(rejects[list(REJECT_COLUMNS)], preserve_index=False).cast(schema)
 
 
-def write_canonical(out_dir: Path, results: Mapping[str, IngestResult]) -> list[Path]:
-    """Write `<kind>.parquet` per result and `rejects.parquet` into out_dir, all or nothing.
+class IngestRefused(InputError):
+    """A run in which an input accepted no row, or too small a share of its rows: nothing was written."""
 
-    Files go to a fresh sibling directory first. A new out_dir is that directory renamed; an existing one
-    gets each file moved in with an atomic rename, and its other files are left alone.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.partial"
-    staging.mkdir()
-    try:
-        names = []
-        for kind, result in results.items():
-            pq.write_table(schemas.to_arrow(kind, result.accepted), staging / f"{kind}.parquet")
-            names.append(f"{kind}.parquet")
-        pq.write_table(_rejects_arrow(all_rejects(results)), staging / REJECTS_FILE)
-        names.append(REJECTS_FILE)
-        if out_dir.is_dir():
-            for name in names:
-                os.replace(staging / name, out_dir / name)
-        else:
-            os.replace(staging, out_dir)
-        return [out_dir / name for name in names]
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    def __init__(
+        self, message: str, counts: Mapping[str, IngestCounts], examples: Sequence[str] = ()
+    ) -> None:
+        super().__init__(message)
+        self.counts = dict(counts)
+        self.examples = list(examples)
+        """A few rejected rows ("events row 3: detail"), since a refused run writes no rejects file."""
+
+
+@dataclass(frozen=True)
+class IngestRun:
+    """What one ingest run did: the counts per input and the version it made current."""
+
+    counts: dict[str, IngestCounts]
+    publication: Publication
+    carried_over: tuple[str, ...] = ()
+
+    @property
+    def data_path(self) -> Path:
+        """The directory of the version this run made current."""
+        return self.publication.path
+
+    @property
+    def notes(self) -> list[str]:
+        """What the run said about the directory: leftovers cleaned, a flat layout migrated, inputs kept."""
+        return list(self.publication.notes)
+
+
+def refusal(counts: Mapping[str, IngestCounts], min_accepted_share: float) -> str | None:
+    """Why a run must not replace the data (an input accepted nothing, or less than the share), else None."""
+    problems = []
+    for kind, count in counts.items():
+        considered = count.accepted + count.rejected
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in count.rejected_by_reason.items())
+        if count.read == 0:
+            problems.append(f"{kind}: the file has no data rows")
+        elif count.accepted == 0:
+            problems.append(f"{kind}: none of {count.read:,} rows accepted (rejected: {reasons})")
+        elif count.accepted < min_accepted_share * considered:
+            problems.append(
+                f"{kind}: {count.accepted:,} of {considered:,} rows accepted ({count.accepted / considered:.0%}), "
+                f"below ingest.min_accepted_share {min_accepted_share:.0%} (rejected: {reasons})"
+            )
+    return "; ".join(problems) or None
+
+
+def _write_version(
+    staging: Path, current: Path | None, results: Mapping[str, IngestResult], carried: list[str]
+) -> None:
+    """One version's files: this run's inputs and their rejects, plus the inputs this run did not give
+    (and their rejects) taken over from the current version."""
+    for kind, result in results.items():
+        pq.write_table(schemas.to_arrow(kind, result.accepted), staging / f"{kind}.parquet")
+    rejects = all_rejects(results)
+    if current is not None:
+        carried.extend(
+            kind for kind in schemas.KINDS if kind not in results and (current / f"{kind}.parquet").is_file()
+        )
+        for kind in carried:
+            link_or_copy(current / f"{kind}.parquet", staging / f"{kind}.parquet")
+        if carried and (current / REJECTS_FILE).is_file():
+            previous = pq.read_table(current / REJECTS_FILE).to_pandas()
+            previous = previous[previous["input"].isin(carried)]
+            order = {kind: position for position, kind in enumerate(schemas.KINDS)}
+            rejects = pd.concat([rejects, previous], ignore_index=True).sort_values(
+                "input", key=lambda column: column.map(order), kind="stable", ignore_index=True
+            )
+    pq.write_table(_rejects_arrow(rejects), staging / REJECTS_FILE)
+
+
+def _publish(writer: DataDirectoryWriter, results: Mapping[str, IngestResult]) -> IngestRun:
+    carried: list[str] = []
+    publication = writer.publish(lambda staging, current: _write_version(staging, current, results, carried))
+    if carried:
+        publication.notes.append(
+            f"kept {', '.join(carried)} (and their rejects) from version {publication.previous}"
+        )
+    counts = {kind: result.counts for kind, result in results.items()}
+    return IngestRun(counts, publication, tuple(carried))
+
+
+def write_canonical(
+    out_dir: Path, results: Mapping[str, IngestResult], *, checkpoint: Checkpoint | None = None
+) -> IngestRun:
+    """Write `<kind>.parquet` per result and `rejects.parquet` as a new version of out_dir and make it current
+    in one step (features.datadir); inputs not in `results` are taken over from the current version."""
+    with DataDirectoryWriter(out_dir, checkpoint=checkpoint) as writer:
+        return _publish(writer, results)
 
 
 def ingest_files(
@@ -1078,27 +1150,51 @@ def ingest_files(
     mapping: Mapping[str, InputMapping] | None = None,
     options: IngestOptions | None = None,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, IngestCounts]:
-    """Ingest the given files into the canonical data directory and return the counts per input.
+    checkpoint: Checkpoint | None = None,
+) -> IngestRun:
+    """Ingest the given files into the canonical data directory as its new current version.
 
-    Every input is read and validated before anything is written, so an unusable file (InputError) or
-    mapping (MappingError) leaves out_dir untouched.
+    All or nothing: every input is read and validated before anything is written, so an unusable file
+    (InputError), mapping (MappingError) or a refused run (IngestRefused: an input accepted nothing, or less
+    than `options.min_accepted_share`) leaves out_dir as it was. What a killed run left in out_dir is
+    cleaned first (the run holds out_dir's lock throughout).
     """
+    options = options or IngestOptions()
     paths = {"events": events, "users": users, "subscriptions": subscriptions, "campaigns": campaigns}
     paths = {kind: Path(path) for kind, path in paths.items() if path is not None}
-    results = ingest_inputs(paths, mapping=mapping, options=options, progress=progress)
-    if progress:
-        progress(f"writing {out_dir}")
-    write_canonical(out_dir, results)
-    return {kind: result.counts for kind, result in results.items()}
+    with DataDirectoryWriter(out_dir, checkpoint=checkpoint) as writer:
+        results = ingest_inputs(paths, mapping=mapping, options=options, progress=progress)
+        counts = {kind: result.counts for kind, result in results.items()}
+        problem = refusal(counts, options.min_accepted_share)
+        if problem:
+            version = current_version(out_dir) if Path(out_dir).is_dir() else None
+            kept = (
+                f"{out_dir} still holds version {version}"
+                if version
+                else f"{out_dir} is unchanged"
+                if Path(out_dir).is_dir()
+                else f"{out_dir} was not created"
+            )
+            rejects = all_rejects(results)
+            rejects = rejects[rejects["reason"] != "duplicate"].head(REFUSAL_EXAMPLES)
+            examples = [
+                f"{r.input} row {r.row}: {r.reason}: {r.detail}" for r in rejects.itertuples(index=False)
+            ]
+            raise IngestRefused(f"refused, nothing written: {problem}. {kept}", counts, examples)
+        if progress:
+            progress(f"writing {out_dir}")
+        return _publish(writer, results)
 
 
 __all__ = [
+    "REJECTS_FILE",
     "REJECT_COLUMNS",
     "REJECT_REASONS",
     "IngestCounts",
     "IngestOptions",
+    "IngestRefused",
     "IngestResult",
+    "IngestRun",
     "InputError",
     "MappingError",
     "SourceTable",
@@ -1110,6 +1206,7 @@ __all__ = [
     "ingest_inputs",
     "pack_json",
     "read_input",
+    "refusal",
     "resolve_mapping",
     "write_canonical",
 ]

@@ -32,15 +32,12 @@ from features.build import (
     data_end_table,
     midnight_utc,
 )
+from features.datadir import DataDirectoryError, resolve_data_dir
 from features.online import SnapshotInfo, open_store
 from features.registry import FeatureParams, build_registry, registry_version
 
 log = logging.getLogger(__name__)
 INPUTS = ("events", "users", "subscriptions", "campaigns")
-
-
-class DataDirectoryError(ValueError):
-    """A data directory that cannot be used (no events, a cutoff outside the data)."""
 
 
 @dataclass
@@ -74,8 +71,10 @@ def connect(memory_limit: str = "2GB") -> ibis.BaseBackend:
 
 
 def load_inputs(con: ibis.BaseBackend, data_dir: Path, as_of: dt.date | None = None) -> Inputs:
-    """The canonical tables of `data_dir`, cut at `as_of` (nothing at or after it is ever read)."""
-    data_dir = Path(data_dir)
+    """The canonical tables of `data_dir`'s current version, cut at `as_of` (nothing at or after it is ever
+    read). With no `as_of`, the data's end is the day after the last accepted event: ingest rejects events
+    outside the plausible window, so a rejected row never sets it."""
+    data_dir = resolve_data_dir(data_dir)
     if not (data_dir / "events.parquet").exists():
         raise DataDirectoryError(f"{data_dir}: no events.parquet (run `clm ingest` or `clm simulate` first)")
     tables: dict[str, ir.Table | None] = {}
@@ -347,7 +346,7 @@ def user_activity(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One user's most recent events (ts, event_type, amount) and campaign contacts (ts, action, propensity)
     before a date, newest first — what a reviewer reads beside a decision."""
-    data_dir = Path(data_dir)
+    data_dir = resolve_data_dir(data_dir)
     limit_ts = dt.datetime.combine(before, dt.time(), tzinfo=dt.UTC)
     out = []
     for name, columns in (("events", "ts, event_type, amount"), ("campaigns", "ts, action, propensity")):

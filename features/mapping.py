@@ -117,6 +117,14 @@ def _check_constant(field: Field, value: Any, where: str) -> Any:
     raise MappingError(f"{where}: value must be a TOML table or a JSON object string, got {value!r}")
 
 
+def _check_directives(fmt: str, where: str) -> None:
+    """A MappingError naming `where` when pandas cannot use `fmt` at all (a bad directive, a stray %)."""
+    try:
+        pd.to_datetime(pd.Series(["2000-01-01"]), format=fmt, errors="coerce", utc=True)
+    except ValueError as exc:
+        raise MappingError(f"{where}: {fmt!r} is not a usable strptime format ({exc})") from None
+
+
 def _column_name(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise MappingError(f"{where}: a source column name must be a non-empty string, got {value!r}")
@@ -168,6 +176,8 @@ def parse_field_spec(field: Field, raw: Any, *, where: str) -> FieldSpec:
     unit = raw.get("unit")
     if fmt is not None and (not isinstance(fmt, str) or "%" not in fmt):
         raise MappingError(f"{where}.format: expected a strptime format such as '%Y-%m-%d', got {fmt!r}")
+    if fmt is not None:
+        _check_directives(fmt, f"{where}.format")
     if unit is not None and unit not in TIMESTAMP_UNITS:
         raise MappingError(f"{where}.unit: expected one of {', '.join(TIMESTAMP_UNITS)}, got {unit!r}")
     if fmt is not None and unit is not None:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.datadir import resolve_data_dir
 from features.jobs import connect, latest_features, load_inputs
 from features.registry import FeatureParams
 from models.arbitration import CONTACT_CAP, COOLDOWN, INELIGIBLE_STAGE, expected_values
@@ -689,6 +690,7 @@ def realised_margin(
 ) -> np.ndarray:
     """Discounted margin each user actually produced in the `months` 30-day months after `cutoff`:
     purchases plus subscription revenue (MRR pro rata for the days subscribed)."""
+    data_dir = resolve_data_dir(data_dir)
     start = pd.Timestamp(cutoff, tz="UTC")
     purchase_types = list(config.features.purchase_event_types)
     events = pd.read_parquet(

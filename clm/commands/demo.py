@@ -66,6 +66,7 @@ def demo(
     import pandas as pd
 
     from clm.commands.simulate import value_truth
+    from features.datadir import resolve_data_dir
     from features.ingest import InputError, ingest_files
     from simulation.calibration import TARGETS, measure
     from simulation.io import simulate_to_directory
@@ -94,7 +95,7 @@ def demo(
                 subscriptions=raw / "subscriptions.parquet",
                 campaigns=raw / "campaigns.parquet",
                 options=ingest_options(config.ingest, settings, None),
-            )
+            ).counts
     except InputError as exc:
         console.print(f"[red]ingest failed:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -110,7 +111,7 @@ def demo(
     calibration = measure(
         outcomes,
         pd.read_parquet(raw / "truth" / "effects.parquet"),
-        pd.read_parquet(data / "campaigns.parquet"),
+        pd.read_parquet(resolve_data_dir(data) / "campaigns.parquet"),
     )
     figures = Table(title="the simulated world against its calibration targets")
     for column in ("measure", "value", "target"):

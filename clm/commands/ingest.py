@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
 # --help` stays well under a second.
 
 USAGE_ERROR = 2
+FAULT_ENV = "CLM_INGEST_FAULT"
 
 InputFile = Annotated[
     Path | None,
@@ -41,7 +46,28 @@ def ingest_options(section: IngestSection, settings: Settings, timezone: str | N
         duplicate_key=tuple(section.duplicate_key),
         non_negative_amount_event_types=tuple(section.non_negative_amount_event_types),
         event_types=None if section.event_types is None else tuple(section.event_types),
+        earliest_timestamp=dt.date.fromisoformat(section.earliest_timestamp),
+        max_days_after_run=section.max_days_after_run,
+        max_field_bytes=section.max_field_bytes,
+        min_accepted_share=section.min_accepted_share,
     )
+
+
+def fault_checkpoint(step: str | None) -> Callable[[str], None] | None:
+    """The fault hook of CLM_INGEST_FAULT (tests only): kill this process with SIGKILL when the run reaches
+    `step` (one of features.datadir.STEPS), to check that a killed run leaves the old data intact."""
+    from features.datadir import STEPS
+
+    if not step:
+        return None
+    if step not in STEPS:
+        raise ValueError(f"{FAULT_ENV}={step!r} is not a step; expected one of {', '.join(STEPS)}")
+
+    def checkpoint(reached: str) -> None:
+        if reached == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return checkpoint
 
 
 def _summary_table(counts: dict[str, IngestCounts]) -> Table:
@@ -92,11 +118,13 @@ def ingest(
         bool, typer.Option("--json", help="Print one JSON object of counts per input, one per line.")
     ] = False,
 ) -> None:
-    """Validate raw events (and users, subscriptions, campaigns) into DIR; bad rows go to DIR/rejects.parquet."""
+    """Validate raw events (and users, subscriptions, campaigns) into DIR as its new current version, all or
+    nothing; bad rows go to the version's rejects.parquet."""
     from pydantic import ValidationError
 
     from clm.settings import Settings
-    from features.ingest import REJECTS_FILE, InputError, ingest_files
+    from features.datadir import DataDirectoryError
+    from features.ingest import REJECTS_FILE, IngestRefused, InputError, ingest_files
     from features.mapping import MappingError, load_mapping
 
     err = Console(stderr=True)
@@ -109,11 +137,12 @@ def ingest(
         settings = Settings()
         options = ingest_options(load_config(config or settings.config).ingest, settings, timezone)
         column_mapping = load_mapping(mapping) if mapping is not None else None
+        checkpoint = fault_checkpoint(os.environ.get(FAULT_ENV))
     except (ConfigError, MappingError, ValidationError, ValueError) as exc:
         raise fail(exc) from None
     try:
         with err.status("ingesting") as status:
-            counts = ingest_files(
+            run = ingest_files(
                 out,
                 events=events,
                 users=users,
@@ -122,21 +151,32 @@ def ingest(
                 mapping=column_mapping,
                 options=options,
                 progress=status.update,
+                checkpoint=checkpoint,
             )
-    except (InputError, MappingError) as exc:
+    except IngestRefused as exc:
+        err.print(_summary_table(exc.counts))
+        for example in exc.examples:
+            err.print(f"  {example}", soft_wrap=True, highlight=False, markup=False)
         raise fail(exc) from None
+    except (InputError, MappingError, DataDirectoryError) as exc:
+        raise fail(exc) from None
+    # notes (leftovers cleaned, a flat directory migrated, inputs kept) go to stderr under --json
+    notes = err if json_output else Console()
+    for note in run.notes:
+        notes.print(f"{out}: {note}", soft_wrap=True, highlight=False, markup=False)
     if json_output:
-        for count in counts.values():
+        for count in run.counts.values():
             typer.echo(json.dumps(count.as_dict()))
         return
     console = Console()
-    console.print(_summary_table(counts))
-    for count in counts.values():
+    console.print(_summary_table(run.counts))
+    for count in run.counts.values():
         note = count.start_note()
         if note:
             console.print(f"{count.input}: {note}", soft_wrap=True, highlight=False, markup=False)
     console.print(
-        f"wrote {out} (rejected and duplicate rows with their reasons: {out / REJECTS_FILE})",
+        f"wrote {out} version {run.publication.version} (rejected and duplicate rows with their reasons: "
+        f"{run.data_path / REJECTS_FILE})",
         soft_wrap=True,
         highlight=False,
         markup=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import gzip
 import io
 import json
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.datadir import resolve_data_dir
 from features.ingest import (
     REJECT_REASONS,
     IngestOptions,
@@ -27,6 +29,7 @@ from features.ingest import (
     ingest_inputs,
     read_input,
 )
+from features.jobs import connect, load_inputs
 from features.mapping import load_mapping, parse_mapping
 from features.schemas import validate_canonical
 from tests.features.mappings import RETAIL_MAPPING
@@ -85,8 +88,29 @@ REASON_CASES = [
         IngestOptions(timezone="Europe/Berlin"),
     ),
     ("events", EVENT_HEADER, "u2,2024-01-01T10:00:00Z,login,,,surplus", "malformed_row", None),
+    # a Latin-1 row in a UTF-8 file: that row alone is rejected, with its line
+    (
+        "events",
+        EVENT_HEADER,
+        "Jos\xe9,2024-01-01T10:00:00Z,login,,".encode("latin-1"),
+        "undecodable_row",
+        None,
+    ),
+    (
+        "events",
+        EVENT_HEADER,
+        'u2,2024-01-01T10:00:00Z,login,,"{""note"": ""longer than the limit""}"',
+        "oversized_field",
+        IngestOptions(max_field_bytes=24),
+    ),
+    ("events", EVENT_HEADER, "u\x002,2024-01-01T10:00:00Z,login,,", "control_character", None),
+    ("events", EVENT_HEADER, "u2,2024-01-01T10:00:00Z,log\x01in,,", "control_character", None),
+    ("events", EVENT_HEADER, "u2,2999-01-01T00:00:00Z,login,,", "implausible_ts", None),
+    ("events", EVENT_HEADER, "u2,1969-12-31T23:59:59Z,login,,", "implausible_ts", None),
     ("users", USER_HEADER, "u2,31/12/2023,free,ads,DE", "unparseable_signup_ts", None),
     ("users", USER_HEADER, "u1,2023-06-01T00:00:00Z,pro,seo,FR", "conflicting_user_id", None),
+    ("users", USER_HEADER, "u2,0001-01-01T00:00:00Z,free,ads,DE", "implausible_signup_ts", None),
+    ("users", USER_HEADER, "u2,2024-01-01T00:00:00Z,free,ads\x7f,DE", "control_character", None),
     ("subscriptions", SUBSCRIPTION_HEADER, "u2,,2024-01-01T00:00:00Z,,9.99", "missing_plan", None),
     ("subscriptions", SUBSCRIPTION_HEADER, "u2,pro,,,9.99", "missing_start", None),
     ("subscriptions", SUBSCRIPTION_HEADER, "u2,pro,soon,,9.99", "unparseable_start", None),
@@ -101,7 +125,16 @@ REASON_CASES = [
         "end_before_start",
         None,
     ),
+    ("subscriptions", SUBSCRIPTION_HEADER, "u2,pro,9999-12-31T00:00:00Z,,9.99", "implausible_start", None),
+    (
+        "subscriptions",
+        SUBSCRIPTION_HEADER,
+        "u2,pro,2024-01-01T00:00:00Z,1960-01-01,9.99",
+        "implausible_end",
+        None,
+    ),
     ("campaigns", CAMPAIGN_HEADER, "u2,2024-01-01T00:00:00Z,,0.5", "missing_action", None),
+    ("campaigns", CAMPAIGN_HEADER, "u2,2024-01-01T00:00:00Z,win\x00back,0.5", "control_character", None),
     ("campaigns", CAMPAIGN_HEADER, "u2,2024-01-01T00:00:00Z,win_back,high", "unparseable_propensity", None),
     ("campaigns", CAMPAIGN_HEADER, "u2,2024-01-01T00:00:00Z,win_back,0", "invalid_propensity", None),
     ("campaigns", CAMPAIGN_HEADER, "u2,2024-01-01T00:00:00Z,win_back,1.5", "invalid_propensity", None),
@@ -128,7 +161,14 @@ LAST_GOOD = {
 def test_each_bad_row_is_rejected_with_its_reason_and_kept_raw(
     tmp_path: Path, kind: str, header: str, bad_line: str, reason: str, options: IngestOptions | None
 ) -> None:
-    result = ingest_csv(tmp_path, kind, f"{header}\n{GOOD[kind]}\n{bad_line}\n{LAST_GOOD[kind]}\n", options)
+    if isinstance(bad_line, bytes):
+        path = tmp_path / f"{kind}.csv"
+        path.write_bytes(f"{header}\n{GOOD[kind]}\n".encode() + bad_line + f"\n{LAST_GOOD[kind]}\n".encode())
+        result = ingest_inputs({kind: path}, options=options)[kind]
+    else:
+        result = ingest_csv(
+            tmp_path, kind, f"{header}\n{GOOD[kind]}\n{bad_line}\n{LAST_GOOD[kind]}\n", options
+        )
 
     assert result.counts.rejected_by_reason == {reason: 1}
     assert (result.counts.read, result.counts.accepted, result.counts.duplicates) == (3, 2, 0)
@@ -139,6 +179,9 @@ def test_each_bad_row_is_rejected_with_its_reason_and_kept_raw(
     raw = json.loads(reject.raw)
     if reason == "malformed_row":
         assert raw == {"line": bad_line}
+    elif reason == "undecodable_row":
+        assert raw == {"line": bad_line.decode("utf-8", "backslashreplace")}
+        assert "line 3" in reject.detail and "0xe9" in reject.detail
     else:
         expected = dict(zip(header.split(","), next(csv.reader([bad_line])), strict=True))
         assert raw == {name: value or None for name, value in expected.items()}
@@ -191,11 +234,11 @@ def test_retail_mapping_example_loads_as_written(tmp_path: Path) -> None:
         "customer_id,date,quantity,dollars\n1001,20240105,2,19.98\n1002,20240229,1,5.00\n1001,20241231,12,0\n",
     )
 
-    counts = ingest_files(tmp_path / "data", events=source, mapping=mapping)
-    table = pq.read_table(tmp_path / "data" / "events.parquet")
+    run = ingest_files(tmp_path / "data", events=source, mapping=mapping)
+    table = pq.read_table(resolve_data_dir(tmp_path / "data") / "events.parquet")
     events = table.to_pandas()
 
-    assert counts["events"].as_dict()["accepted"] == 3
+    assert run.counts["events"].as_dict()["accepted"] == 3
     assert table.schema.field("ts").type == pa.timestamp("us", tz="UTC")
     assert table.schema.field("user_id").type == pa.string()
     assert events["user_id"].tolist() == ["1001", "1002", "1001"]
@@ -512,3 +555,112 @@ def test_a_conflicting_users_row_points_at_the_first_one(tmp_path: Path) -> None
 
     assert result.rejects[["row", "reason"]].values.tolist() == [[2, "conflicting_user_id"]]
     assert result.rejects["detail"].iloc[0].endswith("row 1")
+
+
+def test_an_absurd_timestamp_is_rejected_and_never_sets_the_data_end(tmp_path: Path) -> None:
+    text = (
+        f"{EVENT_HEADER}\nu1,2024-01-01T10:00:00Z,login,,\nu2,2999-01-01T00:00:00Z,login,,\n"
+        "u3,2024-03-01T10:00:00Z,login,,\nu4,2024-03-02T10:00:00+05:00,login,,\n"
+    )
+    source = write(tmp_path / "events.csv", text)
+
+    run = ingest_files(tmp_path / "data", events=source)
+
+    assert run.counts["events"].rejected_by_reason == {"implausible_ts": 1}
+    rejects = pd.read_parquet(run.data_path / "rejects.parquet")
+    assert rejects[["row", "reason"]].values.tolist() == [[1, "implausible_ts"]]
+    assert (
+        "2999-01-01" in rejects["detail"].iloc[0] and "ingest.max_days_after_run" in rejects["detail"].iloc[0]
+    )
+    # the features' data end, the online store's snapshot date and every "as of" derive from load_inputs
+    assert load_inputs(connect(), tmp_path / "data").data_end == dt.date(2024, 3, 3)
+
+
+def test_the_window_follows_the_run_clock_and_the_config(tmp_path: Path) -> None:
+    clock = dt.datetime(2024, 6, 1, 12, tzinfo=dt.UTC)
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u3", "u4"],
+            "ts": [
+                "2024-06-02T11:59:00Z",
+                "2024-06-02T12:01:00Z",
+                "1999-12-31T23:00:00Z",
+                "2000-01-01T00:00:00Z",
+            ],
+            "event_type": ["login"] * 4,
+        }
+    )
+
+    default = ingest_frame("events", frame, options=IngestOptions(run_clock=clock))
+    narrow = ingest_frame(
+        "events",
+        frame,
+        options=IngestOptions(run_clock=clock, max_days_after_run=0, earliest_timestamp=dt.date(2000, 1, 1)),
+    )
+
+    assert default.accepted["user_id"].tolist() == ["u1", "u3", "u4"]
+    assert narrow.accepted["user_id"].tolist() == ["u4"]
+    assert narrow.rejects["reason"].tolist() == ["implausible_ts"] * 3
+
+
+def test_a_future_subscription_end_is_a_scheduled_one_and_kept() -> None:
+    frame = pd.DataFrame(
+        {"user_id": ["u1"], "plan": ["pro"], "start": ["2024-01-01"], "end": ["9999-12-31"], "mrr": ["9.99"]}
+    )
+
+    result = ingest_frame("subscriptions", frame)
+
+    assert result.counts.accepted == 1
+    assert result.accepted["end"].iloc[0] == pd.Timestamp("9999-12-31", tz="UTC")
+
+
+QUOTED_EVENTS = (
+    "user_id,ts,event_type,note\r\n"
+    'u1,2024-01-01T00:00:00Z,login,"two\nlines, and a comma"\r\n'
+    "\r\n"
+    "u2,2024-01-01T00:00:00Z,login,a,surplus\r\n"
+    ",2024-01-01T00:00:00Z,login,b\r\n"
+    '{bad}u4,2024-01-01T00:00:00Z,login,"say ""hi"""\r\n'
+    "u5,2024-01-01T00:00:00Z,login,c\r\n"
+)
+
+
+def test_an_undecodable_row_is_rejected_alone_and_the_rest_keeps_its_row_numbers(tmp_path: Path) -> None:
+    clean = tmp_path / "clean.csv"
+    clean.write_bytes(QUOTED_EVENTS.replace("{bad}", "").encode())
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(QUOTED_EVENTS.replace("{bad}", "Jos\u00e9").encode("latin-1"))
+
+    expected = ingest_inputs({"events": clean})["events"]
+    result = ingest_inputs({"events": latin})["events"]
+
+    assert list(expected.accepted.index) == [0, 3, 4]
+    assert list(result.accepted.index) == [0, 4]
+    pd.testing.assert_frame_equal(result.accepted, expected.accepted.drop(index=3))
+    assert result.rejects[["row", "reason"]].values.tolist() == [
+        [1, "malformed_row"],
+        [2, "missing_user_id"],
+        [3, "undecodable_row"],
+    ]
+    detail = result.rejects["detail"].iloc[2]
+    assert detail.startswith("row 3 (line 7) is not UTF-8 text: byte 0xe9")
+
+
+def test_a_10_mb_field_is_rejected_with_its_row_and_the_rest_of_the_file_is_read(tmp_path: Path) -> None:
+    huge = '"{""blob"": ""' + "x" * 10_000_000 + '""}"'
+    path = tmp_path / "events.csv"
+    path.write_text(
+        f"{EVENT_HEADER}\n{GOOD_EVENT}\nu2,2024-01-01T10:00:00Z,login,,{huge}\n{LAST_GOOD['events']}\n",
+        encoding="utf-8",
+    )
+
+    result = ingest_inputs({"events": path})["events"]
+
+    assert result.counts.rejected_by_reason == {"oversized_field": 1}
+    assert list(result.accepted.index) == [0, 2]
+    (reject,) = result.rejects.itertuples(index=False)
+    assert reject.row == 1
+    assert reject.detail == (
+        "field 'properties' of row 1 (line 3) is 10,000,012 bytes, over the limit of 1,048,576 (ingest.max_field_bytes)"
+    )
+    assert len(reject.raw) < 2_000 and "bytes in all]" in reject.raw

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clm.cli import app
+from features.datadir import resolve_data_dir
 
 REQUIRED_KEYS = {"input", "read", "accepted", "rejected", "rejected_by_reason", "duplicates"}
 EVENTS = (
@@ -18,6 +19,8 @@ EVENTS = (
     "u1,2024-01-01 09:00:00,login,\n"
     "u2,2024-01-02T09:00:00Z,purchase,-3\n"
     ",2024-01-03T09:00:00Z,purchase,5\n"
+    "u3,2024-01-04T09:00:00Z,login,\n"
+    "u4,2024-01-05T09:00:00Z,purchase,7\n"
 )
 
 
@@ -53,19 +56,21 @@ def test_json_prints_one_object_per_input_with_the_required_keys(tmp_path: Path)
         assert summary["read"] == summary["accepted"] + summary["rejected"] + summary["duplicates"]
     assert summaries[0] | {"ignored_columns": []} == {
         "input": "events",
-        "read": 4,
-        "accepted": 1,
+        "read": 6,
+        "accepted": 3,
         "rejected": 2,
         "rejected_by_reason": {"missing_user_id": 1, "negative_amount": 1},
         "duplicates": 1,
         "ignored_columns": [],
     }
-    assert sorted(path.name for path in (tmp_path / "data").iterdir()) == [
+    assert sorted(path.name for path in (tmp_path / "data").iterdir()) == ["current.json", "versions"]
+    current = resolve_data_dir(tmp_path / "data")
+    assert sorted(path.name for path in current.iterdir()) == [
         "events.parquet",
         "rejects.parquet",
         "users.parquet",
     ]
-    rejects = pd.read_parquet(tmp_path / "data" / "rejects.parquet")
+    rejects = pd.read_parquet(current / "rejects.parquet")
     assert rejects[["input", "row", "reason"]].values.tolist() == [
         ["events", 1, "duplicate"],
         ["events", 2, "negative_amount"],
@@ -123,9 +128,15 @@ def test_an_existing_directory_keeps_the_files_this_run_does_not_write(tmp_path:
     result = run("--events", events, "--out", out)
 
     assert result.exit_code == 0, result.stderr
-    assert (out / "users.parquet").read_text() == "from an earlier run"
-    assert len(pd.read_parquet(out / "events.parquet")) == 1
+    current = resolve_data_dir(out)
+    assert (current / "users.parquet").read_text() == "from an earlier run"
+    assert len(pd.read_parquet(current / "events.parquet")) == 3
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "events.csv"]
+    # the flat directory was migrated (and said so); the old files are the previous version
+    assert "migrated" in result.stdout and "kept users" in result.stdout
+    assert sorted(path.name for path in out.iterdir()) == ["current.json", "versions"]
+    (previous,) = [path for path in (out / "versions").iterdir() if path != current]
+    assert (previous / "events.parquet").read_text() == "stale"
 
 
 @pytest.mark.parametrize(
@@ -172,8 +183,20 @@ def test_a_bad_mapping_or_config_file_exits_2_naming_the_key(
     assert not (tmp_path / "data").exists()
 
 
+def test_a_bad_strptime_directive_exits_2_naming_the_mapping_key(tmp_path: Path) -> None:
+    events = write(tmp_path / "events.csv", EVENTS)
+    mapping = write(tmp_path / "m.toml", '[events]\nts = { column = "ts", format = "%Y-%m-%Q" }\n')
+
+    result = run("--events", events, "--mapping", mapping, "--out", tmp_path / "data")
+
+    assert result.exit_code == 2
+    assert "[events].ts.format: '%Y-%m-%Q' is not a usable strptime format" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "data").exists()
+
+
 def _first_ts(out: Path) -> pd.Timestamp:
-    return pd.read_parquet(out / "events.parquet")["ts"].iloc[0]
+    return pd.read_parquet(resolve_data_dir(out) / "events.parquet")["ts"].iloc[0]
 
 
 def test_timezone_comes_from_the_option_then_settings_then_config(tmp_path: Path) -> None:
@@ -227,4 +250,29 @@ def test_configured_event_types_and_duplicate_key_apply(tmp_path: Path) -> None:
 
     assert json.loads(default.stdout)["duplicates"] == 0
     assert json.loads(by_key.stdout)["duplicates"] == 1
-    assert json.loads(by_types.stdout)["rejected_by_reason"] == {"unknown_event_type": 2}
+    # every event rejected: the run is refused and writes nothing
+    assert by_types.exit_code == 2
+    assert "none of 2 rows accepted (rejected: unknown_event_type 2)" in " ".join(by_types.stderr.split())
+    assert not (tmp_path / "c").exists()
+
+
+def test_the_configured_time_window_and_field_limit_apply(tmp_path: Path) -> None:
+    events = write(tmp_path / "events.csv", EVENTS)
+    window = write(
+        tmp_path / "window.toml", '[ingest]\nearliest_timestamp = "2024-01-02"\nmin_accepted_share = 0.0\n'
+    )
+    limit = write(tmp_path / "limit.toml", "[ingest]\nmax_field_bytes = 2\nmin_accepted_share = 0.0\n")
+
+    by_window = run("--events", events, "--config", window, "--out", tmp_path / "a", "--json")
+    by_limit = run("--events", events, "--config", limit, "--out", tmp_path / "b", "--json")
+
+    assert json.loads(by_window.stdout)["rejected_by_reason"] == {
+        "implausible_ts": 2,
+        "missing_user_id": 1,
+        "negative_amount": 1,
+    }
+    # every row has a timestamp longer than 2 bytes: nothing is accepted, the run is refused
+    assert by_limit.exit_code == 2
+    assert "oversized_field 6" in " ".join(by_limit.stderr.split())
+    # a refused run writes no rejects file: the first rejected rows are printed instead
+    assert "events row 0: oversized_field: field 'ts' is 19 bytes" in " ".join(by_limit.stderr.split())

@@ -62,6 +62,14 @@ def test_other_sections_and_forms_parse() -> None:
         ('[events]\nts = { column = "d", value = "2024-01-01" }', "exactly one of"),
         ("[events]\nts = { format = '%Y' }", "exactly one of"),
         ('[events]\nts = { column = "d", format = "YYYYMMDD" }', "strptime format"),
+        (
+            '[events]\nts = { column = "d", format = "%Y-%m-%Q" }',
+            r"\[events\]\.ts\.format: '%Y-%m-%Q' is not a usable",
+        ),
+        (
+            '[users]\nsignup_ts = { column = "d", format = "%Y %" }',
+            r"\[users\]\.signup_ts\.format: .*stray %",
+        ),
         ('[events]\nts = { column = "d", unit = "days" }', "unit"),
         ('[events]\nts = { column = "d", timezone = "Mars/Olympus" }', "unknown time zone 'Mars/Olympus'"),
         ('[events]\nts = { column = "d", unit = "s", timezone = "UTC" }', "epoch numbers are UTC"),

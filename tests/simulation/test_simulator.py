@@ -179,7 +179,7 @@ def test_simulated_files_meet_the_ingest_contract_and_reingest_cleanly(
         users=small_world / "users.parquet",
         subscriptions=small_world / "subscriptions.parquet",
         campaigns=small_world / "campaigns.parquet",
-    )
+    ).counts
     for kind, c in counts.items():
         assert (c.rejected, c.duplicates) == (0, 0), kind
         assert c.accepted == c.read == len(read(small_world, kind))

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from clm.cli import app
 from features.build import SINGLE_PASS_MAX_CUTOFFS
+from features.datadir import resolve_data_dir
 from features.jobs import build_feature_tables
 from tests.training.short_logs import purchase_log, saas_log, write_csv
 from training.dataset import NotEnoughHistory, plan_cutoffs
@@ -151,10 +152,11 @@ def test_users_without_signup_ts_load_and_start_at_their_first_event(tmp_path: P
         "41 users have no signup_ts" in result.output
         and "1 at their first subscription start" in result.output
     )
-    users = pd.read_parquet(out / "users.parquet").set_index("user_id")
-    events = pd.read_parquet(out / "events.parquet")
+    current = resolve_data_dir(out)
+    users = pd.read_parquet(current / "users.parquet").set_index("user_id")
+    events = pd.read_parquet(current / "events.parquet")
     first_event = events.groupby("user_id")["ts"].min()
-    first_subscription = pd.read_parquet(out / "subscriptions.parquet").groupby("user_id")["start"].min()
+    first_subscription = pd.read_parquet(current / "subscriptions.parquet").groupby("user_id")["start"].min()
     expected = pd.concat([first_event, first_subscription], axis=1).min(axis=1)
     pd.testing.assert_series_equal(users["signup_ts"].sort_index(), expected.sort_index(), check_names=False)
     assert users.loc["quiet", "signup_ts"] == pd.Timestamp("2025-02-03", tz="UTC")
