@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -83,6 +83,14 @@ class ServingSettings(ProcessSettings):
     )  # fmt: skip
     snapshot_check_seconds: float = Field(
         5.0, ge=0, description="Check the online store for a new snapshot this often (0 = off)."
+    )
+    session_secret: SecretStr | None = Field(
+        None, min_length=32,
+        description="Signs the reviewer pages' session cookies (at least 32 characters). Unset: `clm serve` "
+        "generates one at start and shares it with its workers, so every session ends when it restarts.",
+    )  # fmt: skip
+    review_session_seconds: int = Field(
+        8 * 3600, ge=60, description="A reviewer's sign-in lasts this long (the session cookie's expiry)."
     )
 
     def decision_log_url(self) -> str:
