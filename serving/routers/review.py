@@ -10,9 +10,10 @@
 
 Scope `review`. A browser sends the key once to /review/login, which answers with a signed session token
 (serving/review/session.py: never the key) in an HttpOnly, SameSite=Strict cookie that expires, `Secure`
-when the request came over https; /review/logout clears it. Both forms are refused (403) unless posted from
-this site's own pages (Origin). Scripts may send `X-API-Key`. Figures are matplotlib SVG rendered here; pages load nothing from
-another origin (Content-Security-Policy says so). `?lang=zh` renders the Chinese text.
+when the request came over https; /review/logout clears it. Both forms are refused (403) unless posted
+from this site's own pages (Origin). Scripts may send `X-API-Key`. Figures are matplotlib SVG rendered
+here; pages load nothing from another origin and run no inline script or style (the Content-Security-
+Policy says so; their CSS and JS are serving/static). `?lang=zh` renders the Chinese text.
 """
 
 from __future__ import annotations
