@@ -339,13 +339,33 @@ def score_distribution_figure(scores: Mapping[str, object], *, title: str = "Sco
 _SVG_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
 _SVG_NAMESPACES = re.compile(r'\s+xmlns(?::\w+)?="[^"]*"')
 _SVG_IDS = re.compile(r'\bid="([^"]+)"')
+_SVG_STYLE_ELEMENT = re.compile(r"<style[^>]*>\s*\*\s*\{([^}]*)\}\s*</style>\s*")
+_SVG_STYLE_ATTRIBUTE = re.compile(r'\sstyle="([^"]*)"')
+
+
+def _as_attributes(declarations: str) -> str:
+    """CSS declarations (`fill: #fff; stroke-width: 0.8`) as SVG presentation attributes."""
+    pairs = (part.split(":", 1) for part in declarations.split(";") if ":" in part)
+    return "".join(f' {name.strip()}="{value.strip()}"' for name, value in pairs)
+
+
+def _without_inline_css(markup: str) -> str:
+    """SVG markup with matplotlib's `style` attributes as presentation attributes and its one `<style>` rule
+    (`*{stroke-linejoin…}`, inherited properties) on the root element: the same drawing, which a page whose
+    Content-Security-Policy forbids inline style renders without a violation."""
+    rule = _SVG_STYLE_ELEMENT.search(markup)
+    if rule is not None:
+        markup = markup[: rule.start()] + markup[rule.end() :]
+        markup = "<svg" + _as_attributes(rule.group(1)) + markup[len("<svg") :]
+    return _SVG_STYLE_ATTRIBUTE.sub(lambda match: _as_attributes(match.group(1)), markup)
 
 
 def figure_svg(fig: Figure, scope: str | None = None) -> str:
     """The figure as inline SVG markup for an HTML page, then released: text kept as text (small,
     searchable), without matplotlib's RDF metadata and namespace declarations (URLs an HTML parser does
-    not need), and with its element ids prefixed by `scope` when given, so that ids repeated across the
-    figures of one page (clip paths, markers) cannot resolve to another figure's. Needs no network."""
+    not need), without inline CSS (styles as presentation attributes, so a strict CSP draws it), and with
+    its element ids prefixed by `scope` when given, so that ids repeated across the figures of one page
+    (clip paths, markers) cannot resolve to another figure's. Needs no network."""
     import io
 
     from matplotlib import rc_context
@@ -358,7 +378,7 @@ def figure_svg(fig: Figure, scope: str | None = None) -> str:
 
         plt.close(fig)
     text = buffer.getvalue()
-    markup = _SVG_NAMESPACES.sub("", _SVG_METADATA.sub("", text[text.index("<svg") :]))
+    markup = _without_inline_css(_SVG_NAMESPACES.sub("", _SVG_METADATA.sub("", text[text.index("<svg") :])))
     if scope is None:
         return markup
     ids = set(_SVG_IDS.findall(markup))

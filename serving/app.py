@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from features.online import open_store
 from serving.cache import DecisionCaches
@@ -21,7 +22,16 @@ from serving.config import ServingConfig
 from serving.decision_log import DecisionLog, DecisionNotLogged
 from serving.edge import Edge
 from serving.openapi import install_docs
-from serving.review import OverviewCache, PageRefused, ReplayModels, WaterfallCache, refused_page
+from serving.review import (
+    STATIC_DIR,
+    STATIC_URL,
+    OverviewCache,
+    PageRefused,
+    ReplayModels,
+    ReviewSessions,
+    WaterfallCache,
+    refused_page,
+)
 from serving.routers import decisions, health, models, outcomes, review
 from serving.scorer import Scorer
 from serving.service import DecisionService, Metrics, NoModelsLoaded, UnknownUser
@@ -152,6 +162,8 @@ def create_app(
     app.state.overview = OverviewCache(config, settings.events_dir)
     app.state.replays = ReplayModels(loader)
     app.state.waterfalls = WaterfallCache()
+    secret = settings.session_secret.get_secret_value() if settings.session_secret else None
+    app.state.sessions = ReviewSessions.from_secret(secret, settings.review_session_seconds)
     for router in (review.router, decisions.router, outcomes.router, models.router, health.router):
         app.include_router(router)
     app.add_middleware(Edge)  # the body limit, the timing and the hot route (serving/edge.py)
@@ -161,5 +173,6 @@ def create_app(
     app.add_exception_handler(NoModelsLoaded, no_models)
     app.add_exception_handler(UnknownUser, unknown_user)
     app.add_exception_handler(DecisionNotLogged, not_logged)
+    app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="review-static")  # the pages' CSS and JS
     install_docs(app)
     return app

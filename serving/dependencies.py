@@ -18,6 +18,7 @@ from serving.config import ServingConfig
 from serving.decision_log import DecisionLog
 from serving.review.caches import ReplayModels, WaterfallCache
 from serving.review.overview import OverviewCache
+from serving.review.session import ReviewSessions
 from serving.scorer import Scorer
 from serving.service import DecisionService, Metrics, current_models
 from serving.settings import ServingSettings
@@ -48,6 +49,7 @@ get_overview = _from_state("overview")
 get_replays = _from_state("replays")
 get_waterfalls = _from_state("waterfalls")
 get_workers = _from_state("workers")
+get_sessions = _from_state("sessions")
 
 
 SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
@@ -63,6 +65,7 @@ OverviewDep = Annotated[OverviewCache, Depends(get_overview)]
 ReplaysDep = Annotated[ReplayModels, Depends(get_replays)]
 WaterfallsDep = Annotated[WaterfallCache, Depends(get_waterfalls)]
 WorkersDep = Annotated[WorkerSync, Depends(get_workers)]
+SessionsDep = Annotated[ReviewSessions, Depends(get_sessions)]
 
 
 async def serving_models(holder: HolderDep) -> ModelSet:

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -96,6 +96,21 @@ class ServingSettings(ProcessSettings):
     snapshot_check_seconds: float = Field(
         5.0, ge=0, description="Check the online store for a new snapshot this often (0 = off)."
     )
+    session_secret: SecretStr | None = Field(
+        None,
+        description="Signs the reviewer pages' session cookies (at least 32 characters). Unset: `clm serve` "
+        "generates one at start and shares it with its workers, so every session ends when it restarts.",
+    )
+    review_session_seconds: int = Field(
+        8 * 3600, ge=60, description="A reviewer's sign-in lasts this long (the session cookie's expiry)."
+    )
+
+    @field_validator("session_secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (it signs the reviewer pages' sessions)")
+        return secret
 
     def decision_log_url(self) -> str:
         return self.decision_log or f"sqlite:///{self.data_dir}/decisions.db"

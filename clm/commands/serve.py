@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -47,6 +48,7 @@ def serve(
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.resolve_tracking_uri(Path.cwd()))
     os.environ.setdefault("CLM_DATA_DIR", str(Path(settings.data_dir).resolve()))
     prepare_run_dir(workers)
+    share_session_secret()
     # uvicorn's own command line becomes this process: worker processes are spawned, and a spawned worker
     # re-imports the parent's main module — `clm` would import every command (15–18 s) and miss uvicorn's
     # 5 s health check, so the supervisor would kill and restart workers for ever.
@@ -75,6 +77,24 @@ def prepare_run_dir(workers: int) -> Path:
     else:
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return run_dir
+
+
+def share_session_secret() -> None:
+    """Without a configured CLM_SESSION_SECRET, one made now and put in the environment the workers inherit:
+    every worker then accepts a reviewer session any worker issued (and all end when the server restarts)."""
+    from pydantic import ValidationError
+
+    from serving.settings import ServingSettings
+
+    try:
+        configured = ServingSettings().session_secret
+    except ValidationError as exc:  # a bad setting is named here once, not as a traceback in every worker
+        for error in exc.errors():
+            name = "CLM_" + "_".join(str(part) for part in error["loc"]).upper()
+            typer.echo(f"clm serve: {name}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+    if configured is None:
+        os.environ["CLM_SESSION_SECRET"] = secrets.token_urlsafe(32)
 
 
 def free_port() -> int:

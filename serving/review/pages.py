@@ -1,5 +1,10 @@
 """How a reviewer page is rendered: the autoescaped templates, the security headers every page carries, the
-error page, and PageRefused (a dependency's way of answering with a page instead of the route's)."""
+error page, and PageRefused (a dependency's way of answering with a page instead of the route's).
+
+The pages' style and script are files under serving/static served by the app itself (STATIC_URL), so the
+Content-Security-Policy allows no inline script or style; the figures' inline SVG carries its styles as
+presentation attributes (models.plots.figure_svg), which the policy does not govern. No page may be kept by
+a browser or proxy cache (`Cache-Control: no-store`): they show customer data behind a sign-in."""
 
 from __future__ import annotations
 
@@ -8,15 +13,16 @@ from typing import Any
 
 import jinja2
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from serving.review.caches import fmt_value
 from serving.review.text import TEXT
 
-COOKIE = "clm_review_key"
+STATIC_DIR = Path(__file__).parent.parent / "static"
+STATIC_URL = "/review/static"
 CSP = (
-    "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    "default-src 'none'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 TEMPLATES = Jinja2Templates(
@@ -51,6 +57,12 @@ def page(request: Request, name: str, lang: str, status: int = 200, **context: A
     )
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
+    return no_store(response)
+
+
+def no_store(response: Response) -> Response:
+    """`response`, marked for no cache to keep (reviewer pages and the sign-in's answers)."""
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

@@ -8,9 +8,12 @@
 - `/review/decisions/{decision_id}`: a logged decision as it was made, re-run under the versions it was
   made with to show that it reproduces.
 
-Scope `review`. A browser sends the key once to /review/login, which keeps it in an HttpOnly cookie;
-scripts may send `X-API-Key`. Figures are matplotlib SVG rendered here; pages load nothing from
-another origin (Content-Security-Policy says so). `?lang=zh` renders the Chinese text.
+Scope `review`. A browser sends the key once to /review/login, which answers with a signed session token
+(serving/review/session.py: never the key) in an HttpOnly, SameSite=Strict cookie that expires, `Secure`
+when the request came over https; /review/logout clears it. Both forms are refused (403) unless posted
+from this site's own pages (Origin). Scripts may send `X-API-Key`. Figures are matplotlib SVG rendered
+here; pages load nothing from another origin and run no inline script or style (the Content-Security-
+Policy says so; their CSS and JS are serving/static). `?lang=zh` renders the Chinese text.
 """
 
 from __future__ import annotations
@@ -33,26 +36,34 @@ from serving.dependencies import (
     OverviewDep,
     ReplaysDep,
     ScorerDep,
+    SessionsDep,
     SettingsDep,
     StoreDep,
     WaterfallsDep,
 )
-from serving.review.pages import COOKIE, PageRefused, error_page, page
+from serving.review.pages import PageRefused, error_page, no_store, page
 from serving.review.replay import breakdown, compare_replay
+from serving.review.session import SESSION_COOKIE, cross_origin
 from serving.review.text import TEXT, Lang
 from serving.state import ModelHolder, ModelSet
 
 log = logging.getLogger(__name__)
 
 
-def signed_in(request: Request, settings: SettingsDep, lang: Lang = "en") -> None:
-    """A dependency: the request carries a key with the `review` scope, or the reader gets the page saying why not."""
-    key = request.headers.get("x-api-key") or request.cookies.get(COOKIE)
-    if not key:
+def signed_in(request: Request, settings: SettingsDep, sessions: SessionsDep, lang: Lang = "en") -> None:
+    """A dependency: the request carries a key (`X-API-Key`) or a live session (the cookie) with the `review`
+    scope, or the reader gets the page saying why not."""
+    key = request.headers.get("x-api-key")
+    token = request.cookies.get(SESSION_COOKIE)
+    if not key and not token:
         raise PageRefused(error_page(request, lang, 401, TEXT[lang]["login"], TEXT[lang]["login_needed"]))
-    scopes = settings.scopes_of(key)
+    if key:
+        scopes, problem = settings.scopes_of(key), "unknown API key"
+    else:
+        checked = sessions.check(token or "", settings.api_keys)
+        scopes, problem = checked.scopes, checked.problem
     if scopes is None:
-        raise PageRefused(error_page(request, lang, 401, TEXT[lang]["login"], "unknown API key"))
+        raise PageRefused(error_page(request, lang, 401, TEXT[lang]["login"], problem or ""))
     if "review" not in scopes:
         raise PageRefused(error_page(request, lang, 403, "403", TEXT[lang]["forbidden"]))
 
@@ -88,19 +99,42 @@ def login_form(request: Request, lang: Lang = "en", next: str = "/review") -> HT
 def login(
     request: Request,
     settings: SettingsDep,
+    sessions: SessionsDep,
     api_key: str = Form(...),
     next: str = Form("/review"),
     lang: str = Form("en"),
 ):
+    """Check the key and answer with a session cookie. Only a form posted from this site's pages is taken
+    (login CSRF: another site could otherwise sign a reviewer in under its own key)."""
     lang = lang if lang in TEXT else "en"
+    refused = cross_origin(request)
+    if refused:
+        return error_page(request, lang, 403, "403", refused)
     scopes = settings.scopes_of(api_key)
     if scopes is None or "review" not in scopes:
         status = 401 if scopes is None else 403
         detail = "unknown API key" if scopes is None else TEXT[lang]["forbidden"]
         return page(request, "login.html.j2", lang, status, next=_local(next), error=detail)
     response = RedirectResponse(_local(next), status_code=303)
-    response.set_cookie(COOKIE, api_key, httponly=True, samesite="strict", path="/review")
-    return response
+    # SameSite=Strict: every review page is a read, so a cross-site link costs at most a second sign-in
+    response.set_cookie(
+        SESSION_COOKIE, sessions.issue(api_key), max_age=sessions.lifetime_seconds, path="/review",
+        secure=request.url.scheme == "https", httponly=True, samesite="strict",
+    )  # fmt: skip
+    return no_store(response)
+
+
+@router.post("/logout")
+def logout(request: Request, lang: str = Form("en")):
+    """Clear the session cookie (from this site's pages only, like the sign-in)."""
+    lang = lang if lang in TEXT else "en"
+    refused = cross_origin(request)
+    if refused:
+        return error_page(request, lang, 403, "403", refused)
+    response = RedirectResponse(f"/review/login?lang={lang}", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/review", secure=request.url.scheme == "https",
+                           httponly=True, samesite="strict")  # fmt: skip
+    return no_store(response)
 
 
 @router.get("", response_class=HTMLResponse, dependencies=SIGNED)
@@ -128,7 +162,7 @@ def overview_page(
 
 @router.get("/search")
 def search(request: Request, user_id: str = Query("", max_length=200), lang: Lang = "en"):
-    return RedirectResponse(f"/review/users/{user_id.strip()}?lang={lang}", status_code=303)
+    return no_store(RedirectResponse(f"/review/users/{user_id.strip()}?lang={lang}", status_code=303))
 
 
 @router.get("/users/{user_id}", response_class=HTMLResponse, dependencies=SIGNED)

@@ -1,21 +1,25 @@
 """The reviewer pages in a real headless browser: Debian's chromium driven by Playwright against a real
 `clm serve` over the trained world. A reviewer signs in, reads the overview, follows a link to a user,
 sees the stage, action, reasons and waterfalls, opens the replay of a logged decision, switches to
-Chinese; a key without the review scope is refused and an unknown user gets a readable 404. Any
-JavaScript console error, page error or failed request fails the test. Screenshots go to the test's
-temporary directory."""
+Chinese; a key without the review scope is refused and an unknown user gets a readable 404; the session
+cookie is not the key, sign-out clears it, and a sign-in posted from another site is refused. Any JavaScript
+console error, page error, failed request or Content-Security-Policy violation fails the test. Screenshots
+go to the test's temporary directory."""
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
 from clm.commands.serve import background_server
+from serving.review import SESSION_COOKIE
 
 KEYS = {"score-key": ["score"], "review-key": ["review"]}
 
@@ -35,10 +39,20 @@ def server(served_world, tmp_path_factory) -> Iterator[str]:
         yield base
 
 
+# Runs in every page before its own scripts (Playwright injects it, so the page's CSP does not apply to it):
+# each Content-Security-Policy violation the browser reports is handed to the test.
+REPORT_CSP_VIOLATIONS = """document.addEventListener("securitypolicyviolation", (e) =>
+  window.reportCspViolation(`${e.effectiveDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile}:${e.lineNumber}`));"""
+
+
 class Watched:
-    """A page whose console errors, page errors, failed requests and unexpected HTTP errors are collected."""
+    """A page whose console errors, page errors, failed requests, unexpected HTTP errors and CSP violations
+    are collected."""
 
     def __init__(self, context, base: str, shots: Path) -> None:
+        self.csp_violations: list[str] = []
+        context.expose_binding("reportCspViolation", lambda source, text: self.csp_violations.append(text))
+        context.add_init_script(REPORT_CSP_VIOLATIONS)
         self.page = context.new_page()
         self.base = base
         self.shots = shots
@@ -86,7 +100,7 @@ def watched(browser, server, tmp_path) -> Iterator[Watched]:
     yield page
     context.close()
     print(f"screenshots in {tmp_path}: {sorted(p.name for p in tmp_path.glob('*.png'))}")
-    assert page.problems == []
+    assert page.problems == [] and page.csp_violations == []
 
 
 def sign_in(watched: Watched, key: str, path: str = "/review") -> None:
@@ -178,3 +192,77 @@ def test_the_user_search_box_goes_to_the_users_page(watched: Watched, served_wor
     watched.page.press("header input[name=user_id]", "Enter")
     watched.page.wait_for_load_state()
     assert watched.page.locator("#user-id").inner_text() == user
+
+
+def test_every_page_keeps_to_the_content_security_policy(watched: Watched, served_world) -> None:
+    """Each kind of page, signed in or not, in both languages: the policy allows no inline script or style and
+    the browser reports no violation of it (the overview's filter script and the figures included)."""
+    page = watched.page
+    policies: dict[str, str] = {}  # every HTML answer's policy, by URL
+
+    def note_policy(response) -> None:
+        if response.headers.get("content-type", "").startswith("text/html"):
+            policies[response.url] = response.headers.get("content-security-policy", "")
+
+    page.on("response", note_policy)
+    sign_in(watched, "review-key")
+    user = served_world.user_ids[2]
+    api = httpx.get(
+        f"{watched.base}/v1/users/{user}/decision", headers={"X-API-Key": "score-key"}, timeout=30
+    )
+    for path, status in [("/review?lang=zh", 200), (f"/review/users/{user}", 200), ("/review/users/nobody", 404),
+                         (f"/review/decisions/{api.json()['decision_id']}", 200), ("/review/login?lang=zh", 200)]:  # fmt: skip
+        watched.goto(path, status=status)
+        page.wait_for_load_state("load")
+        assert watched.csp_violations == [], path
+    assert len(policies) >= 6 and all(
+        "script-src 'self'" in p and "unsafe-inline" not in p for p in policies.values()
+    )
+
+
+def test_the_session_cookie_is_not_the_key_and_sign_out_clears_it(watched: Watched) -> None:
+    sign_in(watched, "review-key")
+    (cookie,) = watched.page.context.cookies()
+    assert cookie["name"] == SESSION_COOKIE and "review-key" not in cookie["value"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/review"
+    assert cookie["expires"] > 0  # not a browser-session cookie: it expires on its own
+    assert watched.page.evaluate("document.cookie") == ""  # HttpOnly: no script reads it
+    watched.page.click("#logout button")
+    watched.page.wait_for_load_state()
+    assert watched.page.url.startswith(f"{watched.base}/review/login") and "Sign in" in watched.page.title()
+    assert watched.page.context.cookies() == []
+    watched.goto("/review", status=401)
+
+
+def test_a_sign_in_posted_from_another_site_is_refused(browser, server: str) -> None:
+    """Login CSRF: a page on another origin posts the sign-in form with its own key; the browser gets 403 and
+    no cookie."""
+    hostile = f"""<!doctype html><title>elsewhere</title>
+<form action="{server}/review/login" method="post"><input name="api_key" value="review-key">
+<button type="submit">go</button></form>""".encode()
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(hostile)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{other.server_address[1]}/")
+        with page.expect_response(f"{server}/review/login") as answer:
+            page.click("button")
+        assert answer.value.status == 403
+        assert "another site" in page.inner_text("body")
+        assert context.cookies() == []
+    finally:
+        context.close()
+        other.shutdown()
+        other.server_close()

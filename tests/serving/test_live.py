@@ -1,6 +1,7 @@
 """The API as users meet it: `clm serve` in its own process on 127.0.0.1, real HTTP. A reload while a client
 keeps asking (zero errors, both versions in the decision log) and a failed reload that keeps the old
-models serving; kill -9 under load loses no answered decision; a reload reaches both of 2 workers."""
+models serving; kill -9 under load loses no answered decision; a reload reaches both of 2 workers, and so
+does a reviewer's session."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from mlflow import MlflowClient
 from tests_serving_support import running_server
 
 from serving.decision_log import DecisionLog
+from serving.review import SESSION_COOKIE
 from tests.conftest import mlflow_store
 
 SCORE = {"X-API-Key": "score-key"}
@@ -128,6 +130,15 @@ def test_two_worker_processes_serve(served_world, api_keys, tmp_path: Path) -> N
                 for uid in served_world.user_ids[:20]
             ]
         assert codes == [200] * 20
+        # a reviewer session issued by one worker opens the pages on both (each request a new connection)
+        login = httpx.post(f"{base}/review/login", data={"api_key": "review-key"}, headers={"Origin": base})
+        assert login.status_code == 303, login.text
+        session = {SESSION_COOKIE: login.cookies[SESSION_COOKIE]}
+        pages = [
+            httpx.get(f"{base}/review/decisions/none", cookies=session, timeout=30).status_code
+            for _ in range(20)
+        ]
+        assert pages == [404] * 20  # 401 from a worker that does not know the secret
 
 
 def hammer_decisions(base: str, user_ids: list[str], stop: threading.Event, seen: list, threads: int = 4):

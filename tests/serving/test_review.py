@@ -1,7 +1,7 @@
 """The reviewer pages through FastAPI's TestClient over the trained world: auth (401 with a sign-in form, 403,
-the login cookie), the overview's numbers against an independent computation, a user's page (stage,
-reasons, waterfalls, the value breakdown that adds up, zh), a readable 404, and the replay of a logged
-decision that reproduces — and says so when it does not."""
+the session cookie), no-store and no inline script or style on every page, the overview's numbers against an
+independent computation, a user's page (stage, reasons, waterfalls, the value breakdown that adds up, zh), a
+readable 404, and the replay of a logged decision that reproduces — and says so when it does not."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from clm.config import load_config
 from models.overview import population_decisions
 from serving.app import create_app
-from serving.review import CSP, compare_replay
+from serving.review import CSP, SESSION_COOKIE, compare_replay
 from serving.settings import ServingSettings
 from tests.conftest import mlflow_store
 
@@ -63,23 +63,39 @@ def test_pages_need_the_review_scope(review_client, path) -> None:
     assert forbidden.status_code == 403 and "review scope" in forbidden.text
 
 
-def test_login_keeps_the_key_in_an_http_only_cookie(review_client) -> None:
-    wrong = review_client.post(
-        "/review/login", data={"api_key": "score-key", "next": "/review"}, follow_redirects=False
-    )
+def test_login_sets_a_session_cookie_never_the_key(review_client) -> None:
+    same_site = {"Origin": "http://testserver"}
+
+    def login(**form: str):
+        return review_client.post("/review/login", data=form, headers=same_site, follow_redirects=False)
+
+    wrong = login(api_key="score-key", next="/review")
     assert wrong.status_code == 403 and "review scope" in wrong.text
-    unknown = review_client.post("/review/login", data={"api_key": "nope"}, follow_redirects=False)
+    unknown = login(api_key="nope")
     assert unknown.status_code == 401
-    offsite = review_client.post("/review/login", data={"api_key": "review-key", "next": "https://evil.example/x"},
-                                 follow_redirects=False)  # fmt: skip
+    offsite = login(api_key="review-key", next="https://evil.example/x")
     assert offsite.status_code == 303 and offsite.headers["location"] == "/review"
-    ok = review_client.post("/review/login", data={"api_key": "review-key", "next": "/review/users/u000001"},
-                            follow_redirects=False)  # fmt: skip
+    ok = login(api_key="review-key", next="/review/users/u000001")
     assert ok.status_code == 303 and ok.headers["location"] == "/review/users/u000001"
     cookie = ok.headers["set-cookie"]
-    assert "clm_review_key=review-key" in cookie and "HttpOnly" in cookie and "Path=/review" in cookie
-    assert review_client.get("/review", cookies={"clm_review_key": "review-key"}).status_code == 200
+    assert "review-key" not in cookie and f"{SESSION_COOKIE}=v1." in cookie and "HttpOnly" in cookie
+    assert review_client.get("/review").status_code == 200  # the session cookie opens the pages
     review_client.cookies.clear()
+    assert review_client.get("/review", cookies={"clm_review_key": "review-key"}).status_code == 401
+
+
+def test_every_page_is_not_stored_and_needs_no_inline_script_or_style(review_client) -> None:
+    """The figures included: their SVG carries presentation attributes, not style attributes or elements."""
+    user = review_client.world.user_ids[4]
+    decision = review_client.get(f"/v1/users/{user}/decision", headers=SCORE).json()
+    for path in ("/review", f"/review/users/{user}", f"/review/decisions/{decision['decision_id']}"):
+        response = review_client.get(path, headers=REVIEW)
+        assert response.status_code == 200, (path, response.text[:500])
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["content-security-policy"] == CSP and "unsafe-inline" not in CSP
+        assert "<svg" in response.text
+        inline = re.search(r"<script(?![^>]*\bsrc=)|<style|\sstyle=|\son[a-z]+=", response.text)
+        assert inline is None, (path, response.text[inline.start() - 200 : inline.end() + 100])
 
 
 def test_the_overview_counts_what_the_policy_decides_for_the_snapshot(review_client) -> None:
