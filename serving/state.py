@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from models.artifacts import ArtifactRefused, probe_in_subprocess
 from models.config import ModelsConfig
 from models.decision import (
     DecisionModels,
@@ -32,10 +33,13 @@ class RegistryLoader:
     """Loads a ModelSet by alias from the MLflow registry (the tracking URI comes from the environment),
     through `models.decision`'s one loader; the feature registry is built once and shared by every set."""
 
-    def __init__(self, config: ModelsConfig) -> None:
+    def __init__(self, config: ModelsConfig, *, trial_load: bool = True) -> None:
         self.config = config
         self.names = registered_names(config, TARGETS)
         self.registry = feature_registry(config)
+        # every artifact is loaded first in a throw-away process: a file that crashes LightGBM natively
+        # costs a refused load, not this server
+        self.probe = probe_in_subprocess if trial_load else None
 
     def versions(self, alias: str) -> dict[str, str]:
         """The version each alias points at now (raises ModelsMissing when one is missing)."""
@@ -46,7 +50,16 @@ class RegistryLoader:
 
     def load_versions(self, versions: dict[str, str], alias: str) -> ModelSet:
         """The ModelSet of exact versions (registered name → version), e.g. to replay a logged decision."""
-        return load_exact_versions(self.config, versions, alias, registry=self.registry)
+        return load_exact_versions(self.config, versions, alias, registry=self.registry, probe=self.probe)
+
+
+def check_store_features(models: ModelSet, store_feature_version: str | None) -> None:
+    """The online store's features are the ones the models were trained on (ArtifactRefused naming both)."""
+    if store_feature_version is not None and store_feature_version != models.churn.feature_version:
+        raise ArtifactRefused(
+            f"feature versions differ: the online store's snapshot has {store_feature_version}, "
+            f"{models.label(models.churn)} has {models.churn.feature_version}"
+        )
 
 
 @dataclass

@@ -42,6 +42,7 @@ def serve(
 
     settings = Settings()
     load_config(settings.config)  # fail here, not in every worker, on a bad config file
+    check_serving_settings()
     if settings.config is not None:
         os.environ["CLM_CONFIG"] = str(Path(settings.config).resolve())
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.resolve_tracking_uri(Path.cwd()))
@@ -50,12 +51,28 @@ def serve(
     # uvicorn's own command line becomes this process: worker processes are spawned, and a spawned worker
     # re-imports the parent's main module — `clm` would import every command (15–18 s) and miss uvicorn's
     # 5 s health check, so the supervisor would kill and restart workers for ever.
+    # (serving.server: uvicorn with a header-read timeout, running `app_factory` below)
     argv = [
-        sys.executable, "-m", "uvicorn", "clm.commands.serve:app_factory", "--factory", "--host", host,
-        "--port", str(port), "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
-        "--log-level", log_level, "--no-access-log", "--timeout-worker-healthcheck", "60",
+        sys.executable, "-m", "serving.server", "--host", host, "--port", str(port), "--workers", str(workers),
+        "--log-level", log_level,
     ]  # fmt: skip
     os.execv(sys.executable, argv)
+
+
+def check_serving_settings() -> None:
+    """The server's settings (CLM_API_KEYS, limits) are valid, or exit 2 naming what is wrong — before
+    any worker starts, so a bad key is one clear line, not a crash loop."""
+    from pydantic import ValidationError
+
+    from serving.settings import ServingSettings
+
+    try:
+        ServingSettings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            typer.echo(f"clm serve: {where + ': ' if where else ''}{error['msg']}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def prepare_run_dir(workers: int) -> Path:
