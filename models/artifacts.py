@@ -15,7 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -98,40 +98,41 @@ def verify_manifest(path: Path, *, expected_digest: str | None = None, required:
     return True
 
 
-def probe_in_subprocess(paths: Iterable[Path], *, timeout_seconds: float = PROBE_TIMEOUT_SECONDS) -> None:
-    """Load every artifact directory once in a throw-away Python process. ArtifactRefused naming the
-    artifact when that load fails, times out or kills the process (SIGABRT, SIGSEGV): the caller never
-    touches a file that would have crashed it."""
-    paths = [str(Path(p)) for p in paths]
-    if not paths:
+def probe_in_subprocess(
+    artifacts: Mapping[str, Path], *, timeout_seconds: float = PROBE_TIMEOUT_SECONDS
+) -> None:
+    """Load every artifact directory (label → path, e.g. `models:/clm-churn/3` → its bundle) once in a
+    throw-away Python process. ArtifactRefused naming the artifact when that load fails, times out or
+    kills the process (SIGABRT, SIGSEGV): the caller never touches a file that would have crashed it."""
+    labels = {str(Path(path)): label for label, path in artifacts.items()}
+    if not labels:
         return
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "models.artifacts", *paths],
+            [sys.executable, "-m", "models.artifacts", *labels],
             capture_output=True, text=True, timeout=timeout_seconds, env=env,
             cwd=Path(__file__).resolve().parent.parent,
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:
         raise ArtifactRefused(
-            f"trial load of {', '.join(paths)} did not finish in {timeout_seconds:.0f} s"
+            f"trial load of {', '.join(labels.values())} did not finish in {timeout_seconds:.0f} s"
         ) from exc
     if done.returncode == 0:
         return
-    reported = [line for line in done.stdout.splitlines() if line.startswith("refused ")]
+    started = [
+        line.removeprefix("loading ") for line in done.stdout.splitlines() if line.startswith("loading ")
+    ]
+    path = started[-1] if started else next(iter(labels))
+    artifact = f"{labels.get(path, path)} ({path})"
     if done.returncode < 0:
-        started = [
-            line.removeprefix("loading ") for line in done.stdout.splitlines() if line.startswith("loading ")
-        ]
-        artifact = started[-1] if started else ", ".join(paths)
         name = signal.Signals(-done.returncode).name
         raise ArtifactRefused(
             f"trial load of {artifact} crashed the loading process ({name}); artifact refused"
         )
-    detail = (
-        reported[-1].removeprefix("refused ") if reported else (done.stderr.strip()[-500:] or "no detail")
-    )
-    raise ArtifactRefused(f"trial load failed: {detail}")
+    reported = [line for line in done.stdout.splitlines() if line.startswith("refused ")]
+    detail = reported[-1].split(": ", 1)[-1] if reported else (done.stderr.strip()[-500:] or "no detail")
+    raise ArtifactRefused(f"trial load of {artifact} failed: {detail}")
 
 
 def load_artifact(path: Path):

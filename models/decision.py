@@ -328,8 +328,8 @@ def check_identity(
     held_target = getattr(bundle, "target", "policy")
     if bundle.name != name or held_target != target:
         raise ArtifactRefused(
-            f"{where} holds a {held_target} model named {bundle.name!r}; it is loaded as the {target} model "
-            f"{name!r}: refused"
+            f"{where} holds {bundle.name!r} (target {held_target}), not the {target} model {name!r} it is "
+            "registered and loaded as: refused"
         )
     if feature_version is not None and bundle.feature_version != feature_version:
         raise ArtifactRefused(
@@ -398,11 +398,12 @@ def load_exact_versions(
     *,
     found_under: Mapping[str, str] | None = None,
     registry: dict[str, Feature] | None = None,
-    probe: Callable[[Sequence[Path]], None] | None = None,
+    probe: Callable[[Mapping[str, Path]], None] | None = None,
 ) -> DecisionModels:
     """The decision models at exact versions (registered name → version), e.g. to replay a logged
     decision. Every artifact's checksums are checked against its registration; `probe` (e.g.
-    `models.artifacts.probe_in_subprocess`) gets every downloaded directory before anything is loaded here.
+    `models.artifacts.probe_in_subprocess`) gets every downloaded directory (by `models:/NAME/VERSION`) before
+    anything is loaded here.
     Raises ValueError (ArtifactRefused) when an artifact differs from its checksums, holds another target
     or name than the one it is registered as, or was built on other features than the churn model."""
     names = registered_names(config)
@@ -418,7 +419,9 @@ def load_exact_versions(
         for target, name in wanted.items()
     }
     if probe is not None:
-        probe(list(paths.values()))
+        probe(
+            {f"models:/{wanted[target]}/{versions[wanted[target]]}": path for target, path in paths.items()}
+        )
     churn = load_bundle(paths["churn"])
     check_identity(churn, name=names["churn"], version=str(versions[names["churn"]]), target="churn",
                    feature_version=None)  # fmt: skip

@@ -5,24 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_ERRORS_SHOWN = 20
 MAX_ERROR_TEXT = 120  # characters of one message or location part (a feature name can be a megabyte long)
 
 
-class BodyTooLarge(HTTPException):
-    """Raised from `receive` once a body passes the limit; FastAPI re-raises an HTTPException met while
-    reading the body, so it reaches the client as this 413 (not a 400 "error parsing the body")."""
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"request body larger than {max_bytes} bytes")
-
-
 class BodyLimit:
-    """ASGI middleware: 413 for a declared Content-Length over `max_bytes` before anything is read, and for
-    any body (chunked or not) as soon as the bytes read pass it — the rest is never buffered."""
+    """ASGI middleware: 413 for a declared Content-Length over `max_bytes` before anything is read; a body
+    without one (chunked) is read here up to `max_bytes` and refused with 413 the moment it passes — the
+    rest is never read — else handed to the app as read. (A declared length bounds what the server passes
+    on, so such a body needs no counting.)"""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -31,37 +24,41 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
                 await self._refuse(send)
                 return
-        received = 0
-        started = False
-
-        async def counted() -> Message:
-            nonlocal received
+            chunked = chunked or name == b"transfer-encoding"
+        if not chunked:
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
-            return message
+            if message["type"] != "http.request":  # the client went away: the app sees it as it would
+                first: Message = message
+                break
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                first = {"type": "http.request", "body": bytes(body), "more_body": False}
+                break
+        replayed = False
 
-        async def watched(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()
 
-        try:
-            await self.app(scope, counted, watched)
-        except BodyTooLarge:  # read outside FastAPI's body parsing (a route reading the stream itself)
-            if started:
-                raise
-            await self._refuse(send)
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = BodyTooLarge(self.max_bytes).detail.encode()
-        body = b'{"detail":"' + body + b'"}'
+        body = b'{"detail":"request body larger than %d bytes"}' % self.max_bytes
         await send({"type": "http.response.start", "status": 413, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),

@@ -102,11 +102,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def background_server(
-    env: Mapping[str, str], workdir: Path, *, workers: int = 1, ready_timeout_seconds: float = 180.0
-) -> Iterator[str]:
+    env: Mapping[str, str], workdir: Path, *, workers: int = 1, ready_timeout_seconds: float = 180.0,
+    ready_path: str = "/readyz",
+) -> Iterator[str]:  # fmt: skip
     """`clm serve` in its own process group on a free 127.0.0.1 port with `env` added to the environment;
-    yields the base URL once /readyz answers 200 (RuntimeError with the server's log if it never does) and
-    always stops the process group. Used by `clm demo` and the live tests."""
+    yields the base URL once `ready_path` (/readyz; /healthz for a server expected not to be ready) answers
+    200 (RuntimeError with the server's log if it never does) and always stops the process group. Used by
+    `clm demo` and the live tests."""
     import httpx
 
     port = free_port()
@@ -122,7 +124,7 @@ def background_server(
             deadline = time.monotonic() + ready_timeout_seconds
             while True:
                 with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    if httpx.get(f"{base}{ready_path}", timeout=2).status_code == 200:
                         break
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"clm serve did not become ready:\n{log_path.read_text()[-4000:]}")

@@ -15,7 +15,13 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from models.artifacts import ArtifactRefused, manifest_digest, probe_in_subprocess, verify_manifest, write_manifest
+from models.artifacts import (
+    ArtifactRefused,
+    manifest_digest,
+    probe_in_subprocess,
+    verify_manifest,
+    write_manifest,
+)
 from models.bundle import BOOSTER_FILE, META_FILE, ModelBundle, load_bundle, save_bundle
 from models.propensity import Calibrator
 
@@ -57,7 +63,10 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_manifest_round_trips_and_names_what_changed(saved_bundle: Path, tmp_path: Path) -> None:
-    assert json.loads((saved_bundle / "checksums.json").read_text())["sha256"].keys() == {BOOSTER_FILE, META_FILE}
+    assert json.loads((saved_bundle / "checksums.json").read_text())["sha256"].keys() == {
+        BOOSTER_FILE,
+        META_FILE,
+    }
     assert verify_manifest(saved_bundle, expected_digest=manifest_digest(saved_bundle))
     assert load_bundle(saved_bundle).booster.num_trees() == 150
     copy = damaged_copy(saved_bundle, tmp_path, reseal=True)
@@ -78,10 +87,14 @@ def test_a_truncated_booster_is_refused_by_its_checksum_before_lightgbm_reads_it
     assert f"{copy / BOOSTER_FILE}: sha256" in done.stderr and "differs from the recorded" in done.stderr
 
 
-def test_a_booster_that_crashes_lightgbm_is_refused_by_the_trial_load(saved_bundle: Path, tmp_path: Path) -> None:
+def test_a_booster_that_crashes_lightgbm_is_refused_by_the_trial_load(
+    saved_bundle: Path, tmp_path: Path
+) -> None:
     copy = damaged_copy(saved_bundle, tmp_path, reseal=True)
     crashed = run_python(f"import lightgbm as lgb; lgb.Booster(model_file={str(copy / BOOSTER_FILE)!r})")
     assert crashed.returncode < 0, "the damaged booster should crash a plain LightGBM load (the finding)"
-    with pytest.raises(ArtifactRefused, match=r"trial load of .*bundle crashed the loading process \(SIG"):
-        probe_in_subprocess([copy])
-    probe_in_subprocess([saved_bundle])  # a sound bundle passes
+    with pytest.raises(
+        ArtifactRefused, match=r"trial load of the-copy \(.*bundle\) crashed the loading process \(SIG"
+    ):
+        probe_in_subprocess({"the-copy": copy})
+    probe_in_subprocess({"sound": saved_bundle})  # a sound bundle passes

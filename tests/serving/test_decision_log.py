@@ -281,7 +281,9 @@ def test_outcomes_are_recorded_once(make_log: Callable[..., DecisionLog]) -> Non
     first = log.record_outcome(record.decision_id, "retained_30d", "retention_discount", T0, value=1.0)
     again = log.record_outcome(record.decision_id, "retained_30d", "retention_discount", T0, value=1.0)
     with pytest.raises(OutcomeConflict, match=r"already recorded with action_taken 'retention_discount'"):
-        log.record_outcome(record.decision_id, "retained_30d", "no_action", T0 + dt.timedelta(days=1), value=0.0)
+        log.record_outcome(
+            record.decision_id, "retained_30d", "no_action", T0 + dt.timedelta(days=1), value=0.0
+        )
     other = log.record_outcome(record.decision_id, "upgraded_30d", "retention_discount", T0)
 
     assert (first, again, other) == ("recorded", "duplicate", "recorded")
