@@ -111,7 +111,7 @@ def probe_in_subprocess(
     try:
         done = subprocess.run(
             [sys.executable, "-m", "models.artifacts", *labels],
-            capture_output=True, text=True, timeout=timeout_seconds, env=env,
+            capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout_seconds, env=env,
             cwd=Path(__file__).resolve().parent.parent,
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:

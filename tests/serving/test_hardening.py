@@ -54,7 +54,7 @@ def crashing_version(name: str, workdir: Path) -> str:
     LightGBM's parser segfaults on it — with the manifest resealed over it and its digest tagged as at
     registration, so only the trial load can catch it (a file damaged before it was registered)."""
     local = Path(
-        mlflow.artifacts.download_artifacts(f"models:/{name}/{champion(name)}", dst_path=str(workdir))
+        mlflow.artifacts.download_artifacts(f"models:/{name}/{champion(name)}", dst_path=str(workdir / "model"))
     )
     bundle = local / "artifacts" / "bundle"
     rng = np.random.default_rng(0)
@@ -64,7 +64,10 @@ def crashing_version(name: str, workdir: Path) -> str:
     text = booster.model_to_string().encode()
     (bundle / BOOSTER_FILE).write_bytes(text[: len(text) // 3])
     write_manifest(bundle)
-    with mlflow.start_run(run_name=f"crashing-{name}") as run:
+    experiment = MlflowClient().create_experiment(
+        f"crashing-{workdir}", artifact_location=str(workdir / "runs")
+    )
+    with mlflow.start_run(experiment_id=experiment, run_name=f"crashing-{name}") as run:
         mlflow.log_artifacts(str(local), artifact_path="model")
     created = mlflow.register_model(
         f"runs:/{run.info.run_id}/model", name, tags={digest_tag("bundle"): manifest_digest(bundle)}
