@@ -54,7 +54,9 @@ def crashing_version(name: str, workdir: Path) -> str:
     LightGBM's parser segfaults on it — with the manifest resealed over it and its digest tagged as at
     registration, so only the trial load can catch it (a file damaged before it was registered)."""
     local = Path(
-        mlflow.artifacts.download_artifacts(f"models:/{name}/{champion(name)}", dst_path=str(workdir / "model"))
+        mlflow.artifacts.download_artifacts(
+            f"models:/{name}/{champion(name)}", dst_path=str(workdir / "model")
+        )
     )
     bundle = local / "artifacts" / "bundle"
     rng = np.random.default_rng(0)
