@@ -547,10 +547,21 @@ def test_an_outcome_write_waiting_on_a_locked_table_fails_within_the_statement_t
         else:
             conn.exec_driver_sql(f'LOCK TABLE "{store.schema}".outcomes IN ACCESS EXCLUSIVE MODE')
         started = time.monotonic()
-        with pytest.raises(DecisionLogUnavailable, match="did not record the outcome"):
-            log.record_outcome(record.decision_id, "retained_30d", "no_action", T0)
+        raised: list[BaseException] = []
+
+        def write_outcome() -> None:
+            try:
+                log.record_outcome(record.decision_id, "retained_30d", "no_action", T0)
+            except BaseException as exc:  # handed to the test thread
+                raised.append(exc)
+
+        writer = threading.Thread(target=write_outcome)
+        writer.start()
+        writer.join(timeout=10)  # without a timeout the write would wait for the lock for ever
         waited = time.monotonic() - started
         conn.rollback()
+        writer.join()
     locker.dispose()
-    assert waited < 5.0, f"waited {waited:.1f} s"
+    assert waited < 5.0 and len(raised) == 1, f"waited {waited:.1f} s, raised {raised}"
+    assert isinstance(raised[0], DecisionLogUnavailable) and "did not record the outcome" in str(raised[0])
     assert log.record_outcome(record.decision_id, "retained_30d", "no_action", T0) == "recorded"

@@ -96,8 +96,9 @@ with TestClient(app, raise_server_exceptions=False) as client:
 
 
 def test_a_booster_that_crashes_lightgbm_costs_a_refused_reload_not_the_server(
-    private_served_env, tmp_path: Path
+    private_served_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("CLM_TRIAL_LOAD", "true")  # the served env turns it off for speed
     bad = crashing_version("clm-churn", tmp_path / "download")
     done = subprocess.run(
         [sys.executable, "-c", APP_SCRIPT, bad], capture_output=True, text=True, cwd=ROOT, timeout=600
