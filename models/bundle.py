@@ -12,7 +12,7 @@ from typing import Any
 
 import lightgbm as lgb
 
-from models.artifacts import verify_manifest, write_manifest
+from models.artifacts import ArtifactRefused, verify_manifest, write_manifest
 from models.propensity import Calibrator, PropensityModel
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,11 @@ def load_bundle(path: Path) -> ModelBundle:
     """Load a bundle directory; raises ValueError naming the file when it is missing, corrupt or differs
     from its checksum manifest (checked before LightGBM reads a byte of it)."""
     path = Path(path)
-    if not verify_manifest(path):
-        log.warning("model bundle at %s has no checksum manifest (saved before manifests existed)", path)
+    try:
+        if not verify_manifest(path):
+            log.warning("model bundle at %s has no checksum manifest (saved before manifests existed)", path)
+    except ArtifactRefused as exc:
+        raise ArtifactRefused(f"cannot load model bundle at {path}: {exc}") from exc
     try:
         meta = json.loads((path / META_FILE).read_text())
         booster = lgb.Booster(model_file=str(path / BOOSTER_FILE))

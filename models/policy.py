@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from models.arbitration import Arbitration, ContactState, ExplorationKey, arbitrate, exploration_draws
-from models.artifacts import verify_manifest, write_manifest
+from models.artifacts import ArtifactRefused, verify_manifest, write_manifest
 from models.catalog import NO_ACTION, Action, ContactPolicy, catalog_from_dict, catalog_to_dict
 from models.config import StagesSection
 from models.stages import StageAssignment, StageRules, assign_stages
@@ -92,8 +92,11 @@ def load_policy(path: Path) -> PolicyBundle:
     """Load a policy directory; raises ValueError naming the file when it is missing, corrupt or differs
     from its checksum manifest."""
     path = Path(path)
-    if not verify_manifest(path):
-        log.warning("policy at %s has no checksum manifest (saved before manifests existed)", path)
+    try:
+        if not verify_manifest(path):
+            log.warning("policy at %s has no checksum manifest (saved before manifests existed)", path)
+    except ArtifactRefused as exc:
+        raise ArtifactRefused(f"cannot load policy at {path}: {exc}") from exc
     try:
         meta = json.loads((path / POLICY_FILE).read_text())
     except (OSError, ValueError) as exc:

@@ -8,8 +8,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from models.artifacts import ArtifactRefused, probe_in_subprocess
@@ -39,7 +40,16 @@ class RegistryLoader:
         self.registry = feature_registry(config)
         # every artifact is loaded first in a throw-away process: a file that crashes LightGBM natively
         # costs a refused load, not this server
-        self.probe = probe_in_subprocess if trial_load else None
+        self.probe = self._trial_load if trial_load else None
+        self._tried: set[str] = (
+            set()
+        )  # versions whose trial load passed (their checksums are checked at every load)
+
+    def _trial_load(self, artifacts: Mapping[str, Path]) -> None:
+        """The trial load of the versions not tried yet (a reload of the policy alone tries the policy alone)."""
+        untried = {label: path for label, path in artifacts.items() if label not in self._tried}
+        probe_in_subprocess(untried)
+        self._tried.update(untried)
 
     def versions(self, alias: str) -> dict[str, str]:
         """The version each alias points at now (raises ModelsMissing when one is missing)."""
@@ -55,10 +65,11 @@ class RegistryLoader:
 
 def check_store_features(models: ModelSet, store_feature_version: str | None) -> None:
     """The online store's features are the ones the models were trained on (ArtifactRefused naming both)."""
-    if store_feature_version is not None and store_feature_version != models.churn.feature_version:
+    labels = models.version_labels()  # `features` is the churn model's feature version
+    if store_feature_version is not None and store_feature_version != labels["features"]:
         raise ArtifactRefused(
             f"feature versions differ: the online store's snapshot has {store_feature_version}, "
-            f"{models.label(models.churn)} has {models.churn.feature_version}"
+            f"{labels['churn_model']} has {labels['features']}"
         )
 
 
