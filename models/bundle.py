@@ -5,14 +5,17 @@ as a pyfunc artifact; serving and batch scoring load it back with `load_bundle`.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
 
+from models.artifacts import ArtifactRefused, verify_manifest, write_manifest
 from models.propensity import Calibrator, PropensityModel
 
+log = logging.getLogger(__name__)
 BOOSTER_FILE = "booster.txt"
 META_FILE = "bundle.json"
 
@@ -63,12 +66,19 @@ def save_bundle(bundle: ModelBundle, path: Path) -> Path:
         "metadata": bundle.metadata,
     }
     (path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    write_manifest(path)
     return path
 
 
 def load_bundle(path: Path) -> ModelBundle:
-    """Load a bundle directory; raises ValueError naming the file when it is missing or corrupt."""
+    """Load a bundle directory; raises ValueError naming the file when it is missing, corrupt or differs
+    from its checksum manifest (checked before LightGBM reads a byte of it)."""
     path = Path(path)
+    try:
+        if not verify_manifest(path):
+            log.warning("model bundle at %s has no checksum manifest (saved before manifests existed)", path)
+    except ArtifactRefused as exc:
+        raise ArtifactRefused(f"cannot load model bundle at {path}: {exc}") from exc
     try:
         meta = json.loads((path / META_FILE).read_text())
         booster = lgb.Booster(model_file=str(path / BOOSTER_FILE))

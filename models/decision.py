@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -275,7 +276,9 @@ def load_reactivation(config: ModelsConfig, aliases: Sequence[str] = DEFAULT_ALI
         log.warning("no reactivation model registered: lapsed users are scored by the churn model")
         return None
     name = names["reactivation"]
-    return load_bundle(_download(name, versions[name], "bundle"))
+    bundle = load_bundle(_download(name, versions[name], "bundle"))
+    check_identity(bundle, name=name, version=versions[name], target="reactivation", feature_version=None)
+    return bundle
 
 
 def feature_registry(config: ModelsConfig) -> dict[str, Feature]:
@@ -309,9 +312,29 @@ def find_versions(
 
 
 def _download(name: str, version: str, artifact: str):
-    from models.registry import download_artifact
+    from models.registry import download_verified
 
-    return download_artifact(f"models:/{name}/{version}", artifact)
+    return download_verified(name, version, artifact)
+
+
+def check_identity(
+    bundle: ModelBundle | PolicyBundle, *, name: str, version: str, target: str, feature_version: str | None
+) -> None:
+    """What `models:/name/version` holds is what it is loaded for: the bundle's own name and target (a
+    policy: its name) and the feature version of the set. ArtifactRefused naming both sides otherwise."""
+    from models.artifacts import ArtifactRefused
+
+    where = f"models:/{name}/{version}"
+    held_target = getattr(bundle, "target", "policy")
+    if bundle.name != name or held_target != target:
+        raise ArtifactRefused(
+            f"{where} holds {bundle.name!r} (target {held_target}), not the {target} model {name!r} it is "
+            "registered and loaded as: refused"
+        )
+    if feature_version is not None and bundle.feature_version != feature_version:
+        raise ArtifactRefused(
+            f"feature versions differ: {where} has {bundle.feature_version}, the churn model has {feature_version}"
+        )
 
 
 def load_bundles(
@@ -327,6 +350,12 @@ def load_bundles(
         for t in SCORING_TARGETS
     )
     assert churn is not None
+    check_identity(
+        churn, name=names["churn"], version=versions[names["churn"]], target="churn", feature_version=None
+    )
+    if upgrade is not None:
+        check_identity(upgrade, name=names["upgrade"], version=versions[names["upgrade"]], target="upgrade",
+                       feature_version=churn.feature_version)  # fmt: skip
     labels = {
         t: f"{version_label(names[t], versions[names[t]])} @{found_under[names[t]]}" if names[t] in versions
         else "none"
@@ -369,35 +398,49 @@ def load_exact_versions(
     *,
     found_under: Mapping[str, str] | None = None,
     registry: dict[str, Feature] | None = None,
+    probe: Callable[[Mapping[str, Path]], None] | None = None,
 ) -> DecisionModels:
     """The decision models at exact versions (registered name → version), e.g. to replay a logged
-    decision. Raises ValueError when the churn model and the policy were built on different features."""
+    decision. Every artifact's checksums are checked against its registration; `probe` (e.g.
+    `models.artifacts.probe_in_subprocess`) gets every downloaded directory (by `models:/NAME/VERSION`) before
+    anything is loaded here.
+    Raises ValueError (ArtifactRefused) when an artifact differs from its checksums, holds another target
+    or name than the one it is registered as, or was built on other features than the churn model."""
     names = registered_names(config)
     registry = registry if registry is not None else feature_registry(config)
-    churn = load_bundle(_download(names["churn"], versions[names["churn"]], "bundle"))
-    upgrade = (
-        load_bundle(_download(names["upgrade"], versions[names["upgrade"]], "bundle"))
-        if names["upgrade"] in versions else None
-    )  # fmt: skip
-    if names["policy"] in versions:
-        policy = load_policy(_download(names["policy"], versions[names["policy"]], "policy"))
-    else:
-        policy = prior_policy(config, registry)
+    optional = registered_names(config, OPTIONAL_TARGETS).get("reactivation")
+    wanted = {target: names[target] for target in TARGETS if names[target] in versions}
+    if optional is not None and optional in versions:
+        wanted["reactivation"] = optional
+    elif optional is not None:
+        log.warning("no %s model registered: lapsed users are scored by the churn model", optional)
+    paths = {
+        target: _download(name, str(versions[name]), "policy" if target == "policy" else "bundle")
+        for target, name in wanted.items()
+    }
+    if probe is not None:
+        probe(
+            {f"models:/{wanted[target]}/{versions[wanted[target]]}": path for target, path in paths.items()}
+        )
+    churn = load_bundle(paths["churn"])
+    check_identity(churn, name=names["churn"], version=str(versions[names["churn"]]), target="churn",
+                   feature_version=None)  # fmt: skip
+    loaded: dict[str, ModelBundle | PolicyBundle] = {"churn": churn}
+    for target in ("upgrade", "reactivation", "policy"):
+        if target in paths:
+            bundle = load_policy(paths[target]) if target == "policy" else load_bundle(paths[target])
+            check_identity(bundle, name=wanted[target], version=str(versions[wanted[target]]), target=target,
+                           feature_version=churn.feature_version)  # fmt: skip
+            loaded[target] = bundle
+    policy = loaded.get("policy") or prior_policy(config, registry)
     if churn.feature_version != policy.feature_version:
         raise ValueError(
             f"feature versions differ: models:/{names['churn']}/{versions[names['churn']]} has "
-            f"{churn.feature_version}, models:/{names['policy']}/{versions[names['policy']]} has "
-            f"{policy.feature_version}"
+            f"{churn.feature_version}, the catalogue priors' registry has {policy.feature_version}"
         )
-    reactivation = None
-    optional = registered_names(config, OPTIONAL_TARGETS).get("reactivation")
-    if optional is not None and optional in versions:
-        reactivation = load_bundle(_download(optional, versions[optional], "bundle"))
-    elif optional is not None:
-        log.warning("no %s model registered: lapsed users are scored by the churn model", optional)
     return DecisionModels(
-        churn, upgrade, policy, {n: str(v) for n, v in versions.items()}, alias, registry,
-        found_under=dict(found_under or {}), reactivation=reactivation,
+        churn, loaded.get("upgrade"), policy, {n: str(v) for n, v in versions.items()}, alias, registry,
+        found_under=dict(found_under or {}), reactivation=loaded.get("reactivation"),
     )  # fmt: skip
 
 

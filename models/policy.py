@@ -5,6 +5,7 @@ decisions; batch scoring, policy evaluation and serving all call it."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +15,14 @@ import numpy as np
 import pandas as pd
 
 from models.arbitration import Arbitration, ContactState, ExplorationKey, arbitrate, exploration_draws
+from models.artifacts import ArtifactRefused, verify_manifest, write_manifest
 from models.catalog import NO_ACTION, Action, ContactPolicy, catalog_from_dict, catalog_to_dict
 from models.config import StagesSection
 from models.stages import StageAssignment, StageRules, assign_stages
 from models.uplift import UpliftModel
 from models.value import ValueParams, value_arrays
 
+log = logging.getLogger(__name__)
 POLICY_FILE = "policy.json"
 UPLIFT_DIR = "uplift"
 OUTCOME_OF = {"retention": "churn", "upgrade": "upgrade"}
@@ -81,12 +84,19 @@ def save_policy(policy: PolicyBundle, path: Path) -> Path:
         "metadata": policy.metadata,
     }
     (path / POLICY_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    write_manifest(path)
     return path
 
 
 def load_policy(path: Path) -> PolicyBundle:
-    """Load a policy directory; raises ValueError naming the file when it is missing or corrupt."""
+    """Load a policy directory; raises ValueError naming the file when it is missing, corrupt or differs
+    from its checksum manifest."""
     path = Path(path)
+    try:
+        if not verify_manifest(path):
+            log.warning("policy at %s has no checksum manifest (saved before manifests existed)", path)
+    except ArtifactRefused as exc:
+        raise ArtifactRefused(f"cannot load policy at {path}: {exc}") from exc
     try:
         meta = json.loads((path / POLICY_FILE).read_text())
     except (OSError, ValueError) as exc:

@@ -16,6 +16,18 @@ def download_artifact(model_uri: str, artifact: str, dst: Path | None = None) ->
     return Path(local)
 
 
+def download_verified(name: str, version: str, artifact: str, dst: Path | None = None) -> Path:
+    """The artifact of `models:/NAME/VERSION`, its checksum manifest checked against the digest recorded on
+    the version at registration (ArtifactRefused naming the file that differs). A version registered
+    before digests were recorded is checked against its own manifest only, when it has one."""
+    from models.artifacts import digest_tag, verify_manifest
+
+    local = download_artifact(f"models:/{name}/{version}", artifact, dst)
+    tags = mlflow.MlflowClient().get_model_version(name, version).tags or {}
+    verify_manifest(local, expected_digest=tags.get(digest_tag(artifact)))
+    return local
+
+
 def download_bundle(model_uri: str, dst: Path | None = None) -> Path:
     """The `bundle` artifact of a registered churn/upgrade model."""
     return download_artifact(model_uri, "bundle", dst)

@@ -19,8 +19,9 @@ from fastapi.staticfiles import StaticFiles
 from features.online import open_store
 from serving.cache import DecisionCaches
 from serving.config import ServingConfig
-from serving.decision_log import DecisionLog, DecisionNotLogged
+from serving.decision_log import DecisionLog, DecisionLogUnavailable, DecisionNotLogged
 from serving.edge import Edge
+from serving.limits import BodyLimit, bounded_errors
 from serving.openapi import install_docs
 from serving.review import (
     STATIC_DIR,
@@ -36,7 +37,7 @@ from serving.routers import decisions, health, models, outcomes, review
 from serving.scorer import Scorer
 from serving.service import DecisionService, Metrics, NoModelsLoaded, UnknownUser
 from serving.settings import ServingSettings
-from serving.state import ModelHolder, RegistryLoader
+from serving.state import ModelHolder, RegistryLoader, check_store_features
 from serving.workers import WorkerSync
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,7 @@ async def internal_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def unprocessable(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()]
-    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+    return JSONResponse({"detail": jsonable_encoder(bounded_errors(list(exc.errors())))}, status_code=422)
 
 
 async def no_models(request: Request, exc: NoModelsLoaded) -> JSONResponse:
@@ -67,6 +67,12 @@ async def not_logged(request: Request, exc: DecisionNotLogged) -> JSONResponse:
     return JSONResponse({"detail": "the decision could not be logged; retry"}, status_code=503)
 
 
+async def log_unavailable(request: Request, exc: DecisionLogUnavailable) -> JSONResponse:
+    """The decision log's database did not answer in time (locked table, overload): 503, try again."""
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     """Open the store and the decision log, load the models (a failure leaves the app up but not ready),
@@ -80,6 +86,7 @@ async def lifespan(app: FastAPI):
         settings.decision_log_url(),
         schema=settings.decision_log_schema,
         durable=True,
+        statement_timeout_seconds=settings.decision_log_statement_timeout_seconds,
         on_failure=lambda decision_id, exc: metrics.log_failures.inc(),
         journal_dir=settings.decision_journal_dir(),
         fsync_seconds=settings.journal_fsync_seconds,
@@ -130,10 +137,13 @@ def create_app(
     settings = settings or ServingSettings()
     metrics = Metrics()
     scorer = Scorer(config.serving)
-    loader = loader or RegistryLoader(config)
+    loader = loader or RegistryLoader(config, trial_load=settings.trial_load)
     caches = DecisionCaches(scorer, explore=settings.exploration, max_users=settings.decision_cache_max_users)
 
     def warm(models) -> None:
+        store = getattr(app.state, "store", None)  # opened by the lifespan before the first load
+        info = store.info() if store is not None else None
+        check_store_features(models, info.feature_version if info is not None else None)
         scorer.decide(models, {}, user_id=None, as_of=None)  # first predictions allocate; do it off the path
         if settings.decision_cache_max_users > 0:
             caches.prepare(models)  # every stored user decided before the set is swapped in
@@ -166,13 +176,15 @@ def create_app(
     app.state.sessions = ReviewSessions.from_secret(secret, settings.review_session_seconds)
     for router in (review.router, decisions.router, outcomes.router, models.router, health.router):
         app.include_router(router)
-    app.add_middleware(Edge)  # the body limit, the timing and the hot route (serving/edge.py)
+    app.add_middleware(Edge)  # the timing and the hot route (serving/edge.py)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # added last: it wraps the others
     app.add_exception_handler(PageRefused, refused_page)
     app.add_exception_handler(Exception, internal_error)
     app.add_exception_handler(RequestValidationError, unprocessable)
     app.add_exception_handler(NoModelsLoaded, no_models)
     app.add_exception_handler(UnknownUser, unknown_user)
     app.add_exception_handler(DecisionNotLogged, not_logged)
+    app.add_exception_handler(DecisionLogUnavailable, log_unavailable)
     app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="review-static")  # the pages' CSS and JS
     install_docs(app)
     return app

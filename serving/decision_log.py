@@ -30,6 +30,7 @@ order is time order.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -40,7 +41,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +50,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError, StatementError
 from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
 from serving.journal import ContactLedger, Journal, Line
@@ -57,9 +58,11 @@ from serving.journal import ContactLedger, Journal, Line
 __all__ = [
     "DecisionLog",
     "DecisionLogError",
+    "DecisionLogUnavailable",
     "DecisionNotLogged",
     "DecisionRecord",
     "FailedRecord",
+    "OutcomeConflict",
     "OutcomeStatus",
     "UnknownDecision",
 ]
@@ -89,6 +92,15 @@ class DecisionLogError(RuntimeError):
 
 class DecisionNotLogged(DecisionLogError):
     """A durable append whose record was not committed (given up on, the log closed, or no commit in time)."""
+
+
+class DecisionLogUnavailable(DecisionLogError):
+    """A read or write of the log's database failed or waited past the statement timeout (a locked table,
+    an unreachable server): the request may be retried."""
+
+
+class OutcomeConflict(ValueError):
+    """An outcome already recorded for a decision, sent again with a different action, time or value."""
 
 
 class UnknownDecision(LookupError):
@@ -261,7 +273,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
         cursor.close()
 
 
-def _create_engine(url: str, schema: str | None) -> tuple[Engine, str]:
+def _create_engine(
+    url: str, schema: str | None, busy_timeout_seconds: float = SQLITE_BUSY_TIMEOUT_SECONDS
+) -> tuple[Engine, str]:
     """The engine for `url` (not connected yet) and the URL as it may be shown: without a password."""
     try:
         parsed: URL = make_url(url)
@@ -282,7 +296,7 @@ def _create_engine(url: str, schema: str | None) -> tuple[Engine, str]:
         except OSError as exc:
             raise DecisionLogError(f"cannot open the decision log at {shown}: {_describe(exc)}") from exc
         engine = sa.create_engine(
-            parsed, hide_parameters=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+            parsed, hide_parameters=True, connect_args={"timeout": busy_timeout_seconds}
         )
         sa.event.listen(engine, "connect", _sqlite_on_connect)
         return engine, shown
@@ -320,6 +334,7 @@ class DecisionLog:
         dead_letter_size: int = 10_000,
         durable: bool = False,
         commit_timeout_seconds: float = 30.0,
+        statement_timeout_seconds: float | None = None,
         journal_dir: Path | None = None,
         fsync_seconds: float = 1.0,
     ) -> None:
@@ -333,7 +348,12 @@ class DecisionLog:
                 raise ValueError(f"{name} must be at least {least}, got {value}")
         if not retry_backoff_seconds >= 0:
             raise ValueError(f"retry_backoff_seconds must be >= 0, got {retry_backoff_seconds}")
-        self._engine, self.url = _create_engine(url, schema)
+        if statement_timeout_seconds is not None and not statement_timeout_seconds > 0:
+            raise ValueError(f"statement_timeout_seconds must be > 0, got {statement_timeout_seconds}")
+        self._statement_timeout_seconds = statement_timeout_seconds
+        self._engine, self.url = _create_engine(
+            url, schema, statement_timeout_seconds or SQLITE_BUSY_TIMEOUT_SECONDS
+        )
         self.schema = schema
         self._decisions, self._outcomes = _tables(schema)
         self._retries = retries
@@ -812,9 +832,20 @@ class DecisionLog:
             return None
         return error
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sa.Connection]:
+        """A write transaction bounded by the statement timeout: PostgreSQL's `statement_timeout` for this
+        transaction only; on SQLite the busy timeout (the wait for a lock) is set at connect."""
+        with self._engine.begin() as conn:
+            if self._statement_timeout_seconds is not None and conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(
+                    f"SET LOCAL statement_timeout = {int(self._statement_timeout_seconds * 1000)}"
+                )
+            yield conn
+
     def _insert(self, rows: list[dict[str, Any]]) -> int:
         """Insert in one transaction; the number of rows inserted (ids already stored are skipped)."""
-        with self._engine.begin() as conn:
+        with self._writing() as conn:
             inserted = conn.execute(self._insert_decisions, rows).rowcount
         return len(rows) if inserted < 0 else inserted  # < 0: the driver could not tell
 
@@ -849,7 +880,9 @@ class DecisionLog:
     ) -> OutcomeStatus:
         """Store what happened after a decision: "recorded", or "duplicate" if this outcome is already stored.
 
-        Raises UnknownDecision when the decision is not in the log (pending writes are flushed first).
+        Raises UnknownDecision when the decision is not in the log (pending writes are flushed first),
+        OutcomeConflict when this outcome is stored with another action, time or value, and
+        DecisionLogUnavailable when the write fails or waits past the statement timeout.
         """
         self._check_open()
         if value is not None and not math.isfinite(value):
@@ -875,18 +908,36 @@ class DecisionLog:
         return status
 
     def _store_outcome(self, row: Mapping[str, Any]) -> OutcomeStatus | None:
-        with self._engine.begin() as conn:
-            if conn.execute(self._insert_outcome, row).rowcount == 1:
-                return "recorded"
-            # Nothing inserted: either this outcome is stored already, or the decision was not there when
-            # the insert looked (it may have been committed since, so asking for the decision would lie).
-            outcomes = self._outcomes
-            stored = conn.execute(
-                sa.select(outcomes.c.decision_id).where(
-                    (outcomes.c.decision_id == row["decision_id"]) & (outcomes.c.outcome == row["outcome"])
-                )
-            ).first()
-        return "duplicate" if stored is not None else None
+        try:
+            with self._writing() as conn:
+                if conn.execute(self._insert_outcome, row).rowcount == 1:
+                    return "recorded"
+                # Nothing inserted: either this outcome is stored already, or the decision was not there when
+                # the insert looked (it may have been committed since, so asking for the decision would lie).
+                outcomes = self._outcomes
+                stored = conn.execute(
+                    sa.select(outcomes.c.action_taken, outcomes.c.ts, outcomes.c.value).where(
+                        (outcomes.c.decision_id == row["decision_id"])
+                        & (outcomes.c.outcome == row["outcome"])
+                    )
+                ).first()
+        except OperationalError as exc:
+            raise DecisionLogUnavailable(
+                f"the decision log did not record the outcome ({_describe(exc)}); retry"
+            ) from exc
+        if stored is None:
+            return None
+        differs = [
+            f"{name} {getattr(stored, name)!r} (this request: {row[name]!r})"
+            for name in ("action_taken", "ts", "value")
+            if getattr(stored, name) != row[name]
+        ]
+        if differs:
+            raise OutcomeConflict(
+                f"outcome {row['outcome']!r} of decision {row['decision_id']!r} is already recorded with "
+                + ", ".join(differs)
+            )
+        return "duplicate"
 
     def get_decision(self, decision_id: str) -> dict[str, Any] | None:
         """The stored decision with its JSON columns decoded, or None."""

@@ -1,6 +1,6 @@
-"""The app's outermost layer of its own, in plain ASGI (Starlette's `BaseHTTPMiddleware` costs a task and a
-memory stream per request): it refuses a declared body larger than the limit (413), times every request by
-its route template, and answers the hot route — `GET /v1/users/{user_id}/decision` — without the framework's
+"""The app's timing layer, in plain ASGI (Starlette's `BaseHTTPMiddleware` costs a task and a memory stream
+per request; the body limit, `serving.limits.BodyLimit`, sits outside it): it times every request by its
+route template, and answers the hot route — `GET /v1/users/{user_id}/decision` — without the framework's
 routing and dependency injection when the request is plainly valid: a known key with the score scope, a
 plain user id, no query but `lang=en|zh`. The answer is the route's own (`DecisionService.user_decision_body`,
 the same bytes); anything else — a missing key, another parameter, an unknown user, no models, a test's
@@ -35,16 +35,6 @@ class Edge:
             return
         started = time.perf_counter()
         state = scope["app"].state
-        settings = state.settings
-        declared = _header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > settings.max_body_bytes):
-            await _json(
-                send, 413, b'{"detail":"request body larger than %d bytes"}' % settings.max_body_bytes
-            )
-            state.metrics.latency.labels("unmatched", scope["method"], "413").observe(
-                time.perf_counter() - started
-            )
-            return
         body = decision_body(scope, state)
         if body is not None:
             await send({"type": "http.response.start", "status": 200,
@@ -99,9 +89,3 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
-
-
-async def _json(send: Send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*JSON_HEADERS, (b"content-length", b"%d" % len(body))]})  # fmt: skip
-    await send({"type": "http.response.body", "body": body})

@@ -24,6 +24,8 @@ ERRORS: dict[int, tuple[str, str]] = {
     401: ("No API key, or an unknown one (header X-API-Key)", "missing API key (header X-API-Key)"),
     403: ("The API key lacks the scope this route needs", "this API key lacks the 'admin' scope"),
     404: ("Not found", "user 'u999999' has no features as of the store's snapshot 2026-11-30"),
+    409: ("This outcome is already recorded with another action, time or value",
+          "outcome 'retained' of decision '3f2a…' is already recorded with value 12.0 (this request: 10.0)"),
     413: ("The request body (or batch) is larger than the limit", "request body larger than 2000000 bytes"),
     503: ("Not ready (no models loaded), a failed reload, or a decision the log could not commit",
           "no models loaded: ModelsMissing: clm-churn@champion"),

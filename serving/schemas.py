@@ -6,9 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 FeatureValue = float | int | str | bool | None
+# Ids, outcome and action names: no NUL or other control characters (they would reach logs and SQL text)
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
 
 
 class Stage(BaseModel):
@@ -162,8 +164,9 @@ class DecisionRequest(BaseModel):
     )  # fmt: skip
 
     user_id: str | None = Field(
-        None, max_length=200, description="Stored features to start from (overridden by `features`)"
-    )
+        None, max_length=200, pattern=NO_CONTROL_CHARACTERS,
+        description="Stored features to start from (overridden by `features`)",
+    )  # fmt: skip
     features: dict[str, FeatureValue] = Field(
         default_factory=dict, description="Feature name → value; absent features are missing values"
     )
@@ -196,13 +199,24 @@ class OutcomeRequest(BaseModel):
                           "ts": "2026-11-20T10:00:00Z", "value": 12.0}]
         },
     )  # fmt: skip
-    decision_id: str = Field(min_length=1, max_length=64)
-    action_taken: str = Field(min_length=1, max_length=100)
+    decision_id: str = Field(min_length=1, max_length=64, pattern=NO_CONTROL_CHARACTERS)
+    action_taken: str = Field(min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS)
     outcome: str = Field(
-        min_length=1, max_length=100, description="e.g. retained, churned, upgraded, converted"
-    )
+        min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS,
+        description="e.g. retained, churned, upgraded, converted",
+    )  # fmt: skip
     ts: AwareDatetime = Field(description="When the outcome happened, with its time zone")
     value: float | None = Field(None, allow_inf_nan=False)
+
+    @field_validator("ts")
+    @classmethod
+    def _within_utc_range(cls, ts: dt.datetime) -> dt.datetime:
+        """9999-12-31T23:59:59-12:00 parses but has no UTC time (it is past year 9999): a 422, not a 500."""
+        try:
+            ts.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValueError("ts is outside the representable range once converted to UTC") from None
+        return ts
 
 
 class OutcomeResponse(BaseModel):

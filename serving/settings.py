@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -82,6 +82,24 @@ class ServingSettings(ProcessSettings):
     reload_interval_seconds: float = Field(0.0, ge=0, description="Poll the aliases this often (0 = off).")
     max_batch: int = Field(1000, ge=1, description="Users or vectors per batch call.")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Larger request bodies are refused (413).")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="Close a connection whose request line and headers have not all arrived this "
+        "long after it opened or its request began (slowloris)."
+    )  # fmt: skip
+    keep_alive_timeout_seconds: int = Field(
+        5, ge=1, description="Close an idle keep-alive connection after this."
+    )
+    decision_log_statement_timeout_seconds: float = Field(
+        5.0, gt=0, description="A decision-log write (decisions, outcomes) waiting longer (a locked table) "
+        "fails: the request answers 503."
+    )  # fmt: skip
+    min_admin_key_length: int = Field(
+        8, ge=1, description="An admin API key shorter than this refuses to start."
+    )
+    trial_load: bool = Field(
+        True, description="Load every model artifact first in a throw-away process (a file that crashes "
+        "LightGBM natively is refused, the server stays up)."
+    )  # fmt: skip
     exploration: bool = Field(True, description="Randomise the policy's configured share of decisions.")
     run_dir: Path | None = Field(
         None,
@@ -111,6 +129,27 @@ class ServingSettings(ProcessSettings):
         if secret is not None and len(secret.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters (it signs the reviewer pages' sessions)")
         return secret
+
+    @model_validator(mode="after")
+    def _known_scopes_and_long_admin_keys(self) -> ServingSettings:
+        """A key with an unknown scope (a typo like "scroe" would silently open nothing) or a short admin
+        key is a start-up error naming it (the key itself is never shown: its first characters only)."""
+        for key, scopes in self.api_keys.items():
+            shown = f"{key[:2]}…({len(key)} characters)"
+            unknown = sorted(set(scopes) - set(SCOPES))
+            if unknown:
+                raise ValueError(
+                    f"CLM_API_KEYS: key {shown} has unknown scope(s) {', '.join(map(repr, unknown))}; "
+                    f"scopes are {', '.join(SCOPES)}"
+                )
+            if not key.strip() or any(ord(c) < 33 or ord(c) == 127 for c in key):
+                raise ValueError(f"CLM_API_KEYS: key {shown} is empty or holds spaces or control characters")
+            if "admin" in scopes and len(key) < self.min_admin_key_length:
+                raise ValueError(
+                    f"CLM_API_KEYS: admin key {shown} is shorter than {self.min_admin_key_length} characters "
+                    "(CLM_MIN_ADMIN_KEY_LENGTH)"
+                )
+        return self
 
     def decision_log_url(self) -> str:
         return self.decision_log or f"sqlite:///{self.data_dir}/decisions.db"

@@ -8,10 +8,12 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from models.artifacts import ArtifactRefused, probe_in_subprocess
 from models.config import ModelsConfig
 from models.decision import (
     DecisionModels,
@@ -32,10 +34,22 @@ class RegistryLoader:
     """Loads a ModelSet by alias from the MLflow registry (the tracking URI comes from the environment),
     through `models.decision`'s one loader; the feature registry is built once and shared by every set."""
 
-    def __init__(self, config: ModelsConfig) -> None:
+    def __init__(self, config: ModelsConfig, *, trial_load: bool = True) -> None:
         self.config = config
         self.names = registered_names(config, TARGETS)
         self.registry = feature_registry(config)
+        # every artifact is loaded first in a throw-away process: a file that crashes LightGBM natively
+        # costs a refused load, not this server
+        self.probe = self._trial_load if trial_load else None
+        self._tried: set[str] = (
+            set()
+        )  # versions whose trial load passed (their checksums are checked at every load)
+
+    def _trial_load(self, artifacts: Mapping[str, Path]) -> None:
+        """The trial load of the versions not tried yet (a reload of the policy alone tries the policy alone)."""
+        untried = {label: path for label, path in artifacts.items() if label not in self._tried}
+        probe_in_subprocess(untried)
+        self._tried.update(untried)
 
     def versions(self, alias: str) -> dict[str, str]:
         """The version each alias points at now (raises ModelsMissing when one is missing)."""
@@ -46,7 +60,17 @@ class RegistryLoader:
 
     def load_versions(self, versions: dict[str, str], alias: str) -> ModelSet:
         """The ModelSet of exact versions (registered name → version), e.g. to replay a logged decision."""
-        return load_exact_versions(self.config, versions, alias, registry=self.registry)
+        return load_exact_versions(self.config, versions, alias, registry=self.registry, probe=self.probe)
+
+
+def check_store_features(models: ModelSet, store_feature_version: str | None) -> None:
+    """The online store's features are the ones the models were trained on (ArtifactRefused naming both)."""
+    labels = models.version_labels()  # `features` is the churn model's feature version
+    if store_feature_version is not None and store_feature_version != labels["features"]:
+        raise ArtifactRefused(
+            f"feature versions differ: the online store's snapshot has {store_feature_version}, "
+            f"{labels['churn_model']} has {labels['features']}"
+        )
 
 
 @dataclass

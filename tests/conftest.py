@@ -262,6 +262,9 @@ def serving_env(world: ServedWorld, log_dir: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CLM_ONLINE_STORE", world.store_url)
     monkeypatch.setenv("CLM_DECISION_LOG", f"sqlite:///{log_dir / 'decisions.db'}")
     monkeypatch.setenv("CLM_EXPLORATION", "false")
+    # every app start would load the models once more in a fresh process (seconds under load); the trial
+    # load has its own tests (tests/serving/test_hardening.py, tests/models/test_artifacts.py)
+    monkeypatch.setenv("CLM_TRIAL_LOAD", "false")
     # decisions go through the decision cache filled on demand (an LRU smaller than the world), not its bulk
     # build of all 3,000 users at every app start; tests/serving/test_cache.py tests the bulk build
     monkeypatch.setenv("CLM_DECISION_CACHE_MAX_USERS", str(ON_DEMAND_CACHE_USERS))

@@ -39,6 +39,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from models.artifacts import MANIFEST_FILE, digest_tag, manifest_digest
+
 logger = logging.getLogger(__name__)
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
@@ -366,7 +368,8 @@ def log_and_register_model(
     """Log a pyfunc model in the active run, register it as a new version, point `alias` at it, tag it.
 
     `artifacts` maps names to local paths (e.g. {"bundle": "<dir>"}) that `python_model.load_context`
-    reads. Requirements are explicit (default: pinned lightgbm, numpy, pandas, scikit-learn, cloudpickle),
+    reads; a directory with a checksum manifest (models.artifacts) has its digest recorded as the version
+    tag `artifact_sha256.<name>`. Requirements are explicit (default: pinned lightgbm, numpy, pandas, scikit-learn, cloudpickle),
     which keeps MLflow from spending seconds inferring them. `python_model` is pickled by reference to
     its module, so the loading environment must import that module (or pass `code_paths`).
     """
@@ -384,6 +387,9 @@ def log_and_register_model(
     )
     logged = time.perf_counter()
     version_tags = {sanitize_name(str(k)): str(v) for k, v in (tags or {}).items()}
+    for artifact, local in artifacts.items():  # checked by the loader (models.registry) before it loads
+        if (Path(local) / MANIFEST_FILE).is_file():
+            version_tags[digest_tag(artifact)] = manifest_digest(Path(local))
     model_version = mlflow.register_model(info.model_uri, registered_model_name, tags=version_tags or None)
     client = MlflowClient()
     client.set_registered_model_alias(registered_model_name, alias, str(model_version.version))

@@ -43,6 +43,7 @@ def serve(
 
     settings = Settings()
     load_config(settings.config)  # fail here, not in every worker, on a bad config file
+    check_serving_settings()
     if settings.config is not None:
         os.environ["CLM_CONFIG"] = str(Path(settings.config).resolve())
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.resolve_tracking_uri(Path.cwd()))
@@ -52,12 +53,28 @@ def serve(
     # uvicorn's own command line becomes this process: worker processes are spawned, and a spawned worker
     # re-imports the parent's main module — `clm` would import every command (15–18 s) and miss uvicorn's
     # 5 s health check, so the supervisor would kill and restart workers for ever.
+    # (serving.server: uvicorn with a header-read timeout, running `app_factory` below)
     argv = [
-        sys.executable, "-m", "uvicorn", "clm.commands.serve:app_factory", "--factory", "--host", host,
-        "--port", str(port), "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
-        "--log-level", log_level, "--no-access-log", "--timeout-worker-healthcheck", "60",
+        sys.executable, "-m", "serving.server", "--host", host, "--port", str(port), "--workers", str(workers),
+        "--log-level", log_level,
     ]  # fmt: skip
     os.execv(sys.executable, argv)
+
+
+def check_serving_settings() -> None:
+    """The server's settings (CLM_API_KEYS, limits) are valid, or exit 2 naming what is wrong — before
+    any worker starts, so a bad key is one clear line, not a crash loop."""
+    from pydantic import ValidationError
+
+    from serving.settings import ServingSettings
+
+    try:
+        ServingSettings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            typer.echo(f"clm serve: {where + ': ' if where else ''}{error['msg']}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def prepare_run_dir(workers: int) -> Path:
@@ -105,11 +122,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def background_server(
-    env: Mapping[str, str], workdir: Path, *, workers: int = 1, ready_timeout_seconds: float = 180.0
-) -> Iterator[str]:
+    env: Mapping[str, str], workdir: Path, *, workers: int = 1, ready_timeout_seconds: float = 180.0,
+    ready_path: str = "/readyz",
+) -> Iterator[str]:  # fmt: skip
     """`clm serve` in its own process group on a free 127.0.0.1 port with `env` added to the environment;
-    yields the base URL once /readyz answers 200 (RuntimeError with the server's log if it never does) and
-    always stops the process group. Used by `clm demo` and the live tests."""
+    yields the base URL once `ready_path` (/readyz; /healthz for a server expected not to be ready) answers
+    200 (RuntimeError with the server's log if it never does) and always stops the process group. Used by
+    `clm demo` and the live tests."""
     import httpx
 
     port = free_port()
@@ -125,7 +144,7 @@ def background_server(
             deadline = time.monotonic() + ready_timeout_seconds
             while True:
                 with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    if httpx.get(f"{base}{ready_path}", timeout=2).status_code == 200:
                         break
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"clm serve did not become ready:\n{log_path.read_text()[-4000:]}")

@@ -9,7 +9,14 @@ from fastapi import APIRouter, HTTPException, Path, Response
 from fastapi.exceptions import RequestValidationError
 
 from serving.dependencies import SCORE_SCOPE, Lang, ServiceDep, SettingsDep
-from serving.schemas import BatchItem, BatchRequest, BatchResponse, Decision, DecisionRequest
+from serving.schemas import (
+    NO_CONTROL_CHARACTERS,
+    BatchItem,
+    BatchRequest,
+    BatchResponse,
+    Decision,
+    DecisionRequest,
+)
 from serving.service import UnknownUser, feature_errors
 
 router = APIRouter(tags=["decisions"], dependencies=SCORE_SCOPE)
@@ -19,7 +26,7 @@ router = APIRouter(tags=["decisions"], dependencies=SCORE_SCOPE)
             responses={404: {"description": "the user has no features in the store's snapshot"}})  # fmt: skip
 def user_decision(
     service: ServiceDep,
-    user_id: Annotated[str, Path(max_length=200, examples=["u000042"])],
+    user_id: Annotated[str, Path(max_length=200, pattern=NO_CONTROL_CHARACTERS, examples=["u000042"])],
     lang: Lang = "en",
 ) -> Response:
     """Stage, scores, value, next best action and explanations for a user, from the online store."""

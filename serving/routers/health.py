@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from serving.dependencies import DecisionLogDep, HolderDep, MetricsDep, StoreDep, WorkersDep
+from serving.state import check_store_features
 
 router = APIRouter(tags=["ops"])
 
@@ -36,7 +37,14 @@ def readyz(
         "worker": os.getpid(),
         "workers": workers.workers(),
     }
-    ready = holder.current is not None and info is not None
+    mismatch = None
+    if holder.current is not None and info is not None:
+        try:
+            check_store_features(holder.current, info.feature_version)
+        except ValueError as exc:  # a snapshot written since the load, with other features
+            mismatch = str(exc)
+    details["feature_mismatch"] = mismatch
+    ready = holder.current is not None and info is not None and mismatch is None
     return JSONResponse({"ready": ready, **details}, status_code=200 if ready else 503)
 
 

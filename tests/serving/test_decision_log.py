@@ -8,6 +8,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +19,14 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from serving.decision_log import DecisionLog, DecisionLogError, DecisionRecord, UnknownDecision
+from serving.decision_log import (
+    DecisionLog,
+    DecisionLogError,
+    DecisionLogUnavailable,
+    DecisionRecord,
+    OutcomeConflict,
+    UnknownDecision,
+)
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 POSTGRES_SERVER = "PostgreSQL at 127.0.0.1:5432 (database test)"
@@ -271,9 +279,11 @@ def test_outcomes_are_recorded_once(make_log: Callable[..., DecisionLog]) -> Non
     record = make_record()
     log.append(record)  # not flushed: record_outcome must find it anyway
     first = log.record_outcome(record.decision_id, "retained_30d", "retention_discount", T0, value=1.0)
-    again = log.record_outcome(
-        record.decision_id, "retained_30d", "no_action", T0 + dt.timedelta(days=1), value=0.0
-    )
+    again = log.record_outcome(record.decision_id, "retained_30d", "retention_discount", T0, value=1.0)
+    with pytest.raises(OutcomeConflict, match=r"already recorded with action_taken 'retention_discount'"):
+        log.record_outcome(
+            record.decision_id, "retained_30d", "no_action", T0 + dt.timedelta(days=1), value=0.0
+        )
     other = log.record_outcome(record.decision_id, "upgraded_30d", "retention_discount", T0)
 
     assert (first, again, other) == ("recorded", "duplicate", "recorded")
@@ -520,3 +530,38 @@ def test_a_sqlite_path_that_cannot_be_created_is_named(tmp_path) -> None:
 def test_schema_is_refused_for_sqlite(tmp_path) -> None:
     with pytest.raises(ValueError, match="PostgreSQL only"):
         DecisionLog(f"sqlite:///{tmp_path}/decisions.db", schema="clm")
+
+
+def test_an_outcome_write_waiting_on_a_locked_table_fails_within_the_statement_timeout(
+    make_log: Callable[..., DecisionLog], store: Store
+) -> None:
+    """A write that waits on a lock gives up after the statement timeout (503 in the API), not after 30 s."""
+    log = make_log(statement_timeout_seconds=0.5)
+    record = make_record()
+    log.append(record)
+    assert log.flush()
+    locker = sa.create_engine(log.engine.url)
+    with locker.connect() as conn:
+        if store.schema is None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # SQLite: hold the database's write lock
+        else:
+            conn.exec_driver_sql(f'LOCK TABLE "{store.schema}".outcomes IN ACCESS EXCLUSIVE MODE')
+        started = time.monotonic()
+        raised: list[BaseException] = []
+
+        def write_outcome() -> None:
+            try:
+                log.record_outcome(record.decision_id, "retained_30d", "no_action", T0)
+            except BaseException as exc:  # handed to the test thread
+                raised.append(exc)
+
+        writer = threading.Thread(target=write_outcome)
+        writer.start()
+        writer.join(timeout=10)  # without a timeout the write would wait for the lock for ever
+        waited = time.monotonic() - started
+        conn.rollback()
+        writer.join()
+    locker.dispose()
+    assert waited < 5.0 and len(raised) == 1, f"waited {waited:.1f} s, raised {raised}"
+    assert isinstance(raised[0], DecisionLogUnavailable) and "did not record the outcome" in str(raised[0])
+    assert log.record_outcome(record.decision_id, "retained_30d", "no_action", T0) == "recorded"

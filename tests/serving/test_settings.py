@@ -56,8 +56,8 @@ def test_clm_toml_is_read_by_the_server_as_by_the_cli(workdir: Path) -> None:
 def test_an_environment_variable_beats_clm_toml(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (workdir / "clm.toml").write_text('online_store = "redis://127.0.0.1:6379/3"\ndata_dir = "/srv/clm"\n')
     monkeypatch.setenv("CLM_ONLINE_STORE", "sqlite:///elsewhere.db")
-    monkeypatch.setenv("CLM_API_KEYS", '{"k2": ["score", "admin"]}')
+    monkeypatch.setenv("CLM_API_KEYS", '{"k2-admin-key": ["score", "admin"]}')
     for settings in (ServingSettings(), Settings()):
         assert settings.store_url() == "sqlite:///elsewhere.db"
         assert settings.data_dir == Path("/srv/clm")  # not overridden: still from the file
-    assert ServingSettings().scopes_of("k2") == frozenset({"score", "admin"})
+    assert ServingSettings().scopes_of("k2-admin-key") == frozenset({"score", "admin"})
