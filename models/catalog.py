@@ -51,6 +51,10 @@ class ContactPolicy:
     exploration_share: float
     # Hashed with (user, snapshot date, policy version) into each decision's exploration draw.
     exploration_salt: str = "clm"
+    # The global control group: this share of users, by a hash of (user, control_salt), is never contacted
+    # (models.arbitration.control_group). 0 in a policy saved before there was one.
+    control_share: float = 0.0
+    control_salt: str = "clm-control"
 
     @classmethod
     def from_config(cls, policy_section: PolicySection) -> ContactPolicy:
@@ -60,6 +64,8 @@ class ContactPolicy:
             harm_tolerance=policy_section.harm_tolerance,
             exploration_share=policy_section.exploration_share,
             exploration_salt=policy_section.exploration_salt,
+            control_share=policy_section.control_share,
+            control_salt=policy_section.control_salt,
         )
 
 

@@ -106,6 +106,8 @@ class PolicySection(Section):
     harm_tolerance: Probability
     exploration_share: Annotated[float, Field(ge=0, lt=1)]
     exploration_salt: str
+    control_share: Annotated[float, Field(ge=0, lt=1)]
+    control_salt: str
     min_treated_rows: NonNegativeInt
     min_treated_positives: NonNegativeInt
     learner: Literal["t", "x"]

@@ -117,6 +117,7 @@ class Scorer:
             lapsed=np.array([scored_by == "reactivation"]),
             return_probability=np.array([np.nan if returning is None else returning]),
             exploration=exploration, user_ids=[user_id if user_id is not None else request_key or ""],
+            held_out=None if user_id is not None else np.zeros(1, dtype=bool),  # no user, no control group
         )  # fmt: skip
         return self.assemble(
             models, decisions, decisions.columns(), 0, explanations=explanations, gone=gone, missing=missing,
@@ -182,6 +183,9 @@ class Scorer:
                 "channel": None if action == NO_ACTION else row["channel"],
                 "propensity": float(row["propensity"]),
                 "explored": bool(row["explored"]),
+                "control_group": bool(row["control_group"]),
+                "holdout": row["holdout"],
+                "intended_action": str(row["intended_action"]),
             },
             alternatives=[{k: c[k] for k in ("name", "status", "reason", *TERM_KEYS)} for c in candidates],
             explanations=explanations,

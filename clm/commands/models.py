@@ -363,7 +363,7 @@ def score(
         typer.echo(note)
     decided = models.decide(
         frame, budget=budget, budget_method=config.policy.budget_method,
-        explore=explore and budget is None,
+        explore=explore,  # a budget plan does not explore; `explore` still holds the control group out
     )  # fmt: skip
     if decided.plan is not None:
         plan = decided.plan

@@ -152,7 +152,9 @@ def user_page(
         when = f"as of the store's snapshot {info.as_of}" if info else "(the store has no snapshot yet)"
         return error_page(request, lang, 404, TEXT[lang]["not_found"], f"No user {user_id} {when}.")
     values = dict(row.values)
-    decided = scorer.decide(models, values, user_id=user_id, as_of=row.as_of, lang=lang)
+    # as the API decides (exploration and the control group included), so the page shows what it would send
+    decided = scorer.decide(models, values, user_id=user_id, as_of=row.as_of, lang=lang,
+                            explore=settings.exploration)  # fmt: skip
     decision = decided.decision
     events = contacts = None
     if settings.events_dir:
