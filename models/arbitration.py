@@ -138,7 +138,7 @@ class Arbitration:
     catalog: tuple[Action, ...]
     policy: ContactPolicy
     # The holdouts: `held_out` (n,) bool, the global control group; `intended` (n,) the policy's choice
-    # (greedy or explored) before the control group held the user out; `holdout` (n,) object, why a user the
+    # (greedy or explored; greedy when exploration drew no_action over it) before any holdout; `holdout` (n,) object, why a user the
     # policy meant to contact got nothing: HOLDOUT_CONTROL, HOLDOUT_EXPLORATION or None.
     held_out: np.ndarray = None  # type: ignore[assignment]
     intended: np.ndarray = None  # type: ignore[assignment]
@@ -364,7 +364,8 @@ def arbitrate(
         chosen[rows] = np.where(picks == options[rows] - 1, -1, nth_eligible)
         propensity = (1.0 - share) * (chosen == greedy) + share / options
 
-    intended = chosen
+    # an exploration draw of no_action over a positive greedy choice holds the user out of that choice
+    intended = np.where(explored & (chosen < 0) & (greedy >= 0), greedy, chosen)
     if held_out is None:
         held_out = np.zeros(n, dtype=bool)
     else:
@@ -400,7 +401,9 @@ def arbitrate(
     )
 
 
-def holdouts(held_out: np.ndarray, explored: np.ndarray, chosen: np.ndarray, greedy: np.ndarray) -> np.ndarray:
+def holdouts(
+    held_out: np.ndarray, explored: np.ndarray, chosen: np.ndarray, greedy: np.ndarray
+) -> np.ndarray:
     """(n,) why each user got no contact although the policy would have contacted them: the control group,
     an exploration draw of no_action over a positive greedy choice, or None."""
     out = np.full(len(chosen), None, dtype=object)

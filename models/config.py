@@ -122,6 +122,25 @@ class PolicySection(Section):
     lightgbm: dict[str, LightGBMValue]
 
 
+class LiftSection(Section):
+    """`[lift]`: how measured lift (models/lift.py, `clm lift`) reads decisions and their outcomes."""
+
+    horizon_days: PositiveInt
+    confidence: Annotated[float, Field(gt=0.5, lt=1)]
+    min_users: NonNegativeInt
+    churn_outcomes: list[Name]
+    return_outcomes: list[Name]
+    upgrade_outcomes: list[Name]
+
+    def outcome_names(self) -> dict[str, list[str]]:
+        """Measure (churn, return, upgrade) → the outcome names that count as it."""
+        return {
+            "churn": self.churn_outcomes,
+            "return": self.return_outcomes,
+            "upgrade": self.upgrade_outcomes,
+        }
+
+
 class ActionSection(Section):
     """One `[actions.NAME]` entry of the catalog (the catalog itself is open: any name but `no_action`)."""
 

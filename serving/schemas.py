@@ -117,7 +117,8 @@ class ChosenAction(ValueTerms):
         "exploration draw of no_action over the best action (that action's random holdout); None otherwise",
     )
     intended_action: str | None = Field(
-        None, description="The action the policy chose before the control group held the user out (else `name`)"
+        None,
+        description="The action the policy chose before the control group held the user out (else `name`)",
     )
 
 

@@ -39,7 +39,9 @@ def test_the_control_group_is_held_out_across_calls_snapshots_and_paths(
     contact = models.policy.contact
     assert contact.control_share == config.policy.control_share == 0.05
     users = served_env.user_ids
-    expected = dict(zip(users, control_group(users, contact.control_share, contact.control_salt), strict=True))
+    expected = dict(
+        zip(users, control_group(users, contact.control_share, contact.control_salt), strict=True)
+    )
     share = np.mean(list(expected.values()))
     assert abs(share - 0.05) < 4 * np.sqrt(0.05 * 0.95 / len(users)), share
 
@@ -56,11 +58,15 @@ def test_the_control_group_is_held_out_across_calls_snapshots_and_paths(
         assert {u: a["control_group"] for u, a in first.items()} == expected
         held = [u for u in users if expected[u]]
         assert all(first[u]["name"] == "no_action" and first[u]["holdout"] == "control_group" for u in held)
-        assert any(first[u]["intended_action"] != "no_action" for u in held)  # the policy meant to contact some
+        assert any(
+            first[u]["intended_action"] != "no_action" for u in held
+        )  # the policy meant to contact some
         assert all(first[u]["holdout"] != "control_group" for u in users if not expected[u])
         assert {u: served(u, "zh")["control_group"] for u in sample} == {u: expected[u] for u in sample}
         # a posted vector over a stored user's features decides in full, off the cache: the same group
-        posted = [client.post("/v1/decisions", json={"user_id": u}, headers=SCORE).json()["action"] for u in sample]
+        posted = [
+            client.post("/v1/decisions", json={"user_id": u}, headers=SCORE).json()["action"] for u in sample
+        ]
         assert [a["control_group"] for a in posted] == [expected[u] for u in sample]
 
         with open_store(store_url) as store:  # a week later, everyone quieter: a new snapshot
