@@ -24,7 +24,10 @@ COOLDOWN = "cooldown"
 CONTACT_CAP = "contact_cap"
 HARMFUL = "harmful"
 CONTROL_GROUP = "control_group"
-STATUSES = (ELIGIBLE, INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP, HARMFUL, CONTROL_GROUP)
+SUPPRESSED = (
+    "suppressed"  # paused for this user after `policy.suppress_after_negative_outcomes` negative outcomes
+)
+STATUSES = (ELIGIBLE, INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP, HARMFUL, CONTROL_GROUP, SUPPRESSED)
 # Why a user the policy would have contacted got no contact (`Arbitration.holdout`): the global control
 # group (a hash of user and salt, the same in every snapshot), or an exploration draw of no_action.
 HOLDOUT_CONTROL = "control_group"
@@ -39,6 +42,16 @@ CONTACTS_IN_WINDOW = f"contacts_count_{CONTACT_WINDOW_DAYS}d"
 LANGUAGES = ("en", "zh")
 
 
+def days_since_action_column(action: str) -> str:
+    """The per-action contact column: days since `action` was last sent to the user (NaN: never)."""
+    return f"days_since_{action}"
+
+
+def negative_outcomes_column(action: str) -> str:
+    """The per-action column: negative outcomes (e.g. unsubscribed, complained) after `action` was sent."""
+    return f"negative_outcomes_{action}"
+
+
 @dataclass(frozen=True, eq=False)  # arrays: no element-wise __eq__ / __hash__
 class ContactState:
     """Each user's contact history, as the contact features describe it."""
@@ -46,17 +59,29 @@ class ContactState:
     last_action: np.ndarray  # object, None when never contacted
     days_since_last_contact: np.ndarray  # float, NaN when never contacted
     contacts_30d: np.ndarray  # float
+    # Per action, by name: days since it was last sent (NaN never) and negative outcomes after it. With the
+    # first, every action's cooldown is exact (a cooldown on A holds when B was sent later); without it, only
+    # the last action's cooldown is seen.
+    days_since_action: dict[str, np.ndarray] | None = None
+    negative_outcomes: dict[str, np.ndarray] | None = None
 
     @classmethod
-    def from_frame(cls, frame: Columns, n: int | None = None) -> ContactState:
+    def from_frame(cls, frame: Columns, n: int | None = None, actions: Sequence[str] = ()) -> ContactState:
         """From the features `last_action`, `days_since_last_contact` and `contacts_count_30d` (a frame or
-        a mapping of columns); an absent column means never contacted."""
+        a mapping of columns), and each of `actions`' `days_since_<action>` / `negative_outcomes_<action>`
+        columns where present; an absent column means never contacted."""
         if n is None:
             n = len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values()), []))
+        since = {a: numeric_column(frame, days_since_action_column(a), n) for a in actions
+                 if days_since_action_column(a) in frame}  # fmt: skip
+        negative = {a: np.nan_to_num(numeric_column(frame, negative_outcomes_column(a), n), nan=0.0) for a in actions
+                    if negative_outcomes_column(a) in frame}  # fmt: skip
         return cls(
             last_action=object_column(frame, LAST_ACTION, n),
             days_since_last_contact=numeric_column(frame, DAYS_SINCE_LAST_CONTACT, n),
             contacts_30d=np.nan_to_num(numeric_column(frame, CONTACTS_IN_WINDOW, n, default=0.0), nan=0.0),
+            days_since_action=since or None,
+            negative_outcomes=negative or None,
         )
 
     @classmethod
@@ -214,8 +239,18 @@ class Arbitration:
         if status == INELIGIBLE_STAGE:
             stage = self.stage[i]
             return f"当前阶段{stage}不提供此动作" if zh else f"not offered at stage {stage}"
+        if status == SUPPRESSED:
+            count = self.policy.suppress_after_negative_outcomes
+            if zh:
+                return f"已暂停：此动作之后已有{count}次或以上负面结果"
+            return f"suppressed: {count} or more negative outcomes after this action"
         if status == COOLDOWN:
-            days = float(self.contacts.days_since_last_contact[i])
+            since = (self.contacts.days_since_action or {}).get(action.name)
+            days = (
+                float(since[i])
+                if since is not None and np.isfinite(since[i])
+                else float(self.contacts.days_since_last_contact[i])
+            )
             cooldown = action.cooldown_days
             if zh:
                 return f"冷却期：{days:.0f}天前刚发送过（冷却期{cooldown}天）"
@@ -325,6 +360,18 @@ def arbitrate(
     cooldown = (last[:, None] == np.arange(n_actions)[None, :]) & (
         np.asarray(contacts.days_since_last_contact, dtype="float64")[:, None] < cooldowns[None, :]
     )
+    for a, action in enumerate(catalog):  # exact per-action history, where known
+        since = (contacts.days_since_action or {}).get(action.name)
+        if since is not None:
+            cooldown[:, a] |= np.asarray(since, dtype="float64") < cooldowns[a]  # NaN (never) compares False
+    suppressed = np.zeros((n, n_actions), dtype=bool)
+    if policy.suppress_after_negative_outcomes > 0:
+        for a, action in enumerate(catalog):
+            negative = (contacts.negative_outcomes or {}).get(action.name)
+            if negative is not None:
+                suppressed[:, a] = (
+                    np.asarray(negative, dtype="float64") >= policy.suppress_after_negative_outcomes
+                )
     capped = (
         np.nan_to_num(np.asarray(contacts.contacts_30d, dtype="float64"), nan=0.0)
         >= policy.max_contacts_per_30d
@@ -335,6 +382,7 @@ def arbitrate(
 
     # The last assignment wins, so write the statuses from the lowest precedence up.
     code = np.where(harmful, STATUSES.index(HARMFUL), 0).astype("int8")
+    code[suppressed] = STATUSES.index(SUPPRESSED)
     code[capped, :] = STATUSES.index(CONTACT_CAP)
     code[cooldown] = STATUSES.index(COOLDOWN)
     code[~stage_ok] = STATUSES.index(INELIGIBLE_STAGE)

@@ -55,6 +55,8 @@ class ContactPolicy:
     # (models.arbitration.control_group). 0 in a policy saved before there was one.
     control_share: float = 0.0
     control_salt: str = "clm-control"
+    # An action is paused for a user after this many negative outcomes following it (0: never).
+    suppress_after_negative_outcomes: int = 0
 
     @classmethod
     def from_config(cls, policy_section: PolicySection) -> ContactPolicy:
@@ -66,6 +68,7 @@ class ContactPolicy:
             exploration_salt=policy_section.exploration_salt,
             control_share=policy_section.control_share,
             control_salt=policy_section.control_salt,
+            suppress_after_negative_outcomes=policy_section.suppress_after_negative_outcomes,
         )
 
 

@@ -108,6 +108,7 @@ class PolicySection(Section):
     exploration_salt: str
     control_share: Annotated[float, Field(ge=0, lt=1)]
     control_salt: str
+    suppress_after_negative_outcomes: NonNegativeInt
     min_treated_rows: NonNegativeInt
     min_treated_positives: NonNegativeInt
     learner: Literal["t", "x"]

@@ -72,6 +72,7 @@ def save_policy(policy: PolicyBundle, path: Path) -> Path:
             "exploration_salt": policy.contact.exploration_salt,
             "control_share": policy.contact.control_share,
             "control_salt": policy.contact.control_salt,
+            "suppress_after_negative_outcomes": policy.contact.suppress_after_negative_outcomes,
         },
         "stages": policy.stages_config.as_dict(),
         "value": {
@@ -372,7 +373,7 @@ def decide(
     else:  # an older policy: coming back is not churning
         returning, return_se, return_source = -deltas["churn"], stay_se, stay_source
     delta_stay = np.where(lapsed[:, None], returning, -deltas["churn"])
-    contacts = ContactState.from_frame(frame, n)
+    contacts = ContactState.from_frame(frame, n, policy.actions)
     contact = contact_policy or policy.contact
     draws = None
     if exploration is not None:

@@ -125,7 +125,8 @@ class ChosenAction(ValueTerms):
 class Alternative(ValueTerms):
     name: str
     status: str = Field(
-        description="chosen, eligible, ineligible_stage, cooldown, contact_cap, harmful or control_group"
+        description="chosen, eligible, ineligible_stage, cooldown, contact_cap, harmful, control_group or "
+        "suppressed (paused after policy.suppress_after_negative_outcomes negative outcomes)"
     )
     reason: str
 
