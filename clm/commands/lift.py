@@ -69,11 +69,13 @@ def lift(
     if as_json:
         typer.echo(json.dumps(summary))
         return
+    if not len(rows):
+        typer.echo(f"no decision in {decision_log.url} has a closed {config.lift.horizon_days}-day horizon by "
+                   f"{when.date()}: nothing to measure yet")  # fmt: skip
+        return
     print_lift(table, title=f"measured lift from {decision_log.url}: {len(rows):,} users "
                f"({summary['control_group']:,} in the control group) whose {config.lift.horizon_days}-day "
                f"horizon closed by {when.date()}")  # fmt: skip
-    if not len(rows):
-        typer.echo("no logged decision has a closed horizon yet: nothing to measure")
 
 
 def _plain(value: Any) -> Any:
@@ -186,6 +188,8 @@ def demo_step(console: Any, config: Any, data: Any, out: Any, step: str = "8b") 
                 for name, column in (("churned", "churned"), ("upgraded", "upgraded")):
                     if r[column] == 1.0:
                         log.record_outcome(did, name, str(r["action"]), after)
+                if r["stage"] == "dormant" and r["churned"] == 0.0:  # a lapsed user who did not stay away
+                    log.record_outcome(did, "returned", str(r["action"]), after)
                 if math.isfinite(r["margin"]):
                     log.record_outcome(did, "margin", str(r["action"]), after, value=float(r["margin"]))
             lift_table = logged_lift(log, config.lift, dt.datetime.now(dt.UTC))
