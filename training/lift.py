@@ -69,4 +69,46 @@ def simulated_outcomes(
     return rows, pd.DataFrame(cells, columns=["action", "stage", "true_effect", "true_margin"])
 
 
-__all__ = ["simulated_outcomes"]
+def interval_coverage(
+    data_dir: Path,
+    cutoff,
+    config,
+    *,
+    salts: Sequence[int] = (0, 1, 2),
+    control_share: float = 0.3,
+    exploration_share: float = 0.2,
+    min_users: int = 30,
+) -> list[tuple[int, int]]:
+    """(covered, cells) per salt: a campaign at `cutoff` decided by the one decision path — the catalogue's
+    priors, the simulator's true probabilities as the scores, the control group and exploration drawn with
+    the salt — its outcomes drawn from the truth given what each user received (`simulated_outcomes`), and
+    how many action × stage intervals with `min_users` a side hold the true average effect on churn."""
+    import dataclasses
+
+    from features.jobs import latest_features
+    from features.registry import FeatureParams
+    from models.arbitration import ExplorationKey
+    from models.decision import prior_policy
+    from models.lift import LiftParams, coverage, lift_table
+    from models.policy import decide
+
+    frame, _ = latest_features(data_dir, params=FeatureParams.from_config(config.features), as_of=cutoff)
+    truth = read_probabilities(Path(data_dir) / "truth", cutoff)
+    truth = truth.assign(user_id=truth["user_id"].astype(str)).set_index("user_id")
+    frame = frame[frame["user_id"].astype(str).isin(truth.index)].reset_index(drop=True)
+    p = truth.reindex(frame["user_id"].astype(str))
+    base = prior_policy(config)
+    out = []
+    for salt in salts:
+        contact = dataclasses.replace(base.contact, control_share=control_share, control_salt=f"c{salt}",
+                                      exploration_share=exploration_share)  # fmt: skip
+        policy = dataclasses.replace(base, contact=contact)
+        decisions = decide(frame, p["p_churn"].to_numpy(), p["p_upgrade"].to_numpy(), policy, churn_horizon_days=30,
+                           exploration=ExplorationKey(str(cutoff), "priors", f"e{salt}"))  # fmt: skip
+        rows = pd.concat([frame[["user_id"]], decisions.to_frame()], axis=1)
+        rows, true = simulated_outcomes(rows, Path(data_dir) / "truth", cutoff, policy.actions, salt)
+        out.append(coverage(lift_table(rows, LiftParams(min_users=min_users)), true))
+    return out
+
+
+__all__ = ["interval_coverage", "simulated_outcomes"]

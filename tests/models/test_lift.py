@@ -3,7 +3,6 @@ the comparisons it makes, and logged decisions with their outcomes as decision r
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -11,14 +10,8 @@ import pandas as pd
 import pytest
 
 from clm.config import load_config
-from features.jobs import latest_features
-from features.registry import FeatureParams
-from models.arbitration import ExplorationKey
-from models.decision import prior_policy
-from models.lift import LiftParams, coverage, decision_rows, lift_table, mean_difference, rate_difference
-from models.policy import decide
-from training.lift import simulated_outcomes
-from training.truth import read_probabilities
+from models.lift import LiftParams, decision_rows, lift_table, mean_difference, rate_difference
+from training.lift import interval_coverage
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -91,25 +84,7 @@ def test_intervals_cover_the_true_effects_on_a_simulated_world(small_world) -> N
     scores, a 30 % control group and 20 % exploration so that cells fill), outcomes drawn from the
     simulator's true probabilities plus the true effect of what each user received; over three salts,
     at least 90 % of the action × stage intervals with 30 users a side hold the true average effect."""
-    config = load_config()
-    cutoff = dt.date(2025, 9, 1)
-    frame, _ = latest_features(small_world, params=FeatureParams.from_config(config.features), as_of=cutoff)
-    truth = read_probabilities(small_world / "truth", cutoff)
-    truth = truth.assign(user_id=truth["user_id"].astype(str)).set_index("user_id")
-    frame = frame[frame["user_id"].astype(str).isin(truth.index)].reset_index(drop=True)
-    p = truth.reindex(frame["user_id"].astype(str))
-    base = prior_policy(config)
-    covered = cells = 0
-    for seed in range(3):
-        contact = dataclasses.replace(
-            base.contact, control_share=0.3, control_salt=f"c{seed}", exploration_share=0.2
-        )
-        policy = dataclasses.replace(base, contact=contact)
-        decisions = decide(frame, p["p_churn"].to_numpy(), p["p_upgrade"].to_numpy(), policy, churn_horizon_days=30,
-                           exploration=ExplorationKey(str(cutoff), "priors", f"e{seed}"))  # fmt: skip
-        rows = pd.concat([frame[["user_id"]], decisions.to_frame()], axis=1)
-        rows, true = simulated_outcomes(rows, small_world / "truth", cutoff, policy.actions, seed)
-        c, n = coverage(lift_table(rows, LiftParams(min_users=30)), true)
-        covered, cells = covered + c, cells + n
+    results = interval_coverage(small_world, dt.date(2025, 9, 1), load_config(), salts=(0, 1, 2))
+    covered, cells = (sum(r[i] for r in results) for i in (0, 1))
     assert cells >= 15, cells  # enough cells for the share to mean something
     assert covered / cells >= 0.9, (covered, cells)
