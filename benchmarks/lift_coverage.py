@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from clm.config import load_config
-from simulation.io import simulate_to_directory
-from training.lift import interval_coverage
+# `python benchmarks/lift_coverage.py` puts benchmarks/ first on sys.path, where benchmarks/features.py would
+# shadow the features package: put the project root there instead
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from clm.config import load_config  # noqa: E402
+from simulation.io import simulate_to_directory  # noqa: E402
+from training.lift import interval_coverage  # noqa: E402
 
 
 def main() -> None:
