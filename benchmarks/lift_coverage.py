@@ -19,9 +19,9 @@ from pathlib import Path
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from clm.config import load_config  # noqa: E402
-from simulation.io import simulate_to_directory  # noqa: E402
-from training.lift import interval_coverage  # noqa: E402
+from clm.config import load_config
+from simulation.io import simulate_to_directory
+from training.lift import interval_coverage
 
 
 def main() -> None:
