@@ -54,6 +54,10 @@ COMMANDS: dict[str, LazyCommandSpec] = {
         "clm.commands.policy:evaluate_policy",
         "The policy's value per 1,000 users against baselines and the oracle; IPS/DR.",
     ),
+    "lift": LazyCommandSpec(
+        "clm.commands.lift:lift",
+        "Measured lift from the decision log: treated vs control group and per action, with 95 % intervals.",
+    ),
     "report": LazyCommandSpec(
         "clm.commands.report:report",
         "A campaign report as one self-contained HTML file: stages, actions, budget, drivers, calibration.",

@@ -32,6 +32,7 @@ from features.config import (
 )
 from models.config import (
     ActionSection,
+    LiftSection,
     ModelsSection,
     Outcome,
     PolicySection,
@@ -47,6 +48,7 @@ __all__ = [
     "FeaturesSection",
     "IngestSection",
     "LabelsSection",
+    "LiftSection",
     "ModelsSection",
     "Outcome",
     "PolicySection",
@@ -79,6 +81,7 @@ class ClmConfig(Section):
     stages: StagesSection
     value: ValueSection
     policy: PolicySection
+    lift: LiftSection
     actions: Annotated[dict[str, ActionSection], Field(min_length=1)]
     serving: ServingSection
     review: ReviewSection

@@ -23,7 +23,15 @@ INELIGIBLE_STAGE = "ineligible_stage"
 COOLDOWN = "cooldown"
 CONTACT_CAP = "contact_cap"
 HARMFUL = "harmful"
-STATUSES = (ELIGIBLE, INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP, HARMFUL)
+CONTROL_GROUP = "control_group"
+SUPPRESSED = (
+    "suppressed"  # paused for this user after `policy.suppress_after_negative_outcomes` negative outcomes
+)
+STATUSES = (ELIGIBLE, INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP, HARMFUL, CONTROL_GROUP, SUPPRESSED)
+# Why a user the policy would have contacted got no contact (`Arbitration.holdout`): the global control
+# group (a hash of user and salt, the same in every snapshot), or an exploration draw of no_action.
+HOLDOUT_CONTROL = "control_group"
+HOLDOUT_EXPLORATION = "exploration"
 _STATUS_NAMES = np.array(STATUSES, dtype=object)
 CONTACT_WINDOW_DAYS = 30
 # The contact features (features/registry.py, family "contacts") the arbitration reads, and the decision
@@ -34,6 +42,16 @@ CONTACTS_IN_WINDOW = f"contacts_count_{CONTACT_WINDOW_DAYS}d"
 LANGUAGES = ("en", "zh")
 
 
+def days_since_action_column(action: str) -> str:
+    """The per-action contact column: days since `action` was last sent to the user (NaN: never)."""
+    return f"days_since_{action}"
+
+
+def negative_outcomes_column(action: str) -> str:
+    """The per-action column: negative outcomes (e.g. unsubscribed, complained) after `action` was sent."""
+    return f"negative_outcomes_{action}"
+
+
 @dataclass(frozen=True, eq=False)  # arrays: no element-wise __eq__ / __hash__
 class ContactState:
     """Each user's contact history, as the contact features describe it."""
@@ -41,17 +59,29 @@ class ContactState:
     last_action: np.ndarray  # object, None when never contacted
     days_since_last_contact: np.ndarray  # float, NaN when never contacted
     contacts_30d: np.ndarray  # float
+    # Per action, by name: days since it was last sent (NaN never) and negative outcomes after it. With the
+    # first, every action's cooldown is exact (a cooldown on A holds when B was sent later); without it, only
+    # the last action's cooldown is seen.
+    days_since_action: dict[str, np.ndarray] | None = None
+    negative_outcomes: dict[str, np.ndarray] | None = None
 
     @classmethod
-    def from_frame(cls, frame: Columns, n: int | None = None) -> ContactState:
+    def from_frame(cls, frame: Columns, n: int | None = None, actions: Sequence[str] = ()) -> ContactState:
         """From the features `last_action`, `days_since_last_contact` and `contacts_count_30d` (a frame or
-        a mapping of columns); an absent column means never contacted."""
+        a mapping of columns), and each of `actions`' `days_since_<action>` / `negative_outcomes_<action>`
+        columns where present; an absent column means never contacted."""
         if n is None:
             n = len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values()), []))
+        since = {a: numeric_column(frame, days_since_action_column(a), n) for a in actions
+                 if days_since_action_column(a) in frame}  # fmt: skip
+        negative = {a: np.nan_to_num(numeric_column(frame, negative_outcomes_column(a), n), nan=0.0) for a in actions
+                    if negative_outcomes_column(a) in frame}  # fmt: skip
         return cls(
             last_action=object_column(frame, LAST_ACTION, n),
             days_since_last_contact=numeric_column(frame, DAYS_SINCE_LAST_CONTACT, n),
             contacts_30d=np.nan_to_num(numeric_column(frame, CONTACTS_IN_WINDOW, n, default=0.0), nan=0.0),
+            days_since_action=since or None,
+            negative_outcomes=negative or None,
         )
 
     @classmethod
@@ -70,16 +100,33 @@ class ExplorationKey:
     salt: str  # `policy.exploration_salt`: change it to redraw everyone
 
 
-def exploration_draws(user_ids: Sequence[Any], key: ExplorationKey) -> np.ndarray:
-    """(n, 2) uniforms in [0, 1) from BLAKE2b of (salt, policy version, snapshot, user): the first decides
-    whether to explore, the second which option."""
+def _hashed_uniforms(user_ids: Sequence[Any], parts: Sequence[str]) -> np.ndarray:
+    """(n, 2) uniforms in [0, 1) from BLAKE2b of (parts…, user): the same inputs, the same draws, in every
+    process."""
     out = np.empty((len(user_ids), 2))
-    prefix = f"{key.salt}\x1f{key.policy_version}\x1f{key.snapshot}\x1f".encode()
+    prefix = "".join(f"{part}\x1f" for part in parts).encode()
     for i, user in enumerate(user_ids):
         digest = hashlib.blake2b(prefix + str(user).encode(), digest_size=16).digest()
         out[i, 0] = int.from_bytes(digest[:8], "big") / 2.0**64
         out[i, 1] = int.from_bytes(digest[8:], "big") / 2.0**64
     return out
+
+
+def exploration_draws(user_ids: Sequence[Any], key: ExplorationKey) -> np.ndarray:
+    """(n, 2) uniforms in [0, 1) from BLAKE2b of (salt, policy version, snapshot, user): the first decides
+    whether to explore, the second which option."""
+    return _hashed_uniforms(user_ids, (key.salt, key.policy_version, key.snapshot))
+
+
+def control_group(user_ids: Sequence[Any], share: float, salt: str) -> np.ndarray:
+    """(n,) bool: the users held out from all contact — a hash of (salt, user) below `share`, the same draw
+    as exploration's but without snapshot or policy version, so a user stays in (or out of) the control
+    group across snapshots, policy versions, workers, `clm score` and replays."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"control share must be in [0, 1), got {share}")
+    if share == 0.0 or not len(user_ids):
+        return np.zeros(len(user_ids), dtype=bool)
+    return _hashed_uniforms(user_ids, ("control", salt))[:, 0] < share
 
 
 def expected_values(
@@ -115,6 +162,25 @@ class Arbitration:
     contacts: ContactState
     catalog: tuple[Action, ...]
     policy: ContactPolicy
+    # The holdouts: `held_out` (n,) bool, the global control group; `intended` (n,) the policy's choice
+    # (greedy or explored; greedy when exploration drew no_action over it) before any holdout; `holdout` (n,) object, why a user the
+    # policy meant to contact got nothing: HOLDOUT_CONTROL, HOLDOUT_EXPLORATION or None.
+    held_out: np.ndarray = None  # type: ignore[assignment]
+    intended: np.ndarray = None  # type: ignore[assignment]
+    holdout: np.ndarray = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        n = len(self.chosen)
+        if self.held_out is None:
+            self.held_out = np.zeros(n, dtype=bool)
+        if self.intended is None:
+            self.intended = self.chosen
+        if self.holdout is None:
+            self.holdout = holdouts(self.held_out, self.explored, self.chosen, self.greedy)
+
+    def intended_names(self) -> np.ndarray:
+        """(n,) the action the policy meant for each user before the control group held them out."""
+        return np.array((*self.actions, NO_ACTION), dtype=object)[self.intended]
 
     def chosen_names(self) -> np.ndarray:
         """(n,) the chosen action's name, `no_action` included."""
@@ -133,6 +199,15 @@ class Arbitration:
         zh = lang == "zh"
         chosen, greedy = int(self.chosen[i]), int(self.greedy[i])
         best = self._option_value(i, greedy)
+        if self.held_out[i]:
+            if index == -1:
+                return (
+                    "被选中：该用户属于对照组（不接受任何联系）"
+                    if zh
+                    else "chosen: the user is in the control group (held out from all contact)"
+                )
+            if self.status[i, index] == CONTROL_GROUP:
+                return "对照组：不联系此用户" if zh else "control group: this user is never contacted"
         if index == chosen:
             if chosen != greedy:
                 p = float(self.propensity[i])
@@ -164,8 +239,18 @@ class Arbitration:
         if status == INELIGIBLE_STAGE:
             stage = self.stage[i]
             return f"当前阶段{stage}不提供此动作" if zh else f"not offered at stage {stage}"
+        if status == SUPPRESSED:
+            count = self.policy.suppress_after_negative_outcomes
+            if zh:
+                return f"已暂停：此动作之后已有{count}次或以上负面结果"
+            return f"suppressed: {count} or more negative outcomes after this action"
         if status == COOLDOWN:
-            days = float(self.contacts.days_since_last_contact[i])
+            since = (self.contacts.days_since_action or {}).get(action.name)
+            days = (
+                float(since[i])
+                if since is not None and np.isfinite(since[i])
+                else float(self.contacts.days_since_last_contact[i])
+            )
             cooldown = action.cooldown_days
             if zh:
                 return f"冷却期：{days:.0f}天前刚发送过（冷却期{cooldown}天）"
@@ -237,6 +322,7 @@ def arbitrate(
     policy: ContactPolicy,
     rng: np.random.Generator | None = None,
     draws: np.ndarray | None = None,
+    held_out: np.ndarray | None = None,
 ) -> Arbitration:
     """Choose one action (or no_action) per user. `delta_churn` / `delta_upgrade` are (n, A) — or (A,) to
     use the same effect for everyone, e.g. the catalog's priors — in catalog order.
@@ -244,7 +330,11 @@ def arbitrate(
     Without `draws` or `rng` (or with exploration_share 0) the choice is greedy and its propensity 1;
     otherwise each decision is, with probability ε, a uniform draw among the eligible actions and
     no_action, and the propensity recorded is (1 − ε)·[choice is greedy] + ε / K, K = eligible actions + 1.
-    `draws` ((n, 2) uniforms, e.g. `exploration_draws`) make that deterministic per user; `rng` draws them."""
+    `draws` ((n, 2) uniforms, e.g. `exploration_draws`) make that deterministic per user; `rng` draws them.
+
+    `held_out` ((n,) bool, e.g. `control_group`) marks the global control group: those users get no_action
+    whatever the policy meant (`intended`), every action they could have had has status `control_group`,
+    and the propensities cover the holdout: c·[no_action] + (1 − c)·p, c = `policy.control_share`."""
     catalog = tuple(catalog)
     if not catalog:
         raise ValueError("arbitration needs at least one action in the catalog")
@@ -270,6 +360,18 @@ def arbitrate(
     cooldown = (last[:, None] == np.arange(n_actions)[None, :]) & (
         np.asarray(contacts.days_since_last_contact, dtype="float64")[:, None] < cooldowns[None, :]
     )
+    for a, action in enumerate(catalog):  # exact per-action history, where known
+        since = (contacts.days_since_action or {}).get(action.name)
+        if since is not None:
+            cooldown[:, a] |= np.asarray(since, dtype="float64") < cooldowns[a]  # NaN (never) compares False
+    suppressed = np.zeros((n, n_actions), dtype=bool)
+    if policy.suppress_after_negative_outcomes > 0:
+        for a, action in enumerate(catalog):
+            negative = (contacts.negative_outcomes or {}).get(action.name)
+            if negative is not None:
+                suppressed[:, a] = (
+                    np.asarray(negative, dtype="float64") >= policy.suppress_after_negative_outcomes
+                )
     capped = (
         np.nan_to_num(np.asarray(contacts.contacts_30d, dtype="float64"), nan=0.0)
         >= policy.max_contacts_per_30d
@@ -280,6 +382,7 @@ def arbitrate(
 
     # The last assignment wins, so write the statuses from the lowest precedence up.
     code = np.where(harmful, STATUSES.index(HARMFUL), 0).astype("int8")
+    code[suppressed] = STATUSES.index(SUPPRESSED)
     code[capped, :] = STATUSES.index(CONTACT_CAP)
     code[cooldown] = STATUSES.index(COOLDOWN)
     code[~stage_ok] = STATUSES.index(INELIGIBLE_STAGE)
@@ -309,6 +412,23 @@ def arbitrate(
         chosen[rows] = np.where(picks == options[rows] - 1, -1, nth_eligible)
         propensity = (1.0 - share) * (chosen == greedy) + share / options
 
+    # an exploration draw of no_action over a positive greedy choice holds the user out of that choice
+    intended = np.where(explored & (chosen < 0) & (greedy >= 0), greedy, chosen)
+    if held_out is None:
+        held_out = np.zeros(n, dtype=bool)
+    else:
+        held_out = np.asarray(held_out, dtype=bool)
+        if held_out.shape != (n,):
+            raise ValueError(f"held_out has shape {held_out.shape}, expected ({n},)")
+        control = policy.control_share
+        p_none = (greedy < 0).astype(float)  # P(no_action) before the holdout
+        if draws is not None and share > 0:
+            p_none = (1.0 - share) * p_none + share / (eligible.sum(axis=1) + 1)
+        propensity = np.where(held_out, control + (1.0 - control) * p_none, (1.0 - control) * propensity)
+        chosen = np.where(held_out, -1, chosen)
+        code[held_out[:, None] & eligible] = STATUSES.index(CONTROL_GROUP)
+        eligible = eligible & ~held_out[:, None]
+
     return Arbitration(
         actions=tuple(action.name for action in catalog),
         value=value,
@@ -324,7 +444,20 @@ def arbitrate(
         contacts=contacts,
         catalog=catalog,
         policy=policy,
+        held_out=held_out,
+        intended=intended,
     )
+
+
+def holdouts(
+    held_out: np.ndarray, explored: np.ndarray, chosen: np.ndarray, greedy: np.ndarray
+) -> np.ndarray:
+    """(n,) why each user got no contact although the policy would have contacted them: the control group,
+    an exploration draw of no_action over a positive greedy choice, or None."""
+    out = np.full(len(chosen), None, dtype=object)
+    out[explored & (chosen < 0) & (greedy >= 0)] = HOLDOUT_EXPLORATION
+    out[held_out] = HOLDOUT_CONTROL
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -51,6 +51,12 @@ class ContactPolicy:
     exploration_share: float
     # Hashed with (user, snapshot date, policy version) into each decision's exploration draw.
     exploration_salt: str = "clm"
+    # The global control group: this share of users, by a hash of (user, control_salt), is never contacted
+    # (models.arbitration.control_group). 0 in a policy saved before there was one.
+    control_share: float = 0.0
+    control_salt: str = "clm-control"
+    # An action is paused for a user after this many negative outcomes following it (0: never).
+    suppress_after_negative_outcomes: int = 0
 
     @classmethod
     def from_config(cls, policy_section: PolicySection) -> ContactPolicy:
@@ -60,6 +66,9 @@ class ContactPolicy:
             harm_tolerance=policy_section.harm_tolerance,
             exploration_share=policy_section.exploration_share,
             exploration_salt=policy_section.exploration_salt,
+            control_share=policy_section.control_share,
+            control_salt=policy_section.control_salt,
+            suppress_after_negative_outcomes=policy_section.suppress_after_negative_outcomes,
         )
 
 

@@ -106,6 +106,9 @@ class PolicySection(Section):
     harm_tolerance: Probability
     exploration_share: Annotated[float, Field(ge=0, lt=1)]
     exploration_salt: str
+    control_share: Annotated[float, Field(ge=0, lt=1)]
+    control_salt: str
+    suppress_after_negative_outcomes: NonNegativeInt
     min_treated_rows: NonNegativeInt
     min_treated_positives: NonNegativeInt
     learner: Literal["t", "x"]
@@ -118,6 +121,25 @@ class PolicySection(Section):
     evaluation_budget_share: Annotated[float, Field(gt=0, le=1)]
     top_risk_share: Annotated[float, Field(gt=0, le=1)]
     lightgbm: dict[str, LightGBMValue]
+
+
+class LiftSection(Section):
+    """`[lift]`: how measured lift (models/lift.py, `clm lift`) reads decisions and their outcomes."""
+
+    horizon_days: PositiveInt
+    confidence: Annotated[float, Field(gt=0.5, lt=1)]
+    min_users: NonNegativeInt
+    churn_outcomes: list[Name]
+    return_outcomes: list[Name]
+    upgrade_outcomes: list[Name]
+
+    def outcome_names(self) -> dict[str, list[str]]:
+        """Measure (churn, return, upgrade) → the outcome names that count as it."""
+        return {
+            "churn": self.churn_outcomes,
+            "return": self.return_outcomes,
+            "upgrade": self.upgrade_outcomes,
+        }
 
 
 class ActionSection(Section):

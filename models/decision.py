@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.registry import Feature, FeatureParams, build_registry, by_name, registry_version
-from models.arbitration import ELIGIBLE, BudgetPlan, ExplorationKey, plan_within_budget
+from models.arbitration import ELIGIBLE, BudgetPlan, ExplorationKey, control_group, plan_within_budget
 from models.bundle import ModelBundle, load_bundle
 from models.config import ModelsConfig
 from models.policy import Decisions, PolicyBundle, decide, load_policy
@@ -244,9 +244,13 @@ def decide_population(
         table = pd.concat(parts).sort_index().reset_index(drop=True)
         return PopulationDecision(pd.concat([pd.DataFrame(keys), table], axis=1), None)
     frame = frame.reset_index(drop=True)
+    held_out = None  # a budget plan does not explore, but holds the control group out all the same
+    if budget is not None and exploration_version is not None:
+        contact = policy.contact
+        held_out = control_group(keys["user_id"].tolist(), contact.control_share, contact.control_salt)
     decisions = decide(frame, p_churn, p_upgrade, policy, churn_horizon_days=horizon,
                        rng=None if budget is not None else rng, lapsed=scores.lapsed,
-                       return_probability=scores.returning,
+                       return_probability=scores.returning, held_out=held_out,
                        exploration=None if budget is not None else exploration(frame))  # fmt: skip
     plan = None
     if budget is None:

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.arbitration import Arbitration, ContactState, ExplorationKey, arbitrate, exploration_draws
+from models.arbitration import (
+    Arbitration,
+    ContactState,
+    ExplorationKey,
+    arbitrate,
+    control_group,
+    exploration_draws,
+)
 from models.artifacts import ArtifactRefused, verify_manifest, write_manifest
 from models.catalog import NO_ACTION, Action, ContactPolicy, catalog_from_dict, catalog_to_dict
 from models.config import StagesSection
@@ -66,6 +73,9 @@ def save_policy(policy: PolicyBundle, path: Path) -> Path:
             "harm_tolerance": policy.contact.harm_tolerance,
             "exploration_share": policy.contact.exploration_share,
             "exploration_salt": policy.contact.exploration_salt,
+            "control_share": policy.contact.control_share,
+            "control_salt": policy.contact.control_salt,
+            "suppress_after_negative_outcomes": policy.contact.suppress_after_negative_outcomes,
         },
         "stages": policy.stages_config.as_dict(),
         "value": {
@@ -239,7 +249,11 @@ class Decisions:
             "effect_source": at_choice(sources, None),
             "propensity": np.ones(len(self)) if replaced else arb.propensity,
             "explored": np.zeros(len(self), dtype=bool) if replaced else arb.explored,
-        }
+            "intended_action": np.where(contacted, names[picked], NO_ACTION) if replaced
+            else arb.intended_names(),
+            "holdout": np.where(arb.held_out, arb.holdout, None) if replaced else arb.holdout,
+            "control_group": arb.held_out,
+        }  # fmt: skip
 
     def to_frame(self, chosen: np.ndarray | None = None) -> pd.DataFrame:
         """`columns()` as a frame, one row per user."""
@@ -323,13 +337,16 @@ def decide(
     lapsed: np.ndarray | None = None,
     exploration: ExplorationKey | None = None,
     user_ids: Any = None,
+    held_out: np.ndarray | None = None,
 ) -> Decisions:
     """Stage, value, uplift per action and the arbitrated action for each row of `frame` (registry
     features: a DataFrame, or a mapping of name → equal-length sequences on the request path). `lapsed`
     marks the users the reactivation model scored (`return_probability`, NaN elsewhere); their
     `churn_probability` is 1 − p(return) and their Δp(stay) the uplift on returning. Exploration:
     `exploration` hashes (user, snapshot, policy version, salt) into each user's draw (`user_ids`, else the
-    frame's `user_id`) — deterministic; `rng` draws at random; neither: greedy. `uplift_matrix` (from
+    frame's `user_id`) — deterministic, and then the control group (`models.arbitration.control_group`, a
+    hash of user and `control_salt`) is held out from all contact unless `held_out` says otherwise (a
+    posted vector without a user); `rng` draws at random; neither: greedy. `uplift_matrix` (from
     `policy.uplift.encode_row`) skips building the uplift input from a frame."""
     churn_probability = np.asarray(churn_probability, dtype=float)
     upgrade_probability = np.asarray(upgrade_probability, dtype=float)
@@ -366,11 +383,14 @@ def decide(
     else:  # an older policy: coming back is not churning
         returning, return_se, return_source = -deltas["churn"], stay_se, stay_source
     delta_stay = np.where(lapsed[:, None], returning, -deltas["churn"])
-    contacts = ContactState.from_frame(frame, n)
+    contacts = ContactState.from_frame(frame, n, policy.actions)
+    contact = contact_policy or policy.contact
     draws = None
     if exploration is not None:
-        ids = user_ids if user_ids is not None else frame["user_id"]
-        draws = exploration_draws(list(np.asarray(ids, dtype=object)), exploration)
+        ids = list(np.asarray(user_ids if user_ids is not None else frame["user_id"], dtype=object))
+        draws = exploration_draws(ids, exploration)
+        if held_out is None:
+            held_out = control_group(ids, contact.control_share, contact.control_salt)
     arb = arbitrate(
         stages.stage,
         -delta_stay,
@@ -379,9 +399,10 @@ def decide(
         values["upgrade_value"],
         contacts,
         policy.catalog,
-        contact_policy or policy.contact,
+        contact,
         rng=rng,
         draws=draws,
+        held_out=held_out,
     )
     return Decisions(
         policy=policy,

@@ -28,11 +28,17 @@ import orjson
 import pandas as pd
 
 from features.online import OnlineStore
-from models.arbitration import CONTACT_WINDOW_DAYS, CONTACTS_IN_WINDOW, DAYS_SINCE_LAST_CONTACT, LAST_ACTION
+from models.arbitration import (
+    CONTACT_WINDOW_DAYS,
+    CONTACTS_IN_WINDOW,
+    DAYS_SINCE_LAST_CONTACT,
+    LAST_ACTION,
+    days_since_action_column,
+)
 from models.catalog import NO_ACTION
 from models.explain import population_contributions
 from models.population import lapsed
-from serving.scorer import Decided, Scorer
+from serving.scorer import Decided, Scorer, contact_columns
 from serving.state import ModelSet
 from serving.ticker import Ticker
 
@@ -140,6 +146,9 @@ def decide_rows(
     names = policy.feature_names
     known = [{name: row.get(name) for name in names} for row in rows]
     frame = pd.DataFrame(known, columns=list(names)).assign(user_id=list(user_ids))
+    for column in contact_columns(policy.actions):  # the per-action contact state, where the rows carry it
+        if any(column in row for row in rows):
+            frame[column] = [row.get(column) for row in rows]
     if as_of is not None:
         frame["cutoff"] = pd.Series([as_of] * len(frame), dtype=object)  # str(as_of): the request's draw key
     decisions = models.decide(frame, explore=explore).decisions
@@ -170,6 +179,9 @@ class Contacts:
     last_action: str
     days_since_last_contact: float
     added_30d: int
+    # (action, days since it was last sent) for every action logged since the snapshot: each cooldown exact,
+    # not only the last action's
+    days_since_action: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def from_log(cls, logged: Sequence[tuple[dt.datetime, str]], now: dt.datetime) -> Contacts | None:
@@ -179,17 +191,31 @@ class Contacts:
             return None
         window = now - dt.timedelta(days=CONTACT_WINDOW_DAYS)
         latest_ts, latest_action = contacts[0]
+        newest: dict[str, dt.datetime] = {}
+        for ts, action in contacts:  # newest first: the first seen of each action is its latest
+            newest.setdefault(action, ts)
         return cls(
             last_action=latest_action,
             days_since_last_contact=float(max(0, (now.date() - latest_ts.date()).days)),
             added_30d=sum(ts >= window for ts, _ in contacts),
+            days_since_action=tuple(
+                sorted((a, float(max(0, (now.date() - ts.date()).days))) for a, ts in newest.items())
+            ),
         )
 
     def applied(self, values: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(values)
+        before = values.get(
+            LAST_ACTION
+        )  # the snapshot's last action keeps its cooldown after a later contact
+        if isinstance(before, str) and before != NO_ACTION and before not in dict(self.days_since_action):
+            # as of the snapshot: short by the days since it, so its cooldown is never cut short
+            out.setdefault(days_since_action_column(before), values.get(DAYS_SINCE_LAST_CONTACT))
         out[LAST_ACTION] = self.last_action
         out[DAYS_SINCE_LAST_CONTACT] = self.days_since_last_contact
         out[CONTACTS_IN_WINDOW] = float(np.nan_to_num(out.get(CONTACTS_IN_WINDOW) or 0.0)) + self.added_30d
+        for action, days in self.days_since_action:
+            out[days_since_action_column(action)] = days
         return out
 
 

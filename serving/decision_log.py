@@ -991,6 +991,41 @@ class DecisionLog:
         with self._engine.connect() as conn:
             return [(row[0], row[1]) for row in conn.execute(statement, params)]
 
+    def read_decisions(self, since: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Every decision about a stored user (at or after `since`), oldest first, as what lift and campaign
+        history read: decision_id, ts, user_id, stage, action, propensity, explored, versions, and from the
+        payload's action block intended_action, control_group, holdout and cost (a decision logged before the
+        control group existed: its own action, not held out)."""
+        self._check_open()
+        d = self._decisions
+        statement = sa.select(d.c.decision_id, d.c.ts, d.c.user_id, d.c.stage, d.c.action, d.c.propensity,
+                              d.c.explored, d.c.versions, d.c.payload).where(d.c.user_id.is_not(None))  # fmt: skip
+        if since is not None:
+            statement = statement.where(
+                d.c.ts >= sa.bindparam("since", _as_utc(since, "since"), _UtcTimestamp)
+            )
+        out = []
+        with self._engine.connect() as conn:
+            for row in conn.execute(statement.order_by(d.c.ts, d.c.decision_id)):
+                action = orjson.loads(row.payload).get("action", {})
+                out.append({
+                    "decision_id": row.decision_id, "ts": row.ts, "user_id": row.user_id, "stage": row.stage,
+                    "action": row.action, "propensity": row.propensity, "explored": bool(row.explored),
+                    "policy": orjson.loads(row.versions).get("policy"),
+                    "intended_action": action.get("intended_action") or row.action,
+                    "control_group": bool(action.get("control_group", False)),
+                    "holdout": action.get("holdout"), "cost": float(action.get("cost", 0.0)),
+                })  # fmt: skip
+        return out
+
+    def read_outcomes(self) -> list[dict[str, Any]]:
+        """Every recorded outcome: decision_id, outcome, action_taken, ts, value."""
+        self._check_open()
+        o = self._outcomes
+        statement = sa.select(o.c.decision_id, o.c.outcome, o.c.action_taken, o.c.ts, o.c.value)
+        with self._engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(statement)]
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"decision log {self.url} is closed")

@@ -67,8 +67,9 @@ DECISION_EXAMPLE: dict[str, Any] = {
     "clv": 188.4,
     "value": {"currency": "USD", "value_if_retained": 412.5, "margin_if_retained_month": 36.4,
               "retained_churn_month": 0.031, "upgrade_value": 96.0, "clv": 188.4},
-    "action": {**_TERMS, "name": "retention_discount", "channel": "email", "propensity": 0.96,
-               "explored": False},
+    "action": {**_TERMS, "name": "retention_discount", "channel": "email", "propensity": 0.912,
+               "explored": False, "control_group": False, "holdout": None,
+               "intended_action": "retention_discount"},
     "alternatives": [
         {**_TERMS, "name": "retention_discount", "status": "chosen",
          "reason": "largest positive expected value among eligible actions"},

@@ -102,15 +102,34 @@ class ChosenAction(ValueTerms):
     name: str
     channel: str | None
     propensity: float = Field(
-        description="Probability the policy gave this action: (1 − ε)·[greedy] + ε/K; the exploration draw "
-        "is a hash of (user, snapshot date, policy version, salt), so the same request gets the same"
+        description="Probability the policy gave this action, holdouts included: c·[no_action] + (1 − c)·"
+        "((1 − ε)·[greedy] + ε/K), c the control share; the exploration draw is a hash of (user, snapshot "
+        "date, policy version, salt), so the same request gets the same"
     )
     explored: bool
+    control_group: bool = Field(
+        False,
+        description="The user is in the global control group: held out from all contact, chosen by a hash of "
+        "(user, policy.control_salt) — the same users in every snapshot, worker and replay — with share "
+        "policy.control_share (5 %); `name` is then no_action and `intended_action` what the policy meant",
+    )
+    holdout: Literal["control_group", "exploration"] | None = Field(
+        None,
+        description="Why a user the policy would have contacted gets no contact: the control group, or an "
+        "exploration draw of no_action over the best action (that action's random holdout); None otherwise",
+    )
+    intended_action: str | None = Field(
+        None,
+        description="The action the policy chose before the control group held the user out (else `name`)",
+    )
 
 
 class Alternative(ValueTerms):
     name: str
-    status: str = Field(description="chosen, eligible, ineligible_stage, cooldown, contact_cap or harmful")
+    status: str = Field(
+        description="chosen, eligible, ineligible_stage, cooldown, contact_cap, harmful, control_group or "
+        "suppressed (paused after policy.suppress_after_negative_outcomes negative outcomes)"
+    )
     reason: str
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from models.arbitration import ExplorationKey
+from models.arbitration import ExplorationKey, days_since_action_column, negative_outcomes_column
 from models.catalog import NO_ACTION
 from models.frame import encode_row
 from models.policy import Decisions, decide
@@ -24,6 +24,13 @@ from serving.schemas import Decision, ValueTerms
 from serving.state import ModelSet
 
 MODEL_TARGETS = ("churn", "upgrade")
+
+
+def contact_columns(actions: tuple[str, ...]) -> list[str]:
+    """The per-action contact columns (models.arbitration) a decision's inputs may carry beside the features."""
+    return [column for a in actions for column in (days_since_action_column(a), negative_outcomes_column(a))]
+
+
 TERM_KEYS = tuple(ValueTerms.model_fields)
 
 
@@ -91,6 +98,9 @@ class Scorer:
             matrices[target] = encode_row(known, bundle.feature_names, bundle.categories)
             probabilities[target], _ = score_matrix(matrices[target], bundle)
         columns = {name: [value] for name, value in known.items()}
+        for column in contact_columns(policy.actions):  # each action's contact history, when known
+            if values.get(column) is not None:
+                columns[column] = [values[column]]
         gone = bool(lapsed(columns, models.churn.horizon_days)[0])
         returning = None
         scored_by = "churn"
@@ -117,6 +127,7 @@ class Scorer:
             lapsed=np.array([scored_by == "reactivation"]),
             return_probability=np.array([np.nan if returning is None else returning]),
             exploration=exploration, user_ids=[user_id if user_id is not None else request_key or ""],
+            held_out=None if user_id is not None else np.zeros(1, dtype=bool),  # no user, no control group
         )  # fmt: skip
         return self.assemble(
             models, decisions, decisions.columns(), 0, explanations=explanations, gone=gone, missing=missing,
@@ -182,6 +193,9 @@ class Scorer:
                 "channel": None if action == NO_ACTION else row["channel"],
                 "propensity": float(row["propensity"]),
                 "explored": bool(row["explored"]),
+                "control_group": bool(row["control_group"]),
+                "holdout": row["holdout"],
+                "intended_action": str(row["intended_action"]),
             },
             alternatives=[{k: c[k] for k in ("name", "status", "reason", *TERM_KEYS)} for c in candidates],
             explanations=explanations,

@@ -77,6 +77,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("drivers", "Top global drivers"),
     ("calibration", "Calibration"),
     ("policy", "Policy evaluation"),
+    ("lift", "Measured lift"),
 )
 
 
@@ -108,6 +109,10 @@ class ReportInputs:
     evaluation_note: str | None = None
     feature_descriptions: Mapping[str, str] = field(default_factory=dict)
     driver_sample: int = 2000
+    # models.lift.lift_table over a decision log's decisions and outcomes (the command reads the log), and
+    # where it came from; None: the report says no log was given
+    lift: pd.DataFrame | None = None
+    lift_source: str | None = None
 
 
 @dataclass
@@ -148,6 +153,8 @@ class ReportData:
     offline: dict[str, float | None] | None
     policy_note: str | None
     figures: dict[str, str]
+    lift: pd.DataFrame | None = None
+    lift_source: str | None = None
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -380,6 +387,8 @@ def build_report(inputs: ReportInputs) -> ReportData:
         offline=offline,
         policy_note=inputs.evaluation_note,
         figures=figures,
+        lift=inputs.lift,
+        lift_source=inputs.lift_source,
     )
 
 
@@ -651,6 +660,27 @@ def report_tables(data: ReportData) -> dict[str, Table]:
              ["DR (doubly robust)", o.get("dr"), o.get("dr_se")],
              ["truth on the same users", o.get("truth_on_logged"), None]],
         )  # fmt: skip
+    if data.lift is not None and len(data.lift):
+        rows = []
+        for r in data.lift.to_dict("records"):
+            row = [r["action"], r["stage"], r["n_treated"], r["n_control"]]
+            for measure in ("churn", "return", "upgrade"):
+                row += [r[f"{measure}_lift"], r[f"{measure}_low"], r[f"{measure}_high"]]
+            rows.append([*row, r["margin_incremental"], r["margin_low"], r["margin_high"]])
+        columns = [
+            ("comparison", "text"),
+            ("stage", "text"),
+            ("users treated", "int"),
+            ("users control", "int"),
+        ]
+        for measure in ("churn", "return", "upgrade"):
+            columns += [(f"Δ {measure}", "pp"), ("95 % low", "pp"), ("95 % high", "pp")]
+        columns += [
+            (f"incremental margin / user ({cur})", "money2"),
+            ("95 % low", "money2"),
+            ("95 % high", "money2"),
+        ]
+        tables["lift"] = Table("lift-table", columns, rows)
     return tables
 
 

@@ -46,6 +46,13 @@ def read_effects(truth_dir: Path | None, cutoff) -> pd.DataFrame | None:
     return _truth_at(truth_dir, "effects.parquet", cutoff)
 
 
+def read_probabilities(truth_dir: Path | None, cutoff) -> pd.DataFrame | None:
+    """`truth/outcomes.parquet` at one cutoff: user_id, the true p_churn and p_upgrade without a contact."""
+    return _truth_at(
+        truth_dir, "outcomes.parquet", cutoff, columns=["user_id", "cutoff", "p_churn", "p_upgrade"]
+    )
+
+
 def _truth_at(
     truth_dir: Path | None, name: str, cutoff, columns: Sequence[str] | None = None
 ) -> pd.DataFrame | None:

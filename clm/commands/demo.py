@@ -125,6 +125,9 @@ def demo(
     _features_and_store(console, config, data, out, days)
     _train_and_promote(console, config, data, raw / "truth")
     _policy(console, config, data, raw / "truth")
+    from clm.commands.lift import demo_step as lift_step
+
+    lift_step(console, config, data, out)  # logs OUT/campaign.db, whose lift the report shows
     report = _report(console, config, data, out)
     urls = _serve(console, out)
     if urls:
@@ -158,7 +161,8 @@ def _report(console: Console, config: ClmConfig, data: Path, out: Path) -> Path 
     path = out / "report.html"
     started = time.perf_counter()
     with console.status("writing the campaign report") as status:
-        size, summary = write_report(data, day, path, config=config, status=status.update)
+        size, summary = write_report(data, day, path, config=config, status=status.update,
+                                     lift_log=f"sqlite:///{(out / 'campaign.db').resolve()}")  # fmt: skip
     console.print(f"[bold]9. campaign report[/bold] as of {day}: {path} ({size / 1e6:.1f} MB, "
                   f"{time.perf_counter() - started:.0f} s) — {summary}")  # fmt: skip
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -81,6 +82,14 @@ def train(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    decision_log: Annotated[
+        str | None,
+        typer.Option(
+            "--decision-log",
+            help="The policy also learns from what the service decided: this decision log's decisions (sqlite:///PATH "
+            "or postgresql://…, with their logged propensities) join the campaign history, each contact once.",
+        ),
+    ] = None,
 ) -> None:
     """Train, backtest and register the churn/upgrade models and the policy (alias @challenger). Churn is
     always trained; upgrade when its labels have both classes; the policy when campaigns were logged."""
@@ -133,10 +142,14 @@ def train(
                 from training.policy import NoCampaigns, train_policy
 
                 try:
-                    policy_result = train_policy(
-                        data, config=config, project_root=Path.cwd(), as_of=date_option(as_of, "--as-of"),
-                        truth_dir=truth_dir, progress=step,
-                    )  # fmt: skip
+                    with contextlib.ExitStack() as history:
+                        source = data
+                        if decision_log is not None:  # the service's own decisions join the campaign history
+                            source = history.enter_context(logged_history(data, decision_log))
+                        policy_result = train_policy(
+                            source, config=config, project_root=Path.cwd(), as_of=date_option(as_of, "--as-of"),
+                            truth_dir=truth_dir, progress=step,
+                        )  # fmt: skip
                 except NoCampaigns as exc:
                     if explicit_policy:
                         raise
@@ -363,7 +376,7 @@ def score(
         typer.echo(note)
     decided = models.decide(
         frame, budget=budget, budget_method=config.policy.budget_method,
-        explore=explore and budget is None,
+        explore=explore,  # a budget plan does not explore; `explore` still holds the control group out
     )  # fmt: skip
     if decided.plan is not None:
         plan = decided.plan
@@ -393,3 +406,28 @@ def score(
         f"scored {len(result):,} users as of {day} into {out}: {contacted:,} to contact, expected value "
         f"{result['expected_value'].sum():,.2f} ({models.described(models.policy)})"
     )
+
+
+@contextlib.contextmanager
+def logged_history(data: Path, url: str):
+    """`data` seen with the decision log's decisions in its campaign history (training.history); says how many
+    rows came from where."""
+    import pandas as pd
+
+    from serving.decision_log import DecisionLog
+    from training.history import with_logged_decisions
+
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise ValueError(f"--decision-log: no decision log at {url}")
+    log_store = DecisionLog(url)
+    try:
+        logged = pd.DataFrame(log_store.read_decisions(), columns=["user_id", "ts", "action", "propensity"])
+    finally:
+        log_store.close()
+    with with_logged_decisions(data, logged) as (view, counts):
+        typer.echo(
+            f"campaign history: {counts.from_file:,} rows from {data / 'campaigns.parquet'}, {counts.from_log:,} "
+            f"logged decisions ({counts.repeated:,} repeats of a user's day left out, {counts.duplicates:,} also "
+            f"in the file counted once): {counts.rows:,} rows"
+        )
+        yield view

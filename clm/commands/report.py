@@ -25,6 +25,14 @@ def report(
     alias: Annotated[
         str, typer.Option("--alias", help="Registry alias of the models and the policy to report on.")
     ] = "champion",
+    decision_log: Annotated[
+        str | None,
+        typer.Option(
+            "--decision-log",
+            help="Measure the lift of this decision log's decisions (sqlite:///PATH or "
+            "postgresql://…; default CLM_DECISION_LOG when it exists).",
+        ),
+    ] = None,
 ) -> None:
     """Stage mix, action mix and budget, score distributions, global drivers, calibration and the policy's
     evaluation as one HTML file that opens with no server and no network."""
@@ -43,7 +51,7 @@ def report(
     tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
     try:
         written, summary = write_report(data, day, out, config=config, budget=budget, alias=alias,
-                                        config_source=settings.config)  # fmt: skip
+                                        config_source=settings.config, lift_log=decision_log)  # fmt: skip
     except ModelsMissing as exc:
         promote = " (and `clm promote` to make it @champion)" if alias == "champion" else ""
         typer.echo(f"clm report: {exc}{promote}", err=True)
@@ -64,6 +72,7 @@ def write_report(
     alias: str = "champion",
     config_source: object = None,
     status: Callable[[str], None] | None = None,
+    lift_log: str | None = None,
 ) -> tuple[int, str]:
     """Build the report for the data as of `day` and write it to `out`; returns its size in bytes and a
     one-line summary. Used by `clm report` and `clm demo`."""
@@ -85,6 +94,7 @@ def write_report(
         truth_dir=truth, latent_to_stage=None if truth is None else latent_to_product_stage(),
         progress=status or (lambda message: None),
     )  # fmt: skip
+    inputs.lift, inputs.lift_source = measured_lift(config, lift_log)
     if status:
         status("figures and tables")
     report_data = build_report(inputs)
@@ -92,3 +102,32 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
     return len(html.encode()), summary_line(report_data)
+
+
+def measured_lift(config: ClmConfig, url: str | None) -> tuple[object, str | None]:
+    """The lift table of the decision log at `url` (else the serving settings' log, when its file exists) and
+    where it came from; (None, why not) when there is no log to read."""
+    import pandas as pd
+
+    from serving.decision_log import DecisionLog, DecisionLogError
+    from serving.lift import logged_lift
+    from serving.settings import ServingSettings
+
+    settings = ServingSettings()
+    url = url or settings.decision_log_url()
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None, f"no decision log at {url}"
+    try:
+        log = DecisionLog(url, schema=settings.decision_log_schema)
+    except (DecisionLogError, ValueError) as exc:
+        return None, f"the decision log could not be read: {exc}"
+    try:
+        table: pd.DataFrame = logged_lift(log, config.lift)
+    finally:
+        log.close()
+    if not len(table) or not table["n_treated"].sum():
+        return None, f"{log.url} has no decision whose {config.lift.horizon_days}-day horizon has closed"
+    return (
+        table,
+        f"{log.url} (each user's first decision whose {config.lift.horizon_days}-day horizon closed)",
+    )

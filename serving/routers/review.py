@@ -160,6 +160,23 @@ def overview_page(
     )  # fmt: skip
 
 
+@router.get("/lift", response_class=HTMLResponse, dependencies=SIGNED)
+def lift_page(
+    request: Request, config: ConfigDep, decision_log: DecisionLogDep, lang: Lang = "en"
+) -> HTMLResponse:
+    """Measured lift from the decision log and its outcomes (serving.lift): the policy against the global
+    control group, each action against its holdouts, per stage."""
+    from serving.lift import logged_lift, logged_rows
+
+    decision_log.flush(timeout=2.0)
+    rows = logged_rows(decision_log, config.lift)
+    table = logged_lift(decision_log, config.lift)
+    return page(
+        request, "lift.html.j2", lang, rows=_records(table), users=len(rows), section=config.lift,
+        control=int(rows["control_group"].sum()) if len(rows) else 0,
+    )  # fmt: skip
+
+
 @router.get("/search")
 def search(request: Request, user_id: str = Query("", max_length=200), lang: Lang = "en"):
     return no_store(RedirectResponse(f"/review/users/{user_id.strip()}?lang={lang}", status_code=303))
@@ -186,7 +203,9 @@ def user_page(
         when = f"as of the store's snapshot {info.as_of}" if info else "(the store has no snapshot yet)"
         return error_page(request, lang, 404, TEXT[lang]["not_found"], f"No user {user_id} {when}.")
     values = dict(row.values)
-    decided = scorer.decide(models, values, user_id=user_id, as_of=row.as_of, lang=lang)
+    # as the API decides (exploration and the control group included), so the page shows what it would send
+    decided = scorer.decide(models, values, user_id=user_id, as_of=row.as_of, lang=lang,
+                            explore=settings.exploration)  # fmt: skip
     decision = decided.decision
     events = contacts = None
     if settings.events_dir:

@@ -89,6 +89,9 @@ def test_contact_policy_from_the_shipped_config() -> None:
         harm_tolerance=0.01,
         exploration_share=0.05,
         exploration_salt="clm-exploration-1",
+        control_share=0.05,
+        control_salt="clm-control-1",
+        suppress_after_negative_outcomes=2,
     )
 
 
