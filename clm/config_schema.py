@@ -32,7 +32,9 @@ from features.config import (
 )
 from models.config import (
     ActionSection,
+    AnalyticsSection,
     ModelsSection,
+    MonitorSection,
     Outcome,
     PolicySection,
     StagesSection,
@@ -43,11 +45,13 @@ from serving.config import ReviewSection, ServingSection
 
 __all__ = [
     "ActionSection",
+    "AnalyticsSection",
     "ClmConfig",
     "FeaturesSection",
     "IngestSection",
     "LabelsSection",
     "ModelsSection",
+    "MonitorSection",
     "Outcome",
     "PolicySection",
     "ReviewSection",
@@ -82,6 +86,8 @@ class ClmConfig(Section):
     actions: Annotated[dict[str, ActionSection], Field(min_length=1)]
     serving: ServingSection
     review: ReviewSection
+    monitor: MonitorSection
+    analytics: AnalyticsSection
 
     @model_validator(mode="after")
     def _consistent_across_sections(self) -> ClmConfig:

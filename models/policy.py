@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.arbitration import Arbitration, ContactState, ExplorationKey, arbitrate, exploration_draws
+from models.arbitration import (
+    INELIGIBLE_STAGE,
+    Arbitration,
+    ContactState,
+    ExplorationKey,
+    arbitrate,
+    exploration_draws,
+)
 from models.catalog import NO_ACTION, Action, ContactPolicy, catalog_from_dict, catalog_to_dict
 from models.config import StagesSection
 from models.stages import StageAssignment, StageRules, assign_stages
@@ -229,7 +236,16 @@ class Decisions:
             "effect_source": at_choice(sources, None),
             "propensity": np.ones(len(self)) if replaced else arb.propensity,
             "explored": np.zeros(len(self), dtype=bool) if replaced else arb.explored,
+            "best_offered_value": self.best_offered_value(),
         }
+
+    def best_offered_value(self) -> np.ndarray:
+        """Per user, the highest expected value among the actions offered at the user's stage, whatever the
+        contact rules (cooldown, cap, harm) say; NaN when the stage offers none. At most 0: no action pays."""
+        arb = self.arbitration
+        offered = (arb.status != INELIGIBLE_STAGE) & ~np.isnan(arb.value)
+        values = np.where(offered, arb.value, -np.inf).max(axis=1, initial=-np.inf)
+        return np.where(np.isfinite(values), values, np.nan)
 
     def to_frame(self, chosen: np.ndarray | None = None) -> pd.DataFrame:
         """`columns()` as a frame, one row per user."""
