@@ -54,6 +54,10 @@ COMMANDS: dict[str, LazyCommandSpec] = {
         "clm.commands.policy:evaluate_policy",
         "The policy's value per 1,000 users against baselines and the oracle; IPS/DR.",
     ),
+    "monitor": LazyCommandSpec(
+        "clm.commands.monitor:monitor",
+        "Drift between the training snapshot and the current one: features, scores, stage and action mix, lift.",
+    ),
     "report": LazyCommandSpec(
         "clm.commands.report:report",
         "A campaign report as one self-contained HTML file: stages, actions, budget, drivers, calibration.",

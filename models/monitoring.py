@@ -31,6 +31,7 @@ from models.drift import (
     share_drift,
     value_by_stage,
 )
+from models.population import ALL_USERS, in_population
 
 RETAINED, CHURNED = "retained", "churned"
 Z95 = 1.959963984540054
@@ -168,6 +169,14 @@ def monitor(
     kinds = kinds if kinds is not None else feature_kinds(models)
     ref_table = reference_table if reference_table is not None else models.decide(reference_frame).table
     cur_table = current_table if current_table is not None else models.decide(current_frame).table
+    # features and scores over the population the churn model was trained on and scores (alive users)
+    population = models.churn.metadata.get("population", ALL_USERS)
+    ref_in = in_population(reference_frame, population, models.churn.horizon_days)
+    cur_in = in_population(current_frame, population, models.churn.horizon_days)
+    notes = [
+        f"features and scores compared over the churn model's population ({population} users: "
+        f"{int(ref_in.sum()):,} training rows, {int(cur_in.sum()):,} now); stage and action mix over everyone"
+    ]
     lift, lift_note = None, None
     if logged is None:
         lift_note = "no decision log read"
@@ -179,11 +188,11 @@ def monitor(
                      "the churn model's expected retention without contact (95 % interval)")  # fmt: skip
     return Monitor(
         reference=reference, current=current,
-        features=feature_drift(reference_frame, current_frame, kinds, thresholds),
-        scores=score_drift(ref_table, cur_table, thresholds),
+        features=feature_drift(reference_frame[ref_in], current_frame[cur_in], kinds, thresholds),
+        scores=score_drift(ref_table[ref_in], cur_table[cur_in], thresholds),
         stages=share_drift(ref_table["stage"], cur_table["stage"], thresholds.stage_share_change, name="stage"),
         actions=share_drift(ref_table["action"], cur_table["action"], thresholds.action_share_change, name="action"),
-        value_by_stage=value_by_stage(ref_table, cur_table), lift=lift, lift_note=lift_note,
+        value_by_stage=value_by_stage(ref_table, cur_table), lift=lift, lift_note=lift_note, notes=notes,
     )  # fmt: skip
 
 

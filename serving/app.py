@@ -23,6 +23,7 @@ from serving.config import ServingConfig
 from serving.decision_log import DecisionLog, DecisionNotLogged
 from serving.openapi import install_docs
 from serving.review import OverviewCache, PageRefused, ReplayModels, WaterfallCache, refused_page
+from serving.review.monitor import DriftGauges, MonitorCache
 from serving.routers import decisions, health, models, outcomes, review
 from serving.scorer import Scorer
 from serving.service import DecisionService, Metrics, NoModelsLoaded, UnknownUser
@@ -103,11 +104,13 @@ async def lifespan(app: FastAPI):
     state.workers.start()
     state.caches.start(lambda: (holder.current, holder.shadow), settings.snapshot_check_seconds)
     state.overview.warm(holder.current, state.store)
+    state.monitor.warm(holder.current, state.store)
     yield
     state.caches.stop()
     state.workers.stop()
     holder.stop()
     mark_metrics_process_dead()
+    state.monitor.close()
     state.overview.close()  # a build still running stops; none reads the store once this returns
     state.decision_log.close()
     state.store.close()
@@ -165,6 +168,7 @@ def create_app(
     app.state.workers = WorkerSync(settings.run_dir, holder, on_reload=lambda: loaded(metrics, holder))
     app.state.caches = caches
     app.state.overview = OverviewCache(config, settings.events_dir)
+    app.state.monitor = MonitorCache(config, settings.events_dir, DriftGauges(metrics.registry))
     app.state.replays = ReplayModels(loader)
     app.state.waterfalls = WaterfallCache()
     for router in (review.router, decisions.router, outcomes.router, models.router, health.router):

@@ -58,6 +58,7 @@ from training.evaluate_policy import (
     evaluation_findings,
     policy_table,
 )
+from training.report_monitor import MonitorInputs, monitor_and_analytics, monitor_tables
 from training.truth import read_effects
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("drivers", "Top global drivers"),
     ("calibration", "Calibration"),
     ("policy", "Policy evaluation"),
+    ("drift", "Drift against the training snapshot"),
+    ("lifecycle", "Lifecycle analytics"),
 )
 
 
@@ -108,6 +111,7 @@ class ReportInputs:
     evaluation_note: str | None = None
     feature_descriptions: Mapping[str, str] = field(default_factory=dict)
     driver_sample: int = 2000
+    monitoring: MonitorInputs | None = None  # the drift and lifecycle sections' own inputs
 
 
 @dataclass
@@ -148,6 +152,9 @@ class ReportData:
     offline: dict[str, float | None] | None
     policy_note: str | None
     figures: dict[str, str]
+    monitor: Any = None  # models.monitoring.Monitor, or None with `monitor_note` saying why
+    monitor_note: str | None = None
+    analytics: Any = None  # models.lifecycle.LifecycleAnalytics
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -215,6 +222,7 @@ def gather_report_inputs(
     wanted = sorted({*cutoffs, *([calibration_cutoff] if calibration_cutoff else [])})
     progress(f"features at {len(wanted)} cutoffs: {', '.join(map(str, wanted))}")
     history = feature_history(data_dir, wanted, params=params, label_params=labels, con=con)
+    monitoring = _monitoring_inputs(data_dir, config, models, params, labels, con, progress)
     evaluation, note = _evaluation(
         data_dir, config=config, as_of=as_of, loaded=models, truth_dir=truth_dir, latent_to_stage=latent_to_stage,
         project_root=project_root, progress=progress,
@@ -224,7 +232,29 @@ def gather_report_inputs(
         models=models, context=context, budget=budget,
         budget_method=config.policy.budget_method, evaluation=evaluation, evaluation_note=note,
         feature_descriptions={f.name: f.description for f in build_registry(params)},
-        driver_sample=config.training.shap_sample_rows,
+        driver_sample=config.training.shap_sample_rows, monitoring=monitoring,
+    )  # fmt: skip
+
+
+def _monitoring_inputs(
+    data_dir: Path, config: ModelsConfig, models: DecisionModels, params: FeatureParams, labels: LabelParams,
+    con: Any, progress: Progress,
+) -> MonitorInputs:  # fmt: skip
+    """The features at the champion churn model's training cutoffs and the users input (drift, referral)."""
+    from models.drift import DriftThresholds
+    from models.lifecycle import AnalyticsParams
+    from models.monitoring import training_cutoffs
+
+    cutoffs = training_cutoffs(models)
+    reference = None
+    if cutoffs:
+        progress(f"features at the {len(cutoffs)} training cutoffs for the drift section")
+        reference = feature_history(data_dir, cutoffs, params=params, label_params=labels, con=con)
+    users_path = Path(data_dir) / "users.parquet"
+    users = pd.read_parquet(users_path) if users_path.exists() else None
+    return MonitorInputs(
+        reference=reference, users=users, thresholds=DriftThresholds.from_config(config.monitor),
+        analytics=AnalyticsParams.from_config(config.analytics), lift_min_users=config.monitor.lift_min_users,
     )  # fmt: skip
 
 
@@ -322,6 +352,11 @@ def build_report(inputs: ReportInputs) -> ReportData:
     )
     figures.update(calibration_figures)
     policy_rows, lines, offline = _policy_section(inputs.evaluation)
+    drift = drift_note = analytics = None
+    if inputs.monitoring is not None:
+        drift, drift_note, analytics = monitor_and_analytics(
+            inputs.monitoring, models, frame_now, now, table, as_of
+        )
 
     plan = budget["plan"] if inputs.budget is not None else budget["policy"]
     versions = {
@@ -380,6 +415,9 @@ def build_report(inputs: ReportInputs) -> ReportData:
         offline=offline,
         policy_note=inputs.evaluation_note,
         figures=figures,
+        monitor=drift,
+        monitor_note=drift_note,
+        analytics=analytics,
     )
 
 
@@ -651,6 +689,8 @@ def report_tables(data: ReportData) -> dict[str, Table]:
              ["DR (doubly robust)", o.get("dr"), o.get("dr_se")],
              ["truth on the same users", o.get("truth_on_logged"), None]],
         )  # fmt: skip
+    if data.analytics is not None:
+        tables.update(monitor_tables(data.monitor, data.analytics, cur, Table))
     return tables
 
 
