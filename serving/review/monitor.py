@@ -38,6 +38,9 @@ class DriftGauges:
         def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
             return Gauge(name, doc, list(labels), registry=registry, multiprocess_mode="livemax")
 
+        self._gauge = gauge
+        self.breaches: Gauge | None = None  # made at the first build: no "0 breaches" before any comparison
+
         self.feature_psi = gauge(
             "clm_drift_feature_psi", "PSI of a feature, training snapshot vs now", ("feature",)
         )
@@ -47,9 +50,6 @@ class DriftGauges:
             ("feature",),
         )
         self.score_psi = gauge("clm_drift_score_psi", "PSI of a score, training snapshot vs now", ("score",))
-        self.breaches = gauge(
-            "clm_drift_breaches", "Drift breaches (features, scores, stage and action shares)"
-        )
 
     def set(self, result: Monitor) -> None:
         values = gauges(result)
@@ -57,6 +57,10 @@ class DriftGauges:
                             (self.score_psi, "score_psi")):  # fmt: skip
             for labels, value in values[key]:
                 metric.labels(**labels).set(value)
+        if self.breaches is None:
+            self.breaches = self._gauge(
+                "clm_drift_breaches", "Drift breaches (features, scores, stage and action shares)"
+            )
         self.breaches.set(values["breaches"][0][1])
 
 

@@ -13,8 +13,8 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def world(served_env, monkeypatch, tmp_path):
-    monkeypatch.setenv("CLM_DATA_DIR", str(tmp_path))  # no decisions.db there: the lift check is skipped
+def world(served_env):
+    """The trained world with a fresh, empty decision log (CLM_DECISION_LOG)."""
     return served_env
 
 
@@ -24,7 +24,9 @@ def test_monitor_prints_the_comparison_and_every_breach_as_a_warning(world) -> N
     assert "reference: training cutoffs of clm-churn/" in text.stdout and "current:   snapshot" in text.stdout
     report = runner.invoke(app, ["monitor", "--data", str(world.data), "--json"])
     data = json.loads(report.stdout)
-    assert data["lift_note"] == "no decision log read"
+    assert data["lift_note"] == "no logged decision has an outcome (retained / churned) yet"  # the empty log
+    unread = runner.invoke(app, ["monitor", "--data", str(world.data), "--json", "--decision-log", "none"])
+    assert json.loads(unread.stdout)["lift_note"] == "no decision log read"
     assert {"features", "scores", "stages", "actions", "value_by_stage", "breaches"} <= set(data)
     warnings = [line for line in text.stderr.splitlines() if line.startswith("WARNING drift breach — ")]
     assert [w.removeprefix("WARNING drift breach — ") for w in warnings] == data["breaches"]

@@ -4,6 +4,7 @@ to the log, and the lifecycle analytics on the overview."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 
@@ -19,26 +20,31 @@ REVIEW = {"X-API-Key": "review-key"}
 SCORE = {"X-API-Key": "score-key"}
 
 
+@contextlib.contextmanager
 def client_for(world, log_dir, config):
-    mp = pytest.MonkeyPatch()
+    with pytest.MonkeyPatch.context() as mp:
+        yield from _client(mp, world, log_dir, config)
+
+
+def _client(mp, world, log_dir, config):
     mp.setenv("CLM_API_KEYS", json.dumps({"score-key": ["score"], "review-key": ["review"]}))
     mp.setenv("CLM_ONLINE_STORE", world.store_url)
     mp.setenv("CLM_DECISION_LOG", f"sqlite:///{log_dir / 'decisions.db'}")
     mp.setenv("CLM_EVENTS_DIR", str(world.data))
     mp.setenv("CLM_EXPLORATION", "false")
     mp.setenv("CLM_DECISION_CACHE_MAX_USERS", "50")
-    return mp, create_app(config, ServingSettings())
+    with TestClient(create_app(config, ServingSettings()), raise_server_exceptions=False) as client:
+        client.world = world
+        yield client
 
 
 @pytest.fixture(scope="module")
 def strict_client(served_world, tmp_path_factory):
     """Thresholds every tested feature crosses (PSI ≥ 0 and p < 1): the breaches must show everywhere."""
     config = with_overrides(load_config(), {"monitor": {"psi": 0.0, "p_value": 1.0, "lift_min_users": 1}})
-    with mlflow_store(served_world.tracking_uri):
-        mp, app = client_for(served_world, tmp_path_factory.mktemp("monitor-log"), config)
-        with mp, TestClient(app, raise_server_exceptions=False) as client:
-            client.world = served_world
-            yield client
+    log_dir = tmp_path_factory.mktemp("monitor-log")
+    with mlflow_store(served_world.tracking_uri), client_for(served_world, log_dir, config) as client:
+        yield client
 
 
 def gauge_values(text: str, name: str) -> dict[str, float]:
@@ -112,4 +118,5 @@ def test_without_event_data_the_page_says_what_is_missing(served_env, monkeypatc
     with TestClient(create_app(load_config(), ServingSettings())) as client:
         html = client.get("/review/monitor", headers=REVIEW).text
         assert 'id="monitor-note"' in html and "CLM_EVENTS_DIR" in html
-        assert "clm_drift_breaches " not in client.get("/metrics").text
+        metrics = client.get("/metrics").text
+        assert "clm_drift_breaches" not in metrics and "clm_drift_feature_psi{" not in metrics
