@@ -58,6 +58,10 @@ COMMANDS: dict[str, LazyCommandSpec] = {
         "clm.commands.lift:lift",
         "Measured lift from the decision log: treated vs control group and per action, with 95 % intervals.",
     ),
+    "monitor": LazyCommandSpec(
+        "clm.commands.monitor:monitor",
+        "Drift between the training snapshot and the current one: features, scores, stage and action mix, lift.",
+    ),
     "report": LazyCommandSpec(
         "clm.commands.report:report",
         "A campaign report as one self-contained HTML file: stages, actions, budget, drivers, calibration.",

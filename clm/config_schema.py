@@ -32,8 +32,10 @@ from features.config import (
 )
 from models.config import (
     ActionSection,
+    AnalyticsSection,
     LiftSection,
     ModelsSection,
+    MonitorSection,
     Outcome,
     PolicySection,
     StagesSection,
@@ -44,12 +46,14 @@ from serving.config import ReviewSection, ServingSection
 
 __all__ = [
     "ActionSection",
+    "AnalyticsSection",
     "ClmConfig",
     "FeaturesSection",
     "IngestSection",
     "LabelsSection",
     "LiftSection",
     "ModelsSection",
+    "MonitorSection",
     "Outcome",
     "PolicySection",
     "ReviewSection",
@@ -85,6 +89,8 @@ class ClmConfig(Section):
     actions: Annotated[dict[str, ActionSection], Field(min_length=1)]
     serving: ServingSection
     review: ReviewSection
+    monitor: MonitorSection
+    analytics: AnalyticsSection
 
     @model_validator(mode="after")
     def _consistent_across_sections(self) -> ClmConfig:

@@ -155,6 +155,30 @@ class ActionSection(Section):
     prior_delta_reactivation: ProbabilityChange | None = None
 
 
+class MonitorSection(Section):
+    """`[monitor]`: when drift between the training snapshot and the current one is a breach (models.drift)."""
+
+    psi: NonNegativeFloat
+    p_value: Probability
+    missing_rate_change: Probability
+    bins: Annotated[int, Field(ge=2)]
+    min_rows: PositiveInt
+    score_psi: NonNegativeFloat
+    stage_share_change: Probability
+    action_share_change: Probability
+    lift_min_users: PositiveInt
+
+
+class AnalyticsSection(Section):
+    """`[analytics]`: the lifecycle analytics of the report and the reviewer overview (models.lifecycle)."""
+
+    next_stages: dict[Stage, Annotated[list[Stage], Field(min_length=1)]]
+    value_split_quantile: Annotated[float, Field(gt=0, lt=1)]
+    tenure_split_quantile: Annotated[float, Field(gt=0, lt=1)]
+    underserved_value_quantile: Annotated[float, Field(gt=0, lt=1)]
+    referral_channel: Name
+
+
 class ModelsConfig(Protocol):
     """What models/ and training/ read of the whole config: the tables below them and their own.
     `clm.config_schema.ClmConfig` fits it; the protocol lets a job take the one typed config without
@@ -176,3 +200,7 @@ class ModelsConfig(Protocol):
     def policy(self) -> PolicySection: ...
     @property
     def actions(self) -> Mapping[str, ActionSection]: ...
+    @property
+    def monitor(self) -> MonitorSection: ...
+    @property
+    def analytics(self) -> AnalyticsSection: ...

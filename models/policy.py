@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from models.arbitration import (
+    INELIGIBLE_STAGE,
     Arbitration,
     ContactState,
     ExplorationKey,
@@ -253,7 +254,16 @@ class Decisions:
             else arb.intended_names(),
             "holdout": np.where(arb.held_out, arb.holdout, None) if replaced else arb.holdout,
             "control_group": arb.held_out,
+            "best_offered_value": self.best_offered_value(),
         }  # fmt: skip
+
+    def best_offered_value(self) -> np.ndarray:
+        """Per user, the highest expected value among the actions offered at the user's stage, whatever the
+        contact rules (cooldown, cap, harm) say; NaN when the stage offers none. At most 0: no action pays."""
+        arb = self.arbitration
+        offered = (arb.status != INELIGIBLE_STAGE) & ~np.isnan(arb.value)
+        values = np.where(offered, arb.value, -np.inf).max(axis=1, initial=-np.inf)
+        return np.where(np.isfinite(values), values, np.nan)
 
     def to_frame(self, chosen: np.ndarray | None = None) -> pd.DataFrame:
         """`columns()` as a frame, one row per user."""

@@ -33,6 +33,7 @@ from serving.review import (
     WaterfallCache,
     refused_page,
 )
+from serving.review.monitor import DriftGauges, MonitorCache
 from serving.routers import decisions, health, models, outcomes, review
 from serving.scorer import Scorer
 from serving.service import DecisionService, Metrics, NoModelsLoaded, UnknownUser
@@ -105,11 +106,13 @@ async def lifespan(app: FastAPI):
     state.workers.start()
     state.caches.start(lambda: (holder.current, holder.shadow), settings.snapshot_check_seconds)
     state.overview.warm(holder.current, state.store)
+    state.monitor.warm(holder.current, state.store)
     yield
     state.caches.stop()
     state.workers.stop()
     holder.stop()
     mark_metrics_process_dead()
+    state.monitor.close()
     state.overview.close()  # a build still running stops; none reads the store once this returns
     state.decision_log.close()
     state.store.close()
@@ -170,6 +173,7 @@ def create_app(
     app.state.workers = WorkerSync(settings.run_dir, holder, on_reload=lambda: loaded(metrics, holder))
     app.state.caches = caches
     app.state.overview = OverviewCache(config, settings.events_dir)
+    app.state.monitor = MonitorCache(config, settings.events_dir, DriftGauges(metrics.registry))
     app.state.replays = ReplayModels(loader)
     app.state.waterfalls = WaterfallCache()
     secret = settings.session_secret.get_secret_value() if settings.session_secret else None

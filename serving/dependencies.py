@@ -17,6 +17,7 @@ from features.online import OnlineStore
 from serving.config import ServingConfig
 from serving.decision_log import DecisionLog
 from serving.review.caches import ReplayModels, WaterfallCache
+from serving.review.monitor import MonitorCache
 from serving.review.overview import OverviewCache
 from serving.review.session import ReviewSessions
 from serving.scorer import Scorer
@@ -46,6 +47,7 @@ get_store = _from_state("store")
 get_decision_log = _from_state("decision_log")
 get_service = _from_state("service")
 get_overview = _from_state("overview")
+get_monitor = _from_state("monitor")
 get_replays = _from_state("replays")
 get_waterfalls = _from_state("waterfalls")
 get_workers = _from_state("workers")
@@ -62,6 +64,7 @@ StoreDep = Annotated[OnlineStore, Depends(get_store)]
 DecisionLogDep = Annotated[DecisionLog, Depends(get_decision_log)]
 ServiceDep = Annotated[DecisionService, Depends(get_service)]
 OverviewDep = Annotated[OverviewCache, Depends(get_overview)]
+MonitorDep = Annotated[MonitorCache, Depends(get_monitor)]
 ReplaysDep = Annotated[ReplayModels, Depends(get_replays)]
 WaterfallsDep = Annotated[WaterfallCache, Depends(get_waterfalls)]
 WorkersDep = Annotated[WorkerSync, Depends(get_workers)]

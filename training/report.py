@@ -58,6 +58,7 @@ from training.evaluate_policy import (
     evaluation_findings,
     policy_table,
 )
+from training.report_monitor import MonitorInputs, monitor_and_analytics, monitor_tables
 from training.truth import read_effects
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("calibration", "Calibration"),
     ("policy", "Policy evaluation"),
     ("lift", "Measured lift"),
+    ("drift", "Drift against the training snapshot"),
+    ("lifecycle", "Lifecycle analytics"),
 )
 
 
@@ -113,6 +116,7 @@ class ReportInputs:
     # where it came from; None: the report says no log was given
     lift: pd.DataFrame | None = None
     lift_source: str | None = None
+    monitoring: MonitorInputs | None = None  # the drift and lifecycle sections' own inputs
 
 
 @dataclass
@@ -155,6 +159,9 @@ class ReportData:
     figures: dict[str, str]
     lift: pd.DataFrame | None = None
     lift_source: str | None = None
+    monitor: Any = None  # models.monitoring.Monitor, or None with `monitor_note` saying why
+    monitor_note: str | None = None
+    analytics: Any = None  # models.lifecycle.LifecycleAnalytics
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -222,6 +229,7 @@ def gather_report_inputs(
     wanted = sorted({*cutoffs, *([calibration_cutoff] if calibration_cutoff else [])})
     progress(f"features at {len(wanted)} cutoffs: {', '.join(map(str, wanted))}")
     history = feature_history(data_dir, wanted, params=params, label_params=labels, con=con)
+    monitoring = _monitoring_inputs(data_dir, config, models, params, labels, con, progress)
     evaluation, note = _evaluation(
         data_dir, config=config, as_of=as_of, loaded=models, truth_dir=truth_dir, latent_to_stage=latent_to_stage,
         project_root=project_root, progress=progress,
@@ -231,7 +239,29 @@ def gather_report_inputs(
         models=models, context=context, budget=budget,
         budget_method=config.policy.budget_method, evaluation=evaluation, evaluation_note=note,
         feature_descriptions={f.name: f.description for f in build_registry(params)},
-        driver_sample=config.training.shap_sample_rows,
+        driver_sample=config.training.shap_sample_rows, monitoring=monitoring,
+    )  # fmt: skip
+
+
+def _monitoring_inputs(
+    data_dir: Path, config: ModelsConfig, models: DecisionModels, params: FeatureParams, labels: LabelParams,
+    con: Any, progress: Progress,
+) -> MonitorInputs:  # fmt: skip
+    """The features at the champion churn model's training cutoffs and the users input (drift, referral)."""
+    from models.drift import DriftThresholds
+    from models.lifecycle import AnalyticsParams
+    from models.monitoring import training_cutoffs
+
+    cutoffs = training_cutoffs(models)
+    reference = None
+    if cutoffs:
+        progress(f"features at the {len(cutoffs)} training cutoffs for the drift section")
+        reference = feature_history(data_dir, cutoffs, params=params, label_params=labels, con=con)
+    users_path = Path(data_dir) / "users.parquet"
+    users = pd.read_parquet(users_path) if users_path.exists() else None
+    return MonitorInputs(
+        reference=reference, users=users, thresholds=DriftThresholds.from_config(config.monitor),
+        analytics=AnalyticsParams.from_config(config.analytics), lift_min_users=config.monitor.lift_min_users,
     )  # fmt: skip
 
 
@@ -329,6 +359,11 @@ def build_report(inputs: ReportInputs) -> ReportData:
     )
     figures.update(calibration_figures)
     policy_rows, lines, offline = _policy_section(inputs.evaluation)
+    drift = drift_note = analytics = None
+    if inputs.monitoring is not None:
+        drift, drift_note, analytics = monitor_and_analytics(
+            inputs.monitoring, models, frame_now, now, table, as_of
+        )
 
     plan = budget["plan"] if inputs.budget is not None else budget["policy"]
     versions = {
@@ -389,6 +424,9 @@ def build_report(inputs: ReportInputs) -> ReportData:
         figures=figures,
         lift=inputs.lift,
         lift_source=inputs.lift_source,
+        monitor=drift,
+        monitor_note=drift_note,
+        analytics=analytics,
     )
 
 
@@ -681,6 +719,8 @@ def report_tables(data: ReportData) -> dict[str, Table]:
             ("95 % high", "money2"),
         ]
         tables["lift"] = Table("lift-table", columns, rows)
+    if data.analytics is not None:
+        tables.update(monitor_tables(data.monitor, data.analytics, cur, Table))
     return tables
 
 

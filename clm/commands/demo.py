@@ -129,6 +129,7 @@ def demo(
 
     lift_step(console, config, data, out)  # logs OUT/campaign.db, whose lift the report shows
     report = _report(console, config, data, out)
+    _drift(console, config, data)
     urls = _serve(console, out)
     if urls:
         console.print(
@@ -166,6 +167,25 @@ def _report(console: Console, config: ClmConfig, data: Path, out: Path) -> Path 
     console.print(f"[bold]9. campaign report[/bold] as of {day}: {path} ({size / 1e6:.1f} MB, "
                   f"{time.perf_counter() - started:.0f} s) — {summary}")  # fmt: skip
     return path
+
+
+def _drift(console: Console, config: ClmConfig, data: Path, shown: int = 6) -> None:
+    """`clm monitor` in short: the data's end against the champion's training cutoffs, with the breaches."""
+    from clm.commands.monitor import run_monitor
+
+    with console.status("drift against the training snapshot"):
+        result = run_monitor(data, config)
+    lines = result.summary_lines()
+    warnings = [line for line in lines if line.startswith("WARNING")]
+    console.print(
+        "[bold]drift[/bold] (clm monitor): the latest snapshot against the champion's training cutoffs"
+    )
+    for line in lines[: len(lines) - len(warnings)]:
+        console.print(f"   {line}", markup=False, highlight=False)
+    for line in warnings[:shown]:
+        console.print(f"   [yellow]{line}[/yellow]", highlight=False)
+    if len(warnings) > shown:
+        console.print(f"   … {len(warnings) - shown} more breaches: `clm monitor --data {data}`")
 
 
 def _features_and_store(console: Console, config: ClmConfig, data: Path, out: Path, days: int) -> None:

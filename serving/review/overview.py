@@ -22,6 +22,7 @@ from features.online import OnlineStore
 from features.registry import FeatureParams
 from models import overview as ov
 from models import plots
+from models.lifecycle import AnalyticsParams, LifecycleAnalytics, lifecycle_analytics
 from serving.config import ServingConfig
 from serving.state import ModelSet
 
@@ -46,13 +47,14 @@ class Overview:
     seconds: float
     timelines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     reach: pd.DataFrame | None = None  # stage, users, contacted (at_risk and dormant)
+    analytics: LifecycleAnalytics | None = None  # conversion, retention, referral, 80/20 view, underserved
 
 
 def _history_cutoffs(as_of: dt.date, earlier: int, step_days: int) -> list[dt.date]:
     return [as_of - dt.timedelta(days=step_days * k) for k in range(earlier, -1, -1)]
 
 
-def _store_frame(store: OnlineStore) -> pd.DataFrame:
+def store_frame(store: OnlineStore) -> pd.DataFrame:
     rows = store.read_many(store.user_ids())
     frame = pd.DataFrame([row.values for row in rows.values()])
     frame.insert(0, "user_id", list(rows))
@@ -85,8 +87,14 @@ def overview_inputs(
             label_params=LabelParams.from_config(config.labels),
         )  # fmt: skip
     else:
-        frame = _store_frame(store).assign(cutoff=as_of)
+        frame = store_frame(store).assign(cutoff=as_of)
     return as_of, frame
+
+
+def read_users(events_dir: str | None) -> pd.DataFrame | None:
+    """The users input of the event data (signup and channel, for the referral rates), when there is one."""
+    path = Path(events_dir) / "users.parquet" if events_dir else None
+    return pd.read_parquet(path) if path is not None and path.exists() else None
 
 
 def timelines_by_user(history: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
@@ -108,6 +116,7 @@ def summarise_overview(
     config: ServingConfig,
     has_history: bool,
     cancelled: Callable[[], bool] = lambda: False,
+    users: pd.DataFrame | None = None,
 ) -> Overview:
     """The decisions over `frame` summarised and drawn (no I/O); stops between steps once `cancelled()`."""
     started = time.perf_counter()
@@ -158,11 +167,15 @@ def summarise_overview(
                 "ece": expected_calibration_error(y, p),
             }
     _stop_if(cancelled)
+    analytics = lifecycle_analytics(
+        history, snapshot, frame.loc[(history["cutoff"] == as_of).to_numpy(), "tenure_days"],
+        AnalyticsParams.from_config(config.analytics), users=users,
+    )  # fmt: skip
     return Overview(
         as_of=as_of, snapshot=snapshot, history=history, cutoffs=present, counts=counts, flow=flow, mix=mix,
         top=ov.top_users(snapshot, n=config.review.top_users), figures=figures, reach=reach,
         calibration=calibration, has_history=has_history, seconds=time.perf_counter() - started,
-        timelines=timelines_by_user(history),
+        timelines=timelines_by_user(history), analytics=analytics,
     )  # fmt: skip
 
 
@@ -173,7 +186,9 @@ def build_overview(
     horizon has closed), summarised and drawn."""
     started = time.perf_counter()
     as_of, frame = overview_inputs(store, config, events_dir)
-    overview = summarise_overview(models, frame, as_of, config, bool(events_dir))
+    overview = summarise_overview(
+        models, frame, as_of, config, bool(events_dir), users=read_users(events_dir)
+    )
     overview.seconds = time.perf_counter() - started
     return overview
 
@@ -203,8 +218,15 @@ class OverviewCache:
                 with self._reading:
                     _stop_if(self._closing.is_set)
                     as_of, frame = overview_inputs(store, self.config, self.events_dir)
+                    users = read_users(self.events_dir)
                 value = summarise_overview(
-                    models, frame, as_of, self.config, bool(self.events_dir), self._closing.is_set
+                    models,
+                    frame,
+                    as_of,
+                    self.config,
+                    bool(self.events_dir),
+                    self._closing.is_set,
+                    users=users,
                 )
                 value.seconds = time.perf_counter() - started
                 self._value, self._key = value, key

@@ -5,6 +5,8 @@
 - `/review/users/{user_id}`: one user's decision as a reviewer needs it (stage and timeline, scores,
   SHAP waterfalls, reasons, the value breakdown of every action and why the others lost, recent events
   and contacts, the decisions logged for the user);
+- `/review/monitor`: drift of the store's snapshot against the champion's training cutoffs (features,
+  scores, stage and action mix, expected value by stage) and predicted vs measured lift per action;
 - `/review/decisions/{decision_id}`: a logged decision as it was made, re-run under the versions it was
   made with to show that it reproduces.
 
@@ -33,6 +35,7 @@ from serving.dependencies import (
     ConfigDep,
     DecisionLogDep,
     HolderDep,
+    MonitorDep,
     OverviewDep,
     ReplaysDep,
     ScorerDep,
@@ -175,6 +178,16 @@ def lift_page(
         request, "lift.html.j2", lang, rows=_records(table), users=len(rows), section=config.lift,
         control=int(rows["control_group"].sum()) if len(rows) else 0,
     )  # fmt: skip
+
+
+@router.get("/monitor", response_class=HTMLResponse, dependencies=SIGNED)
+def monitor_page(
+    request: Request, holder: HolderDep, store: StoreDep, decision_log: DecisionLogDep, monitor: MonitorDep,
+    lang: Lang = "en",
+) -> HTMLResponse:  # fmt: skip
+    """Drift of the snapshot against the training cutoffs, and predicted vs measured lift from the log."""
+    models = serving_models(request, holder, lang)
+    return page(request, "monitor.html.j2", lang, view=monitor.get(models, store, decision_log))
 
 
 @router.get("/search")

@@ -54,7 +54,7 @@ def test_closing_waits_for_the_store_read_but_not_for_the_summary(monkeypatch) -
     summarising = threading.Event()
     stopped = []
 
-    def slow_summary(models, frame, as_of, config, has_history, cancelled):
+    def slow_summary(models, frame, as_of, config, has_history, cancelled, users=None):
         summarising.set()
         deadline = time.monotonic() + 10  # a whole build, unless cancelled
         while time.monotonic() < deadline:

@@ -5,6 +5,7 @@ refuses bad input with a clear message, and that a real browser opens without a 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ BUDGET = 150.0
 CHROMIUM = "/usr/bin/chromium"
 HEADINGS = [
     "Summary", "Stage mix", "Actions and budget", "Score distributions", "Top global drivers", "Calibration",
-    "Policy evaluation",
+    "Policy evaluation", "Drift against the training snapshot", "Lifecycle analytics",
 ]  # fmt: skip
 # An attribute or CSS url() that points off the page: http(s):// or protocol-relative //.
 EXTERNAL = re.compile(
@@ -449,3 +450,43 @@ def test_inline_svg_has_no_url_and_scopes_its_ids() -> None:
     assert ids and all(i.startswith("scores-") for i in ids)
     for reference in re.findall(r"(?:url\(|href=\")#([^)\"]+)", markup):
         assert reference in ids
+
+
+def test_drift_section_equals_clm_monitor_and_warns_of_its_breaches(report: Report) -> None:
+    """The report's drift tables are `clm monitor`'s numbers for the same date, and every breach is listed in
+    the warning box."""
+    result = runner.invoke(
+        app,
+        ["monitor", "--data", str(report.world.data), "--as-of", AS_OF, "--json", "--decision-log", "none"],
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    monitored = json.loads(result.stdout)
+    features = {row["feature"]: row for row in monitored["features"]}
+    _, rows = report.page.table("drift-features")
+    assert set(rows) == set(features) and len(features) > 40
+    for name, row in rows.items():
+        expected = features[name]["psi"]
+        if expected is None:
+            assert row[2][1] in (None, "", "nan")
+        else:
+            assert float(row[2][1]) == pytest.approx(expected, rel=1e-9), name
+        assert (row[7][0] != "–") == features[name]["breach"], name
+    html = report.html
+    if monitored["breaches"]:
+        box = html.split('id="drift-breaches" role="alert"', 1)[1].split("</div>", 1)[0]
+        assert box.count("<li>") == len(monitored["breaches"])
+    else:
+        assert 'id="drift-breaches">No drift breach.' in html
+
+
+def test_lifecycle_section_by_an_independent_computation(report: Report, independent: pd.DataFrame) -> None:
+    _, quadrants = report.page.table("value-quadrants")
+    assert sum(number(row[1]) for row in quadrants.values()) == len(independent)
+    assert sum(float(row[2][1]) for row in quadrants.values()) == pytest.approx(1.0)
+    value = independent["value_if_retained"].to_numpy(dtype=float)
+    best = independent["best_offered_value"].to_numpy(dtype=float)
+    underserved = (value >= np.nanquantile(value, 0.8)) & (np.isnan(best) | (best <= 0))
+    summary = re.search(r'id="underserved-summary">([\d,]+) underserved users', report.html).group(1)
+    assert int(summary.replace(",", "")) == int(underserved.sum())
+    _, conversion = report.page.table("stage-conversion")
+    assert conversion  # one row per stage with a next stage, per step between the monthly cutoffs
