@@ -132,3 +132,32 @@ def test_unreachable_master_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert (
         f"the Spark master {master} is unreachable" in result.output and "CLM_SPARK_MASTER" in result.output
     )
+
+
+def test_materialize_from_spark_equals_duckdb(world: Path, spark_engine, tmp_path: Path) -> None:
+    """The online store's snapshot from the Spark engine holds the same vectors as from DuckDB."""
+    from features.jobs import materialize_latest
+    from features.online import open_store
+
+    spark_info, _ = materialize_latest(world, f"sqlite:///{tmp_path / 'spark.db'}", con=spark_engine)
+    duckdb_info, _ = materialize_latest(world, f"sqlite:///{tmp_path / 'duckdb.db'}")
+    assert (spark_info.n_users, spark_info.as_of, spark_info.feature_version) == (
+        duckdb_info.n_users, duckdb_info.as_of, duckdb_info.feature_version,
+    )  # fmt: skip
+    with (
+        open_store(f"sqlite:///{tmp_path / 'spark.db'}") as spark,
+        open_store(f"sqlite:///{tmp_path / 'duckdb.db'}") as duckdb,
+    ):
+        users = duckdb.user_ids()
+        assert spark.user_ids() == users
+        got, expected = spark.read_many(users), duckdb.read_many(users)
+    for user in users:
+        left, right = got[user], expected[user]
+        assert (left.cutoff, left.values.keys()) == (right.cutoff, right.values.keys()), user
+        for name, value in right.values.items():
+            if isinstance(value, float) and value == value:
+                assert left.values[name] == pytest.approx(value, rel=1e-9, abs=0), (user, name)
+            else:
+                assert left.values[name] == value or (
+                    value != value and left.values[name] != left.values[name]
+                )
