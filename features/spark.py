@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,13 @@ def spark_session(master: str = "local[*]", conf: Mapping[str, str] | None = Non
         raise SparkUnavailable(problem)
     from pyspark.sql import SparkSession
 
-    settings = {**BASE_CONF, **(LOCAL_CONF if master.startswith("local") else {}), **dict(conf or {})}
+    local = master.startswith("local")
+    if local:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # local mode: the Python workers are this interpreter (the project's venv), not whatever `python3` is
+    # on PATH; a cluster's executors need an environment with the locked packages (spark.pyspark.python)
+    local_conf = {**LOCAL_CONF, "spark.pyspark.python": sys.executable} if local else {}
+    settings = {**BASE_CONF, **local_conf, **dict(conf or {})}
     builder = SparkSession.builder.master(master).appName("clm")
     for key, value in settings.items():
         builder = builder.config(key, value)
