@@ -47,6 +47,14 @@ def _output_schema(sample: pd.DataFrame) -> Any:
     return from_arrow_schema(pa.schema(fields))
 
 
+def in_process_types(frame: pd.DataFrame) -> pd.DataFrame:
+    """A batch of Spark rows as the in-process feature job gives them: `cutoff` as datetime64[s], not Python
+    dates (the exploration draw hashes the snapshot's text, which must not depend on the engine)."""
+    frame = frame.reset_index(drop=True)
+    frame["cutoff"] = pd.to_datetime(frame["cutoff"]).astype("datetime64[s]")
+    return frame
+
+
 def _decider(
     models: DecisionModels, *, as_of: dt.date, explore: bool, explain_top_k: int | None, num_threads: int,
     columns: list[str],
@@ -58,7 +66,7 @@ def _decider(
             if frame.empty:
                 continue
             result, _ = decision_table(
-                frame.reset_index(drop=True), models, as_of=as_of, explore=explore,
+                in_process_types(frame), models, as_of=as_of, explore=explore,
                 explain_top_k=explain_top_k, num_threads=num_threads,
             )  # fmt: skip
             yield result[columns]
@@ -82,7 +90,9 @@ def decisions_on_spark(
     sample_rows = features.limit(SCHEMA_SAMPLE_ROWS).toPandas()
     if sample_rows.empty:
         raise ValueError(f"no user is known before {as_of} in {data}")
-    sample, _ = decision_table(sample_rows, models, as_of=as_of, explore=explore, explain_top_k=explain_top_k)
+    sample, _ = decision_table(
+        in_process_types(sample_rows), models, as_of=as_of, explore=explore, explain_top_k=explain_top_k
+    )
     decide = _decider(
         models, as_of=as_of, explore=explore, explain_top_k=explain_top_k, num_threads=task_cpus(con),
         columns=list(sample.columns),
