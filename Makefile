@@ -36,7 +36,8 @@ $(STAMP): pyproject.toml uv.lock | $(if $(findstring $(TOOLS),$(UV)),$(TOOLS)/bi
 	$(UV) sync --frozen --extra dev --compile-bytecode --python $(PYTHON)
 	@touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv from the lock file (idempotent)
+setup: $(STAMP)  ## create .venv from the lock file (idempotent); Java 17 for the Spark engine when missing
+	@bash scripts/ensure-java.sh
 
 demo: setup  ## simulate a small world and run the pipeline end to end
 	$(CLM) demo --out $(DEMO_DIR)
@@ -48,6 +49,7 @@ review: setup  ## serve the demo's decisions and reviewer pages on 127.0.0.1:$(P
 test: setup  ## run the test suite (heavy runs are behind the `slow` marker)
 	@bash scripts/ensure-services.sh
 	@bash scripts/ensure-browser.sh
+	@bash scripts/ensure-java.sh
 	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: setup  ## run the benchmarks; each prints its figures (about 35 minutes on 2 cores)

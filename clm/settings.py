@@ -3,6 +3,8 @@ the same hierarchy `clm serve`'s `ServingSettings` reads) plus what only the com
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from serving.settings import ProcessSettings
@@ -13,3 +15,13 @@ class Settings(ProcessSettings):
 
     timezone: str = Field("UTC", description="Time zone given to naive timestamps at ingest.")
     skip_services: bool = Field(False, description="Skip tests that need PostgreSQL/Redis (laptops only).")
+    engine: Literal["duckdb", "spark"] = Field(
+        "duckdb",
+        description="Engine of `clm features build|materialize` and `clm score` (--engine overrides).",
+    )
+    spark_master: str = Field(
+        "local[*]", description="Spark master: local[*], spark://HOST:7077, yarn, k8s://…"
+    )
+    spark_conf: list[str] = Field(
+        default_factory=list, description='Extra Spark conf as key=value, e.g. ["spark.executor.memory=4g"].'
+    )

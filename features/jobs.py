@@ -51,8 +51,8 @@ class Inputs:
 
 @dataclass(frozen=True)
 class BuildSummary:
-    features_path: Path
-    labels_path: Path
+    features_path: str | Path
+    labels_path: str | Path
     rows: int
     users: int
     cutoffs: list[dt.date]
@@ -70,17 +70,35 @@ def connect(memory_limit: str = "2GB") -> ibis.BaseBackend:
     return con
 
 
-def load_inputs(con: ibis.BaseBackend, data_dir: Path, as_of: dt.date | None = None) -> Inputs:
-    """The canonical tables of `data_dir`'s current version, cut at `as_of` (nothing at or after it is ever
-    read). With no `as_of`, the data's end is the day after the last accepted event: ingest rejects events
-    outside the plausible window, so a rejected row never sets it."""
-    data_dir = resolve_data_dir(data_dir)
-    if not (data_dir / "events.parquet").exists():
+def _is_uri(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+def within(location: str | Path, name: str) -> str | Path:
+    """`location/name` for a local directory (a Path) or a URI Spark reads (`s3a://bucket/dir`: a string,
+    since a Path would fold its `//`)."""
+    return f"{str(location).rstrip('/')}/{name}" if _is_uri(location) else Path(location) / name
+
+
+def _exists(con: ibis.BaseBackend, path: str | Path) -> bool:
+    if con.name == "pyspark" and _is_uri(path):
+        from features.spark import path_exists
+
+        return path_exists(con, str(path))
+    return Path(path).exists()
+
+
+def load_inputs(con: ibis.BaseBackend, data_dir: str | Path, as_of: dt.date | None = None) -> Inputs:
+    """The canonical tables of `data_dir`'s current version (a directory, or on Spark any URI it reads), cut
+    at `as_of` (nothing at or after it is ever read). With no `as_of`, the data's end is the day after the
+    last accepted event: ingest rejects events outside the plausible window, so a rejected row never sets it."""
+    data_dir = data_dir if _is_uri(data_dir) else resolve_data_dir(Path(data_dir))
+    if not _exists(con, within(data_dir, "events.parquet")):
         raise DataDirectoryError(f"{data_dir}: no events.parquet (run `clm ingest` or `clm simulate` first)")
     tables: dict[str, ir.Table | None] = {}
     for name in INPUTS:
-        path = data_dir / f"{name}.parquet"
-        tables[name] = con.read_parquet(path, table_name=f"clm_{name}") if path.exists() else None
+        path = within(data_dir, f"{name}.parquet")
+        tables[name] = con.read_parquet(path, table_name=f"clm_{name}") if _exists(con, path) else None
     events = tables["events"]
     assert events is not None
     if as_of is not None:
@@ -220,9 +238,9 @@ def _features_and_labels(
 
 
 def build_feature_tables(
-    data_dir: Path,
+    data_dir: str | Path,
     cutoffs: Sequence[dt.date],
-    out: Path,
+    out: str | Path,
     *,
     params: FeatureParams | None = None,
     label_params: LabelParams | None = None,
@@ -230,11 +248,15 @@ def build_feature_tables(
     con: ibis.BaseBackend | None = None,
 ) -> BuildSummary:
     """Write `out/features.parquet` (user_id, cutoff, registry features) and `out/labels.parquet`
-    (user_id, cutoff, horizon_days, churn, upgrade, reactivation) for the same rows."""
+    (user_id, cutoff, horizon_days, churn, upgrade, reactivation) for the same rows. On the Spark engine
+    (`con` from `features.spark.connect`) Spark computes and writes them: each a Parquet dataset (a
+    directory of part files), `data_dir` and `out` any path or URI Spark reads and writes."""
     p = params or FeatureParams()
     lp = label_params or LabelParams()
     con = con or connect()
     inputs = load_inputs(con, data_dir, as_of)
+    if con.name == "pyspark":
+        return _build_on_spark(con, inputs, cutoffs, out, p, lp, hint=" (--as-of)" if as_of else "")
     feature_table, all_labels = _features_and_labels(
         con, inputs, cutoffs, p, lp, hint=" (--as-of)" if as_of else ""
     )
@@ -267,8 +289,52 @@ def build_feature_tables(
     )
 
 
+def _build_on_spark(
+    con: ibis.BaseBackend, inputs: Inputs, cutoffs: Sequence[dt.date], out: str | Path, p: FeatureParams,
+    lp: LabelParams, *, hint: str = "",
+) -> BuildSummary:  # fmt: skip
+    """`build_feature_tables` on Spark: the same builders compiled to Spark SQL, the labels joined to the
+    feature rows inside Spark, both written by Spark; nothing but counts reaches the driver."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from features.spark import to_spark, write_parquet
+
+    late = [c for c in cutoffs if c > inputs.data_end]
+    if late:
+        raise DataDirectoryError(
+            f"cutoffs after the data's end ({inputs.data_end}): {', '.join(map(str, late))}" + hint
+        )
+    features = build_features(
+        inputs.events, cutoffs, p, users=inputs.users, subscriptions=inputs.subscriptions,
+        campaigns=inputs.campaigns, labels=lp,
+    )  # fmt: skip
+    labels = build_labels(
+        inputs.events, cutoffs, lp, p, data_end=inputs.data_end, users=inputs.users,
+        subscriptions=inputs.subscriptions,
+    )  # fmt: skip
+    # computed once, read by the write, the label join and the counts
+    feature_frame = to_spark(con, features).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        keys = feature_frame.select("user_id", "cutoff")
+        label_frame = to_spark(con, labels).join(keys, ["user_id", "cutoff"], "inner")
+        features_path, labels_path = within(out, "features.parquet"), within(out, "labels.parquet")
+        write_parquet(feature_frame.orderBy("cutoff", "user_id"), features_path)
+        write_parquet(label_frame.orderBy("cutoff", "user_id"), labels_path)
+        counts = feature_frame.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("user_id").alias("users"))
+        rows, users = counts.first()
+        known = con._session.read.parquet(str(labels_path)).filter(F.col("churn").isNotNull()).count()
+    finally:
+        feature_frame.unpersist()
+    return BuildSummary(
+        features_path=features_path, labels_path=labels_path, rows=int(rows), users=int(users),
+        cutoffs=sorted(set(cutoffs)), label_rows_known=int(known),
+        feature_version=registry_version(build_registry(p)), data_end=inputs.data_end,
+    )  # fmt: skip
+
+
 def latest_features(
-    data_dir: Path,
+    data_dir: str | Path,
     *,
     params: FeatureParams | None = None,
     as_of: dt.date | None = None,
@@ -284,13 +350,30 @@ def latest_features(
     return _as_pandas(features), inputs.data_end
 
 
+def latest_feature_table(
+    con: ibis.BaseBackend, data_dir: str | Path, *, params: FeatureParams | None = None,
+    as_of: dt.date | None = None,
+) -> tuple[ir.Table, dt.date]:  # fmt: skip
+    """`latest_features` as an expression, not executed (what an engine that keeps its result — Spark —
+    runs), and the snapshot's date."""
+    inputs = load_inputs(con, data_dir, as_of)
+    features = build_features(
+        inputs.events, [inputs.data_end], params or FeatureParams(), users=inputs.users,
+        subscriptions=inputs.subscriptions, campaigns=inputs.campaigns,
+        labels=LabelParams(keep_churned_users=True),
+    )  # fmt: skip
+    return features, inputs.data_end
+
+
 def materialize_latest(
-    data_dir: Path, store_url: str, *, params: FeatureParams | None = None, as_of: dt.date | None = None
-) -> tuple[SnapshotInfo, pd.DataFrame]:
+    data_dir: str | Path, store_url: str, *, params: FeatureParams | None = None, as_of: dt.date | None = None,
+    con: ibis.BaseBackend | None = None,
+) -> tuple[SnapshotInfo, pd.DataFrame]:  # fmt: skip
     """`latest_features` written to the online store at `store_url` as its new snapshot (tagged with the
-    registry's version): what `clm features materialize` does. Returns the snapshot's info and the frame."""
+    registry's version): what `clm features materialize` does. Returns the snapshot's info and the frame.
+    On the Spark engine (`con`) Spark computes the vectors and the driver writes them to the store."""
     p = params or FeatureParams()
-    frame, snapshot_date = latest_features(data_dir, params=p, as_of=as_of)
+    frame, snapshot_date = latest_features(data_dir, params=p, as_of=as_of, con=con)
     with open_store(store_url) as store:
         info = store.write_snapshot(
             frame, as_of=snapshot_date, feature_version=registry_version(build_registry(p))

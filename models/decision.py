@@ -122,12 +122,14 @@ class DecisionModels:
         budget_method: str = "lagrangian",
         rng: np.random.Generator | None = None,
         explore: bool = False,
+        num_threads: int = 0,
     ) -> PopulationDecision:
         """`decide_population` with this set; `explore` draws exploration by the hash of (user, cutoff,
         policy version, salt) — the same draws serving makes."""
         return decide_population(
             frame, self.churn, self.upgrade, self.policy, budget=budget, budget_method=budget_method, rng=rng,
             reactivation=self.reactivation, exploration_version=self.label(self.policy) if explore else None,
+            num_threads=num_threads,
         )  # fmt: skip
 
 
@@ -157,29 +159,39 @@ class Scores:
 
 
 def probabilities(
-    frame: pd.DataFrame, churn: ModelBundle, upgrade: ModelBundle | None
+    frame: pd.DataFrame, churn: ModelBundle, upgrade: ModelBundle | None, *, num_threads: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Calibrated churn and upgrade probability per row of `frame` (upgrade NaN without an upgrade model)."""
+    """Calibrated churn and upgrade probability per row of `frame` (upgrade NaN without an upgrade model);
+    `num_threads` LightGBM threads (0: its default)."""
     p_upgrade = (
-        np.full(len(frame), np.nan) if upgrade is None else score(frame, upgrade)["probability"].to_numpy()
+        np.full(len(frame), np.nan)
+        if upgrade is None
+        else score(frame, upgrade, num_threads=num_threads)["probability"].to_numpy()
     )
-    return score(frame, churn)["probability"].to_numpy(), p_upgrade
+    return score(frame, churn, num_threads=num_threads)["probability"].to_numpy(), p_upgrade
 
 
 def population_scores(
-    frame: pd.DataFrame, churn: ModelBundle, upgrade: ModelBundle | None, reactivation: ModelBundle | None
+    frame: pd.DataFrame,
+    churn: ModelBundle,
+    upgrade: ModelBundle | None,
+    reactivation: ModelBundle | None,
+    *,
+    num_threads: int = 0,
 ) -> Scores:
     """The churn model scores the users of its training population; the lapsed ones (models.population),
     when the churn model left them out of training and a reactivation model exists, get p(return) from it
     and p(churn) = 1 − p(return)."""
-    p_churn, p_upgrade = probabilities(frame, churn, upgrade)
+    p_churn, p_upgrade = probabilities(frame, churn, upgrade, num_threads=num_threads)
     n = len(frame)
     lapsed = np.zeros(n, dtype=bool)
     returning = np.full(n, np.nan)
     if reactivation is not None and churn.metadata.get("population") == CHURN_POPULATION:
         lapsed = in_population(frame, REACTIVATION_POPULATION, churn.horizon_days)
         if lapsed.any():
-            returning[lapsed] = score(frame[lapsed], reactivation)["probability"].to_numpy()
+            returning[lapsed] = score(frame[lapsed], reactivation, num_threads=num_threads)[
+                "probability"
+            ].to_numpy()
             p_churn = np.where(lapsed, 1.0 - returning, p_churn)
     return Scores(p_churn, p_upgrade, lapsed, returning)
 
@@ -204,6 +216,7 @@ def decide_population(
     scores: tuple[np.ndarray, np.ndarray] | Scores | None = None,
     reactivation: ModelBundle | None = None,
     exploration_version: str | None = None,
+    num_threads: int = 0,
 ) -> PopulationDecision:
     """One decision per row of `frame` (registry features; a `cutoff` column is kept as a key, and several
     cutoffs are decided apart, since the contact state and exploration are per snapshot). `budget`
@@ -211,9 +224,10 @@ def decide_population(
     `rng` enables the configured exploration; `scores` (churn, upgrade probabilities) skips scoring when
     the caller has them already (a pair: the churn model for everyone); `reactivation` scores the lapsed
     users (`population_scores`); `exploration_version` (the policy's version label) draws exploration by the
-    hash of (user, cutoff, policy version, salt), deterministic, as serving does (`rng`: random draws)."""
+    hash of (user, cutoff, policy version, salt), deterministic, as serving does (`rng`: random draws);
+    `num_threads`: LightGBM threads of every model (0: its default; a Spark task gives its `spark.task.cpus`)."""
     if scores is None:
-        scores = population_scores(frame, churn, upgrade, reactivation)
+        scores = population_scores(frame, churn, upgrade, reactivation, num_threads=num_threads)
     elif not isinstance(scores, Scores):
         n = len(frame)
         scores = Scores(
@@ -239,7 +253,7 @@ def decide_population(
             part = frame.iloc[index].reset_index(drop=True)
             decisions = decide(part, p_churn[index], p_upgrade[index], policy, churn_horizon_days=horizon, rng=rng,
                                lapsed=scores.lapsed[index], return_probability=scores.returning[index],
-                               exploration=exploration(part))  # fmt: skip
+                               exploration=exploration(part), num_threads=num_threads)  # fmt: skip
             parts.append(decisions.to_frame().set_axis(index))
         table = pd.concat(parts).sort_index().reset_index(drop=True)
         return PopulationDecision(pd.concat([pd.DataFrame(keys), table], axis=1), None)
@@ -250,7 +264,7 @@ def decide_population(
         held_out = control_group(keys["user_id"].tolist(), contact.control_share, contact.control_salt)
     decisions = decide(frame, p_churn, p_upgrade, policy, churn_horizon_days=horizon,
                        rng=None if budget is not None else rng, lapsed=scores.lapsed,
-                       return_probability=scores.returning, held_out=held_out,
+                       return_probability=scores.returning, held_out=held_out, num_threads=num_threads,
                        exploration=None if budget is not None else exploration(frame))  # fmt: skip
     plan = None
     if budget is None:

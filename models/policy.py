@@ -348,6 +348,7 @@ def decide(
     exploration: ExplorationKey | None = None,
     user_ids: Any = None,
     held_out: np.ndarray | None = None,
+    num_threads: int = 0,
 ) -> Decisions:
     """Stage, value, uplift per action and the arbitrated action for each row of `frame` (registry
     features: a DataFrame, or a mapping of name → equal-length sequences on the request path). `lapsed`
@@ -357,7 +358,8 @@ def decide(
     frame's `user_id`) — deterministic, and then the control group (`models.arbitration.control_group`, a
     hash of user and `control_salt`) is held out from all contact unless `held_out` says otherwise (a
     posted vector without a user); `rng` draws at random; neither: greedy. `uplift_matrix` (from
-    `policy.uplift.encode_row`) skips building the uplift input from a frame."""
+    `policy.uplift.encode_row`) skips building the uplift input from a frame; `num_threads`: the uplift
+    models' LightGBM threads on a frame (0: its default)."""
     churn_probability = np.asarray(churn_probability, dtype=float)
     upgrade_probability = np.asarray(upgrade_probability, dtype=float)
     n = len(churn_probability)
@@ -378,7 +380,7 @@ def decide(
     if uplift_matrix is not None:
         deltas = policy.uplift.predict_encoded(uplift_matrix)
     elif isinstance(frame, pd.DataFrame):
-        deltas = policy.uplift.predict(frame)
+        deltas = policy.uplift.predict(frame, num_threads=num_threads)
     else:
         deltas = policy.uplift.predict_encoded(
             np.vstack([policy.uplift.encode_row({k: frame[k][i] for k in frame}) for i in range(n)])

@@ -54,6 +54,7 @@ COSTLY: dict[str, float] = {
     "tests/notebooks/test_notebooks.py::test_notebook_runs_without_errors[04-evaluate-policy.ipynb]": 60,
     "tests/serving/test_live.py": 60,
     "tests/training/test_short_history.py": 55,
+    "tests/test_spark.py": 150,
     "tests/notebooks/test_notebooks.py::test_notebook_runs_without_errors[03-review-explanations.ipynb]": 48,
     "tests/notebooks/test_notebooks.py::test_notebook_runs_without_errors[01-explore-events.ipynb]": 35,
 }
@@ -64,7 +65,7 @@ COSTLY: dict[str, float] = {
 TOGETHER = frozenset({
     "tests/browser/test_docs_offline.py", "tests/browser/test_review_browser.py", "tests/models/test_decision.py",
     "tests/models/test_model_behaviour.py", "tests/serving/test_review.py", "tests/simulation/test_margin_truth.py",
-    "tests/test_benchmark_features_agree.py", "tests/training/test_bgnbd_baseline.py",
+    "tests/test_benchmark_features_agree.py", "tests/test_spark.py", "tests/training/test_bgnbd_baseline.py",
     "tests/training/test_policy_job.py", "tests/training/test_report.py", "tests/training/test_short_history.py",
     "tests/training/test_tracking.py", "tests/training/test_train_job.py",
 })  # fmt: skip
@@ -295,3 +296,14 @@ private_served_env = _serving_env_fixture("private_served_env", "private_served_
 @pytest.fixture
 def api_keys() -> dict[str, list[str]]:
     return KEYS
+
+
+@pytest.fixture(scope="session")
+def spark_engine() -> Iterator[Any]:
+    """One Spark session (local[2]) for the whole run, as an Ibis backend: a session starts in 15–30 s and a
+    process holds only one (the Spark tests sit in one `TOGETHER` module, so one worker starts it)."""
+    from features.spark import connect
+
+    con = connect("local[2]", {"spark.sql.shuffle.partitions": "2"})
+    yield con
+    con._session.stop()

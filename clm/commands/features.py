@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -37,6 +38,10 @@ def label_params(config: ClmConfig, horizon_days: int | None = None) -> LabelPar
 
 # The `--data` option of the commands that read a canonical data directory.
 DataDir = Annotated[Path, typer.Option("--data", help="Canonical data directory.")]
+# The same for the commands with an --engine: on Spark any URI it reads (a Path would fold `s3a://`).
+DataLocation = Annotated[
+    str, typer.Option("--data", help="Canonical data directory; on Spark any URI it reads.")
+]
 # The required `--as-of` of `clm score` and `clm report`.
 DecisionDate = Annotated[
     str, typer.Option("--as-of", help="Decide as of this date (YYYY-MM-DD): only events before it are used.")
@@ -49,6 +54,35 @@ Budget = Annotated[
         "the policy's unconstrained choice.",
     ),
 ]  # fmt: skip
+
+
+class EngineChoice(StrEnum):
+    duckdb = "duckdb"
+    spark = "spark"
+
+
+# The `--engine` option of the commands that build features (default: the `engine` setting, CLM_ENGINE).
+Engine = Annotated[
+    EngineChoice | None,
+    typer.Option(
+        "--engine", help="duckdb (in process) or spark (the spark_master setting); default: CLM_ENGINE."
+    ),
+]
+
+
+def engine_connection(settings: Settings, engine: EngineChoice | None, command: str) -> Any:
+    """The Ibis backend `engine` names (the `engine` setting when None): None for DuckDB (the jobs open
+    their own), a Spark session from the settings for Spark — exiting 2 with what is missing when it
+    cannot start."""
+    if (engine or settings.engine) == "duckdb":
+        return None
+    from features.spark import SparkUnavailable, connect, parse_conf
+
+    try:
+        return connect(settings.spark_master, parse_conf(settings.spark_conf))
+    except (SparkUnavailable, ValueError) as exc:
+        typer.echo(f"{command}: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def date_option(value: str | None, option: str) -> dt.date | None:
@@ -74,14 +108,17 @@ def default_store_url(settings: Settings) -> str:
     help="Build features and labels per (user, cutoff) into OUT/features.parquet and OUT/labels.parquet.",
 )
 def build(
-    data: Annotated[Path, typer.Option("--data", help="Canonical data directory (from ingest or simulate).")],
+    data: Annotated[
+        str,
+        typer.Option("--data", help="Canonical data directory (from ingest or simulate); on Spark any URI."),
+    ],
     cutoffs: Annotated[
         str,
         typer.Option(
             "--cutoffs", help="One date, a list '2025-03-01,2025-06-01', or 'monthly:A..B' / 'weekly:A..B'."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    out: Annotated[str, typer.Option("--out", help="Output directory; on Spark any URI it writes.")],
     horizon_days: Annotated[
         int | None, typer.Option("--horizon-days", min=1, help="Label horizon (default: config).")
     ] = None,
@@ -90,6 +127,7 @@ def build(
         typer.Option("--as-of", help="Behave as if run on this date: nothing at or after it is read."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
+    engine: Engine = None,
 ) -> None:
     """Build the offline feature and label tables."""
     from rich.console import Console
@@ -106,11 +144,12 @@ def build(
     except CutoffSpecError as exc:
         raise typer.BadParameter(str(exc), param_hint="--cutoffs") from exc
     console = Console(stderr=True)
+    con = engine_connection(settings, engine, "clm features build")
     try:
         with console.status(f"building features at {len(dates)} cutoffs", spinner="dots"):
             summary = build_feature_tables(
                 data, dates, out, params=feature_params(config), label_params=label_params(config, horizon_days),
-                as_of=date_option(as_of, "--as-of"),
+                as_of=date_option(as_of, "--as-of"), con=con,
             )  # fmt: skip
     except (DataDirectoryError, ValueError) as exc:
         typer.echo(f"clm features build: {exc}", err=True)
@@ -137,7 +176,7 @@ def build(
     "materialize", help="Write every user's latest feature vector to the online store (CLM_ONLINE_STORE)."
 )
 def materialize(
-    data: DataDir,
+    data: DataLocation,
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Snapshot as of this date (default: the data's end).")
     ] = None,
@@ -146,6 +185,7 @@ def materialize(
         typer.Option("--store", help="sqlite:///PATH or redis://HOST:PORT/DB (default: CLM_ONLINE_STORE)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
+    engine: Engine = None,
 ) -> None:
     """Materialize the latest features per user into the online store."""
     from rich.console import Console
@@ -159,11 +199,14 @@ def materialize(
     params = feature_params(config)
     url = store or default_store_url(settings)
     console = Console(stderr=True)
+    con = engine_connection(settings, engine, "clm features materialize")
     try:
         with console.status(
             f"computing the latest feature vectors and writing them to {url}", spinner="dots"
         ):
-            info, _ = materialize_latest(data, url, params=params, as_of=date_option(as_of, "--as-of"))
+            info, _ = materialize_latest(
+                data, url, params=params, as_of=date_option(as_of, "--as-of"), con=con
+            )
         snapshot_date = info.as_of
     except (DataDirectoryError, ValueError, OSError) as exc:
         typer.echo(f"clm features materialize: {exc}", err=True)

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import math
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from clm.commands.features import Budget, DataDir, DecisionDate, date_option, feature_params
+from clm.commands.features import (
+    Budget,
+    DataDir,
+    DataLocation,
+    DecisionDate,
+    Engine,
+    date_option,
+    engine_connection,
+    feature_params,
+)
 from clm.config import load_config
 
 # mlflow, sklearn, lightgbm, pandas, numpy and the training package are imported inside the commands, so
@@ -324,9 +334,11 @@ def evaluate(
 
 
 def score(
-    data: DataDir,
+    data: DataLocation,
     as_of: DecisionDate,
-    out: Annotated[Path, typer.Option("--out", help="Output file: .csv or .parquet.")],
+    out: Annotated[
+        str, typer.Option("--out", help="Output file: .csv or .parquet (on Spark a dataset at any URI).")
+    ],
     budget: Budget = None,
     explore: Annotated[
         bool,
@@ -344,20 +356,26 @@ def score(
             "model over everyone: the API's explanations, in bulk).",
         ),
     ] = False,
+    engine: Engine = None,
 ) -> None:
     """Stage, churn and upgrade probability, CLV and the next best action for every user known before the
     date, with the @champion models and policy. Only the churn model is required: without an upgrade model
     the upgrade probability is blank, without a policy the catalogue's prior effects value the actions."""
-    import pandas as pd
 
     from clm.settings import Settings
     from features.jobs import DataDirectoryError, latest_features
+    from models.batch import decision_table
     from models.decision import ModelsMissing, load_decision_models
     from training import tracking
 
-    if out.suffix.lower() not in (".csv", ".parquet"):
+    if Path(out).suffix.lower() not in (".csv", ".parquet"):
         raise typer.BadParameter("the output must end in .csv or .parquet", param_hint="--out")
     settings = Settings()
+    if budget is not None and (engine or settings.engine) == "spark":
+        raise typer.BadParameter(
+            "a budget plans the whole population at once, in process: drop --engine spark",
+            param_hint="--budget",
+        )
     config = load_config(settings.config)
     tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
     day = date_option(as_of, "--as-of")
@@ -367,6 +385,10 @@ def score(
     except ModelsMissing as exc:
         typer.echo(f"clm score: {exc} (and `clm promote` to make it @champion)", err=True)
         raise typer.Exit(2) from exc
+    con = engine_connection(settings, engine, "clm score")
+    if con is not None:
+        _score_on_spark(con, data, out, models, day, config, explore=explore, explain=explain)
+        return
     try:
         frame, _ = latest_features(data, params=feature_params(config), as_of=day)
     except (DataDirectoryError, ValueError) as exc:
@@ -374,9 +396,9 @@ def score(
         raise typer.Exit(2) from exc
     for note in models.missing_notes():
         typer.echo(note)
-    decided = models.decide(
-        frame, budget=budget, budget_method=config.policy.budget_method,
-        explore=explore,  # a budget plan does not explore; `explore` still holds the control group out
+    result, decided = decision_table(
+        frame, models, as_of=day, explore=explore, budget=budget, budget_method=config.policy.budget_method,
+        explain_top_k=config.serving.explain_top_k if explain else None,
     )  # fmt: skip
     if decided.plan is not None:
         plan = decided.plan
@@ -385,17 +407,7 @@ def score(
             f"{plan.total_value:,.2f} (unconstrained: {plan.unconstrained_contacts:,} contacts, cost "
             f"{plan.unconstrained_cost:,.2f}, value {plan.unconstrained_value:,.2f})"
         )
-    table = decided.table.drop(columns=["user_id", "cutoff"], errors="ignore")
-    result = pd.concat([pd.DataFrame({"user_id": frame["user_id"].to_numpy(), "as_of": day}), table], axis=1)
-    result["policy"] = models.label(models.policy)
-    if explain:
-        from models.explain import population_contributions, reason_columns
-
-        assert decided.decisions is not None  # one snapshot: the frame of one --as-of
-        frame = frame.reset_index(drop=True)
-        explained = population_contributions(frame, models, decided.decisions, config.serving.explain_top_k)
-        for name, column in reason_columns(frame, explained, models.registry).items():
-            result[name] = column
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
         result.to_csv(out, index=False)
@@ -431,3 +443,26 @@ def logged_history(data: Path, url: str):
             f"in the file counted once): {counts.rows:,} rows"
         )
         yield view
+
+
+def _score_on_spark(
+    con: Any, data: str, out: str, models: Any, day: dt.date, config: Any, *, explore: bool, explain: bool
+) -> None:
+    """`clm score --engine spark`: the same decision table, computed per partition by Spark and written by it."""
+    from features.jobs import DataDirectoryError
+    from models.spark_scoring import score_on_spark
+
+    for note in models.missing_notes():
+        typer.echo(note)
+    try:
+        summary = score_on_spark(
+            con, data, out, models, as_of=day, params=feature_params(config), explore=explore,
+            explain_top_k=config.serving.explain_top_k if explain else None,
+        )  # fmt: skip
+    except (DataDirectoryError, ValueError) as exc:
+        typer.echo(f"clm score: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"scored {summary.users:,} users as of {day} on Spark into {out}: {summary.contacted:,} to contact, "
+        f"expected value {summary.expected_value:,.2f} ({models.described(models.policy)})"
+    )
