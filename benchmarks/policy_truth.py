@@ -92,6 +92,11 @@ def print_seed(seed: int, result: dict) -> None:
           f"{q['vs_oracle.oracle_contacted']:.0f}, both {q['vs_oracle.both']:.0f}: precision {_ratio(q['vs_oracle.precision'])}, "
           f"recall {_ratio(q['vs_oracle.recall'])} (vs the restricted oracle: precision "
           f"{_ratio(q.get('vs_restricted_oracle.precision'))}, recall {_ratio(q.get('vs_restricted_oracle.recall'))})")  # fmt: skip
+    if m.lost is not None and not m.lost.empty:
+        cells = m.lost.groupby(["stage", "kind"])[["users", "lost_per_1000"]].sum()
+        cells = cells.sort_values("lost_per_1000", ascending=False).head(6)
+        print("value lost against the restricted oracle, per 1,000 users (stage, kind: users, lost): "
+              + "; ".join(f"{s} {k}: {int(r.users):,}, {r.lost_per_1000 / 1000:.2f}/user" for (s, k), r in cells.iterrows()))  # fmt: skip
     o = {
         k: (None if v is None else v / 1000.0)
         for k, v in e.offline.items()

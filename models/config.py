@@ -117,6 +117,7 @@ class PolicySection(Section):
     shrinkage: bool
     prior_sd: Annotated[float, Field(gt=0)]
     heterogeneity_rows: NonNegativeInt
+    baseline_share: Probability
     budget_method: Literal["lagrangian", "greedy"]
     evaluation_budget_share: Annotated[float, Field(gt=0, le=1)]
     top_risk_share: Annotated[float, Field(gt=0, le=1)]

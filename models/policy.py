@@ -89,6 +89,7 @@ def save_policy(policy: PolicyBundle, path: Path) -> Path:
             "currency": policy.value.currency,
             "retained_churn_month": policy.value.retained_churn_month,
             "retained_churn_by_plan": policy.value.retained_churn_by_plan,
+            "retained_churn_by_stage": policy.value.retained_churn_by_stage,
         },
         "feature_names": policy.feature_names,
         "feature_version": policy.feature_version,
@@ -129,6 +130,10 @@ def load_policy(path: Path) -> PolicyBundle:
             currency=value.get("currency", "USD"),
             retained_churn_month=float(value.get("retained_churn_month", ValueParams.retained_churn_month)),
             retained_churn_by_plan={k: float(v) for k, v in value.get("retained_churn_by_plan", {}).items()},
+            retained_churn_by_stage={
+                stage: {plan: float(q) for plan, q in plans.items()}
+                for stage, plans in value.get("retained_churn_by_stage", {}).items()
+            },
         ),
         uplift=uplift,
         feature_names=list(meta["feature_names"]),
@@ -333,6 +338,26 @@ class Decisions:
         return out
 
 
+def stages_of(
+    frame: pd.DataFrame | Mapping[str, Any], churn_probability: np.ndarray, upgrade_probability: np.ndarray,
+    rules: StageRules,
+) -> StageAssignment:  # fmt: skip
+    """Each row's lifecycle stage from its features and its two calibrated scores."""
+    n = len(churn_probability)
+    columns: dict[str, Any] = {}
+    for name in rules.names:
+        if name in frame:
+            column = frame[name]
+            columns[name] = (
+                column.to_numpy() if isinstance(column, pd.Series) else np.asarray(column, dtype=object)
+            )
+        else:
+            columns[name] = np.full(n, np.nan)
+    columns["churn_probability"] = churn_probability
+    columns["upgrade_probability"] = upgrade_probability
+    return assign_stages(columns, rules)
+
+
 def decide(
     frame: pd.DataFrame | Mapping[str, Any],
     churn_probability: np.ndarray,
@@ -364,19 +389,8 @@ def decide(
     upgrade_probability = np.asarray(upgrade_probability, dtype=float)
     n = len(churn_probability)
     lapsed = np.zeros(n, dtype=bool) if lapsed is None else np.asarray(lapsed, dtype=bool)
-    columns: dict[str, Any] = {}
-    for name in policy.stage_rules.names:
-        if name in frame:
-            column = frame[name]
-            columns[name] = (
-                column.to_numpy() if isinstance(column, pd.Series) else np.asarray(column, dtype=object)
-            )
-        else:
-            columns[name] = np.full(n, np.nan)
-    columns["churn_probability"] = churn_probability
-    columns["upgrade_probability"] = upgrade_probability
-    stages = assign_stages(columns, policy.stage_rules)
-    values = value_arrays(frame, churn_probability, churn_horizon_days, policy.value)
+    stages = stages_of(frame, churn_probability, upgrade_probability, policy.stage_rules)
+    values = value_arrays(frame, churn_probability, churn_horizon_days, policy.value, stages.stage)
     if uplift_matrix is not None:
         deltas = policy.uplift.predict_encoded(uplift_matrix)
     elif isinstance(frame, pd.DataFrame):
@@ -436,4 +450,4 @@ def decide(
     )
 
 
-__all__ = ["Decisions", "PolicyBundle", "decide", "load_policy", "save_policy"]
+__all__ = ["Decisions", "PolicyBundle", "decide", "load_policy", "save_policy", "stages_of"]

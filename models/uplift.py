@@ -62,12 +62,17 @@ class UpliftParams:
     shrinkage: bool = True
     prior_sd: float = 0.02
     heterogeneity_rows: int = 1000
+    # Share of the shrunk effect that follows the user's own baseline (no-contact) probability instead of
+    # the trees: center × m0(x) / mean of m0 over the contacted (a constant relative effect). 0 = trees only.
+    baseline_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.learner not in LEARNERS:
             raise ValueError(f"uplift learner must be one of {LEARNERS}, got {self.learner!r}")
         if self.prior_sd <= 0 or self.heterogeneity_rows < 0:
             raise ValueError("prior_sd must be > 0 and heterogeneity_rows ≥ 0")
+        if not 0.0 <= self.baseline_share <= 1.0:
+            raise ValueError(f"baseline_share must be in [0, 1], got {self.baseline_share}")
 
     @classmethod
     def from_config(cls, policy_section: PolicySection) -> UpliftParams:
@@ -89,6 +94,7 @@ class UpliftParams:
             shrinkage=policy_section.shrinkage,
             prior_sd=policy_section.prior_sd,
             heterogeneity_rows=policy_section.heterogeneity_rows,
+            baseline_share=policy_section.baseline_share,
         )
 
 
@@ -281,6 +287,8 @@ class UpliftModel:
                 self.g_[action][outcome] = share
             raw = self._raw_effect(action, outcome, matrix[treated])
             shrink = self._shrinkage(imputed_treated, raw, weights[treated], self.priors_[action][outcome])
+            baseline = y[treated] - imputed_treated  # m0(x) on the contacted
+            shrink["baseline_mean"] = float(np.average(baseline, weights=weights[treated]))
             self.diagnostics_[action][outcome].update(shrink)  # ate_se is reported with or without shrinkage
             if self.params.shrinkage:
                 self.shrink_[action][outcome] = shrink
@@ -292,7 +300,9 @@ class UpliftModel:
         the weighted mean of y − m0(x) over treated rows (control model as the counterfactual), with its
         standard error; it is combined with the configured prior (normal, sd `prior_sd`) by precision.
         The model's deviations from its own mean are kept in proportion n / (n + heterogeneity_rows):
-        with few contacts the decision leans on the well-measured average, not on noisy per-user trees."""
+        with few contacts the decision leans on the well-measured average, not on noisy per-user trees.
+        `fit` adds `baseline_mean`, the mean no-contact probability m0(x) of the contacted, which spreads
+        the average over users in proportion to their own baseline (`UpliftParams.baseline_share`)."""
         w = w / w.sum()
         ate = float(np.sum(w * residual))
         n_eff = 1.0 / float(np.sum(w**2))
@@ -430,6 +440,12 @@ class UpliftModel:
                 shrink = self.shrink_.get(action, {}).get(outcome)
                 if shrink is not None:
                     raw = shrink["center"] + shrink["heterogeneity_weight"] * (raw - shrink["model_mean"])
+                    share = self.params.baseline_share
+                    if share > 0 and shrink.get("baseline_mean", 0.0) > 0:
+                        if m0 is None:
+                            m0 = booster_predict("m0", self.control)
+                        proportional = shrink["center"] * m0 / shrink["baseline_mean"]
+                        raw = (1.0 - share) * raw + share * proportional
                 effects[:, j] = np.clip(raw, -1.0, 1.0)
             out[outcome] = effects
         return out

@@ -8,8 +8,9 @@ how likely that is:
                                          + max(window purchases, lifetime purchases) per 30 days)
     upgrade_value = margin_share × (next plan's price − current price) × the same annuity
 
-with q the monthly churn of *retained users on the same plan* (similar users: learned by the policy job
-from the churn labels, `value.retained_churn_month` when the data give none), not the user's own current
+with q the monthly churn of *retained users in the same stage on the same plan* (similar users: learned
+by the policy job from the holdouts' churn labels; the plan's rate where a stage has too few, and
+`value.retained_churn_month` when the data give none), not the user's own current
 churn probability — that probability enters the decision through the models' deltas, never twice. An
 action's expected value is Δp(stay or return) × value_if_retained + Δp(upgrade) × upgrade_value − cost.
 
@@ -47,6 +48,9 @@ class ValueParams:
     retained_churn_month: float = 0.05
     # Plan → monthly churn of alive users on that plan, from the churn labels (the policy job).
     retained_churn_by_plan: dict[str, float] = field(default_factory=dict)
+    # Stage → plan → monthly churn of alive users in that stage on that plan (the policy job); preferred
+    # over the plan's rate when the decision knows the user's stage.
+    retained_churn_by_stage: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, value_section: ValueSection, features_section: FeaturesSection) -> ValueParams:
@@ -186,22 +190,27 @@ def retained_plan(columns: Columns, n: int, params: ValueParams) -> np.ndarray:
     return np.where(lapsed_payer, nearest, plans)
 
 
-def retained_churn_month(plans: Any, params: ValueParams) -> np.ndarray:
-    """The monthly churn of retained users on each plan (similar users), the configured rate otherwise."""
-    table = params.retained_churn_by_plan
-    return np.array(
-        [table.get(p, params.retained_churn_month) if isinstance(p, str) else params.retained_churn_month
-         for p in np.asarray(plans, dtype=object).ravel()],
-        dtype="float64",
-    )  # fmt: skip
+def retained_churn_month(plans: Any, params: ValueParams, stages: Any = None) -> np.ndarray:
+    """The monthly churn of retained users in each user's stage on their plan (similar users), else on the
+    plan, else the configured rate."""
+    plans = pd.Series(np.asarray(plans, dtype=object).ravel(), dtype=object)
+    out = plans.map(params.retained_churn_by_plan).astype("float64").fillna(params.retained_churn_month)
+    if stages is not None and params.retained_churn_by_stage:
+        stages = np.asarray(stages, dtype=object).ravel()
+        for stage, table in params.retained_churn_by_stage.items():
+            members = stages == stage
+            if members.any():
+                out[members] = plans[members].map(table).astype("float64").fillna(out[members])
+    return out.to_numpy(dtype="float64")
 
 
 def value_arrays(
-    columns: Columns, p_churn: Any, horizon_days: int, params: ValueParams
+    columns: Columns, p_churn: Any, horizon_days: int, params: ValueParams, stage: Any = None
 ) -> dict[str, np.ndarray]:
     """Per row of the features (a frame, or a mapping of columns on the request path), given the calibrated
-    churn probability over `horizon_days`: margin now, 30-day churn and CLV (the user as they are), and the
-    value at stake — margin and churn if retained, value if retained, upgrade value."""
+    churn probability over `horizon_days` (and, when known, each user's `stage`): margin now, 30-day churn
+    and CLV (the user as they are), and the value at stake — margin and churn if retained, value if
+    retained, upgrade value."""
     revenue = params.revenue_column
     if revenue not in columns:
         available = sorted(str(c) for c in columns if str(c).startswith("revenue_sum_"))
@@ -218,7 +227,7 @@ def value_arrays(
         raise ValueError(f"p_churn has shape {np.shape(p_churn)}, expected one probability per row ({n})")
     margin = monthly_margin(numeric_column(columns, "mrr", n), numeric_column(columns, revenue, n), params)
     retained_margin = margin_if_retained(columns, n, params)
-    retained_churn = retained_churn_month(retained_plan(columns, n, params), params)
+    retained_churn = retained_churn_month(retained_plan(columns, n, params), params, stage)
     return {
         "margin_month": margin,
         "p_churn_month": p_month,
@@ -230,6 +239,8 @@ def value_arrays(
     }
 
 
-def value_inputs(frame: pd.DataFrame, p_churn: Any, horizon_days: int, params: ValueParams) -> pd.DataFrame:
+def value_inputs(
+    frame: pd.DataFrame, p_churn: Any, horizon_days: int, params: ValueParams, stage: Any = None
+) -> pd.DataFrame:
     """`value_arrays` as a frame on the features frame's index."""
-    return pd.DataFrame(value_arrays(frame, p_churn, horizon_days, params), index=frame.index)
+    return pd.DataFrame(value_arrays(frame, p_churn, horizon_days, params, stage), index=frame.index)

@@ -287,6 +287,8 @@ class MarginValues:
     contacts_per_1000: dict[str, float]
     cost_per_user: dict[str, float]
     contact_quality: dict[str, float | None]
+    # where clm's value falls short of the restricted oracle's, per stage and kind of difference (value_lost)
+    lost: pd.DataFrame | None = None
 
     def ratio(self, reference: str) -> float | None:
         """clm's value ÷ the reference policy's (None when the reference is worth nothing)."""
@@ -304,7 +306,38 @@ class MarginValues:
             "clm_over_oracle": self.ratio("oracle"),
             "clm_over_restricted_oracle": self.ratio("restricted_oracle"),
             "contact_quality": self.contact_quality,
+            "value_lost": None if self.lost is None else self.lost.to_dict(orient="records"),
         }
+
+
+LOSS_KINDS = ("missed", "wasted", "other_action")
+
+
+def value_lost(
+    chosen: np.ndarray, reference: np.ndarray, value: np.ndarray, stage: np.ndarray, known: np.ndarray,
+    actions: tuple[str, ...],
+) -> pd.DataFrame:  # fmt: skip
+    """Where a policy's value falls short of a reference policy's (both valued by `value`, (n, A)), on the
+    `known` users, per stage and kind: `missed` (the reference contacts, the policy does not), `wasted` (the
+    policy contacts, the reference does not), `other_action` (both contact, with different actions). One row
+    per (stage, kind, the policy's action, the reference's action) with users and the value lost per 1,000
+    known users (reference − policy; negative where the policy does better), largest loss first; the rows add
+    up to the reference's value minus the policy's."""
+    value = np.where(np.isfinite(value), value, 0.0)
+    ours, theirs = value_of(chosen, value), value_of(reference, value)
+    differs = known & (chosen != reference)
+    kind = np.where(reference < 0, "wasted", np.where(chosen < 0, "missed", "other_action"))
+    names = np.array([*actions, NO_ACTION], dtype=object)  # index −1 → no_action
+    frame = pd.DataFrame(
+        {"stage": stage[differs], "kind": kind[differs], "action": names[chosen[differs]],
+         "reference_action": names[reference[differs]], "lost": (theirs - ours)[differs]}
+    )  # fmt: skip
+    scale = 1000.0 / max(int(known.sum()), 1)
+    out = frame.groupby(["stage", "kind", "action", "reference_action"], observed=True).agg(
+        users=("lost", "size"), lost_per_1000=("lost", "sum")
+    )
+    out["lost_per_1000"] *= scale
+    return out.reset_index().sort_values("lost_per_1000", ascending=False, ignore_index=True)
 
 
 def allowed_actions(contactable: np.ndarray, choices: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -439,6 +472,9 @@ def evaluate_by_margin(
     scores = restricted_oracle_scores(matrix, value, allowed, folds=folds, seed=seed)
     choices["restricted_oracle"] = best_choice(scores, allowed)
     values = margin_policy_values(choices, value, costs, contactable, known, decisions.stages.stage)
+    values.lost = value_lost(
+        choices["clm"], choices["restricted_oracle"], value, decisions.stages.stage, known, policy.actions
+    )
     return values, value
 
 
@@ -876,4 +912,5 @@ __all__ = [
     "policy_table",
     "policy_values",
     "stage_check",
+    "value_lost",
 ]

@@ -24,9 +24,10 @@ from models.catalog import NO_ACTION, ContactPolicy, load_catalog
 from models.config import ModelsConfig
 from models.decision import load_bundles, load_reactivation, population_scores
 from models.frame import category_lists, model_matrix
-from models.policy import OUTCOME_OF, Decisions, PolicyBundle, decide, load_policy, save_policy
+from models.policy import OUTCOME_OF, Decisions, PolicyBundle, decide, load_policy, save_policy, stages_of
 from models.population import REACTIVATION_POPULATION, in_population
 from models.registry import download_policy
+from models.stages import StageRules
 from models.uplift import UpliftModel, UpliftParams
 from models.uplift_metrics import auuc, qini_coefficient
 from models.value import ValueParams, monthly_churn
@@ -151,6 +152,21 @@ def retained_churn_by_plan(rows: pd.DataFrame, horizon_days: int) -> dict[str, f
             out[str(plan)] = float(
                 monthly_churn(np.array([group["churn"].astype(float).mean()]), horizon_days)[0]
             )
+    return out
+
+
+def retained_churn_by_stage(
+    rows: pd.DataFrame, stages: np.ndarray, horizon_days: int
+) -> dict[str, dict[str, float]]:
+    """`retained_churn_by_plan` per lifecycle stage (the stage each holdout was in at the wave): a mature
+    user who stays is worth more months than a new or at-risk one on the same plan. A (stage, plan) with
+    fewer than MIN_PLAN_ROWS holdouts is left to the plan's rate."""
+    out: dict[str, dict[str, float]] = {}
+    stages = np.asarray(stages, dtype=object)
+    for stage in sorted({s for s in stages if isinstance(s, str)}):
+        plans = retained_churn_by_plan(rows[stages == stage], horizon_days)
+        if plans:
+            out[stage] = plans
     return out
 
 
@@ -315,9 +331,15 @@ def train_policy(
     )
     uplift = fit_uplift(train_rows, parts, names, categories, horizon)
     name = config.models.policy.registered_name
+    reactivation = load_reactivation(config)
+    train_scores = population_scores(train_rows, churn, upgrade, reactivation)
+    train_stages = stages_of(
+        train_rows, train_scores.churn, train_scores.upgrade, StageRules.from_config(config.stages, names)
+    ).stage
     value = dataclasses.replace(
-        parts["value"], retained_churn_by_plan=retained_churn_by_plan(train_rows, horizon)
-    )
+        parts["value"], retained_churn_by_plan=retained_churn_by_plan(train_rows, horizon),
+        retained_churn_by_stage=retained_churn_by_stage(train_rows, train_stages, horizon),
+    )  # fmt: skip
     policy = PolicyBundle(
         name=name, catalog=parts["catalog"], contact=parts["contact"], stages_config=config.stages,
         value=value, uplift=uplift, feature_names=names, feature_version=registry_version(registry),
@@ -326,7 +348,7 @@ def train_policy(
     )  # fmt: skip
 
     progress(f"policy: checking it on the held-out wave {test_wave}")
-    scores = population_scores(test_rows, churn, upgrade, load_reactivation(config))
+    scores = population_scores(test_rows, churn, upgrade, reactivation)
     p_churn, p_upgrade = scores.churn, scores.upgrade
     decisions = decide(test_rows, p_churn, p_upgrade, policy, churn_horizon_days=churn.horizon_days,
                        lapsed=scores.lapsed, return_probability=scores.returning)  # fmt: skip

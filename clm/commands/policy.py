@@ -79,6 +79,31 @@ def margin_table(evaluation: Any) -> Table:
     return table
 
 
+def lost_table(evaluation: Any, rows: int = 8) -> Table | None:
+    """Where clm's value falls short of the restricted oracle's, per stage and kind of difference (missed:
+    the oracle contacts, clm does not; wasted: the reverse; other action), largest first, with the action
+    pair that loses most in each."""
+    lost = getattr(evaluation.margin, "lost", None)
+    if lost is None or lost.empty:
+        return None
+    cells = lost.groupby(["stage", "kind"]).agg(users=("users", "sum"), lost=("lost_per_1000", "sum"))
+    top = lost.loc[lost.groupby(["stage", "kind"])["lost_per_1000"].idxmax()].set_index(["stage", "kind"])
+    table = Table(
+        title="where clm's value is lost against the restricted oracle (per 1,000 users, by true margin − cost)",
+        caption="missed: the oracle contacts, clm does not; wasted: clm contacts, the oracle does not; "
+        "other_action: both contact with different actions",
+    )
+    for column in ("stage", "kind", "users", "lost/1k users", "largest: clm → oracle"):
+        table.add_column(column, justify="right" if column in ("users", "lost/1k users") else "left")
+    for (stage, kind), row in cells.sort_values("lost", ascending=False).head(rows).iterrows():
+        pair = top.loc[(stage, kind)]
+        table.add_row(
+            str(stage), str(kind), f"{int(row['users']):,}", f"{row['lost']:,.0f}",
+            f"{pair['action']} → {pair['reference_action']} ({pair['lost_per_1000']:,.0f})",
+        )  # fmt: skip
+    return table
+
+
 def evaluation_tables(evaluation: Any) -> list[Table]:
     """The policy-evaluation table by true margin (or, without the margin truth, the CLV-valued one) and
     the offline-estimate table, for printing."""
@@ -87,6 +112,9 @@ def evaluation_tables(evaluation: Any) -> list[Table]:
     tables = []
     if getattr(evaluation, "margin", None) is not None:
         tables.append(margin_table(evaluation))
+        lost = lost_table(evaluation)
+        if lost is not None:
+            tables.append(lost)
     else:
         title = f"policy evaluation as of {evaluation.as_of} — {evaluation.policy_version}, {evaluation.n_users:,} users"
         title += ", valued with our own CLV (no margin truth)"

@@ -17,7 +17,7 @@ from models.catalog import NO_ACTION
 from models.frame import category_lists
 from models.policy import PolicyBundle, decide, load_policy, save_policy
 from models.population import in_population
-from training.policy import fit_uplift, policy_parts
+from training.policy import fit_uplift, policy_parts, retained_churn_by_stage
 
 CONFIG = load_config()
 
@@ -221,3 +221,22 @@ def test_hashed_exploration_gives_the_same_decision_for_the_same_user_snapshot_a
     assert first["explored"].mean() == pytest.approx(0.3, abs=0.04)
     other_day = run(dataclasses.replace(key, snapshot="2026-02-01"), np.arange(2000))
     assert (other_day["explored"] != first["explored"]).mean() > 0.2  # a new snapshot draws anew
+
+
+def test_retained_churn_is_learned_per_stage_from_the_alive_holdouts() -> None:
+    # 60 mature and 60 at_risk basic holdouts, alive; contacted and lapsed rows must not count
+    n = 60
+    churn = np.r_[np.arange(n) < 3, np.arange(n) < 30, np.ones(10), np.ones(10)].astype(float)
+    rows = pd.DataFrame({
+        "current_plan": ["basic"] * (2 * n + 20),
+        "action": ["no_action"] * (2 * n) + ["upgrade_offer"] * 10 + ["no_action"] * 10,
+        "churn": churn,
+        "days_since_last_event": [1.0] * (2 * n + 10) + [90.0] * 10,
+        "bill_period_days": [30.0] * (2 * n + 10) + [np.nan] * 10,
+    })  # fmt: skip
+    stages = np.array(["mature"] * n + ["at_risk"] * n + ["mature"] * 20, dtype=object)
+    out = retained_churn_by_stage(rows, stages, 30)
+    assert out["mature"]["basic"] == pytest.approx(3 / n)  # 30-day horizon: the monthly rate is the rate
+    assert out["at_risk"]["basic"] == pytest.approx(0.5)
+    # a stage with fewer holdouts than MIN_PLAN_ROWS is left to the plan's rate
+    assert retained_churn_by_stage(rows.head(40), stages[:40], 30) == {}

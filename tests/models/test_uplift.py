@@ -293,3 +293,34 @@ def test_params_and_priors_come_from_the_shipped_config() -> None:
         "churn": config.actions["retention_discount"].prior_delta_churn,
         "upgrade": config.actions["retention_discount"].prior_delta_upgrade,
     }
+
+
+def test_baseline_share_spreads_the_shrunk_average_by_each_users_own_baseline() -> None:
+    # "relative" multiplies each user's churn probability by 0.6: the true effect is −0.4 × baseline, which
+    # the trees see only through noise; with baseline_share 1 the effect is the shrunk average × m0(x) / m̄0
+    rng = np.random.default_rng(5)
+    n = 20000
+    x = rng.uniform(size=(n, 3))
+    X = pd.DataFrame({f"x{i}": x[:, i] for i in range(3)})
+    base = 1.0 / (1.0 + np.exp(-(3.0 * x[:, 0] - 2.0)))
+    treated = rng.uniform(size=n) < 0.3
+    churn = (rng.uniform(size=n) < np.where(treated, 0.6 * base, base)).astype(float)
+    action = np.where(treated, "relative", "no_action")
+    priors = {"relative": {"churn": -0.05}}
+
+    def model(share: float) -> UpliftModel:
+        params = replace(PARAMS, baseline_share=share)
+        return UpliftModel(params, priors).fit(X, action, np.where(treated, 0.3, 0.7), {"churn": churn})
+
+    proportional, trees = model(1.0), model(0.0)
+    effect = proportional.predict(X)["churn"][:, 0]
+    m0 = proportional.predict_control(X)["churn"]
+    shrink = proportional.shrink_["relative"]["churn"]
+    assert effect == pytest.approx(shrink["center"] * m0 / shrink["baseline_mean"])
+    assert np.average(m0[treated]) == pytest.approx(shrink["baseline_mean"], rel=1e-6)
+    true_effect = -0.4 * base
+    by_baseline = spearmanr(effect, true_effect).statistic
+    by_trees = spearmanr(trees.predict(X)["churn"][:, 0], true_effect).statistic
+    assert by_baseline > 0.95 and by_baseline > by_trees
+    # the average effect over the contacted is kept: only how it is spread over users changes
+    assert effect[treated].mean() == pytest.approx(shrink["center"], rel=1e-6)

@@ -224,3 +224,23 @@ def test_similar_users_churn_sets_the_retained_survival_per_plan() -> None:
     # the cancelled user comes back on the plan priced nearest their last MRR (pro): its learned churn applies
     assert out["retained_churn_month"].tolist() == pytest.approx([0.5, 0.05])
     assert out["value_if_retained"].iloc[0] == pytest.approx(0.5 * 30.0 * (0.5 + 0.25 + 0.125))
+
+
+def test_retained_churn_of_the_users_stage_comes_before_the_plans() -> None:
+    params = ValueParams(
+        **{**PARAMS.__dict__, "retained_churn_by_plan": {"basic": 0.2},
+           "retained_churn_by_stage": {"mature": {"basic": 0.1}, "at_risk": {"free": 0.4}}}
+    )  # fmt: skip
+    frame = pd.DataFrame(
+        {"mrr": [10.0] * 4, "last_mrr": [10.0] * 4, "revenue_sum_90d": [0.0] * 4, "current_plan": ["basic"] * 4}
+    )  # fmt: skip
+    stage = np.array(["mature", "at_risk", None, "growing"], dtype=object)
+    out = value_inputs(frame, np.full(4, 0.5), 30, params, stage)
+    # mature basic has its own rate; at_risk has none for basic, no stage and growing fall back to the plan's
+    assert out["retained_churn_month"].tolist() == pytest.approx([0.1, 0.2, 0.2, 0.2])
+    assert out["value_if_retained"].iloc[0] == pytest.approx(0.5 * 10.0 * (0.9 + 0.81 + 0.729))
+    assert out["upgrade_value"].iloc[0] == pytest.approx(0.5 * 20.0 * (0.9 + 0.81 + 0.729))
+    # without stages (an older caller) every user gets the plan's rate
+    assert value_inputs(frame, np.full(4, 0.5), 30, params)["retained_churn_month"].tolist() == pytest.approx(
+        [0.2] * 4
+    )

@@ -12,6 +12,7 @@ from training.evaluate_policy import (
     contact_precision_recall,
     margin_policy_values,
     restricted_oracle_scores,
+    value_lost,
     value_of,
 )
 
@@ -82,3 +83,24 @@ def test_restricted_oracle_learns_what_the_features_show_without_seeing_each_use
     assert (chosen[clear] == right[clear]).mean() > 0.95
     # cross-fitted: the per-user noise it cannot see is not in the predictions
     assert np.corrcoef(scores[:, 0] - 2 * features[:, 0], value[:, 0] - 2 * features[:, 0])[0, 1] < 0.2
+
+
+def test_value_lost_splits_the_gap_to_the_reference_by_stage_and_kind() -> None:
+    actions = ("a", "b")
+    value = np.array([[5.0, 1.0], [2.0, 3.0], [4.0, 0.5], [-1.0, -2.0], [1.0, 1.0], [9.0, 9.0]])
+    stage = np.array(["at_risk", "mature", "mature", "dormant", "mature", "mature"])
+    known = np.array([True, True, True, True, True, False])  # user 5's truth is unknown: never counted
+    clm = np.array([-1, 0, 0, 0, 1, -1])  # 0 missed, 1 other action, 2 same, 3 wasted, 4 same value
+    reference = np.array([0, 1, 0, -1, 0, 0])
+    lost = value_lost(clm, reference, value, stage, known, actions)
+    by_kind = lost.set_index(["stage", "kind", "action", "reference_action"])["lost_per_1000"]
+    per_1000 = 1000.0 / 5
+    assert by_kind[("at_risk", "missed", "no_action", "a")] == pytest.approx(5.0 * per_1000)
+    assert by_kind[("mature", "other_action", "a", "b")] == pytest.approx(1.0 * per_1000)
+    assert by_kind[("dormant", "wasted", "a", "no_action")] == pytest.approx(1.0 * per_1000)
+    assert by_kind[("mature", "other_action", "b", "a")] == pytest.approx(0.0)
+    assert len(lost) == 4  # user 2 chose the same, user 5 is unknown
+    assert list(lost["lost_per_1000"]) == sorted(lost["lost_per_1000"], reverse=True)
+    # the rows add up to the reference's value minus the policy's, on the known users
+    gap = (value_of(reference, value) - value_of(clm, value))[known].mean() * 1000.0
+    assert lost["lost_per_1000"].sum() == pytest.approx(gap)
