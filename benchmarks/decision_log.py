@@ -1,6 +1,7 @@
 """The decision log's cost on a request: how long `append` holds the caller, durable (group commit: it
-returns once its batch is committed) against queued (it returns at once; records still queued are lost on
-kill -9), on SQLite and PostgreSQL, with 1 and 16 threads appending at once (16 = the live benchmark's
+returns once its batch is committed), journaled (what the API uses: it returns once the record is in the
+local journal file, which survives kill -9, and the writer stores it later) and queued (it returns at once;
+records still queued are lost on kill -9), on SQLite and PostgreSQL, with 1 and 16 threads appending at once (16 = the live benchmark's
 connections). Also: records per commit, and how many appends per second the log sustains.
 
 Usage: python benchmarks/decision_log.py [--seconds 3] [--postgres postgresql://postgres@127.0.0.1:5432/test]
@@ -47,8 +48,10 @@ def record() -> DecisionRecord:
     )  # fmt: skip
 
 
-def run(url: str, schema: str | None, *, durable: bool, threads: int, seconds: float) -> dict[str, float]:
-    log = DecisionLog(url, schema=schema, durable=durable)
+def run(
+    url: str, schema: str | None, *, durable: bool, threads: int, seconds: float, journal: Path | None = None
+) -> dict[str, float]:
+    log = DecisionLog(url, schema=schema, durable=durable, journal_dir=journal)
     log.start()
     latencies: list[list[float]] = [[] for _ in range(threads)]
     stop = threading.Event()
@@ -99,7 +102,9 @@ def main() -> None:
                 for threads in (1, 16):
                     queued = run(url, store_schema, durable=False, threads=threads, seconds=args.seconds)
                     durable = run(url, store_schema, durable=True, threads=threads, seconds=args.seconds)
-                    for mode, row in (("queued", queued), ("durable", durable)):
+                    journaled = run(url, store_schema, durable=True, threads=threads, seconds=args.seconds,
+                                    journal=Path(tmp) / f"journal-{name}-{threads}")  # fmt: skip
+                    for mode, row in (("queued", queued), ("durable", durable), ("journal", journaled)):
                         ratio = row["p50_ms"] / queued["p50_ms"]
                         print(f"{name:<11}{threads:>8}{mode:>9}{row['appends']:>9}{row['p50_ms']:>9.3f}"
                               f"{row['p99_ms']:>9.2f}{row['stored_per_s']:>10.0f}{row['per_commit']:>11.1f}"
