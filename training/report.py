@@ -449,11 +449,18 @@ def _budget(
         return out, None
     scores = Scores(now["p_churn"].to_numpy(), now["p_upgrade"].to_numpy(),
                     (now["scored_by"] == "reactivation").to_numpy(), now["p_return"].to_numpy(dtype=float))  # fmt: skip
+    # as `clm score --budget` plans it: the global control group held out before the budget is spent
     planned = decide_population(
         frame_now, models.churn, models.upgrade, models.policy, budget=budget, budget_method=method, scores=scores,
+        exploration_version=models.label(models.policy),
     )  # fmt: skip
     plan = planned.plan
     assert plan is not None
+    out["policy"] = {  # the policy's own choice among the users the plan may contact
+        "contacts": plan.unconstrained_contacts,
+        "cost": plan.unconstrained_cost,
+        "expected_value": plan.unconstrained_value,
+    }
     out["plan"] = {"contacts": plan.contacts, "cost": plan.total_cost, "expected_value": plan.total_value}
     out["price"] = plan.price
     out["dropped"] = int((contacted.to_numpy() & (plan.chosen < 0)).sum())
@@ -650,7 +657,8 @@ def report_tables(data: ReportData) -> dict[str, Table]:
         mix_columns.append(("users_within_budget", "users within budget", "int"))
     tables["action_mix"] = _frame_table("action-mix", data.action_mix, mix_columns)
     b = data.budget
-    budget_rows = [["the policy's choice (no budget)", b["policy"]["contacts"], b["policy"]["cost"],
+    free = "the policy's choice (no budget" + (", control group held out)" if "plan" in b else ")")
+    budget_rows = [[free, b["policy"]["contacts"], b["policy"]["cost"],
                     b["policy"]["expected_value"]]]  # fmt: skip
     if "plan" in b:
         budget_rows.append([f"within the budget of {b['budget']:,.2f} ({b['method']})", b["plan"]["contacts"],

@@ -36,7 +36,7 @@ BUDGET = 150.0
 CHROMIUM = "/usr/bin/chromium"
 HEADINGS = [
     "Summary", "Stage mix", "Actions and budget", "Score distributions", "Top global drivers", "Calibration",
-    "Policy evaluation", "Drift against the training snapshot", "Lifecycle analytics",
+    "Policy evaluation", "Measured lift", "Drift against the training snapshot", "Lifecycle analytics",
 ]  # fmt: skip
 # An attribute or CSS url() that points off the page: http(s):// or protocol-relative //.
 EXTERNAL = re.compile(
