@@ -22,6 +22,7 @@ from clm.config import load_config
 from features.build import LabelParams
 from features.jobs import feature_history, latest_features
 from features.registry import FeatureParams
+from models.arbitration import control_group
 from models.decision import load_decision_models
 from models.overview import population_decisions
 from models.plots import figure_svg, score_distribution_figure
@@ -213,7 +214,14 @@ def test_stage_and_action_counts_equal_population_decisions(
     assert sum(float(row[value][1]) for row in rows.values()) == pytest.approx(
         independent["expected_value"].sum()
     )
-    assert number(report.page.tables["budget"][1][1]) == (independent["action"] != "no_action").sum()
+    # the budget section's policy row holds the global control group out, as `clm score --budget` does
+    contact = load_decision_models(load_config(), aliases=("champion",)).policy.contact
+    held_out = control_group(independent["user_id"].tolist(), contact.control_share, contact.control_salt)
+    assert held_out.any()
+    assert (
+        number(report.page.tables["budget"][1][1])
+        == ((independent["action"] != "no_action") & ~held_out).sum()
+    )
 
 
 def test_budget_plan_is_the_one_clm_score_makes(report: Report, tmp_path: Path) -> None:
