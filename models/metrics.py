@@ -52,14 +52,24 @@ def _top_mask(scores: np.ndarray, fraction: float) -> np.ndarray:
 
 
 MIN_RELIABLE_BIN_USERS = 30  # a calibration bin with fewer users is drawn hollow and marked unreliable
-RELIABILITY_COLUMNS = ("bin_low", "bin_high", "users", "positives", "mean_predicted", "observed_rate", "reliable")
+RELIABILITY_COLUMNS = (
+    "bin_low",
+    "bin_high",
+    "users",
+    "positives",
+    "mean_predicted",
+    "observed_rate",
+    "reliable",
+)
 
 
 def score_axis_range(*scores: object, pad_share: float = 0.03) -> tuple[float, float]:
     """The scores' own range (all arrays together, NaN ignored), padded by `pad_share` of its span and kept
     inside [0, 1]: the axis of a histogram or reliability diagram whose scores all sit below 0.1 is 0–0.1,
     not 0–1 with one bar."""
-    values = np.concatenate([np.asarray(s, dtype="float64").ravel() for s in scores]) if scores else np.array([])
+    values = (
+        np.concatenate([np.asarray(s, dtype="float64").ravel() for s in scores]) if scores else np.array([])
+    )
     values = values[np.isfinite(values)]
     if values.size == 0:
         return 0.0, 1.0

@@ -158,10 +158,16 @@ class Snapshot(BaseModel):
     """How old the features behind the decision are (models.snapshot)."""
 
     date: dt.date = Field(description="The feature snapshot's date (the same as `as_of`)")
-    age_days: int = Field(description="Whole days from the snapshot's date to the day the decision was made (UTC)")
+    age_days: int = Field(
+        description="Whole days from the snapshot's date to the day the decision was made (UTC)"
+    )
     stale_after_days: int = Field(description="The configured limit (config serving.stale_after_days)")
-    stale: bool = Field(description="age_days > stale_after_days: the user's activity since is not in the features")
-    warning: str | None = Field(None, description="What to do about a stale snapshot (None when it is not stale)")
+    stale: bool = Field(
+        description="age_days > stale_after_days: the user's activity since is not in the features"
+    )
+    warning: str | None = Field(
+        None, description="What to do about a stale snapshot (None when it is not stale)"
+    )
 
 
 class Decision(BaseModel):
