@@ -327,10 +327,10 @@ def test_the_overview_user_table_sorts_and_pages(watched: Watched) -> None:
 
 def test_the_gains_and_lift_text_is_at_least_12_px(watched: Watched) -> None:
     """The gains and lift chart on /review: every label rendered at 12 px or more (the wide figure shrunk into
-    half the page drew ~6 px)."""
+    half the page drew ~6 px). A rotated label's scale is the length of its transform's first column."""
     sign_in(watched, "review-key")
     sizes = watched.page.eval_on_selector_all(
         "#calibration .grid > div:nth-child(2) svg text",
-        "texts => texts.filter(t => t.textContent.trim()).map(t => parseFloat(getComputedStyle(t).fontSize) * t.getScreenCTM().a)",
+        "texts => texts.filter(t => t.textContent.trim()).map(t => parseFloat(getComputedStyle(t).fontSize) * Math.hypot(t.getScreenCTM().a, t.getScreenCTM().b))",
     )
     assert len(sizes) > 10 and min(sizes) >= 12.0, sorted(sizes)[:5]
