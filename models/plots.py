@@ -89,8 +89,8 @@ def calibration_figure(
 ) -> Figure:
     """Reliability diagram (before and) after calibration on the scores' own range: each bin's observed rate
     against its mean score, the users of every bin of the last curve written beside its point, and bins with
-    fewer than `min_users` users drawn hollow (too few to read); the diagonal, ECE in the legend (the metric's
-    equal-width bins over 0–1), the users per bin below. `p_before=None` draws the served, calibrated scores
+    fewer than `min_users` users drawn hollow (too few to read); the diagonal, ECE in the legend (the metric's,
+    equal-width bins over 0–1, and the drawn bins'), the users per bin below. `p_before=None` draws the served, calibrated scores
     alone. The bins are `models.metrics.reliability_table`'s, which pages print beside the figure."""
     y = np.asarray(y_true, dtype="float64").ravel()
     curves = (
@@ -109,7 +109,9 @@ def calibration_figure(
         bins = reliability_table(y, p, n_bins, score_range=(low, high), min_users=min_users)
         x, observed = bins["mean_predicted"].to_numpy(), bins["observed_rate"].to_numpy()
         reliable = bins["reliable"].to_numpy()
-        (line,) = curve_axes.plot(x, observed, label=f"{label} (ECE {ece:.3f})")
+        # the metric's ECE bins 0–1: scores all below 0.1 share one bin and it reads ~0; say the drawn bins' too
+        drawn = float((bins["users"] * (bins["observed_rate"] - bins["mean_predicted"]).abs()).sum() / y.size)
+        (line,) = curve_axes.plot(x, observed, label=f"{label} (ECE {ece:.3f}; {drawn:.3f} on these bins)")
         colour = line.get_color()
         curve_axes.scatter(x[reliable], observed[reliable], marker=marker, color=colour, zorder=3)
         curve_axes.scatter(x[~reliable], observed[~reliable], marker=marker, facecolors="none",

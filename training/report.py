@@ -477,10 +477,10 @@ def dates_note(
     change = "" if users_at_data_end is None else f" ({users_at_data_end - users:+,} users)"
     return (
         f"This report is as of {as_of} — {why} — and scores the {users:,} users known before that date. "
-        f"/review and the decision API read the online store, which `clm features materialize` writes at the "
+        f"/review and the decision API read the online store, which clm features materialize writes at the "
         f"data's end, {data_end} (the day after the last event){more}: their dates and counts differ from these"
         f"{change} because they look at a later day, which also takes in users who appeared since. "
-        f"`clm report --as-of {data_end}` reports on /review's date (without the truth-based policy table when "
+        f"clm report --as-of {data_end} reports on /review's date (without the truth-based policy table when "
         "the simulator has no effects there)."
     )
 

@@ -49,7 +49,8 @@ def test_calibration_figure_annotates_users_per_bin_and_draws_small_bins_hollow(
     assert filled.get_facecolors()[:, 3].min() > 0 and hollow.get_facecolors().size == 0  # no fill: hollow
     assert tuple(hollow.get_offsets()[0]) == pytest.approx((0.45, 1.0))
     legend = [text.get_text() for text in curve.get_legend().get_texts()]
-    assert f"calibrated (ECE {expected_calibration_error(y, p):.3f})" in legend
+    drawn = (bins["users"] * (bins["observed_rate"] - bins["mean_predicted"]).abs()).sum() / y.size
+    assert f"calibrated (ECE {expected_calibration_error(y, p):.3f}; {drawn:.3f} on these bins)" in legend
     assert "bin of < 30 users: unreliable" in legend
 
 
