@@ -126,8 +126,8 @@ def calibration_figure(
     if hollow:
         curve_axes.scatter([], [], marker="o", facecolors="none", edgecolors="grey",
                            label=f"bin of < {min_users} users: unreliable")  # fmt: skip
-    curve_axes.set(xlim=(low, high), ylim=(0, min(1.0, top) * 1.1 + 0.01), ylabel="observed positive rate",
-                   title=title)  # fmt: skip
+    curve_axes.set(xlim=(low, high), ylim=(0, min(1.0, top) * 1.1 + 0.01), ylabel="observed positive rate")
+    curve_axes.set_title(title, fontsize="medium")  # the report's titles name model, population and cutoff
     curve_axes.legend(loc="upper left", fontsize=8)
     count_axes.set(xlabel="predicted probability (the scores' range)", ylabel="users")
     return figure
