@@ -51,6 +51,68 @@ def _top_mask(scores: np.ndarray, fraction: float) -> np.ndarray:
     return mask
 
 
+MIN_RELIABLE_BIN_USERS = 30  # a calibration bin with fewer users is drawn hollow and marked unreliable
+RELIABILITY_COLUMNS = (
+    "bin_low",
+    "bin_high",
+    "users",
+    "positives",
+    "mean_predicted",
+    "observed_rate",
+    "reliable",
+)
+
+
+def score_axis_range(*scores: object, pad_share: float = 0.03) -> tuple[float, float]:
+    """The scores' own range (all arrays together, NaN ignored), padded by `pad_share` of its span and kept
+    inside [0, 1]: the axis of a histogram or reliability diagram whose scores all sit below 0.1 is 0–0.1,
+    not 0–1 with one bar."""
+    values = (
+        np.concatenate([np.asarray(s, dtype="float64").ravel() for s in scores]) if scores else np.array([])
+    )
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = float(values.min()), float(values.max())
+    pad = pad_share * (high - low) if high > low else 0.01
+    return max(0.0, low - pad), min(1.0, high + pad)
+
+
+def reliability_table(
+    y_true: object,
+    p: object,
+    n_bins: int = 10,
+    *,
+    score_range: tuple[float, float] | None = None,
+    min_users: int = MIN_RELIABLE_BIN_USERS,
+) -> pd.DataFrame:
+    """Per non-empty equal-width bin over `score_range` (default: the scores' own range): its edges, users,
+    positives, mean predicted score, observed positive rate, and whether it holds at least `min_users` users
+    (fewer: the observed rate is too noisy to read — one user observed at 1.0 says nothing)."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    y, scores = _as_arrays(y_true, p)
+    low, high = score_range if score_range is not None else score_axis_range(scores)
+    edges = np.linspace(low, high, n_bins + 1)
+    bins = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, n_bins - 1)
+    users = np.bincount(bins, minlength=n_bins)
+    positives = np.bincount(bins, weights=y, minlength=n_bins)
+    predicted = np.bincount(bins, weights=scores, minlength=n_bins)
+    filled = users > 0
+    table = pd.DataFrame(
+        {
+            "bin_low": edges[:-1][filled],
+            "bin_high": edges[1:][filled],
+            "users": users[filled].astype(int),
+            "positives": positives[filled].astype(int),
+            "mean_predicted": predicted[filled] / users[filled],
+            "observed_rate": positives[filled] / users[filled],
+        }
+    )
+    table["reliable"] = table["users"] >= min_users
+    return table[list(RELIABILITY_COLUMNS)]
+
+
 def expected_calibration_error(y_true: object, p: object, n_bins: int = 10) -> float:
     """Expected calibration error: the bin-size-weighted mean |observed rate − mean score|.
 

@@ -110,7 +110,8 @@ def contacted_by_stage(table: pd.DataFrame, stages: tuple[str, ...] = ("at_risk"
 def top_users(table: pd.DataFrame, *, n: int = 50, lapsed: tuple[str, ...] = ("dormant",)) -> pd.DataFrame:
     """The `n` highest-risk users still active (stages other than `lapsed`, who have already gone) and the
     `n` highest-value users (value if retained), one row each, with a `why` column (high risk / high value /
-    both), highest churn probability first."""
+    both) and their `value_at_stake` — churn probability × value if retained, what the user's leaving costs
+    in expectation — largest first (a likely leaver worth little ranks below a valuable user at some risk)."""
     risky = table[~table["stage"].isin(lapsed)].nlargest(n, "p_churn").index
     valuable = table.nlargest(n, "value_if_retained").index
     picked = table.loc[risky.union(valuable)].copy()
@@ -119,7 +120,8 @@ def top_users(table: pd.DataFrame, *, n: int = 50, lapsed: tuple[str, ...] = ("d
     picked["why"] = np.where(
         in_risk & in_value, "high risk and high value", np.where(in_risk, "high risk", "high value")
     )
-    return picked.sort_values(["p_churn", "value_if_retained"], ascending=False, kind="stable").reset_index(
+    picked["value_at_stake"] = picked["p_churn"] * picked["value_if_retained"]
+    return picked.sort_values(["value_at_stake", "p_churn"], ascending=False, kind="stable").reset_index(
         drop=True
     )
 

@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from models.metrics import expected_calibration_error
+from models.metrics import (
+    MIN_RELIABLE_BIN_USERS,
+    expected_calibration_error,
+    reliability_table,
+    score_axis_range,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -73,39 +78,58 @@ def _numeric_view(X: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(columns, index=X.index)
 
 
-def _reliability(y: np.ndarray, p: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean score and observed positive rate per non-empty equal-width bin."""
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    counts = np.bincount(bins, minlength=n_bins)
-    filled = counts > 0
-    mean_score = np.bincount(bins, weights=p, minlength=n_bins)[filled] / counts[filled]
-    observed = np.bincount(bins, weights=y, minlength=n_bins)[filled] / counts[filled]
-    return mean_score, observed
-
-
 def calibration_figure(
-    y_true: object, p_before: object | None, p_after: object, n_bins: int = 10, *, title: str = "Calibration"
+    y_true: object,
+    p_before: object | None,
+    p_after: object,
+    n_bins: int = 10,
+    *,
+    title: str = "Calibration",
+    min_users: int = MIN_RELIABLE_BIN_USERS,
 ) -> Figure:
-    """Reliability diagram (before and) after calibration, with the diagonal and ECE in the legend.
-    `p_before=None` draws the served, calibrated scores alone."""
+    """Reliability diagram (before and) after calibration on the scores' own range: each bin's observed rate
+    against its mean score, the users of every bin of the last curve written beside its point, and bins with
+    fewer than `min_users` users drawn hollow (too few to read); the diagonal, ECE in the legend (the metric's,
+    equal-width bins over 0–1, and the drawn bins'), the users per bin below. `p_before=None` draws the served, calibrated scores
+    alone. The bins are `models.metrics.reliability_table`'s, which pages print beside the figure."""
     y = np.asarray(y_true, dtype="float64").ravel()
-    figure = _new_figure(6.0, 6.5)
-    curve_axes, count_axes = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    curve_axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     curves = (
         (("before", p_before, "o"), ("after", p_after, "s"))
         if p_before is not None
         else (("calibrated", p_after, "s"),)
     )
-    for label, scores, marker in curves:
-        p = np.asarray(scores, dtype="float64").ravel()
+    scores = [np.asarray(values, dtype="float64").ravel() for _, values, _ in curves]
+    low, high = score_axis_range(*scores)
+    figure = _new_figure(6.0, 6.5)
+    curve_axes, count_axes = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    curve_axes.plot([low, high], [low, high], linestyle="--", color="grey", label="perfectly calibrated")
+    top, hollow = high, False
+    for position, ((label, _, marker), p) in enumerate(zip(curves, scores, strict=True)):
         ece = expected_calibration_error(y, p, n_bins=n_bins)
-        mean_score, observed = _reliability(y, p, n_bins)
-        curve_axes.plot(mean_score, observed, marker=marker, label=f"{label} (ECE {ece:.3f})")
-        count_axes.hist(p, bins=n_bins, range=(0, 1), histtype="step", label=label)
-    curve_axes.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed positive rate", title=title)
-    curve_axes.legend(loc="upper left")
-    count_axes.set(xlabel="predicted probability", ylabel="rows")
+        bins = reliability_table(y, p, n_bins, score_range=(low, high), min_users=min_users)
+        x, observed = bins["mean_predicted"].to_numpy(), bins["observed_rate"].to_numpy()
+        reliable = bins["reliable"].to_numpy()
+        # the metric's ECE bins 0–1: scores all below 0.1 share one bin and it reads ~0; say the drawn bins' too
+        drawn = float((bins["users"] * (bins["observed_rate"] - bins["mean_predicted"]).abs()).sum() / y.size)
+        (line,) = curve_axes.plot(x, observed, label=f"{label} (ECE {ece:.3f}; {drawn:.3f} on these bins)")
+        colour = line.get_color()
+        curve_axes.scatter(x[reliable], observed[reliable], marker=marker, color=colour, zorder=3)
+        curve_axes.scatter(x[~reliable], observed[~reliable], marker=marker, facecolors="none",
+                           edgecolors=colour, linewidths=1.5, zorder=3)  # fmt: skip
+        hollow = hollow or not reliable.all()
+        top = max(top, float(observed.max(initial=0.0)))
+        if position == len(curves) - 1:
+            for x_bin, y_bin, users in zip(x, observed, bins["users"], strict=True):
+                curve_axes.annotate(f"{users:,}", (x_bin, y_bin), xytext=(0, 7), textcoords="offset points",
+                                    ha="center", fontsize=8, color=colour)  # fmt: skip
+        count_axes.hist(p, bins=n_bins, range=(low, high), histtype="step", label=label)
+    if hollow:
+        curve_axes.scatter([], [], marker="o", facecolors="none", edgecolors="grey",
+                           label=f"bin of < {min_users} users: unreliable")  # fmt: skip
+    curve_axes.set(xlim=(low, high), ylim=(0, min(1.0, top) * 1.1 + 0.01), ylabel="observed positive rate")
+    curve_axes.set_title(title, fontsize="medium")  # the report's titles name model, population and cutoff
+    curve_axes.legend(loc="upper left", fontsize=8)
+    count_axes.set(xlabel="predicted probability (the scores' range)", ylabel="users")
     return figure
 
 
@@ -126,11 +150,21 @@ def _decile_lift(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.array([y[part].mean() / overall if part.size else np.nan for part in np.array_split(order, 10)])
 
 
-def lift_figure(y_true: object, scores: Mapping[str, object]) -> Figure:
-    """Cumulative gains and lift by decile for the model and its baselines, on the same rows."""
-    y = np.asarray(y_true, dtype="float64").ravel()
-    figure = _new_figure(11.0, 4.5)
-    gains_axes, lift_axes = figure.subplots(1, 2)
+def lift_figure(
+    y_true: object, scores: Mapping[str, object], *, stacked: bool = False, font_size: float | None = None
+) -> Figure:
+    """Cumulative gains and lift by decile for the model and its baselines, on the same rows. `stacked`
+    draws lift below gains in a figure half as wide, and `font_size` (points) sets its text: for a page
+    column, where the wide figure shrinks its text to ~6 px."""
+    from matplotlib import rc_context
+
+    with rc_context({"font.size": font_size} if font_size else {}):
+        return _lift_figure(np.asarray(y_true, dtype="float64").ravel(), scores, stacked)
+
+
+def _lift_figure(y: np.ndarray, scores: Mapping[str, object], stacked: bool) -> Figure:
+    figure = _new_figure(6.0, 7.5) if stacked else _new_figure(11.0, 4.5)
+    gains_axes, lift_axes = figure.subplots(2, 1) if stacked else figure.subplots(1, 2)
     gains_axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="random")
     deciles = np.arange(1, 11)
     width = 0.8 / max(len(scores), 1)
@@ -325,12 +359,12 @@ def action_mix_figure(mix: pd.DataFrame, *, title: str = "Actions chosen") -> Fi
 
 
 def score_distribution_figure(scores: Mapping[str, object], *, title: str = "Score distributions") -> Figure:
-    """One histogram per named probability (e.g. churn, upgrade), 20 bins over [0, 1]."""
+    """One histogram per named probability (e.g. churn, upgrade), 20 bins over the scores' own range."""
     figure = _new_figure(4.2 * max(len(scores), 1), 3.4)
     axes_list = np.atleast_1d(figure.subplots(1, max(len(scores), 1)))
     for axes, (name, values) in zip(axes_list, scores.items(), strict=True):
         p = np.asarray(values, dtype="float64").ravel()
-        axes.hist(p[np.isfinite(p)], bins=20, range=(0, 1), color="#4e79a7")
+        axes.hist(p[np.isfinite(p)], bins=20, range=score_axis_range(p), color="#4e79a7")
         axes.set(xlabel=f"{name} probability", ylabel="users", title=f"{name} (median {np.nanmedian(p):.3f})")
     figure.suptitle(title)
     return figure

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 LANGS = ("en", "zh")
 PLACEHOLDER = "0" * 32  # a decision id's length (uuid4 hex); the body is split around it
+SNAPSHOT_KEY = b',"snapshot":'  # the body's last field, replaced by the snapshot's age on the day served
 CHUNK_USERS = 20_000  # users decided per bulk step: bounds the build's transient memory
 CONTACT_STATES_KEPT = 100_000  # decisions re-made for contacted users, kept per (user, lang, contact state)
 
@@ -79,10 +80,12 @@ class Codec:
 class Entry:
     """One user's decision in one language, encoded (`packed` by the cache's codec): the response body with
     `PLACEHOLDER` at `id_at` for the decision id, the span of its alternatives (what the decision log keeps
-    as `candidates`), the inputs, and the fields the log and the metrics keep beside it."""
+    as `candidates`), where its `snapshot` (the last field: its age changes with the day) starts, the inputs,
+    and the fields the log and the metrics keep beside it."""
 
     packed: bytes
     id_at: int
+    snapshot_at: int
     alternatives: tuple[int, int]
     inputs: bytes  # packed; one object shared by a user's entries
     stage: str
@@ -116,7 +119,8 @@ def encode(decided: Decided, codec: Codec, inputs: bytes | None = None) -> Entry
     if inputs is None:
         inputs = codec.pack(orjson.dumps(decided.inputs, option=orjson.OPT_NON_STR_KEYS))
     return Entry(
-        packed=codec.pack(body), id_at=id_at, alternatives=(start, end), inputs=inputs,
+        packed=codec.pack(body), id_at=id_at, snapshot_at=body.rindex(SNAPSHOT_KEY), alternatives=(start, end),
+        inputs=inputs,
         stage=decision.stage.name, action=decision.action.name, propensity=decided.propensity,
         explored=decided.explored, expected_value=decision.action.expected_value,
         churn=decision.churn.probability,
@@ -249,9 +253,12 @@ class DecisionCache:
         """The encoded bytes the entries hold (the bodies, candidates and inputs)."""
         return sum(entry.nbytes() for entry in (self.entries if self.bulk else self._lru).values())
 
-    def unpack(self, entry: Entry, decision_id: str) -> Encoded:
-        """The entry's response body with `decision_id` in place, its candidates and its inputs."""
+    def unpack(self, entry: Entry, decision_id: str, snapshot: bytes | None = None) -> Encoded:
+        """The entry's response body with `decision_id` in place and, when given, `snapshot` (the JSON of the
+        snapshot's age today) for the one it was built with; its candidates and its inputs."""
         body = self.codec.unpack(entry.packed)
+        if snapshot is not None:
+            body = body[: entry.snapshot_at] + SNAPSHOT_KEY + snapshot + b"}"
         start, end = entry.alternatives
         return Encoded(
             body[: entry.id_at] + decision_id.encode() + body[entry.id_at + len(PLACEHOLDER) :],

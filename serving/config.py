@@ -13,6 +13,7 @@ from models.config import ModelsConfig
 class ServingSection(Section):
     churn_band_thresholds: Annotated[list[Probability], Field(min_length=2, max_length=2)]
     explain_top_k: PositiveInt
+    stale_after_days: PositiveInt
 
     @field_validator("churn_band_thresholds")
     @classmethod

@@ -88,6 +88,7 @@ DECISION_EXAMPLE: dict[str, Any] = {
     "versions": VERSIONS,
     "decision_id": "5b0e4c1d9a6f4e2b8c3d7a1f0e9b6c2d",
     "missing_features": [],
+    "snapshot": {"date": "2026-11-30", "age_days": 2, "stale_after_days": 45, "stale": False, "warning": None},
 }  # fmt: skip
 STORE = {"as_of": "2026-11-30", "users": 2000, "feature_version": "f-c5a0a1192b"}
 WORKER = {"pid": 4242, "versions": VERSIONS, "shadow": None, "loaded_at": "2026-12-01T09:00:00+00:00",
@@ -97,7 +98,7 @@ WORKER = {"pid": 4242, "versions": VERSIONS, "shadow": None, "loaded_at": "2026-
 RESPONSE_EXAMPLES: dict[tuple[str, str], Any] = {
     ("get", "/v1/users/{user_id}/decision"): DECISION_EXAMPLE,
     ("post", "/v1/decisions"): {**DECISION_EXAMPLE, "user_id": None, "as_of": None,
-                                "missing_features": ["sessions_7d", "revenue_sum_30d"]},
+                                "missing_features": ["sessions_7d", "revenue_sum_30d"], "snapshot": None},
     ("post", "/v1/decisions/batch"): {"items": [
         {"decision": DECISION_EXAMPLE, "error": None},
         {"decision": None, "error": {"status": 404, "detail": "user 'u999999' has no features as of the "

@@ -154,6 +154,22 @@ class Versions(BaseModel):
     features: str
 
 
+class Snapshot(BaseModel):
+    """How old the features behind the decision are (models.snapshot)."""
+
+    date: dt.date = Field(description="The feature snapshot's date (the same as `as_of`)")
+    age_days: int = Field(
+        description="Whole days from the snapshot's date to the day the decision was made (UTC)"
+    )
+    stale_after_days: int = Field(description="The configured limit (config serving.stale_after_days)")
+    stale: bool = Field(
+        description="age_days > stale_after_days: the user's activity since is not in the features"
+    )
+    warning: str | None = Field(
+        None, description="What to do about a stale snapshot (None when it is not stale)"
+    )
+
+
 class Decision(BaseModel):
     user_id: str | None
     as_of: dt.date | None = Field(description="The feature snapshot's date (None for a posted vector)")
@@ -168,6 +184,10 @@ class Decision(BaseModel):
     versions: Versions
     decision_id: str
     missing_features: list[str] = Field(default_factory=list, description="Features treated as missing")
+    # Last, so that a cached body's snapshot age is replaced at request time (serving.cache)
+    snapshot: Snapshot | None = Field(
+        None, description="The feature snapshot's age on the day of the decision (None for a posted vector)"
+    )
 
 
 class DecisionRequest(BaseModel):

@@ -19,8 +19,9 @@ from models.frame import encode_row
 from models.policy import Decisions, decide
 from models.population import CHURN_POPULATION, lapsed
 from models.scoring import contributions_matrix, reasons_at, score_matrix, top_order
+from models.snapshot import snapshot_age, utc_today
 from serving.config import ServingSection
-from serving.schemas import Decision, ValueTerms
+from serving.schemas import Decision, Snapshot, ValueTerms
 from serving.state import ModelSet
 
 MODEL_TARGETS = ("churn", "upgrade")
@@ -49,6 +50,18 @@ class Scorer:
     def __init__(self, serving: ServingSection) -> None:
         self.band_thresholds = tuple(serving.churn_band_thresholds)
         self.top_k = serving.explain_top_k
+        self.stale_after_days = serving.stale_after_days
+        self.today = utc_today  # the clock of a snapshot's age (a test sets its own)
+
+    def snapshot(self, as_of: dt.date | None, lang: str) -> dict[str, Any] | None:
+        """The age of the snapshot of `as_of` today, with the warning past `stale_after_days`."""
+        if as_of is None:
+            return None
+        return snapshot_age(as_of, self.today(), self.stale_after_days, lang).as_dict()
+
+    def snapshot_json(self, as_of: dt.date, lang: str) -> bytes:
+        """`snapshot` as the Decision's JSON encodes it: what replaces a cached body's (serving.cache)."""
+        return Snapshot.__pydantic_serializer__.to_json(Snapshot(**self.snapshot(as_of, lang)))  # type: ignore[arg-type]
 
     def band(self, probability: float) -> str:
         low, high = self.band_thresholds
@@ -202,5 +215,6 @@ class Scorer:
             versions=models.version_labels(),
             decision_id=decision_id,
             missing_features=missing,
+            snapshot=self.snapshot(as_of, lang),
         )
         return Decided(decision, known, candidates, float(row["propensity"]), bool(row["explored"]))

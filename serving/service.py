@@ -169,7 +169,7 @@ class DecisionService:
                 shadow = {"versions": shadow_models.version_labels(), "action": other.action,
                           "expected_value": other.expected_value, "stage": other.stage, "churn": other.churn}  # fmt: skip
         decision_id = uuid.uuid4().hex
-        encoded = cache.unpack(entry, decision_id)
+        encoded = cache.unpack(entry, decision_id, self.scorer.snapshot_json(cache.as_of, lang))
         body = encoded.body
         self.metrics.decisions.labels(entry.stage, entry.action).inc()
         self.decision_log.append(

@@ -29,7 +29,7 @@ from features.registry import FeatureParams, build_registry
 from models.catalog import NO_ACTION
 from models.config import ModelsConfig
 from models.decision import DecisionModels, Scores, decide_population
-from models.metrics import classification_metrics
+from models.metrics import MIN_RELIABLE_BIN_USERS, classification_metrics, reliability_table
 from models.overview import (
     action_mix,
     contacted_by_stage,
@@ -51,6 +51,7 @@ from models.plots import (
 from models.policy import OUTCOME_OF
 from models.population import ALL_USERS, in_population
 from models.scoring import score
+from models.snapshot import snapshot_age
 from training.evaluate_policy import (
     POLICY_LABELS,
     PolicyEvaluation,
@@ -117,6 +118,11 @@ class ReportInputs:
     lift: pd.DataFrame | None = None
     lift_source: str | None = None
     monitoring: MonitorInputs | None = None  # the drift and lifecycle sections' own inputs
+    # the data's end — the online store's snapshot date when it is materialised without --as-of, what /review
+    # and the API serve — and the users known then (None when it is the as-of date itself)
+    data_end: dt.date | None = None
+    users_at_data_end: int | None = None
+    stale_after_days: int | None = None  # config serving.stale_after_days (None: no snapshot age shown)
 
 
 @dataclass
@@ -125,6 +131,7 @@ class CalibrationView:
     cutoff: dt.date
     metrics: dict[str, float]  # classification_metrics on the closed labels, plus mean_predicted
     figures: dict[str, str]  # reliability, lift → keys of ReportData.figures
+    bins: pd.DataFrame | None = None  # models.metrics.reliability_table: the reliability figure's bins
 
 
 @dataclass
@@ -162,6 +169,8 @@ class ReportData:
     monitor: Any = None  # models.monitoring.Monitor, or None with `monitor_note` saying why
     monitor_note: str | None = None
     analytics: Any = None  # models.lifecycle.LifecycleAnalytics
+    snapshot: dict[str, Any] | None = None  # models.snapshot.SnapshotAge of as_of on the day it was generated
+    dates_note: str | None = None  # why this report's date and users differ from /review's, when they do
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -199,6 +208,7 @@ def gather_report_inputs(
     truth_dir: Path | None = None,
     latent_to_stage: Mapping[str, str] | None = None,
     progress: Progress = lambda message: None,
+    stale_after_days: int | None = None,
 ) -> ReportInputs:
     """Read what the report needs from `data_dir`: features and closed labels at the stage and calibration
     cutoffs, and the policy evaluation (true values when `truth_dir` has effects at `as_of`, offline IPS/DR
@@ -226,9 +236,17 @@ def gather_report_inputs(
     if calibration_cutoff <= first_event:
         calibration_cutoff = None
     labels = LabelParams.from_config(config.labels, horizon_days=horizon)
-    wanted = sorted({*cutoffs, *([calibration_cutoff] if calibration_cutoff else [])})
+    data_end = inputs.data_end if as_of < inputs.data_end else None  # /review's date, when it is another
+    wanted = sorted(
+        {*cutoffs, *([calibration_cutoff] if calibration_cutoff else []), *([data_end] if data_end else [])}
+    )
     progress(f"features at {len(wanted)} cutoffs: {', '.join(map(str, wanted))}")
     history = feature_history(data_dir, wanted, params=params, label_params=labels, con=con)
+    users_at_data_end = None
+    if data_end is not None:  # after every other cutoff: counted, then left out of the report's history
+        at_end = (history["cutoff"] == data_end).to_numpy()
+        users_at_data_end = int(at_end.sum())
+        history = history[~at_end].reset_index(drop=True)
     monitoring = _monitoring_inputs(data_dir, config, models, params, labels, con, progress)
     evaluation, note = _evaluation(
         data_dir, config=config, as_of=as_of, loaded=models, truth_dir=truth_dir, latent_to_stage=latent_to_stage,
@@ -239,7 +257,8 @@ def gather_report_inputs(
         models=models, context=context, budget=budget,
         budget_method=config.policy.budget_method, evaluation=evaluation, evaluation_note=note,
         feature_descriptions={f.name: f.description for f in build_registry(params)},
-        driver_sample=config.training.shap_sample_rows, monitoring=monitoring,
+        driver_sample=config.training.shap_sample_rows, monitoring=monitoring, data_end=data_end,
+        users_at_data_end=users_at_data_end, stale_after_days=stale_after_days,
     )  # fmt: skip
 
 
@@ -427,6 +446,42 @@ def build_report(inputs: ReportInputs) -> ReportData:
         monitor=drift,
         monitor_note=drift_note,
         analytics=analytics,
+        snapshot=None
+        if inputs.stale_after_days is None
+        else snapshot_age(as_of, context.generated_at.date(), inputs.stale_after_days).as_dict(),
+        dates_note=dates_note(
+            as_of,
+            len(now),
+            inputs.data_end,
+            inputs.users_at_data_end,
+            evaluated=inputs.evaluation is not None,
+        ),
+    )
+
+
+def dates_note(
+    as_of: dt.date, users: int, data_end: dt.date | None, users_at_data_end: int | None, *, evaluated: bool
+) -> str | None:
+    """Why this report's date and user count differ from /review's (None when they do not): the report scores
+    the users known before its --as-of date, the online store that /review and the API read holds every user
+    known at the data's end."""
+    if data_end is None or data_end == as_of:
+        return None
+    why = (
+        "a date whose campaign wave has the simulator's true effects, so the policy is valued against the truth "
+        "(clm demo picks the latest such wave)"
+        if evaluated
+        else "the date given to clm report"
+    )
+    more = "" if users_at_data_end is None else f", with {users_at_data_end:,} users"
+    change = "" if users_at_data_end is None else f" ({users_at_data_end - users:+,} users)"
+    return (
+        f"This report is as of {as_of} — {why} — and scores the {users:,} users known before that date. "
+        f"/review and the decision API read the online store, which clm features materialize writes at the "
+        f"data's end, {data_end} (the day after the last event){more}: their dates and counts differ from these"
+        f"{change} because they look at a later day, which also takes in users who appeared since. "
+        f"clm report --as-of {data_end} reports on /review's date (without the truth-based policy table when "
+        "the simulator has no effects there)."
     )
 
 
@@ -532,7 +587,7 @@ def _calibration(
             keys["reliability"],
         )
         figures[keys["lift"]] = figure_svg(lift_figure(y, {f"{target} model": p}), keys["lift"])
-        views.append(CalibrationView(target, cutoff, metrics, keys))
+        views.append(CalibrationView(target, cutoff, metrics, keys, reliability_table(y, p)))
     note = f"not shown: {'; '.join(skipped)}" if skipped else None
     return views, note, figures
 
@@ -691,6 +746,16 @@ def report_tables(data: ReportData) -> dict[str, Table]:
               v.metrics["ece"], v.metrics["brier"], v.metrics["roc_auc"], v.metrics["top_decile_lift"]]
              for v in data.calibration],
         )  # fmt: skip
+        for v in data.calibration:
+            bins = v.bins.assign(
+                scores=[f"{low:.3f}–{high:.3f}" for low, high in zip(v.bins["bin_low"], v.bins["bin_high"], strict=True)],
+                note=np.where(v.bins["reliable"], "", f"fewer than {MIN_RELIABLE_BIN_USERS} users: too few to read"),
+            )  # fmt: skip
+            tables[f"reliability_{v.target}"] = _frame_table(f"reliability-{v.target}", bins, [
+                ("scores", "predicted probability", "text"), ("users", "users", "int"),
+                ("positives", "positives", "int"), ("mean_predicted", "mean predicted", "pct"),
+                ("observed_rate", "observed rate", "pct"), ("note", "", "text"),
+            ])  # fmt: skip
     if data.policy_table is not None:
         tables["policy"] = _frame_table("policy-table", data.policy_table, [
             ("label", "policy", "text"), ("value_per_1000", f"true value / 1,000 users ({cur})", "money"),

@@ -92,7 +92,7 @@ def write_report(
     inputs = gather_report_inputs(
         data, config=config, as_of=day, models=models, context=context, project_root=Path.cwd(), budget=budget,
         truth_dir=truth, latent_to_stage=None if truth is None else latent_to_product_stage(),
-        progress=status or (lambda message: None),
+        progress=status or (lambda message: None), stale_after_days=config.serving.stale_after_days,
     )  # fmt: skip
     inputs.lift, inputs.lift_source = measured_lift(config, lift_log)
     if status:

@@ -154,17 +154,22 @@ def summarise_overview(
             )
             y = frame.loc[rows, "churn"].astype(float).to_numpy()
             p = history.loc[rows, "p_churn"].to_numpy()
-            from models.metrics import expected_calibration_error
+            from models.metrics import MIN_RELIABLE_BIN_USERS, expected_calibration_error, reliability_table
 
             title = f"Calibration on the {cutoff} cutoff ({int(rows.sum()):,} users, labels known)"
             figures["calibration"] = plots.figure_svg(
                 plots.calibration_figure(y, None, p, title=title), "calibration"
             )
-            figures["lift"] = plots.figure_svg(plots.lift_figure(y, {"churn model": p}), "lift")
+            # stacked, 12 pt: the page shows it in half its width, where the wide figure's text is ~6 px
+            figures["lift"] = plots.figure_svg(
+                plots.lift_figure(y, {"churn model": p}, stacked=True, font_size=12), "lift"
+            )
             calibration = {
                 "cutoff": cutoff,
                 "users": int(rows.sum()),
                 "ece": expected_calibration_error(y, p),
+                "bins": reliability_table(y, p).to_dict("records"),  # the figure's bins, printed beside it
+                "min_users": MIN_RELIABLE_BIN_USERS,
             }
     _stop_if(cancelled)
     analytics = lifecycle_analytics(

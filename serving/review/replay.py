@@ -3,9 +3,11 @@ and its re-run under the same versions (pure functions over the logged record)."
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
+from models.snapshot import snapshot_age
 from serving.scorer import Decided
 
 REPLAY_TOLERANCE = 1e-9
@@ -58,3 +60,15 @@ def compare_replay(logged: dict[str, Any], again: Decided) -> list[str]:
         elif old_value != new_value:
             differences.append(f"{name}: logged {old_value!r}, now {new_value!r}")
     return differences
+
+
+def logged_snapshot(logged: dict[str, Any], stale_after_days: int, lang: str = "en") -> dict[str, Any] | None:
+    """The snapshot's age a logged decision carried when it was made; for one logged before decisions carried
+    it, its age on the day it was logged, from its `as_of` (None for a posted vector)."""
+    payload = logged["payload"]
+    if payload.get("snapshot"):
+        return payload["snapshot"]
+    if not payload.get("as_of"):
+        return None
+    as_of = dt.date.fromisoformat(payload["as_of"])
+    return snapshot_age(as_of, logged["ts"].date(), stale_after_days, lang).as_dict()

@@ -45,7 +45,7 @@ from serving.dependencies import (
     WaterfallsDep,
 )
 from serving.review.pages import PageRefused, error_page, no_store, page
-from serving.review.replay import breakdown, compare_replay
+from serving.review.replay import breakdown, compare_replay, logged_snapshot
 from serving.review.session import SESSION_COOKIE, cross_origin
 from serving.review.text import TEXT, Lang
 from serving.state import ModelHolder, ModelSet
@@ -147,6 +147,7 @@ def overview_page(
     store: StoreDep,
     decision_log: DecisionLogDep,
     cache: OverviewDep,
+    scorer: ScorerDep,
     lang: Lang = "en",
 ) -> HTMLResponse:
     models = serving_models(request, holder, lang)
@@ -159,7 +160,7 @@ def overview_page(
         reach=None if data.reach is None else _records(data.reach),
         counts=data.counts, flow=data.flow, contacts=len(contacted),
         total_value=float(snapshot["expected_value"].sum()), total_cost=float(contacted["cost"].sum()),
-        decisions=decision_log.stats(),
+        decisions=decision_log.stats(), snapshot=scorer.snapshot(data.as_of, lang),
     )  # fmt: skip
 
 
@@ -233,7 +234,8 @@ def user_page(
         waterfall_upgrade=waterfalls.svg(models, "upgrade", decided.inputs),
         timeline=timeline, events=None if events is None else _records(events),
         contacts=None if contacts is None else _records(contacts),
-        logged=decision_log.decisions_for_user(user_id, limit=10),
+        logged=[{**r, "snapshot": logged_snapshot(r, scorer.stale_after_days, lang)}
+                for r in decision_log.decisions_for_user(user_id, limit=10)],
     )  # fmt: skip
 
 
@@ -273,5 +275,5 @@ def decision_page(
     return page(
         request, "decision.html.j2", lang, logged=logged, p=payload, differences=differences,
         waterfalls=drawn, error=error, rows=breakdown(logged["candidates"], payload["clv"], upgrade_value),
-        inputs=sorted(logged["inputs"].items()),
+        inputs=sorted(logged["inputs"].items()), snapshot=logged_snapshot(logged, scorer.stale_after_days, lang),
     )  # fmt: skip

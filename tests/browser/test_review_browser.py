@@ -266,3 +266,71 @@ def test_a_sign_in_posted_from_another_site_is_refused(browser, server: str) -> 
         context.close()
         other.shutdown()
         other.server_close()
+
+
+def _column(page, index: int) -> list[float]:
+    """The sort values of one column over the rows shown now."""
+    return page.eval_on_selector_all(
+        f"#top-table tbody tr:not([hidden]) td:nth-child({index})",
+        "cells => cells.map(c => parseFloat(c.dataset.value))",
+    )
+
+
+def test_the_overview_user_table_sorts_and_pages(watched: Watched) -> None:
+    """The highest-risk and highest-value users: ranked by value at stake, 25 a page, any column sorted by a
+    click on its heading (again: the other way) over every row, not only the page shown."""
+    page = watched.page
+    sign_in(watched, "review-key")
+    total = page.locator("#top-table tbody tr").count()
+    pages = -(-total // 25)
+    assert total > 25 and page.locator("#top-table tbody tr:visible").count() == 25
+    assert page.locator("#page-info").inner_text() == f"page 1 of {pages}"
+    assert page.locator("#page-prev").is_disabled() and not page.locator("#page-next").is_disabled()
+    at_stake = _column(page, 3)
+    assert at_stake == sorted(at_stake, reverse=True)
+    everything = page.eval_on_selector_all(
+        "#top-table tbody td:nth-child(3)", "cells => cells.map(c => parseFloat(c.dataset.value))"
+    )
+    assert at_stake[0] == max(everything)
+
+    page.click("#page-next")
+    assert page.locator("#page-info").inner_text() == f"page 2 of {pages}"
+    second = _column(page, 3)
+    assert len(second) == min(25, total - 25) and second[0] <= at_stake[-1]
+
+    churn = page.locator("#top-table thead th:nth-child(4)")
+    churn.click()  # sorts every row by churn, largest first, back on page 1
+    assert churn.get_attribute("aria-sort") == "descending"
+    assert page.locator("#page-info").inner_text() == f"page 1 of {pages}"
+    highest = _column(page, 4)
+    all_churn = page.eval_on_selector_all(
+        "#top-table tbody td:nth-child(4)", "cells => cells.map(c => parseFloat(c.dataset.value))"
+    )
+    assert highest == sorted(all_churn, reverse=True)[:25]
+    churn.click()
+    assert churn.get_attribute("aria-sort") == "ascending"
+    assert _column(page, 4) == sorted(all_churn)[:25]
+
+    users = page.locator("#top-table thead th:nth-child(1)")
+    users.click()
+    names = page.eval_on_selector_all(
+        "#top-table tbody tr:not([hidden]) td:nth-child(1)", "c => c.map(x => x.innerText)"
+    )
+    assert names == sorted(names, key=str.lower, reverse=True)
+
+    # the filter narrows the rows and pages over what it keeps
+    page.fill("#user-filter", "high value")
+    kept = page.locator("#top-table tbody tr:visible").count()
+    assert 0 < kept <= 25 and page.locator("#page-info").inner_text().startswith("page 1 of")
+    watched.shot("07-overview-table")
+
+
+def test_the_gains_and_lift_text_is_at_least_12_px(watched: Watched) -> None:
+    """The gains and lift chart on /review: every label rendered at 12 px or more (the wide figure shrunk into
+    half the page drew ~6 px). A rotated label's scale is the length of its transform's first column."""
+    sign_in(watched, "review-key")
+    sizes = watched.page.eval_on_selector_all(
+        "#calibration .grid > div:nth-child(2) svg text",
+        "texts => texts.filter(t => t.textContent.trim()).map(t => parseFloat(getComputedStyle(t).fontSize) * Math.hypot(t.getScreenCTM().a, t.getScreenCTM().b))",
+    )
+    assert len(sizes) > 10 and min(sizes) >= 12.0, sorted(sizes)[:5]

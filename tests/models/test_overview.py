@@ -90,6 +90,16 @@ def test_top_users_leave_lapsed_users_out_of_the_risk_list(table) -> None:
     assert set(top["user_id"]) == {"a", "b"} and "c" not in set(top["user_id"])
 
 
+def test_top_users_rank_by_value_at_stake_not_churn_alone() -> None:
+    snapshot = pd.DataFrame({
+        "user_id": ["likely-but-cheap", "valuable-at-some-risk", "safe"], "stage": ["at_risk", "mature", "growing"],
+        "p_churn": [0.9, 0.2, 0.01], "value_if_retained": [10.0, 500.0, 20.0],
+    })  # fmt: skip
+    top = ov.top_users(snapshot, n=2)
+    assert top["user_id"].tolist() == ["valuable-at-some-risk", "likely-but-cheap", "safe"]
+    assert top["value_at_stake"].tolist() == pytest.approx([100.0, 9.0, 0.2])
+
+
 def test_the_waterfall_walks_from_the_base_value_to_the_raw_score() -> None:
     contributions = np.array([0.5, -0.2, 0.05, -0.01, 0.3])
     labels = [f"f{i}" for i in range(5)]

@@ -29,7 +29,7 @@ from models.plots import figure_svg, score_distribution_figure
 from models.population import lapsed
 from tests.conftest import ServedWorld, mlflow_store
 from training.evaluate_policy import POLICIES
-from training.report import format_value, months_before, stage_cutoffs
+from training.report import dates_note, format_value, months_before, stage_cutoffs
 
 runner = CliRunner()
 AS_OF = "2025-09-01"  # a monthly truth cutoff and campaign wave of the served world (data ends 2025-09-28)
@@ -498,3 +498,45 @@ def test_lifecycle_section_by_an_independent_computation(report: Report, indepen
     assert int(summary.replace(",", "")) == int(underserved.sum())
     _, conversion = report.page.table("stage-conversion")
     assert conversion  # one row per stage with a next stage, per step between the monthly cutoffs
+
+
+def test_the_report_shows_its_dates_age_and_why_review_differs(report: Report) -> None:
+    """The report's date is --as-of, /review's the store's snapshot at the data's end: the report says how old
+    its date is (a warning past serving.stale_after_days, 45), which date and users /review has and why."""
+    header = {row[0][0]: row[1][0] for row in report.page.tables["report-header"]}
+    generated = dt.datetime.strptime(header["generated at"], "%Y-%m-%d %H:%M:%S %Z").date()
+    age = (generated - dt.date.fromisoformat(AS_OF)).days
+    line = re.search(r'<p id="snapshot-age">(.*?)</p>', report.html, re.S).group(1)
+    assert (
+        f"Decisions as of {AS_OF}: {age:,} days before this report was generated (stale after 45 days" in line
+    )
+    assert age > 45 and 'id="stale-warning"' in report.html
+    warning = report.html.split('id="stale-warning"', 1)[1].split("</div>", 1)[0]
+    assert f"as of {AS_OF}, {age:,} days old (past 45)" in warning
+    config = load_config()
+    store, data_end = latest_features(report.world.data, params=FeatureParams.from_config(config.features))
+    users = int(header["users scored"].replace(",", ""))
+    assert data_end > dt.date.fromisoformat(AS_OF) and len(store) > users
+    note = re.search(r'<p class="note" id="dates-note">(.*?)</p>', report.html, re.S).group(1)
+    assert f"This report is as of {AS_OF}" in note and f"scores the {users:,} users known before" in note
+    assert f"the data's end, {data_end} (the day after the last event), with {len(store):,} users" in note
+    assert f"({len(store) - users:+,} users)" in note and f"clm report --as-of {data_end}" in note
+
+
+def test_the_dates_note_is_left_out_when_the_dates_agree() -> None:
+    day = dt.date(2026, 1, 1)
+    assert dates_note(day, 4677, None, None, evaluated=True) is None
+    assert dates_note(day, 4677, day, 4677, evaluated=False) is None
+    note = dates_note(dt.date(2025, 12, 1), 4677, day, 5000, evaluated=False)
+    assert "4,677 users" in note and "5,000 users" in note and "(+323 users)" in note
+
+
+def test_every_reliability_diagram_has_its_users_per_bin(report: Report) -> None:
+    closed = {row[0][0]: int(number(row[3])) for row in report.page.tables["calibration-table"][1:]}
+    for target, users in closed.items():
+        columns, rows = report.page.table(f"reliability-{target}")
+        assert columns[:2] == ["predicted probability", "users"]
+        counts = [int(number(r[1])) for r in rows.values()]
+        assert sum(counts) == users, target
+        small = [r for r in rows.values() if int(number(r[1])) < 30]
+        assert all("too few to read" in r[-1][0] for r in small)
