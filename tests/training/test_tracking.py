@@ -23,11 +23,17 @@ from training.tracking import PromotionDecision, decide_promotion
 EXPERIMENT = "clm-tracking-tests"
 
 
-# MLflow warns at class definition that `predict` has no type hints. The warning cannot be filtered
-# (MLflow resets the filter around it) and type hints would make MLflow validate inputs against them.
-class ScaledModel(mlflow.pyfunc.PythonModel):
-    """Stand-in for models.pyfunc.ClmPyfuncModel: reads a bundle directory, predicts x × factor."""
+# Stand-in for models/pyfunc_code/scoring_model.py, logged as code the same way: reads a bundle directory,
+# predicts x × factor. (No type hints on `predict`: they would make MLflow validate inputs against them.)
+SCALED_MODEL_CODE = """
+import json
+from pathlib import Path
 
+import mlflow.pyfunc
+from mlflow.models import set_model
+
+
+class ScaledModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         bundle = Path(context.artifacts["bundle"])
         self.factor = float((bundle / "model.txt").read_text())
@@ -35,6 +41,10 @@ class ScaledModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         return model_input["x"].to_numpy() * self.factor
+
+
+set_model(ScaledModel())
+"""
 
 
 def _write_bundle(path: Path, factor: float) -> Path:
@@ -82,11 +92,15 @@ def _register(
 ) -> tracking.RegisteredVersion:
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
     bundle = _write_bundle(bundle_dir, factor)
+    code = bundle_dir.parent / "scaled_model.py"
+    code.write_text(SCALED_MODEL_CODE)
     with tracking.start_training_run(EXPERIMENT, f"train-{factor}", params={"factor": factor}, tags={}):
         tracking.log_metrics_flat(metrics)
         return tracking.log_and_register_model(
             name="model",
-            python_model=ScaledModel(),
+            python_model=code,
+            model_description=f"x times a factor (registered by {registered_model_name})",
+            version_description=f"factor {factor}",
             artifacts={"bundle": str(bundle)},
             signature=infer_signature(frame, frame["x"].to_numpy() * factor),
             input_example=frame.head(2),
@@ -278,7 +292,15 @@ def test_log_and_register_creates_versions_and_moves_the_challenger_alias(store:
     np.testing.assert_allclose(model.predict(pd.DataFrame({"x": [1.0, 2.0]})), [3.0, 6.0])
 
     assert tracking.version_metrics(name, "1") == {"backtest.roc_auc.mean": 0.7}
-    assert MlflowClient().get_model_version(name, "2").tags == {"clm.bundle.factor": "3.0"}
+    client = MlflowClient()
+    assert client.get_model_version(name, "2").tags == {"clm.bundle.factor": "3.0"}
+    assert client.get_model_version(name, "2").description == "factor 3.0"
+    assert client.get_registered_model(name).description == f"x times a factor (registered by {name})"
+    # logged as code: MLflow keeps the file, loads through its code loader and pickles nothing
+    local = Path(mlflow.artifacts.download_artifacts(second.model_uri, dst_path=str(tmp_path / "download")))
+    pyfunc_flavor = mlflow.models.Model.load(local).flavors["python_function"]
+    assert pyfunc_flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert (local / "scaled_model.py").is_file() and not (local / "python_model.pkl").exists()
     requirements = Path(mlflow.pyfunc.get_model_dependencies(first.model_uri)).read_text().split()
     assert f"numpy=={importlib.metadata.version('numpy')}" in requirements
     assert f"lightgbm=={importlib.metadata.version('lightgbm')}" in requirements
