@@ -85,6 +85,17 @@ TARGET_MEANING = {
 }
 
 
+def _fold_summary(
+    summary: dict[str, dict[str, float]], means: Sequence[str] | None, stds: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Of a backtest summary, the mean of `means` (None: every metric) and the std of `stds`."""
+    return {
+        name: {"mean": values["mean"]} | ({"std": values["std"]} if name in stds else {})
+        for name, values in summary.items()
+        if means is None or name in means
+    }
+
+
 def run_metrics(
     test: dict[str, dict[str, float]],
     backtest: dict[str, dict[str, float]],
@@ -94,34 +105,28 @@ def run_metrics(
     behaviour_passed: bool,
 ) -> dict[str, Any]:
     """The metrics a model run logs, nested (`tracking.log_metrics_flat` dots them): `test.model.*` (every
-    figure of the model on the test cutoff), `test.<baseline>.<quality>`, `backtest.<metric>.mean`,
-    `backtest.<quality>.std`, `backtest_baselines.<baseline>.<quality>.mean`, `champion_backtest.<quality>.mean`
-    (what promotion compares), `backtest_folds` and `behaviour_passed`. Fold counts (`*.n`), minima and
-    maxima stay in the metrics artifact."""
+    figure of the model on the test cutoff), `test.<baseline>.<quality>` (BG/NBD's fitted parameters too),
+    `backtest.<metric>.mean` and `backtest.<quality>.std`, `backtest_baselines.<baseline>.<quality>.mean` and
+    their ROC AUC's std, `champion_backtest.<quality>.mean` (what promotion compares), `backtest_folds` and
+    `behaviour_passed`. The uncalibrated model's figures, fold counts (`*.n`), minima and maxima stay in
+    the metrics artifact."""
     tests: dict[str, dict[str, float]] = {"model": dict(test["model"])}
     for who, values in test.items():
-        if who != "model":
+        if who not in ("model", "model_uncalibrated"):
             keep = QUALITY_METRICS + (BGNBD_PARAMS if who == "bgnbd" else ())
             tests[who] = {name: values[name] for name in keep if name in values}
     metrics: dict[str, Any] = {
         "test": tests,
-        "backtest": {
-            name: {"mean": summary["mean"]} | ({"std": summary["std"]} if name in QUALITY_METRICS else {})
-            for name, summary in backtest.items()
-        },
+        "backtest": _fold_summary(backtest, None, QUALITY_METRICS),
         "backtest_baselines": {
-            who: {name: {"mean": summary[name]["mean"]} for name in QUALITY_METRICS if name in summary}
+            who: _fold_summary(summary, QUALITY_METRICS, ("roc_auc",))
             for who, summary in baseline_backtest.items()
         },
         "backtest_folds": float(folds),
         "behaviour_passed": float(behaviour_passed),
     }
     if champion_backtest is not None:
-        metrics["champion_backtest"] = {
-            name: {"mean": champion_backtest[name]["mean"]}
-            for name in QUALITY_METRICS
-            if name in champion_backtest
-        }
+        metrics["champion_backtest"] = _fold_summary(champion_backtest, QUALITY_METRICS, ())
     return metrics
 
 
