@@ -44,7 +44,7 @@ from training.dataset import (
     load_training_frame,
     plan_cutoffs,
 )
-from training.fit import FoldResult, ModelSpec, fit_fold
+from training.fit import FoldResult, ModelSpec, fit_fold, rows_for
 from training.model_card import render_model_card
 from training.truth import latent_stages, read_truth, truth_oracle
 
@@ -144,7 +144,7 @@ def run_description(
     text = (
         f"{spec.registered_name}: LightGBM with isotonic calibration, P({spec.target} within "
         f"{fit.bundle.horizon_days} days) for the {population} population. Trained on {source or 'the data'}: "
-        f"{rows:,} rows at {len(train)} cutoffs {train[0]}..{train[-1]} (validation {final.split.valid}, "
+        f"{rows:,} labelled rows at {len(train)} training cutoffs {train[0]}..{train[-1]} (validation {final.split.valid}, "
         f"test {final.split.test}); features {fit.feature_version}; meant for scoring at {scoring_cutoff}. "
         f"{fit.evaluation}: ROC AUC {backtest['roc_auc']['mean']:.3f}"
     )
@@ -361,7 +361,8 @@ def train_target(
             "cadence": str(plan.cadence), "first_cutoff_after_days": plan.lead_days, "count": len(plan.cutoffs),
             "first": str(plan.cutoffs[0]), "last": str(plan.cutoffs[-1]), "why": plan.chosen_because,
         }  # fmt: skip
-    description = run_description(spec, fit, rows=len(frame), population=population, source=source,
+    train_rows = len(rows_for(frame, final.split.train, spec.target))
+    description = run_description(spec, fit, rows=train_rows, population=population, source=source,
                                   scoring_cutoff=scoring_cutoff)  # fmt: skip
     with tracking.start_training_run(
         training.experiment, f"{spec.target}-{scoring_cutoff}", params=run_params,
