@@ -232,7 +232,9 @@ def _active_run_id() -> str:
 
 
 def _experiment_id(client: MlflowClient, experiment: str) -> str:
-    """The experiment's id, creating it with an artifact location next to a SQLite store's database."""
+    """The experiment's id, creating it with an artifact location next to a SQLite store's database (and
+    deleting MLflow's empty `Default` experiment, in a new store as in one made before it was deleted)."""
+    delete_empty_default_experiment(client)
     existing = client.get_experiment_by_name(experiment)
     if existing is not None:
         if existing.lifecycle_stage == "deleted":
@@ -245,7 +247,6 @@ def _experiment_id(client: MlflowClient, experiment: str) -> str:
         location = f"{artifact_root}/{_EXPERIMENT_FOLDER_UNSAFE.sub('_', experiment)}"
     experiment_id = client.create_experiment(experiment, artifact_location=location)
     logger.info("created experiment %r (id %s) with artifacts in %s", experiment, experiment_id, location)
-    delete_empty_default_experiment(client)
     return experiment_id
 
 
