@@ -17,6 +17,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking._model_registry import utils as registry_uri_state
 from mlflow.tracking._tracking_service import utils as tracking_uri_state
 
+from tests.conftest import mlflow_store, new_store
 from training import tracking
 from training.tracking import PromotionDecision, decide_promotion
 
@@ -445,3 +446,20 @@ def test_promote_model_keeps_a_losing_policy_out_of_champion_with_no_champion_ye
     tags = MlflowClient().get_model_version(name, version.version).tags
     assert tags[tracking.PROMOTION_DECISION_TAG] == "rejected"
     assert "-35 is below the minimum 0" in tags[tracking.PROMOTION_REASONS_TAG]
+
+
+def test_a_run_deletes_the_empty_default_experiment_and_keeps_one_with_runs(
+    migrated_store: Path, tmp_path: Path
+) -> None:
+    uri = new_store(migrated_store, tmp_path / "fresh")
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_experiment_by_name("Default").lifecycle_stage == "active"  # MLflow makes it
+    with mlflow_store(uri), tracking.start_training_run(EXPERIMENT, "first", params={}, tags={}):
+        pass
+    assert client.get_experiment_by_name("Default").lifecycle_stage == "deleted"
+    assert [e.name for e in client.search_experiments()] == [EXPERIMENT]
+
+    used = MlflowClient(tracking_uri=new_store(migrated_store, tmp_path / "used"))
+    used.create_run(used.get_experiment_by_name("Default").experiment_id)
+    assert tracking.delete_empty_default_experiment(used) is False
+    assert used.get_experiment_by_name("Default").lifecycle_stage == "active"
