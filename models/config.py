@@ -5,7 +5,7 @@ training package is what `clm --help` must avoid). Cheap to import: pydantic and
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field
 
@@ -205,3 +205,4 @@ class ModelsConfig(Protocol):
     def monitor(self) -> MonitorSection: ...
     @property
     def analytics(self) -> AnalyticsSection: ...
+    def as_dict(self) -> dict[str, Any]: ...

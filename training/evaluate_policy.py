@@ -757,12 +757,26 @@ def realised_margin(
     return value.margin_share * total @ discount
 
 
+def _description(evaluation: PolicyEvaluation) -> str:
+    """What was evaluated, on what, and the headline figure: the run's description in the MLflow UI."""
+    text = (f"Evaluation of {evaluation.policy_version} (scores from {', '.join(evaluation.scoring_models.values())}) "
+            f"on {evaluation.n_users:,} users as of {evaluation.as_of}"
+            f"{' (in sample)' if evaluation.in_sample else ''}.")  # fmt: skip
+    margin = evaluation.margin
+    if margin is not None:  # simulated data: the simulator's true incremental margin, the primary figure
+        share = margin.ratio("oracle")
+        text += f" True incremental margin per user {margin.mean['clm']:,.2f}"
+        text += f", {share:.0%} of the oracle's {margin.mean['oracle']:,.2f}." if share is not None else "."
+    return text
+
+
 def _log(evaluation: PolicyEvaluation, config: ModelsConfig, decisions) -> str:
     with tracking.start_training_run(
         config.training.experiment, f"policy-evaluation-{evaluation.as_of}",
         params={"target": "policy_evaluation", "as_of": str(evaluation.as_of), "policy": evaluation.policy_version,
                 "scoring_models": evaluation.scoring_models, "in_sample": evaluation.in_sample},
         tags={"clm.target": "policy_evaluation", "clm.as_of": str(evaluation.as_of)},
+        description=_description(evaluation),
     ) as run:  # fmt: skip
         tracking.log_metrics_flat(
             {"value_per_1000": evaluation.value_per_1000, "contacts_per_1000": evaluation.contacts_per_1000,

@@ -364,15 +364,19 @@ def train_policy(
     champion_offline = _champion_offline(name, test_rows, p_churn, p_upgrade, horizon_days)
 
     progress("policy: logging to MLflow")
+    # the uplift learners' own settings; the catalogue, stage rules, value and contact policy are in the
+    # resolved config artifact
     run_params = {
         "target": "policy", "train_waves": [str(w) for w in train_waves], "test_wave": str(test_wave),
         "feature_version": policy.feature_version, "scoring_models": scoring_models,
-        "policy": config.policy.as_dict(), "actions": {name: a.as_dict() for name, a in config.actions.items()},
-        "stages": config.stages.as_dict(), "value": config.value.as_dict(),
+        "actions": list(policy.actions), "uplift": dataclasses.asdict(parts["uplift"]),
     }  # fmt: skip
+    description = policy_description(
+        policy, train_rows, train_waves, test_wave, quality, offline, source=str(data_dir)
+    )
     with tracking.start_training_run(
         config.training.experiment, f"policy-{test_wave}", params=run_params,
-        tags={"clm.target": "policy", "clm.test_wave": str(test_wave)},
+        tags={"clm.target": "policy", "clm.test_wave": str(test_wave)}, description=description,
     ) as run:  # fmt: skip
         tracking.log_metrics_flat(
             {"test": {"uplift": quality, "offline": offline.as_dict(), "action_share": share}}
@@ -381,18 +385,35 @@ def train_policy(
         if champion_offline is not None:
             tracking.log_metrics_flat({"champion_test": {"offline": champion_offline.as_dict()}})
         tracking.log_text("\n".join(behaviour_lines), "behaviour.txt")
+        tracking.log_config(config)
         tracking.log_dict(uplift.diagnostics_, "uplift/diagnostics.json")
         tracking.log_frame(_quality_frame(quality), "metrics/uplift_quality.csv")
         registered = register_policy(
             policy, test_rows.head(5), p_churn[:5], p_upgrade[:5],
             tags={"clm.target": "policy", "clm.feature_version": policy.feature_version,
                   "clm.behaviour_passed": str(passed), "clm.test_wave": str(test_wave)},
+            description=description,
         )  # fmt: skip
     return TrainedPolicy(
         registered_name=name, version=str(registered.version), run_id=run.info.run_id, train_waves=train_waves,
         test_wave=test_wave, quality=quality, offline=offline, action_share=share, behaviour_passed=passed,
         scoring_models=scoring_models,
     )  # fmt: skip
+
+
+def policy_description(
+    policy: PolicyBundle, train_rows: pd.DataFrame, train_waves: list[dt.date], test_wave: dt.date,
+    quality: dict[str, dict[str, float]], offline: OfflineEstimate, *, source: str,
+) -> str:  # fmt: skip
+    """What the policy run fitted, on what, and its headline figure: the run's and the version's description."""
+    modelled = [action for action, m in quality.items() if m.get("model")]
+    return (
+        f"{policy.name}: uplift per action and outcome ({len(modelled)} of {len(quality)} actions modelled, the "
+        f"others on the catalogue's prior) with the stage rules, value and contact policy. Fitted on "
+        f"{len(train_rows):,} logged decisions in {len(train_waves)} campaign waves {train_waves[0]}..{train_waves[-1]} "
+        f"of {source}; features {policy.feature_version}. Held-out wave {test_wave}: offline value per 1,000 "
+        f"logged users DR {offline.dr:,.0f} ± {offline.dr_se:,.0f}, IPS {offline.ips:,.0f} ± {offline.ips_se:,.0f}."
+    )
 
 
 def _quality_frame(quality: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -419,11 +440,11 @@ def _champion_offline(
 
 def register_policy(
     policy: PolicyBundle, sample: pd.DataFrame, p_churn: np.ndarray, p_upgrade: np.ndarray, *,
-    tags: dict[str, str], alias: str = "challenger",
+    tags: dict[str, str], alias: str = "challenger", description: str | None = None,
 ) -> tracking.RegisteredVersion:  # fmt: skip
     """Log the policy as a pyfunc (input: features plus the two calibrated scores; output: one decision
-    per row) and register it as a new version with `alias`."""
-    from models.pyfunc import ClmPolicyPyfuncModel
+    per row) and register it as a new version with `alias` and `description`."""
+    from models.pyfunc_code import POLICY_MODEL_FILE
 
     with tempfile.TemporaryDirectory() as tmp:
         path = save_policy(policy, Path(tmp) / POLICY_ARTIFACT)
@@ -433,9 +454,13 @@ def register_policy(
         categorical = [c for c in policy.uplift.categories_ if c in example]
         example = example.astype({c: "object" for c in categorical})
         return tracking.log_and_register_model(
-            name="model", python_model=ClmPolicyPyfuncModel(), artifacts={POLICY_ARTIFACT: str(path)},
+            name="model", python_model=POLICY_MODEL_FILE, artifacts={POLICY_ARTIFACT: str(path)},
             signature=policy_signature(policy), input_example=example, registered_model_name=policy.name,
-            alias=alias, tags=tags,
+            alias=alias, tags=tags, version_description=description,
+            model_description=(f"{policy.name}: the next best action per user — stage, value, uplift per action "
+                               "and outcome, arbitration under the contact policy (the `policy` artifact). Versions "
+                               "are registered @challenger by `clm train --model policy`; `clm promote` moves "
+                               "@champion, which serving reads."),
         )  # fmt: skip
 
 

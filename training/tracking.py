@@ -11,8 +11,13 @@ An in-process SQLite client does not read `MLFLOW_ARTIFACTS_DESTINATION` or `--d
 *current directory*. So every experiment this module creates gets an explicit, absolute
 `artifact_location` next to the database file, stored in the database itself. That is why
 `mlflow ui --backend-store-uri sqlite:///<project_root>/mlruns/mlflow.db`, started from any
-directory, finds the artifacts. (Experiment `Default`, created by MLflow with the database, still
-points at `<cwd>/mlruns/0`; the training job never logs to it.)
+directory, finds the artifacts. (Experiment `Default`, created by MLflow with the database, points at
+`<cwd>/mlruns/0`; the training job never logs to it and deletes it while it holds no run, so that a
+browser of the store sees no empty experiment.)
+
+What a run holds: the model's own parameters as params (a few dozen), the resolved config as one
+artifact (`config/resolved_config.json`), a description (what was trained, on what, the headline
+metric) that the registered version repeats, and a registered model described once.
 
 Nothing here runs at import; every side effect happens inside a call.
 """
@@ -37,6 +42,7 @@ from urllib.parse import unquote
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
 from models.artifacts import MANIFEST_FILE, digest_tag, manifest_digest
@@ -61,14 +67,17 @@ NOT_LOGGED_METRICS_TAG = "clm.metrics.not_logged"
 TRUNCATED_PARAMS_TAG = "clm.params.truncated"
 FULL_PARAMS_ARTIFACT = "params_full.json"
 
+CONFIG_ARTIFACT = "config/resolved_config.json"
+DEFAULT_EXPERIMENT_NAME = "Default"
+
 PROMOTION_DECISION_TAG = "clm.promotion.decision"
 PROMOTION_REASONS_TAG = "clm.promotion.reasons"
 PROMOTION_COMPARED_WITH_TAG = "clm.promotion.compared_with"
 PROMOTION_TIMESTAMP_TAG = "clm.promotion.timestamp"
 
-# Packages the served model imports; pinned to what trained it (mlflow itself is added by MLflow).
-# cloudpickle is pinned too because the python_model is a cloudpickle of the training process.
-DEFAULT_MODEL_PACKAGES = ("lightgbm", "numpy", "pandas", "scikit-learn", "cloudpickle")
+# Packages the served model imports; pinned to what trained it (mlflow itself is added by MLflow). The
+# python model is logged as code (a file MLflow runs), so no cloudpickle is needed to load it.
+DEFAULT_MODEL_PACKAGES = ("lightgbm", "numpy", "pandas", "scikit-learn")
 
 # MLflow accepts alphanumerics, `_`, `-`, `.`, space, `:` and `/` in param/metric/tag names.
 _DISALLOWED_NAME_CHARACTERS = re.compile(r"[^/\w.\- :]")
@@ -223,7 +232,9 @@ def _active_run_id() -> str:
 
 
 def _experiment_id(client: MlflowClient, experiment: str) -> str:
-    """The experiment's id, creating it with an artifact location next to a SQLite store's database."""
+    """The experiment's id, creating it with an artifact location next to a SQLite store's database (and
+    deleting MLflow's empty `Default` experiment, in a new store as in one made before it was deleted)."""
+    delete_empty_default_experiment(client)
     existing = client.get_experiment_by_name(experiment)
     if existing is not None:
         if existing.lifecycle_stage == "deleted":
@@ -239,11 +250,29 @@ def _experiment_id(client: MlflowClient, experiment: str) -> str:
     return experiment_id
 
 
+def delete_empty_default_experiment(client: MlflowClient) -> bool:
+    """Delete MLflow's `Default` experiment when it holds no run (MLflow creates it with every store; we
+    never log to it), so that a browser of the store sees only experiments with runs. True if deleted."""
+    default = client.get_experiment_by_name(DEFAULT_EXPERIMENT_NAME)
+    if default is None or default.lifecycle_stage == "deleted":
+        return False
+    if client.search_runs([default.experiment_id], max_results=1, run_view_type=ViewType.ALL):
+        return False
+    client.delete_experiment(default.experiment_id)
+    return True
+
+
 @contextmanager
 def start_training_run(
-    experiment: str, run_name: str, *, params: Mapping[str, Any], tags: Mapping[str, Any]
+    experiment: str,
+    run_name: str,
+    *,
+    params: Mapping[str, Any],
+    tags: Mapping[str, Any],
+    description: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """Start a run in `experiment` with flattened params and tags; the run ends (FAILED on error) on exit.
+    """Start a run in `experiment` with flattened params, tags and a description (shown by the MLflow UI);
+    the run ends (FAILED on error) on exit.
 
     Params longer than MLflow's limit are truncated; their names go in the tag `clm.params.truncated`
     and the untruncated params in the artifact `params_full.json`, so nothing is lost.
@@ -260,7 +289,9 @@ def start_training_run(
         logger.warning(
             "params longer than %d characters were truncated: %s", MAX_PARAM_VALUE_LENGTH, truncated
         )
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, tags=run_tags, description=description
+    ) as run:
         mlflow.log_params(
             {key: _truncate(value, MAX_PARAM_VALUE_LENGTH) for key, value in flat_params.items()}
         )
@@ -314,6 +345,11 @@ def log_dict(d: Mapping[str, Any], artifact_file: str) -> None:
         mlflow.log_text(json.dumps(d, indent=2, sort_keys=True, default=_json_default), artifact_file)
 
 
+def log_config(config: Any) -> None:
+    """The resolved config (a validated `ClmConfig`, or its plain dict) as one JSON artifact of the run."""
+    log_dict(config if isinstance(config, Mapping) else config.as_dict(), CONFIG_ARTIFACT)
+
+
 def log_frame(df: pd.DataFrame, artifact_file: str, *, index: bool = False) -> None:
     """Write a DataFrame as a CSV artifact of the active run."""
     _active_run_id()
@@ -355,7 +391,7 @@ def default_pip_requirements() -> list[str]:
 def log_and_register_model(
     *,
     name: str,
-    python_model: mlflow.pyfunc.PythonModel,
+    python_model: str | Path,
     artifacts: Mapping[str, str],
     signature: Any,
     input_example: Any,
@@ -364,21 +400,27 @@ def log_and_register_model(
     pip_requirements: list[str] | None = None,
     tags: Mapping[str, str] | None = None,
     code_paths: list[str] | None = None,
+    model_description: str | None = None,
+    version_description: str | None = None,
 ) -> RegisteredVersion:
     """Log a pyfunc model in the active run, register it as a new version, point `alias` at it, tag it.
 
-    `artifacts` maps names to local paths (e.g. {"bundle": "<dir>"}) that `python_model.load_context`
-    reads; a directory with a checksum manifest (models.artifacts) has its digest recorded as the version
-    tag `artifact_sha256.<name>`. Requirements are explicit (default: pinned lightgbm, numpy, pandas, scikit-learn, cloudpickle),
-    which keeps MLflow from spending seconds inferring them. `python_model` is pickled by reference to
-    its module, so the loading environment must import that module (or pass `code_paths`).
+    `python_model` is a Python file that names the model with `mlflow.models.set_model` ("models from
+    code": MLflow copies the file into the model and runs it at load; nothing is pickled); the modules it
+    imports must be importable where the model loads (or come with `code_paths`). `artifacts` maps names
+    to local paths (e.g. {"bundle": "<dir>"}) that the model's `load_context` reads; a directory with a
+    checksum manifest (models.artifacts) has its digest recorded as the version tag
+    `artifact_sha256.<name>`. Requirements are explicit (default: pinned lightgbm, numpy, pandas,
+    scikit-learn), which keeps MLflow from spending seconds inferring them. The registered model gets
+    `model_description` (when given) and the version `version_description`; registering goes through
+    the client, which prints nothing (`mlflow.register_model` prints to stderr).
     """
     run_id = _active_run_id()
     requirements = default_pip_requirements() if pip_requirements is None else list(pip_requirements)
     started = time.perf_counter()
     info = mlflow.pyfunc.log_model(
         name=name,
-        python_model=python_model,
+        python_model=str(python_model),
         artifacts=dict(artifacts),
         signature=signature,
         input_example=input_example,
@@ -390,8 +432,12 @@ def log_and_register_model(
     for artifact, local in artifacts.items():  # checked by the loader (models.registry) before it loads
         if (Path(local) / MANIFEST_FILE).is_file():
             version_tags[digest_tag(artifact)] = manifest_digest(Path(local))
-    model_version = mlflow.register_model(info.model_uri, registered_model_name, tags=version_tags or None)
     client = MlflowClient()
+    _ensure_registered_model(client, registered_model_name, model_description)
+    model_version = client.create_model_version(
+        registered_model_name, info.model_uri, run_id=run_id, tags=version_tags or None,
+        description=version_description, model_id=info.model_id,
+    )  # fmt: skip
     client.set_registered_model_alias(registered_model_name, alias, str(model_version.version))
     logger.info(
         "logged model %s in %.2f s, registered %s version %s as @%s in %.2f s",
@@ -405,6 +451,19 @@ def log_and_register_model(
     return _registered_version(
         registered_model_name, model_version.version, model_version.run_id or run_id, alias
     )
+
+
+def _ensure_registered_model(client: MlflowClient, name: str, description: str | None) -> None:
+    """Create the registered model with `description`, or bring an existing one's description up to date."""
+    try:
+        existing = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_registered_model(name, description=description)
+        return
+    if description and existing.description != description:
+        client.update_registered_model(name, description=description)
 
 
 def version_by_alias(name: str, alias: str) -> RegisteredVersion | None:

@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from models.config import ModelsConfig, TrainingSection
 from models.frame import model_matrix
 from models.metrics import classification_metrics, summarize_folds
 from models.population import ALL_USERS, CHURN_POPULATION, REACTIVATION_POPULATION, in_population
-from models.pyfunc import ClmPyfuncModel
+from models.pyfunc_code import SCORING_MODEL_FILE
 from models.registry import download_bundle
 from models.scoring import contributions, score
 from training import tracking
@@ -43,7 +44,7 @@ from training.dataset import (
     load_training_frame,
     plan_cutoffs,
 )
-from training.fit import FoldResult, ModelSpec, fit_fold
+from training.fit import FoldResult, ModelSpec, fit_fold, rows_for
 from training.model_card import render_model_card
 from training.truth import latent_stages, read_truth, truth_oracle
 
@@ -69,8 +70,91 @@ class TrainedTarget:
     baseline_backtest: dict[str, dict[str, dict[str, float]]] | None = None
 
 
-def _flat(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
-    return {f"{who}.{name}": value for who, values in metrics.items() for name, value in values.items()}
+# What a run logs as metrics (the full figures, every fold statistic of every scorer, go to the artifact
+# metrics/metrics.json): the model's test figures, the quality figures of the baselines beside it, the
+# backtest's mean (± std of the quality figures) and the baselines' backtest means.
+QUALITY_METRICS = ("roc_auc", "pr_auc", "brier", "ece", "top_decile_lift", "recall_at_top10")
+# fitted parameters of the BG/NBD baseline: what it believed about the users, beside its AUC
+BGNBD_PARAMS = ("param_r", "param_alpha", "param_a", "param_b")
+METRICS_ARTIFACT = "metrics/metrics.json"
+# what each target's registered model is, for the registry's model description
+TARGET_MEANING = {
+    "churn": "the calibrated probability that a user churns within the horizon (alive users)",
+    "upgrade": "the calibrated probability that a user upgrades within the horizon",
+    "reactivation": "the calibrated probability that a lapsed user returns within the horizon",
+}
+
+
+def _fold_summary(
+    summary: dict[str, dict[str, float]], means: Sequence[str] | None, stds: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Of a backtest summary, the mean of `means` (None: every metric) and the std of `stds`."""
+    return {
+        name: {"mean": values["mean"]} | ({"std": values["std"]} if name in stds else {})
+        for name, values in summary.items()
+        if means is None or name in means
+    }
+
+
+def run_metrics(
+    test: dict[str, dict[str, float]],
+    backtest: dict[str, dict[str, float]],
+    baseline_backtest: dict[str, dict[str, dict[str, float]]],
+    champion_backtest: dict[str, dict[str, float]] | None,
+    folds: int,
+    behaviour_passed: bool,
+) -> dict[str, Any]:
+    """The metrics a model run logs, nested (`tracking.log_metrics_flat` dots them): `test.model.*` (every
+    figure of the model on the test cutoff), `test.<baseline>.<quality>` (BG/NBD's fitted parameters too),
+    `backtest.<metric>.mean` and `backtest.<quality>.std`, `backtest_baselines.<baseline>.<quality>.mean` and
+    their ROC AUC's std, `champion_backtest.<quality>.mean` (what promotion compares), `backtest_folds` and
+    `behaviour_passed`. The uncalibrated model's figures, fold counts (`*.n`), minima and maxima stay in
+    the metrics artifact."""
+    tests: dict[str, dict[str, float]] = {"model": dict(test["model"])}
+    for who, values in test.items():
+        if who not in ("model", "model_uncalibrated"):
+            keep = QUALITY_METRICS + (BGNBD_PARAMS if who == "bgnbd" else ())
+            tests[who] = {name: values[name] for name in keep if name in values}
+    metrics: dict[str, Any] = {
+        "test": tests,
+        "backtest": _fold_summary(backtest, None, QUALITY_METRICS),
+        "backtest_baselines": {
+            who: _fold_summary(summary, QUALITY_METRICS, ("roc_auc",))
+            for who, summary in baseline_backtest.items()
+        },
+        "backtest_folds": float(folds),
+        "behaviour_passed": float(behaviour_passed),
+    }
+    if champion_backtest is not None:
+        metrics["champion_backtest"] = _fold_summary(champion_backtest, QUALITY_METRICS, ())
+    return metrics
+
+
+def run_description(
+    spec: ModelSpec, fit: TargetFit, *, rows: int, population: str, source: str, scoring_cutoff: dt.date
+) -> str:
+    """What the run trained, on what, and its headline figures: the run's and the registered version's
+    description in the MLflow UI."""
+    final, backtest, baselines = fit.final, fit.backtest, fit.baseline_backtest
+    train = final.split.train
+    comparison = ", ".join(
+        f"{who} {baselines[who]['roc_auc']['mean']:.3f}" for who in ("logistic", "recency_rule", "oracle")
+        if who in baselines
+    )  # fmt: skip
+    text = (
+        f"{spec.registered_name}: LightGBM with isotonic calibration, P({spec.target} within "
+        f"{fit.bundle.horizon_days} days) for the {population} population. Trained on {source or 'the data'}: "
+        f"{rows:,} labelled rows at {len(train)} training cutoffs {train[0]}..{train[-1]} (validation {final.split.valid}, "
+        f"test {final.split.test}); features {fit.feature_version}; meant for scoring at {scoring_cutoff}. "
+        f"{fit.evaluation}: ROC AUC {backtest['roc_auc']['mean']:.3f}"
+    )
+    std = backtest["roc_auc"].get("std", math.nan)
+    text += f" ± {std:.3f}" if math.isfinite(std) else ""
+    text += f" (baselines: {comparison})." if comparison else "."
+    ratio = final.metrics["model"].get("auc_over_oracle_auc")
+    if ratio is not None:
+        text += f" Test AUC ÷ oracle AUC {ratio:.2f}."
+    return text + f" Behaviour checks {'passed' if fit.behaviour.passed else 'FAILED'}."
 
 
 def evaluate_bundle_on_folds(
@@ -234,9 +318,10 @@ def train_target(
     plan: CutoffPlan | None = None,
     bgnbd_population: pd.DataFrame | None = None,
     population: str = CHURN_POPULATION,
+    source: str = "",
 ) -> TrainedTarget:
     """The thin job for one target: the pure fit, the champion's comparison, then MLflow logging and
-    registration of the new version as @challenger."""
+    registration of the new version as @challenger. `source` names the data in the run's description."""
     registry = build_registry(params)
     training = config.training
     seed = training.seed
@@ -268,27 +353,31 @@ def train_target(
         "evaluation": fit.evaluation,
         "backtest_folds_used": len(results),
         "lightgbm": {k: v for k, v in final.model.params_.items() if k != "monotone_constraints"},
-        "tuned": best_params,
-        "config": config,
     }
+    if best_params:
+        run_params["tuned"] = best_params
     if plan is not None:
         run_params["cutoffs"] = {
             "cadence": str(plan.cadence), "first_cutoff_after_days": plan.lead_days, "count": len(plan.cutoffs),
             "first": str(plan.cutoffs[0]), "last": str(plan.cutoffs[-1]), "why": plan.chosen_because,
         }  # fmt: skip
+    train_rows = len(rows_for(frame, final.split.train, spec.target))
+    description = run_description(spec, fit, rows=train_rows, population=population, source=source,
+                                  scoring_cutoff=scoring_cutoff)  # fmt: skip
     with tracking.start_training_run(
         training.experiment, f"{spec.target}-{scoring_cutoff}", params=run_params,
         tags={"clm.target": spec.target, "clm.scoring_cutoff": str(scoring_cutoff), "clm.evaluation": fit.evaluation},
+        description=description,
     ) as run:  # fmt: skip
-        tracking.log_metrics_flat(_flat(final.metrics), prefix="test")
-        tracking.log_metrics_flat({"backtest_folds": float(len(results))})
-        tracking.log_metrics_flat({"backtest": backtest})
-        tracking.log_metrics_flat({"backtest_baselines": baseline_backtest})
-        if champion_backtest is not None:
-            tracking.log_metrics_flat({"champion_backtest": champion_backtest})
-        tracking.log_metrics_flat({"behaviour_passed": float(behaviour.passed)})
+        tracking.log_metrics_flat(
+            run_metrics(
+                final.metrics, backtest, baseline_backtest, champion_backtest, len(results), behaviour.passed
+            )
+        )
+        tracking.log_dict({"test": final.metrics, "backtest": backtest, "backtest_baselines": baseline_backtest,
+                           "champion_backtest": champion_backtest}, METRICS_ARTIFACT)  # fmt: skip
         tracking.log_text(behaviour.text(), "behaviour.txt")
-        tracking.log_dict(config, "config/resolved_config.json")
+        tracking.log_config(config)
         _log_plots(final, bundle, registry, training.shap_sample_rows, seed)
         if final.slices is not None:
             tracking.log_frame(final.slices, "metrics/slices.csv")
@@ -301,6 +390,7 @@ def train_target(
             bundle, final.test_frame.head(5),
             tags={"clm.target": spec.target, "clm.feature_version": feature_version,
                   "clm.behaviour_passed": str(behaviour.passed), "clm.scoring_cutoff": str(scoring_cutoff)},
+            description=description,
         )  # fmt: skip
     return TrainedTarget(
         target=spec.target,
@@ -332,19 +422,23 @@ def _evaluation_text(evaluation: str, results: Sequence[FoldResult], plan: Cutof
 
 
 def register_bundle(
-    bundle: ModelBundle, sample: pd.DataFrame, *, tags: dict[str, str], alias: str = "challenger"
-) -> tracking.RegisteredVersion:
+    bundle: ModelBundle, sample: pd.DataFrame, *, tags: dict[str, str], alias: str = "challenger",
+    description: str | None = None,
+) -> tracking.RegisteredVersion:  # fmt: skip
     """Log the bundle as a pyfunc in the active run (signature from the bundle, `sample` as the input
-    example) and register it as a new version of `bundle.name` with `alias`."""
+    example) and register it as a new version of `bundle.name` with `alias` and `description`."""
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
         example = model_matrix(sample, bundle.feature_names, bundle.categories)
         # the API sends categoricals as plain strings; the signature says so
         example = example.astype({name: "object" for name in bundle.categories})
         return tracking.log_and_register_model(
-            name="model", python_model=ClmPyfuncModel(), artifacts={"bundle": str(bundle_dir)},
+            name="model", python_model=SCORING_MODEL_FILE, artifacts={"bundle": str(bundle_dir)},
             signature=model_signature(bundle), input_example=example, registered_model_name=bundle.name,
-            alias=alias, tags=tags,
+            alias=alias, tags=tags, version_description=description,
+            model_description=(f"{bundle.name}: {TARGET_MEANING.get(bundle.target, bundle.target)}, from a LightGBM "
+                               "booster and an isotonic calibrator (the `bundle` artifact). Versions are registered "
+                               "@challenger by `clm train`; `clm promote` moves @champion, which serving reads."),
         )  # fmt: skip
 
 
@@ -587,7 +681,7 @@ def train_run(
             train_target(rows, spec, params=params, horizon_days=horizon, scoring_cutoff=data.data_end,
                          config=config, truth=truth, progress=progress, tune_trials=tune_trials, folds=folds,
                          exact_folds=folds is not None, plan=data.plan, population=population,
-                         bgnbd_population=everyone if target == "churn" else None)
+                         bgnbd_population=everyone if target == "churn" else None, source=str(data_dir))
         )  # fmt: skip
     return TrainingReport(results, data.plan, data.notes, skipped)
 

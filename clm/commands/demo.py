@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -19,12 +18,16 @@ from clm.commands.features import feature_params, label_params
 from clm.commands.ingest import ingest_options
 from clm.config import load_config
 from clm.config_schema import ClmConfig
+from clm.progress import quiet_third_party
 from clm.settings import Settings
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+# where `make demo` (and `clm demo` by default) builds the demo world, relative to the project root; the
+# canonical data directory is DEMO_OUT / "data", the one the committed notebooks are executed on
+DEMO_OUT = Path("data/demo")
 
 
 def _stage_table(outcomes: pd.DataFrame) -> Table:
@@ -55,9 +58,7 @@ def _stage_table(outcomes: pd.DataFrame) -> Table:
 
 
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Working directory for the demo's data.")] = Path(
-        "data/demo"
-    ),
+    out: Annotated[Path, typer.Option("--out", help="Working directory for the demo's data.")] = DEMO_OUT,
     users: Annotated[int, typer.Option("--users", min=100, help="Simulated users.")] = 5000,
     days: Annotated[int, typer.Option("--days", min=90, help="Simulated days.")] = 365,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
@@ -73,9 +74,7 @@ def demo(
     from simulation.truth import MarginParams
 
     logging.basicConfig(level=logging.WARNING)
-    # MLflow's own INFO lines and download bars would bury the summary; its warnings still show
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_third_party()  # MLflow's INFO lines, download bars and pip warning would bury the summary
     settings = Settings()
     config = load_config(settings.config)
     console = Console()

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from clm.config import ConfigError, load_config
+from clm.progress import status_steps
 
 if TYPE_CHECKING:
     from clm.settings import Settings
@@ -141,7 +142,7 @@ def ingest(
     except (ConfigError, MappingError, ValidationError, ValueError) as exc:
         raise fail(exc) from None
     try:
-        with err.status("ingesting") as status:
+        with status_steps(err, f"ingesting into {out}") as step:
             run = ingest_files(
                 out,
                 events=events,
@@ -150,7 +151,7 @@ def ingest(
                 campaigns=campaigns,
                 mapping=column_mapping,
                 options=options,
-                progress=status.update,
+                progress=step,
                 checkpoint=checkpoint,
             )
     except IngestRefused as exc:

@@ -26,6 +26,7 @@ from clm.commands.features import (
     feature_params,
 )
 from clm.config import load_config
+from clm.progress import Step, quiet_third_party, status_steps, step_lines
 
 # mlflow, sklearn, lightgbm, pandas, numpy and the training package are imported inside the commands, so
 # that `clm train --help` (and the others) stay well under a second.
@@ -60,6 +61,29 @@ def _folds_text(backtest: dict) -> str:
 
 def _fmt(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+@contextlib.contextmanager
+def training_steps(console: Console, total: int):
+    """`step(message)` for the training job: a bar over the expected steps on a terminal (each message starts
+    a step and closes the previous one; optional steps — tuning, the champion's refit — stretch the total),
+    else a line per step with the elapsed time."""
+    if not console.is_terminal:
+        with step_lines(console, "training") as step:
+            yield step
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("training", total=total)
+
+        def bar_step(message: str) -> None:
+            current = bar.tasks[0]
+            done = current.completed + (1 if current.description != "training" else 0)
+            bar.update(task, description=message, completed=done, total=max(current.total or 0, done + 1))
+
+        yield bar_step
 
 
 def train(
@@ -103,8 +127,7 @@ def train(
 ) -> None:
     """Train, backtest and register the churn/upgrade models and the policy (alias @challenger). Churn is
     always trained; upgrade when its labels have both classes; the policy when campaigns were logged."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    quiet_third_party()
     from clm.settings import Settings
     from features.cutoffs import CutoffSpecError, parse_cadence
     from features.jobs import DataDirectoryError
@@ -125,20 +148,10 @@ def train(
     console = Console(stderr=True)
     planned_folds = folds or config.training.backtest_folds
     explicit_policy = model is Target.policy
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task(
-                "training", total=1 + len(targets) * (planned_folds + 1) + (4 if with_policy else 0)
-            )
-
-            def step(message: str) -> None:
-                # each message starts a step and closes the previous one; optional steps (tuning, the
-                # champion's refit) stretch the total
-                current = bar.tasks[0]
-                done = current.completed + (1 if current.description != "training" else 0)
-                bar.update(task, description=message, completed=done, total=max(current.total or 0, done + 1))
-
+        with training_steps(
+            console, 1 + len(targets) * (planned_folds + 1) + (4 if with_policy else 0)
+        ) as step:
             results, report = [], None
             if targets:
                 report = train_run(
@@ -361,11 +374,8 @@ def score(
     """Stage, churn and upgrade probability, CLV and the next best action for every user known before the
     date, with the @champion models and policy. Only the churn model is required: without an upgrade model
     the upgrade probability is blank, without a policy the catalogue's prior effects value the actions."""
-
+    quiet_third_party()
     from clm.settings import Settings
-    from features.jobs import DataDirectoryError, latest_features
-    from models.batch import decision_table
-    from models.decision import ModelsMissing, load_decision_models
     from training import tracking
 
     if Path(out).suffix.lower() not in (".csv", ".parquet"):
@@ -380,6 +390,20 @@ def score(
     tracking.configure(tracking.resolve_tracking_uri(Path.cwd()))
     day = date_option(as_of, "--as-of")
     assert day is not None
+    with status_steps(Console(stderr=True), "loading the @champion models") as step:
+        _score(data, out, day, settings, config, step, budget=budget, explore=explore, explain=explain,
+               engine=engine)  # fmt: skip
+
+
+def _score(
+    data: str, out: str, day: dt.date, settings: Any, config: Any, step: Step, *, budget: float | None,
+    explore: bool, explain: bool, engine: Any,
+) -> None:  # fmt: skip
+    """The work of `clm score`, reporting each step to `step`."""
+    from features.jobs import DataDirectoryError, latest_features
+    from models.batch import decision_table
+    from models.decision import ModelsMissing, load_decision_models
+
     try:
         models = load_decision_models(config, aliases=("champion",), optional=("upgrade", "policy"))
     except ModelsMissing as exc:
@@ -387,8 +411,10 @@ def score(
         raise typer.Exit(2) from exc
     con = engine_connection(settings, engine, "clm score")
     if con is not None:
+        step(f"scoring on Spark as of {day}")
         _score_on_spark(con, data, out, models, day, config, explore=explore, explain=explain)
         return
+    step(f"building every user's features as of {day}")
     try:
         frame, _ = latest_features(data, params=feature_params(config), as_of=day)
     except (DataDirectoryError, ValueError) as exc:
@@ -396,10 +422,12 @@ def score(
         raise typer.Exit(2) from exc
     for note in models.missing_notes():
         typer.echo(note)
+    step(f"deciding for {len(frame):,} users" + (" (with explanations)" if explain else ""))
     result, decided = decision_table(
         frame, models, as_of=day, explore=explore, budget=budget, budget_method=config.policy.budget_method,
         explain_top_k=config.serving.explain_top_k if explain else None,
     )  # fmt: skip
+    step(f"writing {out}")
     if decided.plan is not None:
         plan = decided.plan
         typer.echo(

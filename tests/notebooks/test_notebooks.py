@@ -17,7 +17,9 @@ import pytest
 from mlflow import MlflowClient
 from nbclient.exceptions import CellExecutionError
 
+from clm.commands.demo import DEMO_OUT
 from tests.conftest import ServedWorld, new_store
+from training import tracking
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -99,3 +101,37 @@ def test_notebook_runs_without_errors(
     if name.startswith("02-"):
         trained = registry_state(env["CLM_NOTEBOOK_MLFLOW"])["models"]
         assert set(trained) == {"clm-churn", "clm-upgrade"}
+
+
+# what MLflow prints into a cell's output unless told otherwise (registration goes through the client, which
+# prints nothing; log lines and download bars are silenced in each notebook's first cell)
+MLFLOW_CHATTER = ("Successfully registered model", "Created version", "Downloading artifacts", "INFO mlflow",
+                  "WARNING mlflow", "CloudPickle")  # fmt: skip
+
+
+def printed(notebook: nbformat.NotebookNode) -> list[str]:
+    """Every stream the notebook's cells wrote (stdout and stderr), cell by cell."""
+    return [
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if output.output_type == "stream"
+    ]
+
+
+@pytest.mark.parametrize("name", executor.NOTEBOOKS)
+def test_the_committed_notebook_was_executed_on_the_demo_world(name: str) -> None:
+    """The committed outputs are the demo's (`make demo`), so their figures match the report's; the first
+    cell prints the data directory (and the registry) as seen from the notebooks' folder."""
+    notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    assert all(cell.get("execution_count") for cell in notebook.cells if cell.cell_type == "code"), name
+    first = printed(notebook)[0].splitlines()
+    assert f"data: {Path('..') / DEMO_OUT / 'data'}" in first, first
+    if name.startswith(("03-", "04-")):  # they read the registry `make demo` trained into
+        assert f"registry: {Path('..') / tracking.STORE_DIR / tracking.DATABASE_FILE} @champion" in first, (
+            first
+        )
+    for text in printed(notebook):
+        for chatter in MLFLOW_CHATTER:
+            assert chatter not in text, (name, chatter, text)

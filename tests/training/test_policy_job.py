@@ -100,6 +100,8 @@ def test_evaluate_policy_against_the_truth(trained: dict, small_world: Path) -> 
     assert 0.0 < payload["stage_macro_f1"] <= 1.0
     run = mlflow.get_run(payload["mlflow_run_id"])
     assert run.data.metrics["value_per_1000.oracle"] == pytest.approx(values["oracle"])
+    description = run.data.tags["mlflow.note.content"]
+    assert description.startswith(f"Evaluation of {payload['policy']}") and "of the oracle's" in description
     assert "stages.macro_f1" in run.data.metrics
     # every policy valued by the simulator's true margin, the oracle on top
     margin = payload["true_margin"]

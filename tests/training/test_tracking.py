@@ -17,17 +17,24 @@ from mlflow.models import infer_signature
 from mlflow.tracking._model_registry import utils as registry_uri_state
 from mlflow.tracking._tracking_service import utils as tracking_uri_state
 
+from tests.conftest import mlflow_store, new_store
 from training import tracking
 from training.tracking import PromotionDecision, decide_promotion
 
 EXPERIMENT = "clm-tracking-tests"
 
 
-# MLflow warns at class definition that `predict` has no type hints. The warning cannot be filtered
-# (MLflow resets the filter around it) and type hints would make MLflow validate inputs against them.
-class ScaledModel(mlflow.pyfunc.PythonModel):
-    """Stand-in for models.pyfunc.ClmPyfuncModel: reads a bundle directory, predicts x × factor."""
+# Stand-in for models/pyfunc_code/scoring_model.py, logged as code the same way: reads a bundle directory,
+# predicts x × factor. (No type hints on `predict`: they would make MLflow validate inputs against them.)
+SCALED_MODEL_CODE = """
+import json
+from pathlib import Path
 
+import mlflow.pyfunc
+from mlflow.models import set_model
+
+
+class ScaledModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         bundle = Path(context.artifacts["bundle"])
         self.factor = float((bundle / "model.txt").read_text())
@@ -35,6 +42,10 @@ class ScaledModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         return model_input["x"].to_numpy() * self.factor
+
+
+set_model(ScaledModel())
+"""
 
 
 def _write_bundle(path: Path, factor: float) -> Path:
@@ -82,11 +93,15 @@ def _register(
 ) -> tracking.RegisteredVersion:
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
     bundle = _write_bundle(bundle_dir, factor)
+    code = bundle_dir.parent / "scaled_model.py"
+    code.write_text(SCALED_MODEL_CODE)
     with tracking.start_training_run(EXPERIMENT, f"train-{factor}", params={"factor": factor}, tags={}):
         tracking.log_metrics_flat(metrics)
         return tracking.log_and_register_model(
             name="model",
-            python_model=ScaledModel(),
+            python_model=code,
+            model_description=f"x times a factor (registered by {registered_model_name})",
+            version_description=f"factor {factor}",
             artifacts={"bundle": str(bundle)},
             signature=infer_signature(frame, frame["x"].to_numpy() * factor),
             input_example=frame.head(2),
@@ -278,7 +293,15 @@ def test_log_and_register_creates_versions_and_moves_the_challenger_alias(store:
     np.testing.assert_allclose(model.predict(pd.DataFrame({"x": [1.0, 2.0]})), [3.0, 6.0])
 
     assert tracking.version_metrics(name, "1") == {"backtest.roc_auc.mean": 0.7}
-    assert MlflowClient().get_model_version(name, "2").tags == {"clm.bundle.factor": "3.0"}
+    client = MlflowClient()
+    assert client.get_model_version(name, "2").tags == {"clm.bundle.factor": "3.0"}
+    assert client.get_model_version(name, "2").description == "factor 3.0"
+    assert client.get_registered_model(name).description == f"x times a factor (registered by {name})"
+    # logged as code: MLflow keeps the file, loads through its code loader and pickles nothing
+    local = Path(mlflow.artifacts.download_artifacts(second.model_uri, dst_path=str(tmp_path / "download")))
+    pyfunc_flavor = mlflow.models.Model.load(local).flavors["python_function"]
+    assert pyfunc_flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert (local / "scaled_model.py").is_file() and not (local / "python_model.pkl").exists()
     requirements = Path(mlflow.pyfunc.get_model_dependencies(first.model_uri)).read_text().split()
     assert f"numpy=={importlib.metadata.version('numpy')}" in requirements
     assert f"lightgbm=={importlib.metadata.version('lightgbm')}" in requirements
@@ -423,3 +446,20 @@ def test_promote_model_keeps_a_losing_policy_out_of_champion_with_no_champion_ye
     tags = MlflowClient().get_model_version(name, version.version).tags
     assert tags[tracking.PROMOTION_DECISION_TAG] == "rejected"
     assert "-35 is below the minimum 0" in tags[tracking.PROMOTION_REASONS_TAG]
+
+
+def test_a_run_deletes_the_empty_default_experiment_and_keeps_one_with_runs(
+    migrated_store: Path, tmp_path: Path
+) -> None:
+    uri = new_store(migrated_store, tmp_path / "fresh")
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_experiment_by_name("Default").lifecycle_stage == "active"  # MLflow makes it
+    with mlflow_store(uri), tracking.start_training_run(EXPERIMENT, "first", params={}, tags={}):
+        pass
+    assert client.get_experiment_by_name("Default").lifecycle_stage == "deleted"
+    assert [e.name for e in client.search_experiments()] == [EXPERIMENT]
+
+    used = MlflowClient(tracking_uri=new_store(migrated_store, tmp_path / "used"))
+    used.create_run(used.get_experiment_by_name("Default").experiment_id)
+    assert tracking.delete_empty_default_experiment(used) is False
+    assert used.get_experiment_by_name("Default").lifecycle_stage == "active"
