@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from features.registry import EVENT_LABELS_ZH
+
 Lang = Literal["en", "zh"]
 
 TEXT: dict[str, dict[str, str]] = {
@@ -109,6 +111,39 @@ TEXT: dict[str, dict[str, str]] = {
         "underserved": "Underserved users (high value, no action pays)",
         "value_at_stake": "value at stake",
         "best_offered": "best offered action's value",
+        "action_col": "action",
+        "share": "share",
+        "mean_delta_stay": "mean Δp(stay/return)",
+        "mean_value_if_retained": "mean value if retained",
+        "mean_delta_upgrade": "mean Δupgrade",
+        "delta_stay_se": "Δp(stay/return) ± se",
+        "delta_upgrade_se": "Δupgrade ± se",
+        "contacted": "contacted",
+        "from_to": "from \\ to",
+        "ev": "EV",
+        "channel": "channel",
+        "decision_id": "decision_id",
+        "online_store": "online store",
+        "store_snapshot": "snapshot {snapshot_id}, as of {as_of}, {users} users, written {written}",
+        "built_in": "built in",
+        "seconds": "s",
+        "days": "d",
+        "shadow": "shadow",
+        "vs": "vs",
+        "reference": "reference",
+        "current": "current",
+        "score": "score",
+        "kind": "kind",
+        "test": "test",
+        "training": "training",
+        "now": "now",
+        "change": "change",
+        "mean": "mean",
+        "missing_rate": "missing",
+        "breach": "breach",
+        "measured": "measured",
+        "predicted": "predicted",
+        "mean_ev": "mean EV",
         "language": "中文",
     },
     "zh": {
@@ -213,6 +248,65 @@ TEXT: dict[str, dict[str, str]] = {
         "underserved": "服务不足的用户（高价值、无可盈利动作）",
         "value_at_stake": "涉及价值",
         "best_offered": "最佳可用动作的价值",
+        "action_col": "动作",
+        "share": "占比",
+        "mean_delta_stay": "平均 Δ留存（或回流）概率",
+        "mean_value_if_retained": "平均留存价值",
+        "mean_delta_upgrade": "平均 Δ升级概率",
+        "delta_stay_se": "Δ留存（或回流）概率 ± 标准误",
+        "delta_upgrade_se": "Δ升级概率 ± 标准误",
+        "contacted": "已触达",
+        "from_to": "从 \\ 到",
+        "ev": "期望价值",
+        "channel": "渠道",
+        "decision_id": "决策编号",
+        "online_store": "在线特征库",
+        "store_snapshot": "快照 {snapshot_id}，截至 {as_of}，{users} 位用户，写入于 {written}",
+        "built_in": "计算耗时",
+        "seconds": "秒",
+        "days": "天",
+        "shadow": "影子模型",
+        "vs": "对比",
+        "reference": "参照",
+        "current": "当前",
+        "score": "评分",
+        "kind": "类型",
+        "test": "检验",
+        "training": "训练",
+        "now": "当前",
+        "change": "变化",
+        "mean": "均值",
+        "missing_rate": "缺失率",
+        "breach": "告警",
+        "measured": "实测",
+        "predicted": "预测",
+        "mean_ev": "平均期望价值",
         "language": "English",
     },
 }
+
+# The vocabulary the decisions and summaries carry as codes (candidate status, churn band, the source of an
+# estimate, why a user is listed, value quadrants, lift comparisons, drift kinds and tests), as a Chinese page
+# shows it; an English page shows the code.
+TERMS_ZH: dict[str, str] = {
+    "chosen": "选中", "eligible": "可选", "ineligible_stage": "阶段不适用", "cooldown": "冷却期", "contact_cap": "联系上限",
+    "harmful": "有害", "control_group": "对照组", "suppressed": "已暂停",
+    "low": "低", "medium": "中", "high": "高",
+    "model": "模型", "prior": "先验", "rate": "比率", "definition": "定义",
+    "high risk": "高风险", "high value": "高价值", "high risk and high value": "高风险且高价值",
+    "low value": "低价值", "short lifecycle": "短生命周期", "long lifecycle": "长生命周期",
+    "policy": "整体策略", "all": "全部阶段", "churn": "流失", "return": "回流", "upgrade": "升级",
+    "numeric": "数值", "categorical": "类别", "ks": "KS", "chi2": "卡方",
+    "churn_probability": "流失概率", "upgrade_probability": "升级概率", "p_churn": "流失概率", "p_upgrade": "升级概率",
+    "exploration": "探索", "email": "邮件", "in_app": "应用内", "call": "电话", "sms": "短信", "push": "推送",
+    "churn_model": "流失模型", "upgrade_model": "升级模型", "reactivation_model": "回流模型", "features": "特征版本",
+    **EVENT_LABELS_ZH,
+}  # fmt: skip
+
+
+def term(code: object, lang: Lang | str) -> str:
+    """A code from the data (`TERMS_ZH`) as a reader of `lang` sees it; parts joined by " · " each in turn."""
+    text = "" if code is None else str(code)
+    if lang != "zh":
+        return text
+    return " · ".join(TERMS_ZH.get(part, part) for part in text.split(" · "))
