@@ -17,7 +17,7 @@ import pandas as pd
 from features.registry import money_text
 from models.catalog import NO_ACTION, Action, ContactPolicy, action_label
 from models.frame import Columns, numeric_column, object_column
-from models.stages import stage_label
+from models.stages import LANGUAGES, stage_label
 
 # Candidate status codes, in order of precedence when several apply.
 ELIGIBLE = "eligible"
@@ -41,7 +41,6 @@ CONTACT_WINDOW_DAYS = 30
 LAST_ACTION = "last_action"
 DAYS_SINCE_LAST_CONTACT = "days_since_last_contact"
 CONTACTS_IN_WINDOW = f"contacts_count_{CONTACT_WINDOW_DAYS}d"
-LANGUAGES = ("en", "zh")
 
 
 def days_since_action_column(action: str) -> str:

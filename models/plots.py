@@ -463,22 +463,40 @@ def figure_text(text: str, lang: str) -> str:
     return text
 
 
+# Fonts with Chinese glyphs, the first installed one the fallback of a Chinese figure's text (the page's browser
+# draws the SVG's text itself; matplotlib needs the glyphs only to measure it).
+CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "SimHei")
+
+
+def _cjk_font() -> str | None:
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return next((name for name in CJK_FONTS if name in installed), None)
+
+
 def relabel(fig: Figure, lang: str) -> Figure:
-    """The figure with its titles, axis labels, fixed tick labels, legend entries and annotations in `lang`
-    (`figure_text`): a figure is drawn once, in English, and relabelled for each other language."""
+    """The figure with its titles, axis labels, tick labels set by name, legend entries and annotations in
+    `lang` (`figure_text`): a figure is drawn once, in English, and relabelled for each other language."""
     from matplotlib.axis import Axis
     from matplotlib.text import Text
-    from matplotlib.ticker import FixedFormatter
+    from matplotlib.ticker import FixedFormatter, FuncFormatter
 
     if lang == "en":
         return fig
     for axes in fig.axes:
         for axis in (axes.xaxis, axes.yaxis):
-            formatter = axis.get_major_formatter()
-            if isinstance(formatter, FixedFormatter):
-                axis.set_major_formatter(FixedFormatter([figure_text(str(s), lang) for s in formatter.seq]))
+            if not isinstance(axis.get_major_formatter(), FixedFormatter | FuncFormatter):
+                continue  # numbers
+            labels = [label.get_text() for label in axis.get_ticklabels()]
+            said = [figure_text(label, lang) for label in labels]
+            if said != labels:
+                axis.set_ticks(axis.get_ticklocs(), said)
     ticks = {id(t) for a in fig.findobj(Axis) for t in a.get_ticklabels(which="both")}
+    fallback = _cjk_font() if lang == "zh" else None
     for text in fig.findobj(Text):
+        if fallback is not None:
+            text.set_fontfamily([*text.get_fontfamily(), fallback])
         if id(text) not in ticks:
             text.set_text(figure_text(text.get_text(), lang))
     return fig

@@ -16,6 +16,7 @@ from models.config import StageRuleSection, StagesSection
 from models.rules import Expression, RuleError, as_column, compile_expression, input_length, is_scalar
 
 STAGES: tuple[str, ...] = ("new", "growing", "mature", "at_risk", "dormant", "reactivated")
+LANGUAGES: tuple[str, ...] = ("en", "zh")  # the languages of a decision's texts
 # How the stages read in Chinese (DESIGN.md §1); a stage is shown by its identifier in English.
 STAGE_NAMES_ZH: dict[str, str] = {
     "new": "激活期", "growing": "成长期", "mature": "成熟期", "at_risk": "衰退期", "dormant": "流失期",
@@ -102,6 +103,19 @@ class StageRules:
     def text_at(self, index: int, lang: str = "en") -> str:
         """The text of rule `index` (-1: the default) in `lang`, as `StageAssignment.rule` has it in English."""
         return rule_text(self.parts_at(index, lang), lang)
+
+    def index_of(self, text: str) -> int | None:
+        """The index (-1: the default) of the rule whose text, in any language, is `text`; None if none is."""
+        for index in (*range(len(self.rules)), -1):
+            if any(self.text_at(index, lang) == text for lang in LANGUAGES):
+                return index
+        return None
+
+    def same_rule(self, text: str, other: str) -> bool:
+        """Whether two rule texts, each in any language, name the same rule."""
+        return text == other or (
+            self.index_of(text) is not None and self.index_of(text) == self.index_of(other)
+        )
 
     def parts_of(self, text: str, lang: str = "en") -> RuleParts | None:
         """The parts of the rule whose text in `lang` is `text` (for a page that sets the condition apart as

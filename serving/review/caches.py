@@ -60,7 +60,10 @@ class WaterfallCache:
         in `lang`."""
         bundle = getattr(models, target)
         matrix = encode_row(values, bundle.feature_names, bundle.categories)
-        labels = [f"{name} = {fmt_value(values.get(name))}" for name in bundle.feature_names]
+        currency = models.policy.value.currency
+        money = money_features(models)
+        labels = [f"{name} = {fmt_value(values.get(name), lang, currency if name in money else None)}"
+                  for name in bundle.feature_names]  # fmt: skip
         key = (
             f"{bundle.name}/{models.versions[bundle.name]}/{lang}",
             target,
@@ -79,6 +82,11 @@ class WaterfallCache:
             while len(self._svgs) > self.size:
                 self._svgs.popitem(last=False)
         return markup
+
+
+def money_features(models: ModelSet) -> frozenset[str]:
+    """The features whose values are amounts of money (shown in the policy's currency)."""
+    return frozenset(name for name, feature in models.registry.items() if feature.unit == "currency")
 
 
 def fmt_value(value: Any, lang: str = "en", currency: str | None = None) -> str:

@@ -20,7 +20,7 @@ from features.registry import money_text, number_text
 from models.catalog import action_label
 from models.stages import stage_label
 from serving.review.caches import fmt_value
-from serving.review.text import TEXT, term
+from serving.review.text import TEXT, monitor_text, term
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
 STATIC_URL = "/review/static"
@@ -59,6 +59,7 @@ TEMPLATES.env.filters["action"] = jinja2.pass_context(
     lambda context, v: action_label(str(v), context["lang"])
 )
 TEMPLATES.env.filters["term"] = jinja2.pass_context(lambda context, v: term(v, context["lang"]))
+TEMPLATES.env.filters["said"] = jinja2.pass_context(lambda context, v: monitor_text(v, context["lang"]))
 
 
 class PageRefused(Exception):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Literal
 
 from features.registry import EVENT_LABELS_ZH
+from models.catalog import action_label
+from models.stages import stage_label
 
 Lang = Literal["en", "zh"]
 
@@ -144,6 +148,10 @@ TEXT: dict[str, dict[str, str]] = {
         "measured": "measured",
         "predicted": "predicted",
         "mean_ev": "mean EV",
+        "no_user": "No user {user_id} as of the store's snapshot {as_of}.",
+        "no_user_no_snapshot": "No user {user_id} (the store has no snapshot yet).",
+        "no_decision": "No decision {decision_id} in the decision log.",
+        "unknown_key": "unknown API key",
         "language": "中文",
     },
     "zh": {
@@ -281,6 +289,10 @@ TEXT: dict[str, dict[str, str]] = {
         "measured": "实测",
         "predicted": "预测",
         "mean_ev": "平均期望价值",
+        "no_user": "截至特征库快照 {as_of}，没有用户 {user_id}。",
+        "no_user_no_snapshot": "没有用户 {user_id}（特征库还没有快照）。",
+        "no_decision": "决策日志中没有决策 {decision_id}。",
+        "unknown_key": "未知的 API 密钥",
         "language": "English",
     },
 }
@@ -310,3 +322,43 @@ def term(code: object, lang: Lang | str) -> str:
     if lang != "zh":
         return text
     return " · ".join(TERMS_ZH.get(part, part) for part in text.split(" · "))
+
+
+# The drift monitor's sentences (models.monitoring, serving.review.monitor) as a Chinese page shows them: each
+# pattern in turn, over the whole text; feature names, versions and numbers stay as they are.
+MONITOR_PATTERNS_ZH: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"training cutoffs of (\S+):", r"\1 的训练截止日期："),
+        (r"online store snapshot", "在线特征库快照"),
+        (r"\((\d+) cutoffs\)", r"（\1 个截止日期）"),
+        (r"([\d,]+) rows", r"\1 行"),
+        (r"^feature (\S+): ", r"特征 \1："),
+        (r"^score (\S+): ", lambda m: f"评分 {term(m.group(1), 'zh')}："),
+        (r"^stage (\S+): share", lambda m: f"阶段 {stage_label(m.group(1), 'zh')}：占比"),
+        (r"^action (\S+): share", lambda m: f"动作 {action_label(m.group(1), 'zh')}：占比"),
+        (r"^lift (\S+): predicted (\S+) outside the measured (\[[^\]]*\]) \(([\d,]+) users\)",
+         lambda m: f"提升 {action_label(m.group(1), 'zh')}：预测 {m.group(2)} 超出实测区间 {m.group(3)}（{m.group(4)} 位用户）"),
+        (r"\((ks|chi2) p = ", lambda m: f"（{term(m.group(1), 'zh')} p = "),
+        (r"(（(?:KS|卡方) p = [^)]*)\)", r"\1）"),
+        (r"missing rate", "缺失率"),
+        (r"; ", "；"),
+        (r"^([\d,]+) logged decisions with an outcome$", r"\1 条已记录结果的决策"),
+        (r"^no logged decision has an outcome \(retained / churned\) yet$", "尚无已记录结果（留存 / 流失）的决策"),
+        (r"^the online store has no snapshot yet$", "在线特征库还没有快照"),
+        (r"^drift needs the features the models were trained on: set CLM_EVENTS_DIR to the event data$",
+         "漂移监控需要模型训练所用的特征：请把 CLM_EVENTS_DIR 设为事件数据目录"),
+        (r"^(\S+) records no training cutoffs$", r"\1 没有记录训练截止日期"),
+        (r"^shutting down$", "正在关闭"),
+    )
+)  # fmt: skip
+
+
+def monitor_text(text: object, lang: Lang | str) -> str:
+    """One of the drift monitor's sentences in `lang` (`MONITOR_PATTERNS_ZH`)."""
+    said = "" if text is None else str(text)
+    if lang != "zh":
+        return said
+    for pattern, replacement in MONITOR_PATTERNS_ZH:
+        said = pattern.sub(replacement, said)
+    return said
