@@ -310,7 +310,7 @@ TERMS_ZH: dict[str, str] = {
     "policy": "整体策略", "all": "全部阶段", "churn": "流失", "return": "回流", "upgrade": "升级",
     "numeric": "数值", "categorical": "类别", "ks": "KS", "chi2": "卡方",
     "churn_probability": "流失概率", "upgrade_probability": "升级概率", "p_churn": "流失概率", "p_upgrade": "升级概率",
-    "exploration": "探索", "email": "邮件", "in_app": "应用内", "call": "电话", "sms": "短信", "push": "推送",
+    "exploration": "探索", "not yet seen": "尚未出现", "email": "邮件", "in_app": "应用内", "call": "电话", "sms": "短信", "push": "推送",
     "churn_model": "流失模型", "upgrade_model": "升级模型", "reactivation_model": "回流模型", "features": "特征版本",
     **EVENT_LABELS_ZH,
 }  # fmt: skip
