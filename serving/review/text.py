@@ -308,7 +308,7 @@ TERMS_ZH: dict[str, str] = {
     "high risk": "高风险", "high value": "高价值", "high risk and high value": "高风险且高价值",
     "low value": "低价值", "short lifecycle": "短生命周期", "long lifecycle": "长生命周期",
     "policy": "整体策略", "all": "全部阶段", "churn": "流失", "return": "回流", "upgrade": "升级",
-    "numeric": "数值", "categorical": "类别", "ks": "KS", "chi2": "卡方",
+    "numeric": "数值", "categorical": "类别", "ks": "KS", "chi2": "卡方", "chi-square": "卡方",
     "churn_probability": "流失概率", "upgrade_probability": "升级概率", "p_churn": "流失概率", "p_upgrade": "升级概率",
     "exploration": "探索", "not yet seen": "尚未出现", "email": "邮件", "in_app": "应用内", "call": "电话", "sms": "短信", "push": "推送",
     "churn_model": "流失模型", "upgrade_model": "升级模型", "reactivation_model": "回流模型", "features": "特征版本",
@@ -329,7 +329,7 @@ def term(code: object, lang: Lang | str) -> str:
 MONITOR_PATTERNS_ZH: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = tuple(
     (re.compile(pattern), replacement)
     for pattern, replacement in (
-        (r"training cutoffs of (\S+):", r"\1 的训练截止日期："),
+        (r"training cutoffs of (\S+):", r"\1 的训练截止日期"),
         (r"online store snapshot", "在线特征库快照"),
         (r"\((\d+) cutoffs\)", r"（\1 个截止日期）"),
         (r"([\d,]+) rows", r"\1 行"),
@@ -339,7 +339,7 @@ MONITOR_PATTERNS_ZH: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]]
         (r"^action (\S+): share", lambda m: f"动作 {action_label(m.group(1), 'zh')}：占比"),
         (r"^lift (\S+): predicted (\S+) outside the measured (\[[^\]]*\]) \(([\d,]+) users\)",
          lambda m: f"提升 {action_label(m.group(1), 'zh')}：预测 {m.group(2)} 超出实测区间 {m.group(3)}（{m.group(4)} 位用户）"),
-        (r"\((ks|chi2) p = ", lambda m: f"（{term(m.group(1), 'zh')} p = "),
+        (r"\((ks|chi2|chi-square) p = ", lambda m: f"（{term(m.group(1), 'zh')} p = "),
         (r"(（(?:KS|卡方) p = [^)]*)\)", r"\1）"),
         (r"missing rate", "缺失率"),
         (r"; ", "；"),

@@ -31,7 +31,7 @@ ENGLISH_UI_WORDS = (
     "observed", "random", "model", "prior", "source", "reason", "why", "offered", "lower", "days", "ago",
     "shadow", "online", "store", "snapshot", "built", "overview", "sign", "filter", "versions", "EV", "vs",
     "policy", "all", "features", "waterfall", "log-odds", "subscription", "period", "periods", "spent",
-    "the", "and", "of", "not", "yet", "seen", "other", "total", "none",
+    "the", "and", "of", "not", "yet", "seen", "other", "total", "none", "chi-square", "square",
 )  # fmt: skip
 ENGLISH = re.compile(
     r"(?<![A-Za-z_-])(" + "|".join(map(re.escape, ENGLISH_UI_WORDS)) + r")(?![A-Za-z_-])", re.I

@@ -46,9 +46,10 @@ def test_terms_translate_each_part_and_keep_what_they_do_not_know() -> None:
     ("english", "chinese"),
     [
         ("training cutoffs of clm-churn/3: 2025-03-01 … 2025-09-01 (7 cutoffs), 31,200 rows",
-         "clm-churn/3 的训练截止日期： 2025-03-01 … 2025-09-01 （7 个截止日期）, 31,200 行"),
+         "clm-churn/3 的训练截止日期 2025-03-01 … 2025-09-01 （7 个截止日期）, 31,200 行"),
         ("feature gap_ratio: PSI 0.300 ≥ 0.25 (ks p = 1e-05); missing rate 1.0% → 5.0%",
          "特征 gap_ratio：PSI 0.300 ≥ 0.25 （KS p = 1e-05）；缺失率 1.0% → 5.0%"),
+        ("feature last_action: PSI 1.247 ≥ 0.2 (chi-square p = 6.5e-75)", "特征 last_action：PSI 1.247 ≥ 0.2 （卡方 p = 6.5e-75）"),
         ("stage at_risk: share 10.0% → 20.0%", "阶段 衰退期：占比 10.0% → 20.0%"),
         ("lift winback_offer: predicted +0.010 outside the measured [-0.100, +0.002] (45 users)",
          "提升 召回优惠：预测 +0.010 超出实测区间 [-0.100, +0.002]（45 位用户）"),
