@@ -152,6 +152,7 @@ TEXT: dict[str, dict[str, str]] = {
         "no_user_no_snapshot": "No user {user_id} (the store has no snapshot yet).",
         "no_decision": "No decision {decision_id} in the decision log.",
         "unknown_key": "unknown API key",
+        "no_models": "no models loaded",
         "language": "中文",
     },
     "zh": {
@@ -293,6 +294,7 @@ TEXT: dict[str, dict[str, str]] = {
         "no_user_no_snapshot": "没有用户 {user_id}（特征库还没有快照）。",
         "no_decision": "决策日志中没有决策 {decision_id}。",
         "unknown_key": "未知的 API 密钥",
+        "no_models": "没有加载模型",
         "language": "English",
     },
 }
@@ -313,6 +315,10 @@ TERMS_ZH: dict[str, str] = {
     "exploration": "探索", "not yet seen": "尚未出现", "email": "邮件", "in_app": "应用内", "call": "电话", "sms": "短信", "push": "推送",
     "churn_model": "流失模型", "upgrade_model": "升级模型", "reactivation_model": "回流模型", "features": "特征版本",
     **EVENT_LABELS_ZH,
+    # why a session cookie opens nothing (serving.review.session)
+    "not a session of this server; sign in again": "不是本服务器的会话；请重新登录",
+    "the session has expired; sign in again": "会话已过期；请重新登录",
+    "the API key of this session is no longer configured; sign in again": "该会话的 API 密钥已不再配置；请重新登录",
 }  # fmt: skip
 
 

@@ -48,7 +48,7 @@ from serving.review.caches import money_features
 from serving.review.pages import PageRefused, error_page, no_store, page
 from serving.review.replay import breakdown, compare_replay, in_language
 from serving.review.session import SESSION_COOKIE, cross_origin
-from serving.review.text import TEXT, Lang
+from serving.review.text import TEXT, Lang, term
 from serving.state import ModelHolder, ModelSet
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def signed_in(request: Request, settings: SettingsDep, sessions: SessionsDep, la
         checked = sessions.check(token or "", settings.api_keys)
         scopes, problem = checked.scopes, checked.problem
     if scopes is None:
-        raise PageRefused(error_page(request, lang, 401, TEXT[lang]["login"], problem or ""))
+        raise PageRefused(error_page(request, lang, 401, TEXT[lang]["login"], term(problem or "", lang)))
     if "review" not in scopes:
         raise PageRefused(error_page(request, lang, 403, "403", TEXT[lang]["forbidden"]))
 
@@ -76,7 +76,7 @@ def serving_models(request: Request, holder: ModelHolder, lang: str) -> ModelSet
     """The models being served, or the page saying none are loaded."""
     models = holder.current
     if models is None:
-        detail = f"no models loaded: {holder.status.last_error}"
+        detail = f"{TEXT[lang]['no_models']}: {holder.status.last_error}"
         raise PageRefused(error_page(request, lang, 503, "503", detail))
     return models
 

@@ -36,6 +36,7 @@ def test_terms_translate_each_part_and_keep_what_they_do_not_know() -> None:
     assert term("high value · short lifecycle", "zh") == "高价值 · 短生命周期"
     assert term("purchase", "zh") == "购买"  # event types, as the feature registry says them
     assert term("some_new_code", "zh") == "some_new_code" and term(None, "zh") == ""
+    assert term("the session has expired; sign in again", "zh") == "会话已过期；请重新登录"
     assert (
         action_label(NO_ACTION, "zh") == "不干预"
         and action_label("retention_discount") == "retention_discount"
