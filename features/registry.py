@@ -112,19 +112,41 @@ class Feature:
     description_zh: str = ""
     build: ColumnBuilder | None = field(default=None, compare=False, repr=False)
 
-    def reason(self, value: float | str | None, lang: str = "en") -> str:
-        """The plain-language reason for this feature's value, e.g. "No activity for 12 days"."""
+    def reason(self, value: float | str | None, lang: str = "en", currency: str | None = None) -> str:
+        """The plain-language reason for this feature's value, e.g. "No activity for 12 days". Templates
+        name money `{money}` (`{signed_money}` with its sign), written with `currency` (`money_text`), and
+        an English count's plural ending `{s}` ("1 day", "2 days")."""
         template = self.reason_zh if lang == "zh" else self.reason_en
         if value is None or (isinstance(value, float) and math.isnan(value)):
             missing = "：没有记录" if lang == "zh" else ": no record"
             return f"{self.description_for(lang)}{missing}"
         if self.dtype == "category":
-            return template.format(value=value, window=self.window_days)
+            shown = RFM_SEGMENTS_ZH.get(str(value), value) if lang == "zh" else value
+            return template.format(value=shown, window=self.window_days)
         number = float(value)
-        return template.format(value=number, abs=abs(number), window=self.window_days)
+        return template.format(
+            value=number, abs=abs(number), window=self.window_days, s="" if f"{abs(number):.0f}" == "1" else "s",
+            money=money_text(number, currency), signed_money=money_text(number, currency, signed=True),
+        )  # fmt: skip
 
     def description_for(self, lang: str) -> str:
         return self.description_zh if lang == "zh" else self.description
+
+
+def number_text(number: float, digits: int = 2, *, signed: bool = False) -> str:
+    """A number with `digits` decimals and thousands separated, as the texts and pages show it: one that
+    rounds to zero as 0.00, never −0.00; `signed` writes a + before a positive one."""
+    value = float(number)
+    if round(value, digits) == 0:
+        value = 0.0
+    return f"{value:+,.{digits}f}" if signed and value != 0 else f"{value:,.{digits}f}"
+
+
+def money_text(amount: float, currency: str | None, *, digits: int = 2, signed: bool = False) -> str:
+    """An amount of money as every text shows it: "5.30 USD" (`number_text`, the currency code after it; the
+    bare number when no currency is given)."""
+    text = number_text(amount, digits, signed=signed)
+    return text if currency is None else f"{text} {currency}"
 
 
 def _spans(window: int | None) -> tuple[str, str]:
@@ -160,7 +182,7 @@ def _count_feature(event_type: str, window: int | None, support: bool) -> Featur
         unit="events",
         window_days=window,
         risk_direction=1 if support else -1,
-        reason_en=f"{{value:.0f}} {label} events {span_en}",
+        reason_en=f"{{value:.0f}} {label} event{{s}} {span_en}",
         reason_zh=f"{span_zh}有{{value:.0f}}次{label_zh}",
         description_zh=f"{span_zh}的{label_zh}次数",
         build=partial(_window_count, f"n_{event_type}", window),
@@ -174,35 +196,35 @@ def build_registry(params: FeatureParams | None = None) -> tuple[Feature, ...]:
     trend = p.trend_window_days
     out: list[Feature] = [
         Feature("days_since_last_event", "float64", "recency", "Days since the last event of any kind", "days",
-                None, 1, "No activity for {value:.0f} days", "已经{value:.0f}天没有任何活动", description_zh="距上次活动的天数",
+                None, 1, "No activity for {value:.0f} day{s}", "已经{value:.0f}天没有任何活动", description_zh="距上次活动的天数",
                 build=partial(_days_since, "last_event_day")),
         Feature("days_since_last_login", "float64", "recency", "Days since the last login-like event", "days",
-                None, 1, "Last login {value:.0f} days ago", "最近一次登录在{value:.0f}天前", description_zh="距上次登录的天数",
+                None, 1, "Last login {value:.0f} day{s} ago", "最近一次登录在{value:.0f}天前", description_zh="距上次登录的天数",
                 build=partial(_days_since, "last_login_day")),
         Feature("days_since_last_purchase", "float64", "recency", "Days since the last purchase", "days",
-                None, 1, "Last purchase {value:.0f} days ago", "最近一次购买在{value:.0f}天前", description_zh="距上次购买的天数",
+                None, 1, "Last purchase {value:.0f} day{s} ago", "最近一次购买在{value:.0f}天前", description_zh="距上次购买的天数",
                 build=partial(_days_since, "last_purchase_day")),
         Feature("tenure_days", "float64", "tenure", "Days since signup (or the first event)", "days",
-                None, -1, "Customer for {value:.0f} days", "已成为用户{value:.0f}天", description_zh="注册天数",
+                None, -1, "Customer for {value:.0f} day{s}", "已成为用户{value:.0f}天", description_zh="注册天数",
                 build=partial(_days_since, "first_day")),
     ]  # fmt: skip
     for window in windows:
         span_en, span_zh = _spans(window)
         lbl = _window_label(window)
         out.append(Feature(f"events_count_{lbl}", "float64", "frequency", f"Number of events {span_en}", "events",
-                           window, -1, f"{{value:.0f}} events {span_en}", f"{span_zh}共{{value:.0f}}次活动", description_zh=f"{span_zh}的活动次数",
+                           window, -1, f"{{value:.0f}} event{{s}} {span_en}", f"{span_zh}共{{value:.0f}}次活动", description_zh=f"{span_zh}的活动次数",
                            build=partial(_window_count, "n_events", window)))  # fmt: skip
         out.append(Feature(f"active_days_{lbl}", "float64", "frequency", f"Distinct active days {span_en}", "days",
-                           window, -1, f"Active on {{value:.0f}} days {span_en}", f"{span_zh}活跃了{{value:.0f}}天", description_zh=f"{span_zh}的活跃天数",
+                           window, -1, f"Active on {{value:.0f}} day{{s}} {span_en}", f"{span_zh}活跃了{{value:.0f}}天", description_zh=f"{span_zh}的活跃天数",
                            build=partial(_window_count, "active", window)))  # fmt: skip
         for event_type in p.count_event_types:
             out.append(_count_feature(event_type, window, event_type in p.support_event_types))
         out.append(Feature(f"revenue_sum_{lbl}", "float64", "monetary", f"Revenue {span_en}", "currency",
-                           window, -1, f"Spent {{value:.2f}} {span_en}", f"{span_zh}消费{{value:.2f}}", description_zh=f"{span_zh}的消费金额",
+                           window, -1, f"Spent {{money}} {span_en}", f"{span_zh}消费{{money}}", description_zh=f"{span_zh}的消费金额",
                            build=partial(_window_count, "revenue", window)))  # fmt: skip
         out.append(Feature(f"revenue_mean_{lbl}", "float64", "monetary", f"Mean purchase value {span_en}",
-                           "currency", window, -1, f"Average purchase {{value:.2f}} {span_en}",
-                           f"{span_zh}平均每单{{value:.2f}}", description_zh=f"{span_zh}的平均订单金额",
+                           "currency", window, -1, f"Average purchase {{money}} {span_en}",
+                           f"{span_zh}平均每单{{money}}", description_zh=f"{span_zh}的平均订单金额",
                            build=partial(_revenue_mean, window)))  # fmt: skip
     out += [
         Feature(f"activity_change_pct_{trend}d", "float64", "trend",
@@ -212,7 +234,7 @@ def build_registry(params: FeatureParams | None = None) -> tuple[Feature, ...]:
                 build=partial(_change_pct, "active")),
         Feature(f"activity_diff_{trend}d", "float64", "trend",
                 f"Active days in the last {trend} days minus the {trend} before", "days", trend, -1,
-                f"{{value:+.0f}} active days against the {trend} days before",
+                f"{{value:+.0f}} active day{{s}} against the {trend} days before",
                 f"活跃天数比前{trend}天变化{{value:+.0f}}天", description_zh=f"最近{trend}天活跃天数的变化",
                 build=partial(_change_diff, "active")),
         Feature(f"revenue_change_pct_{trend}d", "float64", "trend",
@@ -222,8 +244,8 @@ def build_registry(params: FeatureParams | None = None) -> tuple[Feature, ...]:
                 build=partial(_change_pct, "revenue")),
         Feature(f"revenue_diff_{trend}d", "float64", "trend",
                 f"Revenue in the last {trend} days minus the {trend} before", "currency", trend, -1,
-                f"Spending changed by {{value:+.2f}} against the {trend} days before",
-                f"消费金额比前{trend}天变化{{value:+.2f}}", description_zh=f"最近{trend}天消费金额的变化",
+                f"Spending changed by {{signed_money}} against the {trend} days before",
+                f"消费金额比前{trend}天变化{{signed_money}}", description_zh=f"最近{trend}天消费金额的变化",
                 build=partial(_change_diff, "revenue")),
         Feature("gap_mean_days", "float64", "cadence", "Mean gap between active days", "days", None, 1,
                 "Usually active every {value:.1f} days", "通常每{value:.1f}天活跃一次", description_zh="活跃间隔的平均天数", build=_gap_mean),
@@ -238,34 +260,34 @@ def build_registry(params: FeatureParams | None = None) -> tuple[Feature, ...]:
         Feature("plan_rank", "float64", "plan", "Rank of the current plan (0 = lowest)", "rank", None, 0,
                 "Plan level {value:.0f}", "套餐等级{value:.0f}", description_zh="套餐等级", build=_plan_rank),
         Feature("mrr", "float64", "plan", "Monthly recurring revenue of the active subscription", "currency", None,
-                0, "Pays {value:.2f} a month", "每月付费{value:.2f}", description_zh="每月付费", build=_mrr),
+                0, "Pays {money} a month", "每月付费{money}", description_zh="每月付费", build=_mrr),
         Feature("last_mrr", "float64", "plan", "Monthly recurring revenue of the latest subscription, active or ended",
-                "currency", None, 0, "Last paid {value:.2f} a month", "上一次订阅每月付费{value:.2f}",
+                "currency", None, 0, "Last paid {money} a month", "上一次订阅每月付费{money}",
                 description_zh="最近一次订阅的月费", build=_last_mrr),
         Feature("subscription_periods", "float64", "plan", "Subscription periods started before the cutoff",
-                "periods", None, 0, "{value:.0f} subscription periods so far", "已有{value:.0f}个订阅周期", description_zh="订阅周期数", build=_subscription_periods),
+                "periods", None, 0, "{value:.0f} subscription period{s} so far", "已有{value:.0f}个订阅周期", description_zh="订阅周期数", build=_subscription_periods),
         Feature("plan_changes_total", "float64", "plan", "Upgrades and downgrades ever", "changes", None, 0,
-                "{value:.0f} plan changes so far", "共变更套餐{value:.0f}次", description_zh="套餐变更次数",
+                "{value:.0f} plan change{s} so far", "共变更套餐{value:.0f}次", description_zh="套餐变更次数",
                 build=partial(_plan_changes, None)),
         Feature(f"plan_changes_{PLAN_CHANGE_WINDOW_DAYS}d", "float64", "plan",
                 f"Upgrades and downgrades in the last {PLAN_CHANGE_WINDOW_DAYS} days", "changes",
-                PLAN_CHANGE_WINDOW_DAYS, 0, f"{{value:.0f}} plan changes in the last {PLAN_CHANGE_WINDOW_DAYS} days",
+                PLAN_CHANGE_WINDOW_DAYS, 0, f"{{value:.0f}} plan change{{s}} in the last {PLAN_CHANGE_WINDOW_DAYS} days",
                 f"最近{PLAN_CHANGE_WINDOW_DAYS}天变更套餐{{value:.0f}}次", description_zh=f"最近{PLAN_CHANGE_WINDOW_DAYS}天的套餐变更次数",
                 build=partial(_plan_changes, PLAN_CHANGE_WINDOW_DAYS)),
         Feature("bill_period_days", "float64", "plan", "Billing period of the active subscription", "days", None,
-                0, "Billed every {value:.0f} days", "每{value:.0f}天计费一次", description_zh="计费周期", build=_bill_period_days),
+                0, "Billed every {value:.0f} day{s}", "每{value:.0f}天计费一次", description_zh="计费周期", build=_bill_period_days),
         Feature("days_to_renewal", "float64", "plan", "Days until the active subscription renews", "days", None, 0,
-                "Renews in {value:.0f} days", "{value:.0f}天后续费", description_zh="距续费的天数", build=_days_to_renewal),
+                "Renews in {value:.0f} day{s}", "{value:.0f}天后续费", description_zh="距续费的天数", build=_days_to_renewal),
     ]  # fmt: skip
     for window in windows:
         span_en, span_zh = _spans(window)
         out.append(Feature(f"contacts_count_{_window_label(window)}", "float64", "contacts",
                            f"Campaign contacts received {span_en}", "contacts", window, 0,
-                           f"Contacted {{value:.0f}} times {span_en}", f"{span_zh}被联系{{value:.0f}}次", description_zh=f"{span_zh}被联系的次数",
+                           f"Contacted {{value:.0f}} time{{s}} {span_en}", f"{span_zh}被联系{{value:.0f}}次", description_zh=f"{span_zh}被联系的次数",
                            build=partial(_window_count, "contacts", window)))  # fmt: skip
     out += [
         Feature("days_since_last_contact", "float64", "contacts", "Days since the last campaign contact", "days",
-                None, 0, "Last contacted {value:.0f} days ago", "最近一次联系在{value:.0f}天前", description_zh="距上次联系的天数",
+                None, 0, "Last contacted {value:.0f} day{s} ago", "最近一次联系在{value:.0f}天前", description_zh="距上次联系的天数",
                 build=partial(_days_since, "last_contact_day")),
         Feature("last_action", "category", "contacts", "The last action received", "", None, 0,
                 "Last received: {value}", "最近一次收到：{value}", description_zh="最近一次收到的干预", build=_last_action),
@@ -295,13 +317,13 @@ def purchase_cycle_features() -> list[Feature]:
     purchase; they need no subscriptions, logins or signup dates."""
     return [
         Feature("days_since_first_purchase", "float64", "purchase_cycle", "Days since the first purchase (T)", "days",
-                None, 0, "First purchase {value:.0f} days ago", "首次购买在{value:.0f}天前", description_zh="距首次购买的天数",
+                None, 0, "First purchase {value:.0f} day{s} ago", "首次购买在{value:.0f}天前", description_zh="距首次购买的天数",
                 build=_days_since_first_purchase),
         Feature("purchase_span_days", "float64", "purchase_cycle", "Days from the first to the last purchase",
-                "days", None, 0, "Bought over a span of {value:.0f} days", "购买跨度{value:.0f}天",
+                "days", None, 0, "Bought over a span of {value:.0f} day{s}", "购买跨度{value:.0f}天",
                 description_zh="首次到最近一次购买的天数", build=_purchase_span_days),
         Feature("repeat_purchase_days", "float64", "purchase_cycle", "Days with a purchase after the first one",
-                "purchase days", None, -1, "Came back to buy on {value:.0f} days", "复购了{value:.0f}天",
+                "purchase days", None, -1, "Came back to buy on {value:.0f} day{s}", "复购了{value:.0f}天",
                 description_zh="复购天数", build=_repeat_purchase_days),
         Feature("purchase_days_per_30d", "float64", "purchase_cycle",
                 "Purchase days per 30 days since the first purchase", "per 30 days", None, -1,
@@ -326,6 +348,12 @@ RFM_SEGMENTS: tuple[str, ...] = (
     "Champions", "Loyal", "Potential Loyalists", "New Customers", "Promising", "Need Attention",
     "About to Sleep", "At Risk", "Can't Lose", "Hibernating", "No Purchase Yet",
 )  # fmt: skip
+# How the RFM segments read in a Chinese reason.
+RFM_SEGMENTS_ZH: dict[str, str] = {
+    "Champions": "冠军客户", "Loyal": "忠诚客户", "Potential Loyalists": "潜在忠诚客户", "New Customers": "新客户",
+    "Promising": "有潜力客户", "Need Attention": "需要关注", "About to Sleep": "即将沉睡", "At Risk": "有流失风险",
+    "Can't Lose": "不能失去", "Hibernating": "休眠客户", "No Purchase Yet": "尚未购买",
+}  # fmt: skip
 
 
 def rfm_segment(recency_score: int, frequency_score: int) -> str:

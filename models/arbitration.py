@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.catalog import NO_ACTION, Action, ContactPolicy
+from features.registry import money_text
+from models.catalog import NO_ACTION, Action, ContactPolicy, action_label
 from models.frame import Columns, numeric_column, object_column
+from models.stages import LANGUAGES, stage_label
 
 # Candidate status codes, in order of precedence when several apply.
 ELIGIBLE = "eligible"
@@ -39,7 +41,6 @@ CONTACT_WINDOW_DAYS = 30
 LAST_ACTION = "last_action"
 DAYS_SINCE_LAST_CONTACT = "days_since_last_contact"
 CONTACTS_IN_WINDOW = f"contacts_count_{CONTACT_WINDOW_DAYS}d"
-LANGUAGES = ("en", "zh")
 
 
 def days_since_action_column(action: str) -> str:
@@ -191,8 +192,9 @@ class Arbitration:
         rows = np.arange(len(self.chosen))
         return np.where(self.chosen >= 0, self.value[rows, np.maximum(self.chosen, 0)], 0.0)
 
-    def candidate_reason(self, i: int, a: int | str, lang: str = "en") -> str:
-        """Why candidate `a` (index, name, −1 or "no_action") was or was not chosen for user `i`."""
+    def candidate_reason(self, i: int, a: int | str, lang: str = "en", currency: str | None = None) -> str:
+        """Why candidate `a` (index, name, −1 or "no_action") was or was not chosen for user `i`, in `lang`
+        (stages and actions by their names in that language), values in `currency`."""
         if lang not in LANGUAGES:
             raise ValueError(f"lang must be one of {LANGUAGES}, got {lang!r}")
         index = self._index(a)
@@ -224,21 +226,21 @@ class Arbitration:
                 )
             return "被选中：预期价值最高" if zh else "chosen: highest expected value"
         if index == greedy:  # the best option, passed over by an exploration draw
-            pick = self.actions[chosen] if chosen >= 0 else NO_ACTION
-            value = self._option_value(i, index)
+            pick = action_label(self.actions[chosen] if chosen >= 0 else NO_ACTION, lang)
+            value = money_text(self._option_value(i, index), currency)
             return (
-                f"价值最高（{value:.2f}），但本次探索随机选择了{pick}"
+                f"价值最高（{value}），但本次探索随机选择了{pick}"
                 if zh
-                else f"highest value ({value:.2f}) but an exploration draw picked {pick}"
+                else f"highest value ({value}) but an exploration draw picked {pick}"
             )
         if index == -1:
-            return _lower_value(0.0, best, zh)
+            return _lower_value(0.0, best, zh, currency)
 
         status = self.status[i, index]
         action = self.catalog[index]
         if status == INELIGIBLE_STAGE:
-            stage = self.stage[i]
-            return f"当前阶段{stage}不提供此动作" if zh else f"not offered at stage {stage}"
+            stage = stage_label(str(self.stage[i]), lang)
+            return f"当前阶段（{stage}）不提供此动作" if zh else f"not offered at stage {stage}"
         if status == SUPPRESSED:
             count = self.policy.suppress_after_negative_outcomes
             if zh:
@@ -254,7 +256,8 @@ class Arbitration:
             cooldown = action.cooldown_days
             if zh:
                 return f"冷却期：{days:.0f}天前刚发送过（冷却期{cooldown}天）"
-            return f"cooldown: last sent {days:.0f} days ago (cooldown {cooldown})"
+            ago = "day" if f"{days:.0f}" == "1" else "days"
+            return f"cooldown: last sent {days:.0f} {ago} ago (cooldown {cooldown})"
         if status == CONTACT_CAP:
             count = int(np.nan_to_num(self.contacts.contacts_30d[i]))
             cap = self.policy.max_contacts_per_30d
@@ -278,8 +281,9 @@ class Arbitration:
             )
         value = float(self.value[i, index])
         if not value > 0:
-            return f"价值不为正（{value:.2f}）" if zh else f"value not positive ({value:.2f})"
-        return _lower_value(value, best, zh)
+            shown = money_text(value, currency)
+            return f"价值不为正（{shown}）" if zh else f"value not positive ({shown})"
+        return _lower_value(value, best, zh, currency)
 
     def _index(self, a: int | str) -> int:
         if isinstance(a, str):
@@ -293,8 +297,11 @@ class Arbitration:
         return 0.0 if index == -1 else float(self.value[i, index])
 
 
-def _lower_value(value: float, best: float, zh: bool) -> str:
-    return f"价值较低（{value:.2f} 对比 {best:.2f}）" if zh else f"lower value ({value:.2f} vs {best:.2f})"
+def _lower_value(value: float, best: float, zh: bool, currency: str | None) -> str:
+    value_text, best_text = money_text(value, currency), money_text(best, currency)
+    return (
+        f"价值较低（{value_text} 对比 {best_text}）" if zh else f"lower value ({value_text} vs {best_text})"
+    )
 
 
 def _per_user(values: Any, n: int, name: str) -> np.ndarray:

@@ -42,6 +42,8 @@ def decision_table(
         explained = population_contributions(
             frame, models, decided.decisions, explain_top_k, num_threads=num_threads
         )
-        for name, column in reason_columns(frame, explained, models.registry).items():
+        for name, column in reason_columns(
+            frame, explained, models.registry, currency=models.policy.value.currency
+        ).items():
             result[name] = column
     return result, decided

@@ -12,6 +12,19 @@ from models.config import ActionSection, PolicySection
 NO_ACTION = "no_action"
 OUTCOMES = ("retention", "upgrade")
 STAGES = ("new", "growing", "mature", "at_risk", "dormant", "reactivated")
+# How the default catalog's actions (and no_action) read in Chinese; an action configured beyond these is
+# shown by its name.
+ACTION_NAMES_ZH: dict[str, str] = {
+    NO_ACTION: "不干预", "onboarding_guide": "新手引导", "welcome_offer": "欢迎优惠", "recommendation": "个性化推荐",
+    "education_content": "教育内容", "loyalty_reward": "忠诚奖励", "upgrade_offer": "升级优惠",
+    "referral_invite": "推荐邀请", "retention_discount": "挽留折扣", "satisfaction_survey": "满意度调查",
+    "winback_offer": "召回优惠",
+}  # fmt: skip
+
+
+def action_label(action: str, lang: str = "en") -> str:
+    """An action as a reader of `lang` sees it: its name in English, its Chinese name in Chinese."""
+    return ACTION_NAMES_ZH.get(action, action) if lang == "zh" else action
 
 
 @dataclass(frozen=True)

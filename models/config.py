@@ -78,6 +78,8 @@ class ModelsSection(Section):
 class StageRuleSection(Section):
     stage: Stage
     description: str
+    # The description in Chinese (`?lang=zh`); a policy saved before there was one reads the English.
+    description_zh: str = ""
     when: Name
     since_days: Name | None = None
 
@@ -88,6 +90,7 @@ class StagesSection(Section):
 
     default_stage: Stage
     default_description: str
+    default_description_zh: str = ""
     rules: list[StageRuleSection]
 
 

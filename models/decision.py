@@ -82,9 +82,14 @@ class DecisionModels:
             return self.label(self.reactivation)
         return self.label(self.churn)
 
-    def fallback_note(self, lapsed: bool) -> str | None:
+    def fallback_note(self, lapsed: bool, lang: str = "en") -> str | None:
         """Why a lapsed user's score comes from the churn model, when it does."""
         if lapsed and self.reactivation is None and self.churn.metadata.get("population") == CHURN_POPULATION:
+            if lang == "zh":
+                return (
+                    "没有注册回流模型：该流失用户由流失模型评分，超出其训练人群"
+                    "（用 `clm train --model reactivation` 训练回流模型）"
+                )
             return (
                 "no reactivation model is registered: this lapsed user is scored by the churn model, "
                 "outside the population it was trained on (train with `clm train --model reactivation`)"

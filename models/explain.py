@@ -16,7 +16,7 @@ from features.registry import Feature
 from models.bundle import ModelBundle
 from models.decision import DecisionModels
 from models.policy import Decisions
-from models.scoring import contributions, top_order
+from models.scoring import contributions, feature_reason, top_order
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,11 @@ def reason_columns(
     explained: Mapping[str, Contributions],
     registry: Mapping[str, Feature],
     langs: Sequence[str] = ("en", "zh"),
+    currency: str | None = None,
 ) -> dict[str, list[Any]]:
     """Columns for a batch file: per model, `<target>_top_features` (names, `;`-separated) and
     `<target>_reasons_<lang>` (the plain-language reasons, ` | `-separated); None where the model did not
-    score the user. A reason is formatted once per (feature, value, language)."""
+    score the user, money in `currency`. A reason is formatted once per (feature, value, language)."""
     n = len(frame)
     said: dict[tuple[str, Any, str], str] = {}
     columns: dict[str, list[Any]] = {}
@@ -83,8 +84,7 @@ def reason_columns(
                     key = (name, value, lang)
                     text = said.get(key)
                     if text is None:
-                        feature = registry.get(name)
-                        text = said[key] = feature.reason(value, lang) if feature else name
+                        text = said[key] = feature_reason(registry.get(name), name, value, lang, currency)
                     texts.append(text)
                 reasons[lang][row] = " | ".join(texts)
         columns[f"{target}_top_features"] = tops

@@ -342,15 +342,15 @@ def stage_share_figure(counts: pd.DataFrame, *, title: str = "Stage mix by cutof
     return figure
 
 
-def action_mix_figure(mix: pd.DataFrame, *, title: str = "Actions chosen") -> Figure:
-    """Users per action (bars) with the total expected value written beside each bar. `mix` has the
-    columns action, users and expected_value."""
+def action_mix_figure(mix: pd.DataFrame, *, title: str = "Actions chosen", currency: str = "") -> Figure:
+    """Users per action (bars) with the total expected value (in `currency`) written beside each bar. `mix`
+    has the columns action, users and expected_value."""
     figure = _new_figure(7.5, max(2.6, 0.35 * len(mix) + 1.2))
     axes = figure.subplots()
     rows = np.arange(len(mix))[::-1]
     axes.barh(rows, mix["users"].to_numpy(dtype="float64"), color="#4e79a7")
     for row, users, value in zip(rows, mix["users"], mix["expected_value"], strict=True):
-        axes.annotate(f"{int(users):,} · EV {value:,.0f}", (users, row), xytext=(4, 0),
+        axes.annotate(f"{int(users):,} · EV {value:,.0f} {currency}".rstrip(), (users, row), xytext=(4, 0),
                       textcoords="offset points", va="center", fontsize=8)  # fmt: skip
     axes.set_yticks(rows, [str(a) for a in mix["action"]], fontsize=8)
     axes.set(xlabel="users", title=title)
@@ -450,3 +450,87 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
 
         plt.close(fig)
     return target
+
+
+# How the figures' words read in Chinese (`relabel`): whole texts, then patterns for texts with numbers in them.
+FIGURE_TEXT_ZH: dict[str, str] = {
+    "cutoff": "截止日期", "users": "用户数", "rows": "行数", "Stage mix by cutoff": "各截止日期的阶段分布",
+    "Actions chosen": "选定的动作", "Score distributions": "评分分布", "churn probability": "流失概率",
+    "upgrade probability": "升级概率", "perfectly calibrated": "完美校准", "observed positive rate": "观察到的正例比例",
+    "predicted probability": "预测概率", "before": "校准前", "after": "校准后", "calibrated": "校准后",
+    "random": "随机", "churn model": "流失模型", "share of users targeted (highest score first)": "目标用户占比（按评分从高到低）",
+    "share of positives captured": "捕获的正例占比", "Cumulative gains": "累积增益",
+    "score decile (1 = highest)": "评分十分位（1 = 最高）", "lift": "提升度", "Lift by decile": "各十分位的提升度",
+}  # fmt: skip
+FIGURE_PATTERNS_ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"^before \(ECE ([\d.]+)\)$", r"校准前（ECE \1）"),
+        (r"^(?:after|calibrated) \(ECE ([\d.]+)\)$", r"校准后（ECE \1）"),
+        (r"^Calibration on the (\S+) cutoff \(([\d,]+) users, labels known\)$", r"\1 截止日期的校准（\2 位用户，标签已知）"),
+        (r"^churn \(median ([\d.]+)\)$", r"流失（中位数 \1）"),
+        (r"^upgrade \(median ([\d.]+)\)$", r"升级（中位数 \1）"),
+        (r"^([\d,]+) · EV (.+)$", r"\1 · 期望价值 \2"),
+        (r"^(.+): SHAP waterfall \(log-odds\)$", r"\1：SHAP 瀑布图（对数几率）"),
+        (r"^log-odds: base (\S+) → raw score (\S+) \(uncalibrated probability (\S+)\)$",
+         r"对数几率：基准 \1 → 原始评分 \2（未校准概率 \3）"),
+        (r"^(\d+) other features$", r"其余 \1 个特征"),
+        (r"^(.+) = missing$", r"\1 = 缺失"),
+    )
+)  # fmt: skip
+
+
+def figure_text(text: str, lang: str) -> str:
+    """One of the figures' texts in `lang`: stage and action names by their Chinese names, the words above
+    by theirs; English, and any text not known here, as it is."""
+    if lang != "zh" or not text:
+        return text
+    from models.catalog import ACTION_NAMES_ZH
+    from models.stages import STAGE_NAMES_ZH
+
+    known = FIGURE_TEXT_ZH.get(text) or STAGE_NAMES_ZH.get(text) or ACTION_NAMES_ZH.get(text)
+    if known:
+        return known
+    for pattern, replacement in FIGURE_PATTERNS_ZH:
+        if pattern.match(text):
+            return pattern.sub(replacement, text)
+    return text
+
+
+# Fonts with Chinese glyphs, the first installed one the fallback of a Chinese figure's text (the page's browser
+# draws the SVG's text itself; matplotlib needs the glyphs only to measure it).
+CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "SimHei")
+
+
+def _cjk_font() -> str | None:
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return next((name for name in CJK_FONTS if name in installed), None)
+
+
+def relabel(fig: Figure, lang: str) -> Figure:
+    """The figure with its titles, axis labels, tick labels set by name, legend entries and annotations in
+    `lang` (`figure_text`): a figure is drawn once, in English, and relabelled for each other language."""
+    from matplotlib.axis import Axis
+    from matplotlib.text import Text
+    from matplotlib.ticker import FixedFormatter, FuncFormatter
+
+    if lang == "en":
+        return fig
+    for axes in fig.axes:
+        for axis in (axes.xaxis, axes.yaxis):
+            if not isinstance(axis.get_major_formatter(), FixedFormatter | FuncFormatter):
+                continue  # numbers
+            labels = [label.get_text() for label in axis.get_ticklabels()]
+            said = [figure_text(label, lang) for label in labels]
+            if said != labels:
+                axis.set_ticks(axis.get_ticklocs(), said)
+    ticks = {id(t) for a in fig.findobj(Axis) for t in a.get_ticklabels(which="both")}
+    fallback = _cjk_font() if lang == "zh" else None
+    for text in fig.findobj(Text):
+        if fallback is not None:
+            text.set_fontfamily([*text.get_fontfamily(), fallback])
+        if id(text) not in ticks:
+            text.set_text(figure_text(text.get_text(), lang))
+    return fig

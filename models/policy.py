@@ -281,8 +281,9 @@ class Decisions:
     def candidates(self, i: int, lang: str = "en") -> list[dict[str, Any]]:
         """Every action for user i (catalog order, then no_action) with every term of its expected value —
         `expected_value == retention_value + upgrade_gain − cost` exactly — the deltas' standard errors and
-        sources, and why it was or was not chosen."""
+        sources, and why it was or was not chosen (in `lang`, values in the policy's currency)."""
         arb = self.arbitration
+        currency = self.policy.value.currency
         terms = self.terms()
         value_if_retained = float(self.values["value_if_retained"][i])
         upgrade_value = float(self.values["upgrade_value"][i])
@@ -309,7 +310,7 @@ class Decisions:
                     "source": str(
                         self.upgrade_source[a] if action.outcome == "upgrade" else self.stay_source[i, a]
                     ),
-                    "reason": arb.candidate_reason(i, a, lang=lang),
+                    "reason": arb.candidate_reason(i, a, lang=lang, currency=currency),
                 }
             )
         out.append(
@@ -330,9 +331,7 @@ class Decisions:
                 "cost": 0.0,
                 "expected_value": 0.0,
                 "source": NO_ACTION_SOURCE,
-                "reason": "no contact: nothing has a positive expected value"
-                if arb.chosen[i] < 0
-                else "no contact is worth 0",
+                "reason": arb.candidate_reason(i, -1, lang=lang, currency=currency),
             }
         )
         return out

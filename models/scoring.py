@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 
 from features.registry import Feature
+from models.arbitration import LAST_ACTION
 from models.bundle import ModelBundle
+from models.catalog import action_label
 from models.frame import model_matrix
 
 
@@ -55,6 +57,18 @@ def top_order(contributions: np.ndarray, top_k: int) -> np.ndarray:
     return np.argsort(-np.abs(np.atleast_2d(contributions)), axis=1, kind="stable")[:, :top_k]
 
 
+def feature_reason(
+    feature: Feature | None, name: str, value: Any, lang: str = "en", currency: str | None = None
+) -> str:
+    """The plain-language reason for one feature's value (its name when the registry does not know it): money
+    in `currency`, and an action the user last received by its name in `lang`."""
+    if feature is None:
+        return name
+    if name == LAST_ACTION and isinstance(value, str):
+        value = action_label(value, lang)
+    return feature.reason(value, lang, currency)
+
+
 def reasons_at(
     order: Sequence[int],
     feature_contributions: np.ndarray,
@@ -62,19 +76,19 @@ def reasons_at(
     values: Mapping[str, Any],
     registry: Mapping[str, Feature],
     lang: str = "en",
+    currency: str | None = None,
 ) -> list[dict[str, Any]]:
     """The features at `order` (from `top_order`) with their values and plain-language reasons."""
     top = []
     for j in order:
         name = names[j]
         value = values.get(name)
-        feature = registry.get(name)
         top.append(
             {
                 "feature": name,
                 "value": value,
                 "contribution": float(feature_contributions[j]),
-                "reason": feature.reason(value, lang) if feature else name,
+                "reason": feature_reason(registry.get(name), name, value, lang, currency),
             }
         )
     return top
@@ -87,9 +101,10 @@ def top_reasons(
     registry: Mapping[str, Feature],
     top_k: int,
     lang: str = "en",
+    currency: str | None = None,
 ) -> list[dict[str, Any]]:
     """The `top_k` features by |contribution| (ties in feature order) with their values and plain-language
     reasons: what the API's explanation, the reviewer pages and the notebooks show. `feature_contributions`
     holds one entry per feature, without the base value."""
     order = top_order(feature_contributions, top_k)[0]
-    return reasons_at(order, feature_contributions, names, values, registry, lang)
+    return reasons_at(order, feature_contributions, names, values, registry, lang, currency)

@@ -16,7 +16,29 @@ from models.config import StageRuleSection, StagesSection
 from models.rules import Expression, RuleError, as_column, compile_expression, input_length, is_scalar
 
 STAGES: tuple[str, ...] = ("new", "growing", "mature", "at_risk", "dormant", "reactivated")
+LANGUAGES: tuple[str, ...] = ("en", "zh")  # the languages of a decision's texts
+# How the stages read in Chinese (DESIGN.md §1); a stage is shown by its identifier in English.
+STAGE_NAMES_ZH: dict[str, str] = {
+    "new": "激活期", "growing": "成长期", "mature": "成熟期", "at_risk": "衰退期", "dormant": "流失期",
+    "reactivated": "回流期",
+}  # fmt: skip
 SCORE_NAMES: tuple[str, ...] = ("churn_probability", "upgrade_probability")
+
+
+def stage_label(stage: str, lang: str = "en") -> str:
+    """A stage as a reader of `lang` sees it: its identifier in English, its Chinese name in Chinese."""
+    return STAGE_NAMES_ZH.get(stage, stage) if lang == "zh" else stage
+
+
+RuleParts = tuple[str, str, str]  # the stage as read in a language, the description, the condition
+
+
+def rule_text(parts: RuleParts, lang: str = "en") -> str:
+    """How a rule reads in a decision, e.g. "dormant: no activity for 30 days (days_since_last_event >= 30)"."""
+    stage, description, condition = parts
+    return (
+        f"{stage}：{description}（{condition}）" if lang == "zh" else f"{stage}: {description} ({condition})"
+    )
 
 
 @dataclass(frozen=True)
@@ -25,10 +47,16 @@ class StageRule:
     description: str
     when: Expression
     since_days: Expression | None = None
+    description_zh: str = ""
 
-    def text(self) -> str:
-        """How the rule reads in a decision, e.g. "dormant: no activity for 30 days (…)"."""
-        return f"{self.stage}: {self.description} ({self.when.text})"
+    def parts(self, lang: str = "en") -> RuleParts:
+        """In Chinese the stage's Chinese name and `description_zh` (the English description when the policy
+        has none); the condition is the expression in every language."""
+        description = (self.description_zh or self.description) if lang == "zh" else self.description
+        return stage_label(self.stage, lang), description, self.when.text
+
+    def text(self, lang: str = "en") -> str:
+        return rule_text(self.parts(lang), lang)
 
 
 @dataclass(frozen=True)
@@ -36,6 +64,7 @@ class StageRules:
     rules: tuple[StageRule, ...]
     default_stage: str
     default_description: str
+    default_description_zh: str = ""
 
     @classmethod
     def from_config(cls, section: StagesSection, feature_names: Collection[str]) -> StageRules:
@@ -46,6 +75,7 @@ class StageRules:
             rules=tuple(_rule_from_config(i, rule, allowed) for i, rule in enumerate(section.rules)),
             default_stage=section.default_stage,
             default_description=section.default_description,
+            default_description_zh=section.default_description_zh,
         )
 
     @cached_property
@@ -58,8 +88,42 @@ class StageRules:
                 out |= rule.since_days.names
         return frozenset(out)
 
-    def default_text(self) -> str:
-        return f"{self.default_stage}: {self.default_description} (no other rule matched)"
+    def parts_at(self, index: int, lang: str = "en") -> RuleParts:
+        """The parts of rule `index` (-1: the default) in `lang`."""
+        if index >= 0:
+            return self.rules[index].parts(lang)
+        if lang == "zh":
+            description = self.default_description_zh or self.default_description
+            return stage_label(self.default_stage, lang), description, "没有其他规则匹配"
+        return self.default_stage, self.default_description, "no other rule matched"
+
+    def default_text(self, lang: str = "en") -> str:
+        return self.text_at(-1, lang)
+
+    def text_at(self, index: int, lang: str = "en") -> str:
+        """The text of rule `index` (-1: the default) in `lang`, as `StageAssignment.rule` has it in English."""
+        return rule_text(self.parts_at(index, lang), lang)
+
+    def index_of(self, text: str) -> int | None:
+        """The index (-1: the default) of the rule whose text, in any language, is `text`; None if none is."""
+        for index in (*range(len(self.rules)), -1):
+            if any(self.text_at(index, lang) == text for lang in LANGUAGES):
+                return index
+        return None
+
+    def same_rule(self, text: str, other: str) -> bool:
+        """Whether two rule texts, each in any language, name the same rule."""
+        return text == other or (
+            self.index_of(text) is not None and self.index_of(text) == self.index_of(other)
+        )
+
+    def parts_of(self, text: str, lang: str = "en") -> RuleParts | None:
+        """The parts of the rule whose text in `lang` is `text` (for a page that sets the condition apart as
+        code); None when no rule reads so."""
+        for index in (*range(len(self.rules)), -1):
+            if self.text_at(index, lang) == text:
+                return self.parts_at(index, lang)
+        return None
 
     @cached_property
     def _stages_and_texts(self) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +146,7 @@ def _rule_from_config(index: int, rule: StageRuleSection, allowed: frozenset[str
         raise RuleError(
             f"{where}: `since_days` must be a number of days, got the condition {since_days.text!r}"
         )
-    return StageRule(rule.stage, rule.description, when, since_days)
+    return StageRule(rule.stage, rule.description, when, since_days, rule.description_zh)
 
 
 @dataclass

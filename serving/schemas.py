@@ -15,7 +15,10 @@ NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
 
 class Stage(BaseModel):
     name: str = Field(description="new, growing, mature, at_risk, dormant or reactivated")
-    rule: str = Field(description="The rule that fired, in words and as its expression")
+    rule: str = Field(
+        description="The rule that fired, in words and as its expression, in the language asked for "
+        "(`?lang=zh`: the stage's Chinese name and the rule's `description_zh`)"
+    )
     since: dt.date | None = Field(None, description="When the user entered the stage, when the features tell")
 
 
@@ -130,14 +133,18 @@ class Alternative(ValueTerms):
         description="chosen, eligible, ineligible_stage, cooldown, contact_cap, harmful, control_group or "
         "suppressed (paused after policy.suppress_after_negative_outcomes negative outcomes)"
     )
-    reason: str
+    reason: str = Field(
+        description="Why chosen or not, in the language asked for; amounts in `value.currency`"
+    )
 
 
 class Contribution(BaseModel):
     feature: str
     value: FeatureValue
     contribution: float = Field(description="TreeSHAP contribution to the raw score (log-odds)")
-    reason: str
+    reason: str = Field(
+        description="The value in plain words, in the language asked for; money in `value.currency`"
+    )
 
 
 class Explanation(BaseModel):

@@ -84,7 +84,8 @@ class Scorer:
         lang: str,
     ) -> dict:
         """One model's explanation from a row of TreeSHAP contributions (base value last) and its top order."""
-        top = reasons_at(order, contrib[:-1], bundle.feature_names, values, models.registry, lang)
+        top = reasons_at(order, contrib[:-1], bundle.feature_names, values, models.registry, lang,
+                         models.policy.value.currency)  # fmt: skip
         return {"base_value": float(contrib[-1]), "raw_score": float(contrib.sum()), "top": top}
 
     def decide(
@@ -182,13 +183,17 @@ class Scorer:
         decision = Decision(
             user_id=user_id,
             as_of=as_of,
-            stage={"name": row["stage"], "rule": row["stage_rule"], "since": since},
+            stage={
+                "name": row["stage"],
+                "rule": policy.stage_rules.text_at(int(decisions.stages.rule_index[i]), lang),
+                "since": since,
+            },
             churn={
                 "probability": p_churn,
                 "band": self.band(p_churn),
                 "scored_by": models.scored_by_label(scored_by),
                 "return_probability": returning,
-                "note": models.fallback_note(gone),
+                "note": models.fallback_note(gone, lang),
             },
             upgrade={"probability": p_upgrade, "value": float(row["upgrade_value"])},
             clv=float(row["clv"]),

@@ -8,6 +8,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from features.registry import money_text, number_text
 from models import plots
 from models.frame import encode_row
 from models.scoring import contributions_matrix
@@ -54,13 +55,17 @@ class WaterfallCache:
         self._svgs: OrderedDict[tuple[str, str, bytes], str] = OrderedDict()
         self._lock = threading.Lock()
 
-    def svg(self, models: ModelSet, target: str, values: dict[str, Any]) -> str:
-        """The SHAP waterfall of one model for one feature vector (all features; the top 10 drawn)."""
+    def svg(self, models: ModelSet, target: str, values: dict[str, Any], lang: str = "en") -> str:
+        """The SHAP waterfall of one model for one feature vector (all features; the top 10 drawn), its words
+        in `lang`."""
         bundle = getattr(models, target)
         matrix = encode_row(values, bundle.feature_names, bundle.categories)
-        labels = [f"{name} = {fmt_value(values.get(name))}" for name in bundle.feature_names]
+        currency = models.policy.value.currency
+        money = money_features(models)
+        labels = [f"{name} = {fmt_value(values.get(name), lang, currency if name in money else None)}"
+                  for name in bundle.feature_names]  # fmt: skip
         key = (
-            f"{bundle.name}/{models.versions[bundle.name]}",
+            f"{bundle.name}/{models.versions[bundle.name]}/{lang}",
             target,
             matrix.tobytes() + "|".join(labels).encode(),
         )
@@ -71,7 +76,7 @@ class WaterfallCache:
         contrib = contributions_matrix(matrix, bundle)[0]
         title = f"{bundle.name}: SHAP waterfall (log-odds)"
         figure = plots.waterfall_figure(contrib[-1], contrib[:-1], labels, top_k=WATERFALL_TOP_K, title=title)
-        markup = plots.figure_svg(figure, f"waterfall-{target}")
+        markup = plots.figure_svg(plots.relabel(figure, lang), f"waterfall-{target}")
         with self._lock:
             self._svgs[key] = markup
             while len(self._svgs) > self.size:
@@ -79,9 +84,18 @@ class WaterfallCache:
         return markup
 
 
-def fmt_value(value: Any) -> str:
+def money_features(models: ModelSet) -> frozenset[str]:
+    """The features whose values are amounts of money (shown in the policy's currency)."""
+    return frozenset(name for name, feature in models.registry.items() if feature.unit == "currency")
+
+
+def fmt_value(value: Any, lang: str = "en", currency: str | None = None) -> str:
+    """A feature's value as the pages show it: "missing" (缺失) when there is none; an amount of money with
+    its two decimals and `currency` (`money_text`); other numbers without trailing zeros."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "missing"
+        return "缺失" if lang == "zh" else "missing"
+    if currency is not None and isinstance(value, int | float):
+        return money_text(value, currency)
     if isinstance(value, float):
-        return f"{value:,.2f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:,.0f}"
+        return number_text(value).rstrip("0").rstrip(".") if abs(value) < 1e6 else number_text(value, 0)
     return str(value)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from fastapi import HTTPException
@@ -24,7 +24,11 @@ from models import overview as ov
 from models import plots
 from models.lifecycle import AnalyticsParams, LifecycleAnalytics, lifecycle_analytics
 from serving.config import ServingConfig
+from serving.review.text import TEXT
 from serving.state import ModelSet
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +45,18 @@ class Overview:
     flow: pd.DataFrame | None  # from-stage × to-stage users for the last step
     mix: pd.DataFrame
     top: pd.DataFrame
-    figures: dict[str, str]
+    figures: dict[str, dict[str, str]]  # name → language → inline SVG
     calibration: dict[str, Any] | None  # cutoff, users, ece
     has_history: bool
     seconds: float
     timelines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     reach: pd.DataFrame | None = None  # stage, users, contacted (at_risk and dormant)
     analytics: LifecycleAnalytics | None = None  # conversion, retention, referral, 80/20 view, underserved
+
+
+def _drawn(figure: Figure, scope: str) -> dict[str, str]:
+    """The figure as inline SVG in each language of the pages (drawn in English, then relabelled)."""
+    return {lang: plots.figure_svg(plots.relabel(figure, lang), scope) for lang in TEXT}
 
 
 def _history_cutoffs(as_of: dt.date, earlier: int, step_days: int) -> list[dt.date]:
@@ -131,11 +140,13 @@ def summarise_overview(
     mix = ov.action_mix(snapshot)
     reach = ov.contacted_by_stage(snapshot)
     _stop_if(cancelled)
-    figures = {"stages": plots.figure_svg(plots.stage_share_figure(counts), "stages")}
+    figures = {"stages": _drawn(plots.stage_share_figure(counts), "stages")}
     _stop_if(cancelled)
-    figures["actions"] = plots.figure_svg(plots.action_mix_figure(mix), "actions")
+    figures["actions"] = _drawn(
+        plots.action_mix_figure(mix, currency=models.policy.value.currency), "actions"
+    )
     _stop_if(cancelled)
-    figures["scores"] = plots.figure_svg(
+    figures["scores"] = _drawn(
         plots.score_distribution_figure({"churn": snapshot["p_churn"], "upgrade": snapshot["p_upgrade"]}),
         "scores",
     )
@@ -157,11 +168,9 @@ def summarise_overview(
             from models.metrics import MIN_RELIABLE_BIN_USERS, expected_calibration_error, reliability_table
 
             title = f"Calibration on the {cutoff} cutoff ({int(rows.sum()):,} users, labels known)"
-            figures["calibration"] = plots.figure_svg(
-                plots.calibration_figure(y, None, p, title=title), "calibration"
-            )
+            figures["calibration"] = _drawn(plots.calibration_figure(y, None, p, title=title), "calibration")
             # stacked, 12 pt: the page shows it in half its width, where the wide figure's text is ~6 px
-            figures["lift"] = plots.figure_svg(
+            figures["lift"] = _drawn(
                 plots.lift_figure(y, {"churn model": p}, stacked=True, font_size=12), "lift"
             )
             calibration = {

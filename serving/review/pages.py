@@ -16,8 +16,11 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from features.registry import money_text, number_text
+from models.catalog import action_label
+from models.stages import stage_label
 from serving.review.caches import fmt_value
-from serving.review.text import TEXT
+from serving.review.text import TEXT, monitor_text, term
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
 STATIC_URL = "/review/static"
@@ -30,9 +33,33 @@ TEMPLATES = Jinja2Templates(
         loader=jinja2.FileSystemLoader(Path(__file__).parent.parent / "templates"), autoescape=True
     )  # everything a user or the data supplies is escaped
 )
-TEMPLATES.env.filters["num"] = lambda v, digits=2: "–" if v is None else f"{float(v):,.{digits}f}"
-TEMPLATES.env.filters["pct"] = lambda v, digits=1: "–" if v is None else f"{100 * float(v):.{digits}f}%"
-TEMPLATES.env.filters["fmt"] = fmt_value
+TEMPLATES.env.filters["num"] = lambda v, digits=2: "–" if v is None else number_text(v, digits)
+TEMPLATES.env.filters["pct"] = lambda v, digits=1: (
+    "–" if v is None else f"{number_text(100 * float(v), digits)}%"
+)
+
+
+@jinja2.pass_context
+def _money(context: Any, value: Any, digits: int = 2, signed: bool = False) -> str:
+    """An amount in the page's `currency` (the policy's), which every page that shows money is given."""
+    return "–" if value is None else money_text(value, context["currency"], digits=digits, signed=signed)
+
+
+@jinja2.pass_context
+def _feature_value(context: Any, value: Any, feature: str) -> str:
+    """A feature's value in the page's language, money features (`money_features`) in its currency."""
+    money = feature in context.get("money_features", ())
+    return fmt_value(value, context["lang"], context["currency"] if money else None)
+
+
+TEMPLATES.env.filters["money"] = _money
+TEMPLATES.env.filters["fmt"] = _feature_value
+TEMPLATES.env.filters["stage"] = jinja2.pass_context(lambda context, v: stage_label(str(v), context["lang"]))
+TEMPLATES.env.filters["action"] = jinja2.pass_context(
+    lambda context, v: action_label(str(v), context["lang"])
+)
+TEMPLATES.env.filters["term"] = jinja2.pass_context(lambda context, v: term(v, context["lang"]))
+TEMPLATES.env.filters["said"] = jinja2.pass_context(lambda context, v: monitor_text(v, context["lang"]))
 
 
 class PageRefused(Exception):

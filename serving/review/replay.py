@@ -8,9 +8,19 @@ import math
 from typing import Any
 
 from models.snapshot import snapshot_age
+from models.stages import StageRules
 from serving.scorer import Decided
 
 REPLAY_TOLERANCE = 1e-9
+
+
+def in_language(candidates: list[dict[str, Any]], again: Decided | None) -> list[dict[str, Any]]:
+    """Logged candidates with their reasons as the re-run gives them, in the reader's language (the logged
+    reasons are in the language the decision was made in); as logged when there is no re-run."""
+    if again is None:
+        return candidates
+    reasons = {c["name"]: c["reason"] for c in again.candidates}
+    return [{**c, "reason": reasons.get(c["name"], c.get("reason", ""))} for c in candidates]
 
 
 def breakdown(
@@ -30,14 +40,16 @@ def breakdown(
     return sorted(rows, key=lambda r: (r["status"] != "chosen", -r["expected_value"]))
 
 
-def compare_replay(logged: dict[str, Any], again: Decided) -> list[str]:
-    """What differs between a logged decision and its re-run (empty when it reproduces)."""
+def compare_replay(logged: dict[str, Any], again: Decided, rules: StageRules) -> list[str]:
+    """What differs between a logged decision and its re-run (empty when it reproduces). The re-run speaks the
+    reader's language, the logged decision the caller's: a stage rule is the same rule in either (`rules`)."""
     payload = logged["payload"]
     new = again.decision
     differences = []
+    if not rules.same_rule(payload["stage"]["rule"], new.stage.rule):
+        differences.append(f"stage rule: logged {payload['stage']['rule']!r}, now {new.stage.rule!r}")
     checks = [
         ("stage", payload["stage"]["name"], new.stage.name),
-        ("stage rule", payload["stage"]["rule"], new.stage.rule),
         ("churn probability", payload["churn"]["probability"], new.churn.probability),
         ("upgrade probability", payload["upgrade"]["probability"], new.upgrade.probability),
         ("clv", payload["clv"], new.clv),

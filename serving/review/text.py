@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Literal
+
+from features.registry import EVENT_LABELS_ZH
+from models.catalog import action_label
+from models.stages import stage_label
 
 Lang = Literal["en", "zh"]
 
@@ -121,6 +127,44 @@ TEXT: dict[str, dict[str, str]] = {
         "underserved": "Underserved users (high value, no action pays)",
         "value_at_stake": "value at stake",
         "best_offered": "best offered action's value",
+        "action_col": "action",
+        "share": "share",
+        "mean_delta_stay": "mean Δp(stay/return)",
+        "mean_value_if_retained": "mean value if retained",
+        "mean_delta_upgrade": "mean Δupgrade",
+        "delta_stay_se": "Δp(stay/return) ± se",
+        "delta_upgrade_se": "Δupgrade ± se",
+        "contacted": "contacted",
+        "from_to": "from \\ to",
+        "ev": "EV",
+        "channel": "channel",
+        "decision_id": "decision_id",
+        "online_store": "online store",
+        "store_snapshot": "snapshot {snapshot_id}, as of {as_of}, {users} users, written {written}",
+        "built_in": "built in",
+        "seconds": "s",
+        "days": "d",
+        "shadow": "shadow",
+        "vs": "vs",
+        "reference": "reference",
+        "current": "current",
+        "score": "score",
+        "kind": "kind",
+        "test": "test",
+        "training": "training",
+        "now": "now",
+        "change": "change",
+        "mean": "mean",
+        "missing_rate": "missing",
+        "breach": "breach",
+        "measured": "measured",
+        "predicted": "predicted",
+        "mean_ev": "mean EV",
+        "no_user": "No user {user_id} as of the store's snapshot {as_of}.",
+        "no_user_no_snapshot": "No user {user_id} (the store has no snapshot yet).",
+        "no_decision": "No decision {decision_id} in the decision log.",
+        "unknown_key": "unknown API key",
+        "no_models": "no models loaded",
         "language": "中文",
     },
     "zh": {
@@ -237,6 +281,114 @@ TEXT: dict[str, dict[str, str]] = {
         "underserved": "服务不足的用户（高价值、无可盈利动作）",
         "value_at_stake": "涉及价值",
         "best_offered": "最佳可用动作的价值",
+        "action_col": "动作",
+        "share": "占比",
+        "mean_delta_stay": "平均 Δ留存（或回流）概率",
+        "mean_value_if_retained": "平均留存价值",
+        "mean_delta_upgrade": "平均 Δ升级概率",
+        "delta_stay_se": "Δ留存（或回流）概率 ± 标准误",
+        "delta_upgrade_se": "Δ升级概率 ± 标准误",
+        "contacted": "已触达",
+        "from_to": "从 \\ 到",
+        "ev": "期望价值",
+        "channel": "渠道",
+        "decision_id": "决策编号",
+        "online_store": "在线特征库",
+        "store_snapshot": "快照 {snapshot_id}，截至 {as_of}，{users} 位用户，写入于 {written}",
+        "built_in": "计算耗时",
+        "seconds": "秒",
+        "days": "天",
+        "shadow": "影子模型",
+        "vs": "对比",
+        "reference": "参照",
+        "current": "当前",
+        "score": "评分",
+        "kind": "类型",
+        "test": "检验",
+        "training": "训练",
+        "now": "当前",
+        "change": "变化",
+        "mean": "均值",
+        "missing_rate": "缺失率",
+        "breach": "告警",
+        "measured": "实测",
+        "predicted": "预测",
+        "mean_ev": "平均期望价值",
+        "no_user": "截至特征库快照 {as_of}，没有用户 {user_id}。",
+        "no_user_no_snapshot": "没有用户 {user_id}（特征库还没有快照）。",
+        "no_decision": "决策日志中没有决策 {decision_id}。",
+        "unknown_key": "未知的 API 密钥",
+        "no_models": "没有加载模型",
         "language": "English",
     },
 }
+
+# The vocabulary the decisions and summaries carry as codes (candidate status, churn band, the source of an
+# estimate, why a user is listed, value quadrants, lift comparisons, drift kinds and tests), as a Chinese page
+# shows it; an English page shows the code.
+TERMS_ZH: dict[str, str] = {
+    "chosen": "选中", "eligible": "可选", "ineligible_stage": "阶段不适用", "cooldown": "冷却期", "contact_cap": "联系上限",
+    "harmful": "有害", "control_group": "对照组", "suppressed": "已暂停",
+    "low": "低", "medium": "中", "high": "高",
+    "model": "模型", "prior": "先验", "rate": "比率", "definition": "定义",
+    "high risk": "高风险", "high value": "高价值", "high risk and high value": "高风险且高价值",
+    "low value": "低价值", "short lifecycle": "短生命周期", "long lifecycle": "长生命周期",
+    "policy": "整体策略", "all": "全部阶段", "churn": "流失", "return": "回流", "upgrade": "升级",
+    "numeric": "数值", "categorical": "类别", "ks": "KS", "chi2": "卡方", "chi-square": "卡方",
+    "churn_probability": "流失概率", "upgrade_probability": "升级概率", "p_churn": "流失概率", "p_upgrade": "升级概率",
+    "exploration": "探索", "not yet seen": "尚未出现", "email": "邮件", "in_app": "应用内", "call": "电话", "sms": "短信", "push": "推送",
+    "churn_model": "流失模型", "upgrade_model": "升级模型", "reactivation_model": "回流模型", "features": "特征版本",
+    **EVENT_LABELS_ZH,
+    # why a session cookie opens nothing (serving.review.session)
+    "not a session of this server; sign in again": "不是本服务器的会话；请重新登录",
+    "the session has expired; sign in again": "会话已过期；请重新登录",
+    "the API key of this session is no longer configured; sign in again": "该会话的 API 密钥已不再配置；请重新登录",
+}  # fmt: skip
+
+
+def term(code: object, lang: Lang | str) -> str:
+    """A code from the data (`TERMS_ZH`) as a reader of `lang` sees it; parts joined by " · " each in turn."""
+    text = "" if code is None else str(code)
+    if lang != "zh":
+        return text
+    return " · ".join(TERMS_ZH.get(part, part) for part in text.split(" · "))
+
+
+# The drift monitor's sentences (models.monitoring, serving.review.monitor) as a Chinese page shows them: each
+# pattern in turn, over the whole text; feature names, versions and numbers stay as they are.
+MONITOR_PATTERNS_ZH: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"training cutoffs of (\S+):", r"\1 的训练截止日期"),
+        (r"online store snapshot", "在线特征库快照"),
+        (r"\((\d+) cutoffs\)", r"（\1 个截止日期）"),
+        (r"([\d,]+) rows", r"\1 行"),
+        (r"^feature (\S+): ", r"特征 \1："),
+        (r"^score (\S+): ", lambda m: f"评分 {term(m.group(1), 'zh')}："),
+        (r"^stage (\S+): share", lambda m: f"阶段 {stage_label(m.group(1), 'zh')}：占比"),
+        (r"^action (\S+): share", lambda m: f"动作 {action_label(m.group(1), 'zh')}：占比"),
+        (r"^lift (\S+): predicted (\S+) outside the measured (\[[^\]]*\]) \(([\d,]+) users\)",
+         lambda m: f"提升 {action_label(m.group(1), 'zh')}：预测 {m.group(2)} 超出实测区间 {m.group(3)}（{m.group(4)} 位用户）"),
+        (r"\((ks|chi2|chi-square) p = ", lambda m: f"（{term(m.group(1), 'zh')} p = "),
+        (r"(（(?:KS|卡方) p = [^)]*)\)", r"\1）"),
+        (r"missing rate", "缺失率"),
+        (r"; ", "；"),
+        (r"^([\d,]+) logged decisions with an outcome$", r"\1 条已记录结果的决策"),
+        (r"^no logged decision has an outcome \(retained / churned\) yet$", "尚无已记录结果（留存 / 流失）的决策"),
+        (r"^the online store has no snapshot yet$", "在线特征库还没有快照"),
+        (r"^drift needs the features the models were trained on: set CLM_EVENTS_DIR to the event data$",
+         "漂移监控需要模型训练所用的特征：请把 CLM_EVENTS_DIR 设为事件数据目录"),
+        (r"^(\S+) records no training cutoffs$", r"\1 没有记录训练截止日期"),
+        (r"^shutting down$", "正在关闭"),
+    )
+)  # fmt: skip
+
+
+def monitor_text(text: object, lang: Lang | str) -> str:
+    """One of the drift monitor's sentences in `lang` (`MONITOR_PATTERNS_ZH`)."""
+    said = "" if text is None else str(text)
+    if lang != "zh":
+        return said
+    for pattern, replacement in MONITOR_PATTERNS_ZH:
+        said = pattern.sub(replacement, said)
+    return said

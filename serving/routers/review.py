@@ -44,10 +44,11 @@ from serving.dependencies import (
     StoreDep,
     WaterfallsDep,
 )
+from serving.review.caches import money_features
 from serving.review.pages import PageRefused, error_page, no_store, page
-from serving.review.replay import breakdown, compare_replay, logged_snapshot
+from serving.review.replay import breakdown, compare_replay, in_language, logged_snapshot
 from serving.review.session import SESSION_COOKIE, cross_origin
-from serving.review.text import TEXT, Lang
+from serving.review.text import TEXT, Lang, term
 from serving.state import ModelHolder, ModelSet
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,12 @@ def signed_in(request: Request, settings: SettingsDep, sessions: SessionsDep, la
     if not key and not token:
         raise PageRefused(error_page(request, lang, 401, TEXT[lang]["login"], TEXT[lang]["login_needed"]))
     if key:
-        scopes, problem = settings.scopes_of(key), "unknown API key"
+        scopes, problem = settings.scopes_of(key), TEXT[lang]["unknown_key"]
     else:
         checked = sessions.check(token or "", settings.api_keys)
         scopes, problem = checked.scopes, checked.problem
     if scopes is None:
-        raise PageRefused(error_page(request, lang, 401, TEXT[lang]["login"], problem or ""))
+        raise PageRefused(error_page(request, lang, 401, TEXT[lang]["login"], term(problem or "", lang)))
     if "review" not in scopes:
         raise PageRefused(error_page(request, lang, 403, "403", TEXT[lang]["forbidden"]))
 
@@ -75,7 +76,7 @@ def serving_models(request: Request, holder: ModelHolder, lang: str) -> ModelSet
     """The models being served, or the page saying none are loaded."""
     models = holder.current
     if models is None:
-        detail = f"no models loaded: {holder.status.last_error}"
+        detail = f"{TEXT[lang]['no_models']}: {holder.status.last_error}"
         raise PageRefused(error_page(request, lang, 503, "503", detail))
     return models
 
@@ -116,7 +117,7 @@ def login(
     scopes = settings.scopes_of(api_key)
     if scopes is None or "review" not in scopes:
         status = 401 if scopes is None else 403
-        detail = "unknown API key" if scopes is None else TEXT[lang]["forbidden"]
+        detail = TEXT[lang]["unknown_key"] if scopes is None else TEXT[lang]["forbidden"]
         return page(request, "login.html.j2", lang, status, next=_local(next), error=detail)
     response = RedirectResponse(_local(next), status_code=303)
     # SameSite=Strict: every review page is a read, so a cross-site link costs at most a second sign-in
@@ -156,6 +157,7 @@ def overview_page(
     contacted = snapshot[snapshot["action"] != "no_action"]
     return page(
         request, "overview.html.j2", lang, data=data, versions=models.version_labels(),
+        currency=models.policy.value.currency,
         info=store.info(), mix=_records(data.mix), top=_records(data.top),
         reach=None if data.reach is None else _records(data.reach),
         counts=data.counts, flow=data.flow, contacts=len(contacted),
@@ -177,6 +179,7 @@ def lift_page(
     table = logged_lift(decision_log, config.lift)
     return page(
         request, "lift.html.j2", lang, rows=_records(table), users=len(rows), section=config.lift,
+        currency=config.value.currency,
         control=int(rows["control_group"].sum()) if len(rows) else 0,
     )  # fmt: skip
 
@@ -188,7 +191,8 @@ def monitor_page(
 ) -> HTMLResponse:  # fmt: skip
     """Drift of the snapshot against the training cutoffs, and predicted vs measured lift from the log."""
     models = serving_models(request, holder, lang)
-    return page(request, "monitor.html.j2", lang, view=monitor.get(models, store, decision_log))
+    return page(request, "monitor.html.j2", lang, view=monitor.get(models, store, decision_log),
+                currency=models.policy.value.currency)  # fmt: skip
 
 
 @router.get("/search")
@@ -214,8 +218,10 @@ def user_page(
     row = store.read(user_id)
     if row is None:
         info = store.info()
-        when = f"as of the store's snapshot {info.as_of}" if info else "(the store has no snapshot yet)"
-        return error_page(request, lang, 404, TEXT[lang]["not_found"], f"No user {user_id} {when}.")
+        text = TEXT[lang]
+        detail = (text["no_user"].format(user_id=user_id, as_of=info.as_of) if info
+                  else text["no_user_no_snapshot"].format(user_id=user_id))  # fmt: skip
+        return error_page(request, lang, 404, text["not_found"], detail)
     values = dict(row.values)
     # as the API decides (exploration and the control group included), so the page shows what it would send
     decided = scorer.decide(models, values, user_id=user_id, as_of=row.as_of, lang=lang,
@@ -229,9 +235,10 @@ def user_page(
     timeline = cache.get(models, store).timelines.get(user_id, [])
     return page(
         request, "user.html.j2", lang, d=decision, decided=decided,
-        rows=breakdown(decided.candidates),
-        waterfall_churn=waterfalls.svg(models, "churn", decided.inputs),
-        waterfall_upgrade=waterfalls.svg(models, "upgrade", decided.inputs),
+        rows=breakdown(decided.candidates), currency=decision.value.currency,
+        money_features=money_features(models), rule_parts=models.policy.stage_rules.parts_of(decision.stage.rule, lang),
+        waterfall_churn=waterfalls.svg(models, "churn", decided.inputs, lang),
+        waterfall_upgrade=waterfalls.svg(models, "upgrade", decided.inputs, lang),
         timeline=timeline, events=None if events is None else _records(events),
         contacts=None if contacts is None else _records(contacts),
         logged=[{**r, "snapshot": logged_snapshot(r, scorer.stale_after_days, lang)}
@@ -255,25 +262,35 @@ def decision_page(
         decision_log.flush(timeout=2.0)  # a decision made a moment ago may be queued
         logged = decision_log.get_decision(decision_id)
     if logged is None:
-        return error_page(
-            request, lang, 404, TEXT[lang]["not_found"], f"No decision {decision_id} in the decision log."
-        )
+        detail = TEXT[lang]["no_decision"].format(decision_id=decision_id)
+        return error_page(request, lang, 404, TEXT[lang]["not_found"], detail)
     payload = logged["payload"]
     as_of = dt.date.fromisoformat(payload["as_of"]) if payload.get("as_of") else None
-    again = differences = drawn = error = None
+    again = differences = drawn = error = models = None
     try:
         models = replays.get(logged["versions"], holder.current)
         # the exploration draw is a hash, so a decision served with exploration on re-runs to the same choice
         again = scorer.decide(models, logged["inputs"], user_id=logged["user_id"], as_of=as_of, lang=lang,
                               explore=float(logged["propensity"]) < 1.0, request_key=logged.get("request_digest"))  # fmt: skip
-        differences = compare_replay(logged, again)
-        drawn = {target: waterfalls.svg(models, target, logged["inputs"]) for target in ("churn", "upgrade")}
+        differences = compare_replay(logged, again, models.policy.stage_rules)
+        drawn = {
+            target: waterfalls.svg(models, target, logged["inputs"], lang) for target in ("churn", "upgrade")
+        }
     except Exception as exc:  # an archived version, a deleted run: show the record, say why no re-run
         log.warning("replay of %s failed: %s", decision_id, exc)
         error = f"{type(exc).__name__}: {exc}"
     upgrade_value = payload["upgrade"].get("value")
+    # the reasons and the stage rule in the reader's language: regenerated by the re-run (the logged ones are
+    # in the language the decision was made in), as logged when it could not re-run
+    shown = again.decision.model_dump(mode="json") if again is not None else payload
+    known = models or holder.current
     return page(
         request, "decision.html.j2", lang, logged=logged, p=payload, differences=differences,
-        waterfalls=drawn, error=error, rows=breakdown(logged["candidates"], payload["clv"], upgrade_value),
-        inputs=sorted(logged["inputs"].items()), snapshot=logged_snapshot(logged, scorer.stale_after_days, lang),
+        waterfalls=drawn, error=error, inputs=sorted(logged["inputs"].items()),
+        rows=breakdown(in_language(logged["candidates"], again), payload["clv"], upgrade_value),
+        snapshot=logged_snapshot(logged, scorer.stale_after_days, lang),
+        explanations=shown["explanations"], rule=shown["stage"]["rule"],
+        rule_parts=None if known is None else known.policy.stage_rules.parts_of(shown["stage"]["rule"], lang),
+        currency=payload.get("value", {}).get("currency") or (known.policy.value.currency if known else None),
+        money_features=() if known is None else money_features(known),
     )  # fmt: skip

@@ -14,6 +14,8 @@ from features.registry import (
     build_registry,
     by_name,
     feature_names,
+    money_text,
+    number_text,
     registry_version,
     rfm_segment,
 )
@@ -135,3 +137,54 @@ def test_a_feature_added_to_the_registry_alone_appears_in_the_table(monkeypatch:
     table = build.build_features(events, [dt.date(2025, 3, 1)]).execute()
     assert table.loc[0, "events_count_7d"] == 2
     assert table.loc[0, "events_count_7d_doubled"] == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "english"),
+    [
+        ("subscription_periods", 1.0, "1 subscription period so far"),
+        ("subscription_periods", 2.0, "2 subscription periods so far"),
+        ("days_since_last_purchase", 1.0, "Last purchase 1 day ago"),
+        ("days_since_last_purchase", 0.6, "Last purchase 1 day ago"),  # as it is shown, rounded
+        ("days_since_last_purchase", 0.0, "Last purchase 0 days ago"),
+        ("contacts_count_30d", 1.0, "Contacted 1 time in the last 30 days"),
+        ("login_count_7d", 1.0, "1 login event in the last 7 days"),
+        ("plan_changes_total", 1.0, "1 plan change so far"),
+    ],
+)
+def test_english_reasons_say_one_in_the_singular(name: str, value: float, english: str) -> None:
+    assert by_name(build_registry())[name].reason(value) == english
+
+
+def test_money_in_a_reason_carries_the_currency_and_never_reads_minus_zero() -> None:
+    features = by_name(build_registry())
+    assert features["revenue_sum_total"].reason(5.3, "en", "USD") == "Spent 5.30 USD ever"
+    assert features["revenue_sum_total"].reason(5.3, "zh", "USD") == "历史上消费5.30 USD"
+    assert features["mrr"].reason(1234.5, "en", "EUR") == "Pays 1,234.50 EUR a month"
+    assert features["revenue_diff_30d"].reason(-0.001, "en", "USD") == (
+        "Spending changed by 0.00 USD against the 30 days before"
+    )
+    assert features["revenue_diff_30d"].reason(2.5, "en", "USD").startswith("Spending changed by +2.50 USD")
+    assert features["revenue_sum_total"].reason(5.3) == "Spent 5.30 ever"  # no currency given: the number
+    for feature in build_registry():  # every money feature says its currency
+        if feature.unit == "currency":
+            for lang in ("en", "zh"):
+                assert "XYZ" in feature.reason(3.0, lang, "XYZ"), (feature.name, lang)
+
+
+@pytest.mark.parametrize(
+    ("amount", "digits", "signed", "text"),
+    [(5.3, 2, False, "5.30 USD"), (-0.004, 2, False, "0.00 USD"), (-0.0, 2, False, "0.00 USD"),
+     (-0.006, 2, False, "-0.01 USD"), (1234567.891, 0, False, "1,234,568 USD"), (2.0, 2, True, "+2.00 USD"),
+     (-0.001, 2, True, "0.00 USD"), (-2.0, 2, True, "-2.00 USD")],
+)  # fmt: skip
+def test_money_text(amount: float, digits: int, signed: bool, text: str) -> None:
+    assert money_text(amount, "USD", digits=digits, signed=signed) == text
+    assert number_text(amount, digits, signed=signed) == text.removesuffix(" USD")
+
+
+def test_rfm_segments_read_in_chinese() -> None:
+    segment = by_name(build_registry())["rfm_segment"]
+    assert segment.reason("At Risk", "zh") == "RFM分群：有流失风险"
+    assert segment.reason("At Risk") == "RFM segment: At Risk"
+    assert all(not re.search(r"[A-Za-z]", segment.reason(s, "zh").replace("RFM", "")) for s in RFM_SEGMENTS)

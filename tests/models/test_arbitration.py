@@ -491,3 +491,22 @@ def test_the_contact_features_the_arbitration_reads_are_registry_features() -> N
     names = {feature.name: feature for feature in build_registry(FeatureParams())}
     assert names[LAST_ACTION].dtype == "category"
     assert names[DAYS_SINCE_LAST_CONTACT].family == names[CONTACTS_IN_WINDOW].family == "contacts"
+
+
+def test_chinese_reasons_name_stages_and_actions_in_chinese_and_money_in_the_currency() -> None:
+    arb = decide_one("at_risk", (-0.05, -0.10, 0.0), (0.0, 0.0, 0.04))
+    offered = arb.status[0].tolist().index(INELIGIBLE_STAGE)
+    chinese = arb.candidate_reason(0, offered, lang="zh")
+    assert chinese == "当前阶段（衰退期）不提供此动作" and "at_risk" not in chinese
+    assert arb.candidate_reason(0, offered) == "not offered at stage at_risk"
+    arb = decide_one("mature", (-0.05, -0.10, 0.0), (0.0, 0.0, 0.04))  # values 4, 5 (not offered), 2
+    assert arb.candidate_reason(0, 2, currency="USD") == "lower value (2.00 USD vs 4.00 USD)"
+    assert arb.candidate_reason(0, 2, "zh", "USD") == "价值较低（2.00 USD 对比 4.00 USD）"
+    assert arb.candidate_reason(0, NO_ACTION, currency="EUR") == "lower value (0.00 EUR vs 4.00 EUR)"
+
+
+def test_a_cooldown_of_one_day_reads_in_the_singular() -> None:
+    arb = decide_one(
+        "growing", (-0.05, -0.10, 0.0), (0.0, 0.0, 0.04), last_action="discount", days_since_last_contact=1
+    )
+    assert arb.candidate_reason(0, 1) == "cooldown: last sent 1 day ago (cooldown 30)"

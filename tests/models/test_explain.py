@@ -26,7 +26,7 @@ def test_population_reasons_are_the_apis_reasons_for_every_user(served_world, mo
     frame = pd.DataFrame([rows[u].values for u in user_ids]).assign(user_id=user_ids)
     decisions = models.decide(frame).decisions
     explained = population_contributions(frame, models, decisions, config.serving.explain_top_k)
-    columns = reason_columns(frame, explained, models.registry)
+    columns = reason_columns(frame, explained, models.registry, currency=models.policy.value.currency)
     assert set(explained) == {"reactivation", "churn", "upgrade"}
     assert columns["reactivation_top_features"].count(None) == int((~decisions.lapsed).sum()) > 0
     scorer = Scorer(config.serving)

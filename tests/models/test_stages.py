@@ -14,7 +14,15 @@ from clm.config import ConfigError, load_config, with_overrides
 from features.registry import FeatureParams, build_registry, feature_names
 from models.config import StageRuleSection
 from models.rules import RuleError
-from models.stages import SCORE_NAMES, STAGES, StageRules, assign_stages, stage_agreement
+from models.stages import (
+    SCORE_NAMES,
+    STAGE_NAMES_ZH,
+    STAGES,
+    StageRules,
+    assign_stages,
+    stage_agreement,
+    stage_label,
+)
 
 CONFIG = load_config()
 FEATURES = feature_names(build_registry(FeatureParams.from_config(CONFIG.features)))
@@ -219,3 +227,41 @@ def test_stage_rules_pickle() -> None:
     copy = pickle.loads(pickle.dumps(DEFAULTS))
     row = user(days_since_last_event=60)
     assert assign_stages(row, copy).rule.tolist() == assign_stages(row, DEFAULTS).rule.tolist()
+
+
+def test_a_rule_reads_in_chinese_with_the_stages_chinese_name_and_its_description_zh() -> None:
+    rules = DEFAULTS
+    for index, rule in enumerate(rules.rules):
+        assert rule.description_zh, rule.stage  # the shipped config describes every rule in Chinese
+        chinese = rules.text_at(index, "zh")
+        assert chinese == f"{STAGE_NAMES_ZH[rule.stage]}：{rule.description_zh}（{rule.when.text}）"
+        assert (
+            rules.text_at(index, "en")
+            == rule.text()
+            == f"{rule.stage}: {rule.description} ({rule.when.text})"
+        )
+        assert rules.parts_of(chinese, "zh") == (
+            STAGE_NAMES_ZH[rule.stage],
+            rule.description_zh,
+            rule.when.text,
+        )
+        assert rules.same_rule(rule.text(), chinese) and rules.index_of(chinese) == index
+    assert (
+        rules.text_at(-1, "zh")
+        == f"{STAGE_NAMES_ZH['growing']}：{rules.default_description_zh}（没有其他规则匹配）"
+    )
+    assert not rules.same_rule(rules.text_at(0, "en"), rules.text_at(1, "zh"))
+    assert rules.parts_of("not a rule") is None and rules.index_of("not a rule") is None
+    assert set(STAGE_NAMES_ZH) == set(STAGES) and stage_label("at_risk", "zh") == "衰退期"
+    assert stage_label("at_risk") == "at_risk"
+
+
+def test_a_policy_without_chinese_descriptions_reads_the_english_ones() -> None:
+    config = load_config()
+    section = config.stages.model_copy(
+        update={"rules": [r.model_copy(update={"description_zh": ""}) for r in config.stages.rules],
+                "default_description_zh": ""}
+    )  # fmt: skip
+    rules = StageRules.from_config(section, feature_names(build_registry()))
+    assert rules.text_at(0, "zh") == f"流失期：{rules.rules[0].description}（{rules.rules[0].when.text}）"
+    assert rules.text_at(-1, "zh").startswith(f"成长期：{config.stages.default_description}")

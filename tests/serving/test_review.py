@@ -125,7 +125,8 @@ def test_the_overview_counts_what_the_policy_decides_for_the_snapshot(review_cli
     mix = {row[0]: int(row[1].replace(",", "")) for row in _cells(html, "action-mix")}
     assert mix == {a: int(n) for a, n in expected["action"].value_counts().items()}
     total = float(expected["expected_value"].sum())
-    assert re.search(r'id="total-value">([\d,.-]+)<', html).group(1) == f"{total:,.0f}"
+    currency = load_config().value.currency
+    assert re.search(rf'id="total-value">([\d,.-]+) {currency}<', html).group(1) == f"{total:,.0f}"
     # earlier cutoffs come from the event data; the calibration uses a cutoff whose labels are known
     assert len(counts) == 4
     assert "labels known for" in html
@@ -148,7 +149,7 @@ def test_a_users_page_shows_the_decision_and_why(review_client) -> None:
     assert response.status_code == 200, response.text
     html = html_lib.unescape(response.text)
     assert f'id="stage">{api["stage"]["name"]}<' in html
-    assert api["stage"]["rule"] in html
+    assert api["stage"]["rule"] in re.sub(r"<[^>]+>", "", html)  # the rule's condition is set apart as code
     assert f'id="action">{api["action"]["name"]}<' in html
     for model in ("churn", "upgrade"):
         for contribution in api["explanations"][model]["top"]:
@@ -172,8 +173,12 @@ def test_a_users_page_shows_the_decision_and_why(review_client) -> None:
         source,
         _why,
     ) in breakdown:
-        parts = [float(x.replace(",", "").replace("−", "-")) for x in (retention, growth, cost)]
-        assert sum(parts) == pytest.approx(float(value.replace(",", "").replace("−", "-")), abs=0.011), name
+        currency = api["value"]["currency"]
+        assert all(x.endswith(f" {currency}") for x in (retention, growth, cost, value)), name
+        parts = [float(x.removesuffix(f" {currency}").replace(",", "")) for x in (retention, growth, cost)]
+        assert sum(parts) == pytest.approx(
+            float(value.removesuffix(f" {currency}").replace(",", "")), abs=0.011
+        )
         assert source.split(" / ")[0] in {"model", "prior", "definition"}
     chosen = [row for row in breakdown if row[1] == "chosen"]
     assert [row[0] for row in chosen] == [api["action"]["name"]]
@@ -260,13 +265,43 @@ def test_a_replay_that_does_not_reproduce_says_what_differs(review_client) -> No
     from serving.scorer import Scorer
 
     again = Scorer(load_config().serving).decide(models, logged["inputs"], user_id=user, as_of=None)
-    assert compare_replay(logged, again) == []
+    rules = models.policy.stage_rules
+    assert compare_replay(logged, again, rules) == []
+    # re-run in the other language: the same rule, said otherwise, is no difference
+    in_chinese = Scorer(load_config().serving).decide(
+        models, logged["inputs"], user_id=user, as_of=None, lang="zh"
+    )
+    assert in_chinese.decision.stage.rule != logged["payload"]["stage"]["rule"]
+    assert compare_replay(logged, in_chinese, rules) == []
     logged["payload"]["churn"]["probability"] += 0.01
     logged["candidates"][0]["expected_value"] += 1.0
-    differences = compare_replay(logged, again)
+    differences = compare_replay(logged, again, rules)
     assert len(differences) == 2
     assert differences[0].startswith("churn probability: logged")
     assert differences[1].startswith(f"{logged['candidates'][0]['name']} expected value")
+
+
+def test_a_replay_regenerates_its_reasons_in_the_readers_language(review_client) -> None:
+    """A decision made in Chinese, replayed in English: English reasons and rule, no Chinese outside data values;
+    and the other way round."""
+    user = review_client.world.user_ids[4]
+    for made, read in (("zh", "en"), ("en", "zh")):
+        decision = review_client.get(f"/v1/users/{user}/decision?lang={made}", headers=SCORE).json()
+        reread = review_client.get(f"/v1/users/{user}/decision?lang={read}", headers=SCORE).json()
+        html = html_lib.unescape(
+            review_client.get(f"/review/decisions/{decision['decision_id']}?lang={read}", headers=REVIEW).text
+        )
+        assert "replay-result" in html and 'class="bad"' not in html  # it reproduces
+        said = {c["reason"] for c in decision["alternatives"]} | {decision["stage"]["rule"]}
+        for model in ("churn", "upgrade"):
+            said |= {c["reason"] for c in decision["explanations"][model]["top"]}
+        expected = {c["reason"] for c in reread["alternatives"]}
+        for model in ("churn", "upgrade"):
+            expected |= {c["reason"] for c in reread["explanations"][model]["top"]}
+        text = re.sub(r"<[^>]+>", "", html)
+        assert all(reason in text for reason in expected), (made, read)
+        assert not [reason for reason in said - expected if reason in text], (made, read)
+        assert reread["stage"]["rule"] in text
 
 
 def test_replays_load_other_versions_from_the_registry(review_client) -> None:
