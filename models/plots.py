@@ -457,7 +457,7 @@ FIGURE_TEXT_ZH: dict[str, str] = {
     "cutoff": "截止日期", "users": "用户数", "rows": "行数", "Stage mix by cutoff": "各截止日期的阶段分布",
     "Actions chosen": "选定的动作", "Score distributions": "评分分布", "churn probability": "流失概率",
     "upgrade probability": "升级概率", "perfectly calibrated": "完美校准", "observed positive rate": "观察到的正例比例",
-    "predicted probability": "预测概率", "before": "校准前", "after": "校准后", "calibrated": "校准后",
+    "predicted probability": "预测概率", "predicted probability (the scores' range)": "预测概率（评分范围）", "before": "校准前", "after": "校准后", "calibrated": "校准后",
     "random": "随机", "churn model": "流失模型", "share of users targeted (highest score first)": "目标用户占比（按评分从高到低）",
     "share of positives captured": "捕获的正例占比", "Cumulative gains": "累积增益",
     "score decile (1 = highest)": "评分十分位（1 = 最高）", "lift": "提升度", "Lift by decile": "各十分位的提升度",
@@ -466,6 +466,9 @@ FIGURE_PATTERNS_ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), replacement)
     for pattern, replacement in (
         (r"^before \(ECE ([\d.]+)\)$", r"校准前（ECE \1）"),
+        (r"^before \(ECE ([\d.]+); ([\d.]+) on these bins\)$", r"校准前（ECE \1；所画分箱上 \2）"),
+        (r"^(?:after|calibrated) \(ECE ([\d.]+); ([\d.]+) on these bins\)$", r"校准后（ECE \1；所画分箱上 \2）"),
+        (r"^bin of < (\d+) users: unreliable$", r"不足 \1 位用户的分箱：不可靠"),
         (r"^(?:after|calibrated) \(ECE ([\d.]+)\)$", r"校准后（ECE \1）"),
         (r"^Calibration on the (\S+) cutoff \(([\d,]+) users, labels known\)$", r"\1 截止日期的校准（\2 位用户，标签已知）"),
         (r"^churn \(median ([\d.]+)\)$", r"流失（中位数 \1）"),

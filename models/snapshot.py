@@ -41,8 +41,23 @@ def snapshot_age(date: dt.date, today: dt.date, stale_after_days: int, lang: str
     it is not yet)."""
     age = (today - date).days
     stale = age > stale_after_days
-    warning = WARNINGS.get(lang, WARNINGS["en"]).format(date=date, age=age, limit=stale_after_days)
-    return SnapshotAge(date, age, stale_after_days, stale, warning if stale else None)
+    return SnapshotAge(
+        date, age, stale_after_days, stale, warning_text(date, age, stale_after_days, lang) if stale else None
+    )
+
+
+def warning_text(date: dt.date | str, age_days: int, stale_after_days: int, lang: str = "en") -> str:
+    """The stale snapshot's warning in `lang` (English for a language it does not know)."""
+    return WARNINGS.get(lang, WARNINGS["en"]).format(date=date, age=age_days, limit=stale_after_days)
+
+
+def in_language(snapshot: dict[str, Any] | None, lang: str) -> dict[str, Any] | None:
+    """A snapshot's age as logged (`SnapshotAge.as_dict`, JSON) with its warning in `lang`: a decision made in one
+    language and read in another."""
+    if not snapshot or not snapshot.get("stale"):
+        return snapshot
+    warning = warning_text(snapshot["date"], snapshot["age_days"], snapshot["stale_after_days"], lang)
+    return {**snapshot, "warning": warning}
 
 
 def utc_today() -> dt.date:

@@ -7,6 +7,7 @@ import datetime as dt
 import math
 from typing import Any
 
+from models.snapshot import in_language as snapshot_in_language
 from models.snapshot import snapshot_age
 from models.stages import StageRules
 from serving.scorer import Decided
@@ -79,7 +80,7 @@ def logged_snapshot(logged: dict[str, Any], stale_after_days: int, lang: str = "
     it, its age on the day it was logged, from its `as_of` (None for a posted vector)."""
     payload = logged["payload"]
     if payload.get("snapshot"):
-        return payload["snapshot"]
+        return snapshot_in_language(payload["snapshot"], lang)
     if not payload.get("as_of"):
         return None
     as_of = dt.date.fromisoformat(payload["as_of"])
