@@ -17,7 +17,7 @@ CATALOG = (
     Action("survey", ("at_risk",), 0.5, "email", 7, "retention", -0.02, 0.0),
 )
 POLICY = ContactPolicy(max_contacts_per_30d=5, harm_tolerance=0.01, exploration_share=0.0,
-                       suppress_after_negative_outcomes=2)  # fmt: skip
+                       negative_outcomes_retention=2, negative_outcomes_upgrade=3)  # fmt: skip
 
 
 def _statuses(contacts: ContactState, policy: ContactPolicy = POLICY) -> list[str]:
