@@ -26,7 +26,7 @@ import pandas as pd
 from features.build import LabelParams
 from features.jobs import DataDirectoryError, connect, feature_history, load_inputs
 from features.registry import FeatureParams, build_registry
-from models.catalog import NO_ACTION
+from models.catalog import NO_ACTION, contact_params
 from models.config import ModelsConfig
 from models.decision import DecisionModels, Scores, decide_population
 from models.metrics import classification_metrics
@@ -228,7 +228,9 @@ def gather_report_inputs(
     labels = LabelParams.from_config(config.labels, horizon_days=horizon)
     wanted = sorted({*cutoffs, *([calibration_cutoff] if calibration_cutoff else [])})
     progress(f"features at {len(wanted)} cutoffs: {', '.join(map(str, wanted))}")
-    history = feature_history(data_dir, wanted, params=params, label_params=labels, con=con)
+    # each user's contact state at every cutoff beside the features: the report decides as `clm score` does
+    contacts = contact_params(config, models.policy.catalog, models.policy.contact)
+    history = feature_history(data_dir, wanted, params=params, label_params=labels, con=con, contacts=contacts)
     monitoring = _monitoring_inputs(data_dir, config, models, params, labels, con, progress)
     evaluation, note = _evaluation(
         data_dir, config=config, as_of=as_of, loaded=models, truth_dir=truth_dir, latent_to_stage=latent_to_stage,
