@@ -146,7 +146,9 @@ def build_contact_state(
         s.revenue__after.fill_null(0.0) <= params.upgrade_spend_threshold
     )
     upgrade_actions = [name for name, outcome in params.actions if outcome == UPGRADE]
-    negative = ibis.ifelse(s.action.isin(upgrade_actions), no_upgrade, churned) if upgrade_actions else churned
+    negative = (
+        ibis.ifelse(s.action.isin(upgrade_actions), no_upgrade, churned) if upgrade_actions else churned
+    )
     s = s.select("user_id", "action", "day", negative=negative)
 
     j = s.join(cut.select("cutoff", "cutoff_day"), s.day < cut.cutoff_day)
@@ -190,7 +192,9 @@ def join_contact_state(frame: pd.DataFrame, state: pd.DataFrame, params: Contact
         raise ValueError(
             f"the contact-state columns {clash} clash with columns of the feature table: rename the action(s)"
         )
-    left = pd.DataFrame({"user_id": frame["user_id"].astype(str).to_numpy(), "cutoff": _day_key(frame["cutoff"])})
+    left = pd.DataFrame(
+        {"user_id": frame["user_id"].astype(str).to_numpy(), "cutoff": _day_key(frame["cutoff"])}
+    )
     right = state[[*KEYS, *params.columns()]].copy()
     right["user_id"] = right["user_id"].astype(str)
     right["cutoff"] = _day_key(right["cutoff"])

@@ -25,7 +25,9 @@ COOLDOWN = "cooldown"
 CONTACT_CAP = "contact_cap"
 HARMFUL = "harmful"
 CONTROL_GROUP = "control_group"
-SUPPRESSED = "suppressed"  # paused for this user after `[policy] negative_outcomes_<outcome>` negative outcomes
+SUPPRESSED = (
+    "suppressed"  # paused for this user after `[policy] negative_outcomes_<outcome>` negative outcomes
+)
 STATUSES = (ELIGIBLE, INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP, HARMFUL, CONTROL_GROUP, SUPPRESSED)
 # Why a user the policy would have contacted got no contact (`Arbitration.holdout`): the global control
 # group (a hash of user and salt, the same in every snapshot), or an exploration draw of no_action.
@@ -396,7 +398,9 @@ def arbitrate(
     for a, action in enumerate(catalog):  # each action's own cap over its window
         if action.max_contacts is None:
             continue
-        sent = (contacts.contacts_in_window or {}).get((action.name, int(action.max_contacts_window_days or 0)))
+        sent = (contacts.contacts_in_window or {}).get(
+            (action.name, int(action.max_contacts_window_days or 0))
+        )
         if sent is not None:
             own_cap[:, a] = np.asarray(sent, dtype="float64") >= action.max_contacts
     harmful = (delta_churn > policy.harm_tolerance) | (

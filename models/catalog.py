@@ -76,12 +76,20 @@ class ContactPolicy:
     contact_windows_days: tuple[int, ...] = (CONTACT_WINDOW_DAYS, 90)
 
     def __post_init__(self) -> None:
-        for name in ("negative_outcome_names_retention", "negative_outcome_names_upgrade", "contact_windows_days"):
+        for name in (
+            "negative_outcome_names_retention",
+            "negative_outcome_names_upgrade",
+            "contact_windows_days",
+        ):
             object.__setattr__(self, name, tuple(getattr(self, name)))  # lists from JSON
 
     def suppress_after(self, action: Action) -> int:
         """How many negative outcomes of `action` pause it for a user (0: never)."""
-        return self.negative_outcomes_upgrade if action.outcome == "upgrade" else self.negative_outcomes_retention
+        return (
+            self.negative_outcomes_upgrade
+            if action.outcome == "upgrade"
+            else self.negative_outcomes_retention
+        )
 
     def negative_outcome_names(self, action: Action) -> tuple[str, ...]:
         """The recorded outcomes that count as a negative outcome of `action`."""
@@ -196,7 +204,10 @@ def catalog_to_dict(catalog: Sequence[Action]) -> dict[str, dict[str, Any]]:
             **(
                 {}
                 if action.max_contacts is None
-                else {"max_contacts": action.max_contacts, "max_contacts_window_days": action.max_contacts_window_days}
+                else {
+                    "max_contacts": action.max_contacts,
+                    "max_contacts_window_days": action.max_contacts_window_days,
+                }
             ),
         }
         for action in catalog

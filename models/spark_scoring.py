@@ -120,7 +120,13 @@ def score_on_spark(
     from pyspark.sql import functions as F
 
     decided = decisions_on_spark(
-        con, data, models, as_of=as_of, params=params, explore=explore, explain_top_k=explain_top_k,
+        con,
+        data,
+        models,
+        as_of=as_of,
+        params=params,
+        explore=explore,
+        explain_top_k=explain_top_k,
         contacts=contacts,
     )
     writer = decided.write.mode("overwrite")

@@ -143,7 +143,9 @@ def decide_rows(
     frame = pd.DataFrame(known, columns=list(names)).assign(user_id=list(user_ids))
     carried = [column for column in contact_columns(policy) if any(column in row for row in rows)]
     if carried:  # the per-action contact state, where the rows carry it
-        state = pd.DataFrame([[row.get(column) for column in carried] for row in rows], columns=carried, dtype=float)
+        state = pd.DataFrame(
+            [[row.get(column) for column in carried] for row in rows], columns=carried, dtype=float
+        )
         frame = pd.concat([frame, state], axis=1)
     if as_of is not None:
         frame["cutoff"] = pd.Series([as_of] * len(frame), dtype=object)  # str(as_of): the request's draw key
@@ -228,7 +230,9 @@ class Contacts:
         latest = contacts[0] if contacts else None
         return cls(
             last_action=None if latest is None else latest[1],
-            days_since_last_contact=0.0 if latest is None else float(max(0, (now.date() - latest[0].date()).days)),
+            days_since_last_contact=0.0
+            if latest is None
+            else float(max(0, (now.date() - latest[0].date()).days)),
             added_30d=sum(ts >= window for ts, _ in contacts),
             days_since_action=tuple(
                 sorted((a, float(max(0, (now.date() - ts.date()).days))) for a, ts in newest.items())
@@ -252,7 +256,9 @@ class Contacts:
     def applied(self, values: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(values)
         if self.last_action is not None:
-            before = values.get(LAST_ACTION)  # the snapshot's last action keeps its cooldown after a later contact
+            before = values.get(
+                LAST_ACTION
+            )  # the snapshot's last action keeps its cooldown after a later contact
             if isinstance(before, str) and before != NO_ACTION and before not in dict(self.days_since_action):
                 # as of the snapshot: short by the days since it, so its cooldown is never cut short
                 out.setdefault(days_since_column(before), values.get(DAYS_SINCE_LAST_CONTACT))

@@ -700,7 +700,9 @@ class DecisionLog:
         started = time.monotonic()
         since = self._ledger_since
         if since is not None:
-            recent = dt.datetime.now(dt.UTC) - CONTACT_PULL_OVERLAP - dt.timedelta(seconds=CONTACT_PULL_SECONDS)
+            recent = (
+                dt.datetime.now(dt.UTC) - CONTACT_PULL_OVERLAP - dt.timedelta(seconds=CONTACT_PULL_SECONDS)
+            )
             self._seed_ledger(max(since, recent), keep_since=True)
             self._seed_outcomes(since, recorded_from=recent)
         self._ledger_pulled = started
@@ -934,11 +936,18 @@ class DecisionLog:
         d = self._decisions
         try:
             with self._engine.connect() as conn:
-                found = conn.execute(sa.select(d.c.user_id, d.c.ts).where(d.c.decision_id == decision_id)).first()
+                found = conn.execute(
+                    sa.select(d.c.user_id, d.c.ts).where(d.c.decision_id == decision_id)
+                ).first()
             if found is not None and found[0] is not None:
                 ledger.add_outcomes([(decision_id, outcome, found[0], found[1], action_taken)])
-        except (SQLAlchemyError, sqlite3.Error):  # stored in the log; only this machine's view lags (next pull)
-            logger.exception("contact ledger %s: outcome %s of %s not added", ledger.path, outcome, decision_id)
+        except (
+            SQLAlchemyError,
+            sqlite3.Error,
+        ):  # stored in the log; only this machine's view lags (next pull)
+            logger.exception(
+                "contact ledger %s: outcome %s of %s not added", ledger.path, outcome, decision_id
+            )
 
     def _store_outcome(self, row: Mapping[str, Any]) -> OutcomeStatus | None:
         try:
@@ -1040,7 +1049,10 @@ class DecisionLog:
             statement = self._outcomes_statement = (
                 sa.select(o.c.action_taken, o.c.outcome)
                 .join(d, d.c.decision_id == o.c.decision_id)
-                .where(d.c.user_id == sa.bindparam("user_id"), d.c.ts >= sa.bindparam("since", type_=_UtcTimestamp))
+                .where(
+                    d.c.user_id == sa.bindparam("user_id"),
+                    d.c.ts >= sa.bindparam("since", type_=_UtcTimestamp),
+                )
             )
         with self._engine.connect() as conn:
             rows = conn.execute(statement, {"user_id": user_id, "since": _as_utc(since, "since")})

@@ -279,7 +279,9 @@ class ContactLedger:
         """(action taken, outcome) recorded against the user's decisions made at or after `since`."""
         rows = (
             self._conn()
-            .execute("SELECT action, outcome FROM outcomes WHERE user_id = ? AND ts >= ?", (user_id, _text(since)))
+            .execute(
+                "SELECT action, outcome FROM outcomes WHERE user_id = ? AND ts >= ?", (user_id, _text(since))
+            )
             .fetchall()
         )
         return [(action, outcome) for action, outcome in rows]

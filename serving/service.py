@@ -205,9 +205,7 @@ class DecisionService:
             return None
         return Contacts.since_snapshot(models.policy, logged, outcomes, dt.datetime.now(dt.UTC))
 
-    def since_snapshot(
-        self, models: ModelSet, user_id: str, as_of: dt.date, values: Any
-    ) -> dict[str, Any]:
+    def since_snapshot(self, models: ModelSet, user_id: str, as_of: dt.date, values: Any) -> dict[str, Any]:
         """A stored row's values with the contacts and outcomes logged since its snapshot applied."""
         contacts = self.logged_since(models, user_id, dt.datetime.combine(as_of, dt.time.min, dt.UTC))
         return dict(values) if contacts is None else contacts.applied(values)

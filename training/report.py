@@ -230,7 +230,9 @@ def gather_report_inputs(
     progress(f"features at {len(wanted)} cutoffs: {', '.join(map(str, wanted))}")
     # each user's contact state at every cutoff beside the features: the report decides as `clm score` does
     contacts = contact_params(config, models.policy.catalog, models.policy.contact)
-    history = feature_history(data_dir, wanted, params=params, label_params=labels, con=con, contacts=contacts)
+    history = feature_history(
+        data_dir, wanted, params=params, label_params=labels, con=con, contacts=contacts
+    )
     monitoring = _monitoring_inputs(data_dir, config, models, params, labels, con, progress)
     evaluation, note = _evaluation(
         data_dir, config=config, as_of=as_of, loaded=models, truth_dir=truth_dir, latent_to_stage=latent_to_stage,

@@ -320,7 +320,9 @@ def _policy(console: Console, config: ClmConfig, data: Path, truth: Path) -> Non
         console.print("   " + line)
 
     models = load_decision_models(config)
-    frame, as_of = latest_features(data, params=feature_params(config), contacts=contact_params(config, models))
+    frame, as_of = latest_features(
+        data, params=feature_params(config), contacts=contact_params(config, models)
+    )
     batch = models.decide(frame).table
     table = Table(title=f"8. a few decisions as of {as_of} ({models.described(models.policy)})")
     currency = config.value.currency

@@ -84,7 +84,9 @@ def test_contact_state_values_on_a_hand_made_history(history: Path) -> None:
     # surveys' windows passed in silence
     assert a[negative_outcomes_column("discount")] == 1 and a[negative_outcomes_column("survey")] == 2
     # upgrade: −100 upgraded (no negative), −40 did not (negative), −10 still open (not counted yet)
-    assert b[negative_outcomes_column("upsell")] == 1 and b[contacts_column("upsell", 90)] == 2  # −100: outside 90
+    assert (
+        b[negative_outcomes_column("upsell")] == 1 and b[contacts_column("upsell", 90)] == 2
+    )  # −100: outside 90
     assert b[days_since_column("upsell")] == 10
     assert c[negative_outcomes_column("upsell")] == 0  # a purchase above the threshold is an upgrade
     assert "days_since_gift" not in state.columns
@@ -99,14 +101,19 @@ def test_nothing_on_or_after_the_cutoff_is_read(history: Path) -> None:
     assert early.loc["a", days_since_column("survey")] == 29
     assert early.loc["a", negative_outcomes_column("survey")] == 1
     assert np.isnan(early.loc["a", days_since_column("discount")])  # sent after `earlier`
-    assert early.loc["b", contacts_column("upsell", 90)] == 1 and early.loc["b", negative_outcomes_column("upsell")] == 0
+    assert (
+        early.loc["b", contacts_column("upsell", 90)] == 1
+        and early.loc["b", negative_outcomes_column("upsell")] == 0
+    )
     assert "c" not in early.index  # c's contacts all come later
     # the same history cut at `earlier` by --as-of gives the same row
     cut = contact_states(history, [earlier], PARAMS, as_of=earlier).set_index("user_id")
     assert cut.loc["a", days_since_column("survey")] == 29 and "c" not in cut.index
 
 
-def test_the_feature_job_joins_the_state_and_fills_users_never_contacted(history: Path, tmp_path: Path) -> None:
+def test_the_feature_job_joins_the_state_and_fills_users_never_contacted(
+    history: Path, tmp_path: Path
+) -> None:
     frame, as_of = latest_features(history, as_of=CUTOFF, contacts=PARAMS)
     assert as_of == CUTOFF
     rows = frame.set_index("user_id")
@@ -116,13 +123,17 @@ def test_the_feature_job_joins_the_state_and_fills_users_never_contacted(history
     no_campaigns = write(tmp_path / "quiet", [("d", day(-50), "login"), ("d", day(-1), "login")], [])
     (no_campaigns / "campaigns.parquet").unlink()
     quiet, _ = latest_features(no_campaigns, as_of=CUTOFF, contacts=PARAMS)
-    assert quiet.loc[0, contacts_column("discount", 90)] == 0 and np.isnan(quiet.loc[0, days_since_column("discount")])
+    assert quiet.loc[0, contacts_column("discount", 90)] == 0 and np.isnan(
+        quiet.loc[0, days_since_column("discount")]
+    )
     with pytest.raises(ValueError, match="clash"):
         latest_features(history, as_of=CUTOFF, contacts=ContactParams(actions=(("last_event", "retention"),)))
 
 
 def test_the_windows_and_the_outcome_window_come_from_the_config() -> None:
-    config = with_overrides(load_config(), {"policy": {"contact_windows_days": [7, 120], "negative_outcome_days": 14}})
+    config = with_overrides(
+        load_config(), {"policy": {"contact_windows_days": [7, 120], "negative_outcome_days": 14}}
+    )
     params = contact_params(config)
     assert params.windows_days == (7, 30, 120)  # the 30 days of max_contacts_per_30d always counted
     assert params.outcome_days == 14
@@ -133,7 +144,17 @@ def test_the_windows_and_the_outcome_window_come_from_the_config() -> None:
 # The batch decision over the joined frame: at-risk users (an active history, churn probability 0.5), whose
 # stage offers retention_discount and satisfaction_survey (both with a 60-day cooldown).
 
-ACTIVE = [-200, -150, -120, -65, -50, -40, -20, -5, -1]  # active through the 30–90 days before: not reactivated
+ACTIVE = [
+    -200,
+    -150,
+    -120,
+    -65,
+    -50,
+    -40,
+    -20,
+    -5,
+    -1,
+]  # active through the 30–90 days before: not reactivated
 
 
 def at_risk_world(tmp_path: Path, campaigns: list[tuple], events: list[tuple] = ()) -> Path:
@@ -152,13 +173,16 @@ def statuses(data: Path, config, *, contacts: bool = True) -> dict[str, dict[str
     assert set(decisions.stages.stage) == {"at_risk"}
     arb = decisions.arbitration
     return {
-        str(user): {a: str(arb.status[i, k]) for k, a in enumerate(arb.actions)} for i, user in enumerate(frame["user_id"])
+        str(user): {a: str(arb.status[i, k]) for k, a in enumerate(arb.actions)}
+        for i, user in enumerate(frame["user_id"])
     }
 
 
 def test_a_cooldown_on_a_is_enforced_when_b_was_sent_later_in_batch(tmp_path: Path) -> None:
     config = with_overrides(load_config(), {"policy": {"max_contacts_per_30d": 5}})
-    data = at_risk_world(tmp_path, [("u", day(-20), "retention_discount"), ("u", day(-5), "satisfaction_survey")])
+    data = at_risk_world(
+        tmp_path, [("u", day(-20), "retention_discount"), ("u", day(-5), "satisfaction_survey")]
+    )
     exact = statuses(data, config)["u"]
     assert exact["retention_discount"] == COOLDOWN and exact["satisfaction_survey"] == COOLDOWN
     last_only = statuses(data, config, contacts=False)["u"]  # without the table only the last action is seen

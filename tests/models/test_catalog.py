@@ -98,7 +98,9 @@ def test_contact_policy_from_the_shipped_config() -> None:
         negative_outcome_names_upgrade=("not_upgraded", "declined", "unsubscribed", "complained"),
         contact_windows_days=(30, 90),
     )
-    assert ContactPolicy.from_dict(json.loads(json.dumps(policy.to_dict()))) == policy  # as a saved policy keeps it
+    assert (
+        ContactPolicy.from_dict(json.loads(json.dumps(policy.to_dict()))) == policy
+    )  # as a saved policy keeps it
 
 
 def test_a_policy_saved_with_the_one_threshold_of_before_applies_it_to_every_action() -> None:
