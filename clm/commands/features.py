@@ -61,10 +61,13 @@ HistoryLog = Annotated[
 
 
 @contextlib.contextmanager
-def logged_history(data: Path, url: str | None) -> Iterator[Path]:
+def logged_history(data: Path, url: str | None, *, missing_ok: bool = False) -> Iterator[Path]:
     """`data` seen with the decision log's decisions in its campaign history (training.history); says on stderr
-    how many rows came from where. Without `url`, `data` itself."""
-    if url is None:
+    how many rows came from where. Without `url` (or, `missing_ok`, a SQLite log that does not exist), `data`."""
+    missing = (
+        url is not None and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()
+    )
+    if url is None or (missing and missing_ok):
         yield data
         return
     import pandas as pd
@@ -73,7 +76,7 @@ def logged_history(data: Path, url: str | None) -> Iterator[Path]:
     from serving.decision_log import DecisionLog
     from training.history import with_logged_decisions
 
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+    if missing:
         raise ValueError(f"--decision-log: no decision log at {url}")
     log_store = DecisionLog(url)
     try:

@@ -91,7 +91,8 @@ def write_report(
         generated_at=dt.datetime.now(dt.UTC),
         truth_dir=None if truth is None else str(truth.resolve()),
     )
-    with logged_history(data, lift_log) as source:  # an explicit log's decisions join the contact history
+    # an explicit log's decisions join the contact history (a missing one: the lift section says so)
+    with logged_history(data, lift_log, missing_ok=True) as source:
         inputs = gather_report_inputs(
             source, config=config, as_of=day, models=models, context=context, project_root=Path.cwd(),
             budget=budget, truth_dir=truth, latent_to_stage=None if truth is None else latent_to_product_stage(),
