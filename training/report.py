@@ -260,7 +260,10 @@ def _monitoring_inputs(
     reference = None
     if cutoffs:
         progress(f"features at the {len(cutoffs)} training cutoffs for the drift section")
-        reference = feature_history(data_dir, cutoffs, params=params, label_params=labels, con=con)
+        contacts = contact_params(config, models.policy.catalog, models.policy.contact)  # as the snapshot's
+        reference = feature_history(
+            data_dir, cutoffs, params=params, label_params=labels, con=con, contacts=contacts
+        )
     users_path = Path(data_dir) / "users.parquet"
     users = pd.read_parquet(users_path) if users_path.exists() else None
     return MonitorInputs(
