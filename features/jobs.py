@@ -32,6 +32,7 @@ from features.build import (
     data_end_table,
     midnight_utc,
 )
+from features.contacts import ContactParams, build_contact_state, join_contact_state, no_contact_state
 from features.datadir import DataDirectoryError, resolve_data_dir
 from features.online import SnapshotInfo, open_store
 from features.registry import FeatureParams, build_registry, registry_version
@@ -339,41 +340,101 @@ def latest_features(
     params: FeatureParams | None = None,
     as_of: dt.date | None = None,
     con: ibis.BaseBackend | None = None,
+    contacts: ContactParams | None = None,
 ) -> tuple[pd.DataFrame, dt.date]:
     """Every known user's feature vector as of the data's end (or `as_of`), churned users included —
-    what the online store serves."""
+    what the online store serves. With `contacts`, each user's contact state (features.contacts: days since
+    each action, contacts per action and window, negative outcomes) beside the features."""
     p = params or FeatureParams()
     con = con or connect()
     inputs = load_inputs(con, data_dir, as_of)
     keep_all = LabelParams(keep_churned_users=True)
-    features = _feature_table(con, inputs, [inputs.data_end], p, keep_all)
-    return _as_pandas(features), inputs.data_end
+    features = _as_pandas(_feature_table(con, inputs, [inputs.data_end], p, keep_all))
+    if contacts is not None:
+        features = with_contact_state(con, inputs, features, contacts)
+    return features, inputs.data_end
 
 
 def latest_feature_table(
     con: ibis.BaseBackend, data_dir: str | Path, *, params: FeatureParams | None = None,
-    as_of: dt.date | None = None,
+    as_of: dt.date | None = None, contacts: ContactParams | None = None,
 ) -> tuple[ir.Table, dt.date]:  # fmt: skip
     """`latest_features` as an expression, not executed (what an engine that keeps its result — Spark —
-    runs), and the snapshot's date."""
+    runs), and the snapshot's date; with `contacts`, the contact state joined in the same expression."""
     inputs = load_inputs(con, data_dir, as_of)
     features = build_features(
         inputs.events, [inputs.data_end], params or FeatureParams(), users=inputs.users,
         subscriptions=inputs.subscriptions, campaigns=inputs.campaigns,
         labels=LabelParams(keep_churned_users=True),
     )  # fmt: skip
+    if contacts is not None:
+        features = _joined_contact_state(inputs, features, [inputs.data_end], contacts)
     return features, inputs.data_end
+
+
+def _joined_contact_state(
+    inputs: Inputs, features: ir.Table, cutoffs: Sequence[dt.date], contacts: ContactParams
+) -> ir.Table:
+    """The feature expression with the contact state left-joined on (user_id, cutoff): 0 and null for users
+    never contacted (the expression form of `with_contact_state`)."""
+    clash = sorted(set(contacts.columns()) & set(features.columns))
+    if clash:
+        raise ValueError(
+            f"the contact-state columns {clash} clash with columns of the feature table: rename the action(s)"
+        )
+    counts = set(contacts.count_columns())
+    if inputs.campaigns is None:
+        return features.mutate(**{
+            column: ibis.literal(0.0) if column in counts else ibis.null("float64") for column in contacts.columns()
+        })  # fmt: skip
+    state = build_contact_state(inputs.events, inputs.campaigns, cutoffs, contacts)
+    joined = features.left_join(state, ["user_id", "cutoff"]).drop("user_id_right", "cutoff_right")
+    return joined.mutate(**{column: joined[column].fill_null(0.0) for column in contacts.count_columns()})
+
+
+def contact_state_frame(
+    con: ibis.BaseBackend, inputs: Inputs, cutoffs: Sequence[dt.date], contacts: ContactParams
+) -> pd.DataFrame:
+    """The contact-state table (features.contacts) at `cutoffs`, as pandas: users contacted before a cutoff."""
+    if inputs.campaigns is None:
+        return pd.DataFrame(columns=["user_id", "cutoff", *contacts.columns()])
+    state = build_contact_state(inputs.events, inputs.campaigns, cutoffs, contacts)
+    return con.to_pyarrow(state).to_pandas()
+
+
+def with_contact_state(
+    con: ibis.BaseBackend, inputs: Inputs, frame: pd.DataFrame, contacts: ContactParams
+) -> pd.DataFrame:
+    """`frame` (user_id, cutoff, …) with every user's contact state at its cutoff beside it."""
+    if frame.empty or inputs.campaigns is None:
+        keys = frame[["user_id", "cutoff"]]
+        state = no_contact_state(keys, contacts)
+        return pd.concat([frame, state[contacts.columns()].set_axis(frame.index)], axis=1)
+    cutoffs = sorted(set(pd.to_datetime(frame["cutoff"]).dt.date))
+    return join_contact_state(frame, contact_state_frame(con, inputs, cutoffs, contacts), contacts)
+
+
+def contact_states(
+    data_dir: str | Path, cutoffs: Sequence[dt.date], contacts: ContactParams, *, as_of: dt.date | None = None,
+    con: ibis.BaseBackend | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """The contact-state table of `data_dir` at `cutoffs` (nothing at or after `as_of` read): one row per user
+    contacted before a cutoff; see features.contacts for its columns."""
+    con = con or connect()
+    return contact_state_frame(con, load_inputs(con, data_dir, as_of), cutoffs, contacts)
 
 
 def materialize_latest(
     data_dir: str | Path, store_url: str, *, params: FeatureParams | None = None, as_of: dt.date | None = None,
-    con: ibis.BaseBackend | None = None,
+    con: ibis.BaseBackend | None = None, contacts: ContactParams | None = None,
 ) -> tuple[SnapshotInfo, pd.DataFrame]:  # fmt: skip
     """`latest_features` written to the online store at `store_url` as its new snapshot (tagged with the
     registry's version): what `clm features materialize` does. Returns the snapshot's info and the frame.
-    On the Spark engine (`con`) Spark computes the vectors and the driver writes them to the store."""
+    On the Spark engine (`con`) Spark computes the vectors and the driver writes them to the store. With
+    `contacts`, each user's contact state is stored beside the features (what the API's cooldowns, caps and
+    suppression read)."""
     p = params or FeatureParams()
-    frame, snapshot_date = latest_features(data_dir, params=p, as_of=as_of, con=con)
+    frame, snapshot_date = latest_features(data_dir, params=p, as_of=as_of, con=con, contacts=contacts)
     with open_store(store_url) as store:
         info = store.write_snapshot(
             frame, as_of=snapshot_date, feature_version=registry_version(build_registry(p))
@@ -388,10 +449,12 @@ def feature_history(
     params: FeatureParams | None = None,
     label_params: LabelParams | None = None,
     con: ibis.BaseBackend | None = None,
+    contacts: ContactParams | None = None,
 ) -> pd.DataFrame:
     """Every known user's features at each cutoff (churned users included, as the online store serves them),
     with the churn and upgrade labels where the horizon after the cutoff has closed inside the data (null
-    otherwise). What the reviewer pages and the campaign report read for stage flows and calibration."""
+    otherwise). What the reviewer pages and the campaign report read for stage flows and calibration. With
+    `contacts`, each user's contact state at each cutoff beside them."""
     import dataclasses
 
     p = params or FeatureParams()
@@ -403,7 +466,10 @@ def feature_history(
     joined = feature_table.join(label_table, ["user_id", "cutoff"], join_type="left outer")
     frame = joined.to_pandas()
     frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date
-    return frame.sort_values(["cutoff", "user_id"], kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(["cutoff", "user_id"], kind="stable").reset_index(drop=True)
+    if contacts is not None:
+        frame = with_contact_state(con, inputs, frame, contacts)
+    return frame
 
 
 _LOOKUPS: Any = None

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.contacts import contacts_column, days_since_column, negative_outcomes_column
 from features.registry import money_text
-from models.catalog import NO_ACTION, Action, ContactPolicy, action_label
+from models.catalog import CONTACT_WINDOW_DAYS, NO_ACTION, Action, ContactPolicy, action_label
 from models.frame import Columns, numeric_column, object_column
 from models.stages import LANGUAGES, stage_label
 
@@ -27,7 +28,7 @@ CONTACT_CAP = "contact_cap"
 HARMFUL = "harmful"
 CONTROL_GROUP = "control_group"
 SUPPRESSED = (
-    "suppressed"  # paused for this user after `policy.suppress_after_negative_outcomes` negative outcomes
+    "suppressed"  # paused for this user after `[policy] negative_outcomes_<outcome>` negative outcomes
 )
 STATUSES = (ELIGIBLE, INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP, HARMFUL, CONTROL_GROUP, SUPPRESSED)
 # Why a user the policy would have contacted got no contact (`Arbitration.holdout`): the global control
@@ -35,7 +36,6 @@ STATUSES = (ELIGIBLE, INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP, HARMFUL, CONTROL_
 HOLDOUT_CONTROL = "control_group"
 HOLDOUT_EXPLORATION = "exploration"
 _STATUS_NAMES = np.array(STATUSES, dtype=object)
-CONTACT_WINDOW_DAYS = 30
 # The contact features (features/registry.py, family "contacts") the arbitration reads, and the decision
 # cache updates with the contacts logged since the snapshot (serving/cache.py).
 LAST_ACTION = "last_action"
@@ -43,46 +43,53 @@ DAYS_SINCE_LAST_CONTACT = "days_since_last_contact"
 CONTACTS_IN_WINDOW = f"contacts_count_{CONTACT_WINDOW_DAYS}d"
 
 
-def days_since_action_column(action: str) -> str:
-    """The per-action contact column: days since `action` was last sent to the user (NaN: never)."""
-    return f"days_since_{action}"
-
-
-def negative_outcomes_column(action: str) -> str:
-    """The per-action column: negative outcomes (e.g. unsubscribed, complained) after `action` was sent."""
-    return f"negative_outcomes_{action}"
+days_since_action_column = days_since_column  # the per-action columns (features.contacts) a decision reads
 
 
 @dataclass(frozen=True, eq=False)  # arrays: no element-wise __eq__ / __hash__
 class ContactState:
-    """Each user's contact history, as the contact features describe it."""
+    """Each user's contact history, as the contact features and the contact-state table describe it."""
 
     last_action: np.ndarray  # object, None when never contacted
     days_since_last_contact: np.ndarray  # float, NaN when never contacted
-    contacts_30d: np.ndarray  # float
+    contacts_30d: np.ndarray  # float: contacts of any action in the last 30 days (the policy's cap)
     # Per action, by name: days since it was last sent (NaN never) and negative outcomes after it. With the
     # first, every action's cooldown is exact (a cooldown on A holds when B was sent later); without it, only
     # the last action's cooldown is seen.
     days_since_action: dict[str, np.ndarray] | None = None
     negative_outcomes: dict[str, np.ndarray] | None = None
+    # Per (action, window in days): contacts of that action in the window (an action's own cap).
+    contacts_in_window: dict[tuple[str, int], np.ndarray] | None = None
 
     @classmethod
-    def from_frame(cls, frame: Columns, n: int | None = None, actions: Sequence[str] = ()) -> ContactState:
+    def from_frame(
+        cls, frame: Columns, n: int | None = None, actions: Sequence[str] = (), windows: Sequence[int] = ()
+    ) -> ContactState:
         """From the features `last_action`, `days_since_last_contact` and `contacts_count_30d` (a frame or
-        a mapping of columns), and each of `actions`' `days_since_<action>` / `negative_outcomes_<action>`
-        columns where present; an absent column means never contacted."""
+        a mapping of columns), and each of `actions`' per-action columns where present (features.contacts:
+        `days_since_<action>`, `contacts_<action>_<W>d` for each of `windows`, `negative_outcomes_<action>`);
+        an absent column means never contacted. Contacts of any action in 30 days: the larger of
+        `contacts_count_30d` and the per-action 30-day counts added up (so the cap holds where the feature
+        windows leave 30 days out)."""
         if n is None:
             n = len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values()), []))
-        since = {a: numeric_column(frame, days_since_action_column(a), n) for a in actions
-                 if days_since_action_column(a) in frame}  # fmt: skip
+        since = {a: numeric_column(frame, days_since_column(a), n) for a in actions
+                 if days_since_column(a) in frame}  # fmt: skip
         negative = {a: np.nan_to_num(numeric_column(frame, negative_outcomes_column(a), n), nan=0.0) for a in actions
                     if negative_outcomes_column(a) in frame}  # fmt: skip
+        counts = {(a, w): np.nan_to_num(numeric_column(frame, contacts_column(a, w), n), nan=0.0)
+                  for a in actions for w in {*windows, CONTACT_WINDOW_DAYS} if contacts_column(a, w) in frame}  # fmt: skip
+        contacts_30d = np.nan_to_num(numeric_column(frame, CONTACTS_IN_WINDOW, n, default=0.0), nan=0.0)
+        per_action_30d = [v for (_, w), v in counts.items() if w == CONTACT_WINDOW_DAYS]
+        if per_action_30d:
+            contacts_30d = np.maximum(contacts_30d, np.sum(per_action_30d, axis=0))
         return cls(
             last_action=object_column(frame, LAST_ACTION, n),
             days_since_last_contact=numeric_column(frame, DAYS_SINCE_LAST_CONTACT, n),
-            contacts_30d=np.nan_to_num(numeric_column(frame, CONTACTS_IN_WINDOW, n, default=0.0), nan=0.0),
+            contacts_30d=contacts_30d,
             days_since_action=since or None,
             negative_outcomes=negative or None,
+            contacts_in_window=counts or None,
         )
 
     @classmethod
@@ -242,10 +249,13 @@ class Arbitration:
             stage = stage_label(str(self.stage[i]), lang)
             return f"当前阶段（{stage}）不提供此动作" if zh else f"not offered at stage {stage}"
         if status == SUPPRESSED:
-            count = self.policy.suppress_after_negative_outcomes
+            limit = self.policy.suppress_after(action)
+            found = (self.contacts.negative_outcomes or {}).get(action.name)
+            count = int(found[i]) if found is not None else limit
             if zh:
-                return f"已暂停：此动作之后已有{count}次或以上负面结果"
-            return f"suppressed: {count} or more negative outcomes after this action"
+                return f"已暂停：此动作之后已有{count}次负面结果（达到{limit}次即暂停）"
+            noun = "outcome" if count == 1 else "outcomes"
+            return f"suppressed: {count} negative {noun} after this action (paused at {limit})"
         if status == COOLDOWN:
             since = (self.contacts.days_since_action or {}).get(action.name)
             days = (
@@ -261,6 +271,16 @@ class Arbitration:
         if status == CONTACT_CAP:
             count = int(np.nan_to_num(self.contacts.contacts_30d[i]))
             cap = self.policy.max_contacts_per_30d
+            if count < cap and action.max_contacts is not None:  # the action's own cap
+                window = int(action.max_contacts_window_days or 0)
+                found = (self.contacts.contacts_in_window or {}).get((action.name, window))
+                sent = int(found[i]) if found is not None else action.max_contacts
+                if zh:
+                    return f"动作联系上限：最近{window}天已发送此动作{sent}次（上限{action.max_contacts}次）"
+                return (
+                    f"action cap: sent {sent} {'time' if sent == 1 else 'times'} in the last {window} days "
+                    f"(cap {action.max_contacts})"
+                )
             if zh:
                 return f"联系上限：最近{CONTACT_WINDOW_DAYS}天已联系{count}次（上限{cap}次）"
             noun = "contact" if count == 1 else "contacts"
@@ -372,17 +392,24 @@ def arbitrate(
         if since is not None:
             cooldown[:, a] |= np.asarray(since, dtype="float64") < cooldowns[a]  # NaN (never) compares False
     suppressed = np.zeros((n, n_actions), dtype=bool)
-    if policy.suppress_after_negative_outcomes > 0:
-        for a, action in enumerate(catalog):
-            negative = (contacts.negative_outcomes or {}).get(action.name)
-            if negative is not None:
-                suppressed[:, a] = (
-                    np.asarray(negative, dtype="float64") >= policy.suppress_after_negative_outcomes
-                )
+    for a, action in enumerate(catalog):  # the suppression rule: paused after N negative outcomes of it
+        limit = policy.suppress_after(action)
+        negative = (contacts.negative_outcomes or {}).get(action.name)
+        if limit > 0 and negative is not None:
+            suppressed[:, a] = np.asarray(negative, dtype="float64") >= limit
     capped = (
         np.nan_to_num(np.asarray(contacts.contacts_30d, dtype="float64"), nan=0.0)
         >= policy.max_contacts_per_30d
     )
+    own_cap = np.zeros((n, n_actions), dtype=bool)
+    for a, action in enumerate(catalog):  # each action's own cap over its window
+        if action.max_contacts is None:
+            continue
+        sent = (contacts.contacts_in_window or {}).get(
+            (action.name, int(action.max_contacts_window_days or 0))
+        )
+        if sent is not None:
+            own_cap[:, a] = np.asarray(sent, dtype="float64") >= action.max_contacts
     harmful = (delta_churn > policy.harm_tolerance) | (
         targets_upgrade[None, :] & (delta_upgrade < -policy.harm_tolerance)
     )
@@ -390,6 +417,7 @@ def arbitrate(
     # The last assignment wins, so write the statuses from the lowest precedence up.
     code = np.where(harmful, STATUSES.index(HARMFUL), 0).astype("int8")
     code[suppressed] = STATUSES.index(SUPPRESSED)
+    code[own_cap] = STATUSES.index(CONTACT_CAP)
     code[capped, :] = STATUSES.index(CONTACT_CAP)
     code[cooldown] = STATUSES.index(COOLDOWN)
     code[~stage_ok] = STATUSES.index(INELIGIBLE_STAGE)

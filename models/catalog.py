@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.config import ActionSection, PolicySection
+from features.contacts import ContactParams
+from models.config import ActionSection, ModelsConfig, PolicySection
 
 NO_ACTION = "no_action"
+CONTACT_WINDOW_DAYS = 30  # the window of the policy's cap on all contacts (`max_contacts_per_30d`)
 OUTCOMES = ("retention", "upgrade")
 STAGES = ("new", "growing", "mature", "at_risk", "dormant", "reactivated")
 # How the default catalog's actions (and no_action) read in Chinese; an action configured beyond these is
@@ -44,6 +47,10 @@ class Action:
     # The assumed change in the probability that a lapsed user comes back within the horizon (the
     # reactivation model's outcome); None: the opposite of `prior_delta_churn`.
     prior_delta_reactivation: float | None = None
+    # The action's own contact cap: at most `max_contacts` contacts of it in the last `max_contacts_window_days`
+    # days (the `contacts_<action>_<W>d` input); None: no cap of its own (the policy's cap on all contacts holds).
+    max_contacts: int | None = None
+    max_contacts_window_days: int | None = None
 
     @property
     def prior_return(self) -> float:
@@ -68,8 +75,60 @@ class ContactPolicy:
     # (models.arbitration.control_group). 0 in a policy saved before there was one.
     control_share: float = 0.0
     control_salt: str = "clm-control"
-    # An action is paused for a user after this many negative outcomes following it (0: never).
-    suppress_after_negative_outcomes: int = 0
+    # The suppression rule: an action is paused for a user after this many negative outcomes following it
+    # (the `negative_outcomes_<action>` input), by the outcome the action targets; 0: never.
+    negative_outcomes_retention: int = 0
+    negative_outcomes_upgrade: int = 0
+    # A contact's outcome is judged over this many days after it (features.contacts).
+    negative_outcome_days: int = 30
+    # Outcomes recorded through the API (POST /v1/outcomes) that count as a negative outcome of the action
+    # taken, by the outcome that action targets.
+    negative_outcome_names_retention: tuple[str, ...] = ()
+    negative_outcome_names_upgrade: tuple[str, ...] = ()
+    # The trailing windows of the per-action contact counts (`contacts_<action>_<W>d`).
+    contact_windows_days: tuple[int, ...] = (CONTACT_WINDOW_DAYS, 90)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "negative_outcome_names_retention",
+            "negative_outcome_names_upgrade",
+            "contact_windows_days",
+        ):
+            object.__setattr__(self, name, tuple(getattr(self, name)))  # lists from JSON
+
+    def suppress_after(self, action: Action) -> int:
+        """How many negative outcomes of `action` pause it for a user (0: never)."""
+        return (
+            self.negative_outcomes_upgrade
+            if action.outcome == "upgrade"
+            else self.negative_outcomes_retention
+        )
+
+    def negative_outcome_names(self, action: Action) -> tuple[str, ...]:
+        """The recorded outcomes that count as a negative outcome of `action`."""
+        return (
+            self.negative_outcome_names_upgrade
+            if action.outcome == "upgrade"
+            else self.negative_outcome_names_retention
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (what a saved policy keeps)."""
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ContactPolicy:
+        """Inverse of `to_dict`; a policy saved with the one threshold of before
+        (`suppress_after_negative_outcomes`) applies it to every action."""
+        data = dict(data)
+        legacy = data.pop("suppress_after_negative_outcomes", None)
+        if legacy is not None:
+            data.setdefault("negative_outcomes_retention", int(legacy))
+            data.setdefault("negative_outcomes_upgrade", int(legacy))
+        return cls(**data)
 
     @classmethod
     def from_config(cls, policy_section: PolicySection) -> ContactPolicy:
@@ -81,8 +140,41 @@ class ContactPolicy:
             exploration_salt=policy_section.exploration_salt,
             control_share=policy_section.control_share,
             control_salt=policy_section.control_salt,
-            suppress_after_negative_outcomes=policy_section.suppress_after_negative_outcomes,
+            negative_outcomes_retention=policy_section.negative_outcomes_retention,
+            negative_outcomes_upgrade=policy_section.negative_outcomes_upgrade,
+            negative_outcome_days=policy_section.negative_outcome_days,
+            negative_outcome_names_retention=tuple(policy_section.negative_outcome_names_retention),
+            negative_outcome_names_upgrade=tuple(policy_section.negative_outcome_names_upgrade),
+            contact_windows_days=tuple(policy_section.contact_windows_days),
         )
+
+
+def contact_windows(contact: ContactPolicy, catalog: Sequence[Action]) -> tuple[int, ...]:
+    """Every window a per-action contact count is needed for: the policy's, the 30 days of its cap on all
+    contacts, and each action's own cap window."""
+    own = {a.max_contacts_window_days for a in catalog if a.max_contacts_window_days is not None}
+    return tuple(sorted({*contact.contact_windows_days, CONTACT_WINDOW_DAYS, *own}))
+
+
+def contact_params(
+    config: ModelsConfig, catalog: Sequence[Action] | None = None, contact: ContactPolicy | None = None
+) -> ContactParams:
+    """What the contact-state table (features.contacts) is computed for: the actions of `catalog` (a policy's;
+    default the config's) with the outcome each targets, the windows `contact_windows` names, and the outcome
+    window and event definitions of the config (`[policy] negative_outcome_days`, `[labels]`, `[features]`)."""
+    catalog = tuple(catalog) if catalog is not None else load_catalog(config.actions)
+    contact = contact or ContactPolicy.from_config(config.policy)
+    return ContactParams(
+        actions=tuple((a.name, a.outcome) for a in catalog),
+        windows_days=contact_windows(contact, catalog),
+        outcome_days=contact.negative_outcome_days,
+        holdout_actions=(NO_ACTION,),
+        activity=config.labels.non_contractual_activity,
+        purchase_event_types=tuple(config.features.purchase_event_types),
+        cancel_event_types=tuple(config.features.cancel_event_types),
+        upgrade_event_types=("upgrade",),  # the upgrade label's event (features.build._labels)
+        upgrade_spend_threshold=config.labels.upgrade_spend_threshold,
+    )
 
 
 def load_catalog(actions_section: Mapping[str, ActionSection]) -> tuple[Action, ...]:
@@ -99,6 +191,8 @@ def load_catalog(actions_section: Mapping[str, ActionSection]) -> tuple[Action, 
             prior_delta_churn=spec.prior_delta_churn,
             prior_delta_upgrade=spec.prior_delta_upgrade,
             prior_delta_reactivation=spec.prior_delta_reactivation,
+            max_contacts=spec.max_contacts,
+            max_contacts_window_days=spec.max_contacts_window_days,
         )
         for name, spec in actions_section.items()
     )
@@ -119,6 +213,14 @@ def catalog_to_dict(catalog: Sequence[Action]) -> dict[str, dict[str, Any]]:
                 {}
                 if action.prior_delta_reactivation is None
                 else {"prior_delta_reactivation": action.prior_delta_reactivation}
+            ),
+            **(
+                {}
+                if action.max_contacts is None
+                else {
+                    "max_contacts": action.max_contacts,
+                    "max_contacts_window_days": action.max_contacts_window_days,
+                }
             ),
         }
         for action in catalog

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from features.config import (
     FeaturesSection,
@@ -111,7 +111,12 @@ class PolicySection(Section):
     exploration_salt: str
     control_share: Annotated[float, Field(ge=0, lt=1)]
     control_salt: str
-    suppress_after_negative_outcomes: NonNegativeInt
+    contact_windows_days: Annotated[list[PositiveInt], Field(min_length=1)]
+    negative_outcome_days: PositiveInt
+    negative_outcomes_retention: NonNegativeInt
+    negative_outcomes_upgrade: NonNegativeInt
+    negative_outcome_names_retention: list[Name]
+    negative_outcome_names_upgrade: list[Name]
     min_treated_rows: NonNegativeInt
     min_treated_positives: NonNegativeInt
     learner: Literal["t", "x"]
@@ -157,6 +162,15 @@ class ActionSection(Section):
     prior_delta_churn: ProbabilityChange
     prior_delta_upgrade: ProbabilityChange
     prior_delta_reactivation: ProbabilityChange | None = None
+    # the action's own cap: at most `max_contacts` contacts of it in the last `max_contacts_window_days` days
+    max_contacts: PositiveInt | None = None
+    max_contacts_window_days: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _cap_with_its_window(self) -> ActionSection:
+        if (self.max_contacts is None) != (self.max_contacts_window_days is None):
+            raise ValueError("max_contacts and max_contacts_window_days go together: give both or neither")
+        return self
 
 
 class MonitorSection(Section):

@@ -24,7 +24,14 @@ from models.arbitration import (
     exploration_draws,
 )
 from models.artifacts import ArtifactRefused, verify_manifest, write_manifest
-from models.catalog import NO_ACTION, Action, ContactPolicy, catalog_from_dict, catalog_to_dict
+from models.catalog import (
+    NO_ACTION,
+    Action,
+    ContactPolicy,
+    catalog_from_dict,
+    catalog_to_dict,
+    contact_windows,
+)
 from models.config import StagesSection
 from models.stages import StageAssignment, StageRules, assign_stages
 from models.uplift import UpliftModel
@@ -69,15 +76,7 @@ def save_policy(policy: PolicyBundle, path: Path) -> Path:
     meta = {
         "name": policy.name,
         "catalog": catalog_to_dict(policy.catalog),
-        "contact": {
-            "max_contacts_per_30d": policy.contact.max_contacts_per_30d,
-            "harm_tolerance": policy.contact.harm_tolerance,
-            "exploration_share": policy.contact.exploration_share,
-            "exploration_salt": policy.contact.exploration_salt,
-            "control_share": policy.contact.control_share,
-            "control_salt": policy.contact.control_salt,
-            "suppress_after_negative_outcomes": policy.contact.suppress_after_negative_outcomes,
-        },
+        "contact": policy.contact.to_dict(),
         "stages": policy.stages_config.as_dict(),
         "value": {
             "margin_share": policy.value.margin_share,
@@ -118,7 +117,7 @@ def load_policy(path: Path) -> PolicyBundle:
     return PolicyBundle(
         name=meta["name"],
         catalog=catalog_from_dict(meta["catalog"]),
-        contact=ContactPolicy(**meta["contact"]),
+        contact=ContactPolicy.from_dict(meta["contact"]),
         stages_config=StagesSection.model_validate(meta["stages"]),
         value=ValueParams(
             margin_share=value["margin_share"],
@@ -408,8 +407,8 @@ def decide(
     else:  # an older policy: coming back is not churning
         returning, return_se, return_source = -deltas["churn"], stay_se, stay_source
     delta_stay = np.where(lapsed[:, None], returning, -deltas["churn"])
-    contacts = ContactState.from_frame(frame, n, policy.actions)
     contact = contact_policy or policy.contact
+    contacts = ContactState.from_frame(frame, n, policy.actions, contact_windows(contact, policy.catalog))
     draws = None
     if exploration is not None:
         ids = list(np.asarray(user_ids if user_ids is not None else frame["user_id"], dtype=object))

@@ -14,6 +14,7 @@ import ibis
 import pandas as pd
 import pyarrow as pa
 
+from features.contacts import ContactParams
 from features.jobs import latest_feature_table
 from features.registry import FeatureParams
 from features.spark import task_cpus, to_spark
@@ -83,9 +84,11 @@ def decisions_on_spark(
     params: FeatureParams,
     explore: bool = True,
     explain_top_k: int | None = None,
+    contacts: ContactParams | None = None,
 ) -> Any:
-    """A Spark DataFrame of `clm score`'s table for every user known before `as_of` (not yet executed)."""
-    expr, _ = latest_feature_table(con, data, params=params, as_of=as_of)
+    """A Spark DataFrame of `clm score`'s table for every user known before `as_of` (not yet executed); with
+    `contacts`, each user's contact state computed by Spark beside the features (the decision reads it)."""
+    expr, _ = latest_feature_table(con, data, params=params, as_of=as_of, contacts=contacts)
     features = to_spark(con, expr)
     sample_rows = features.limit(SCHEMA_SAMPLE_ROWS).toPandas()
     if sample_rows.empty:
@@ -110,13 +113,21 @@ def score_on_spark(
     params: FeatureParams,
     explore: bool = True,
     explain_top_k: int | None = None,
+    contacts: ContactParams | None = None,
 ) -> SparkScoreSummary:
     """`decisions_on_spark` written by Spark to `out` (a path or URI ending in .parquet or .csv: a dataset
     of part files, CSV with a header), and its totals."""
     from pyspark.sql import functions as F
 
     decided = decisions_on_spark(
-        con, data, models, as_of=as_of, params=params, explore=explore, explain_top_k=explain_top_k
+        con,
+        data,
+        models,
+        as_of=as_of,
+        params=params,
+        explore=explore,
+        explain_top_k=explain_top_k,
+        contacts=contacts,
     )
     writer = decided.write.mode("overwrite")
     if out.lower().endswith(".csv"):

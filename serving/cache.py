@@ -27,15 +27,10 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from features.contacts import contacts_column, days_since_column, negative_outcomes_column
 from features.online import OnlineStore
-from models.arbitration import (
-    CONTACT_WINDOW_DAYS,
-    CONTACTS_IN_WINDOW,
-    DAYS_SINCE_LAST_CONTACT,
-    LAST_ACTION,
-    days_since_action_column,
-)
-from models.catalog import NO_ACTION
+from models.arbitration import CONTACTS_IN_WINDOW, DAYS_SINCE_LAST_CONTACT, LAST_ACTION
+from models.catalog import CONTACT_WINDOW_DAYS, NO_ACTION, contact_windows
 from models.explain import population_contributions
 from models.population import lapsed
 from serving.scorer import Decided, Scorer, contact_columns
@@ -150,9 +145,12 @@ def decide_rows(
     names = policy.feature_names
     known = [{name: row.get(name) for name in names} for row in rows]
     frame = pd.DataFrame(known, columns=list(names)).assign(user_id=list(user_ids))
-    for column in contact_columns(policy.actions):  # the per-action contact state, where the rows carry it
-        if any(column in row for row in rows):
-            frame[column] = [row.get(column) for row in rows]
+    carried = [column for column in contact_columns(policy) if any(column in row for row in rows)]
+    if carried:  # the per-action contact state, where the rows carry it
+        state = pd.DataFrame(
+            [[row.get(column) for column in carried] for row in rows], columns=carried, dtype=float
+        )
+        frame = pd.concat([frame, state], axis=1)
     if as_of is not None:
         frame["cutoff"] = pd.Series([as_of] * len(frame), dtype=object)  # str(as_of): the request's draw key
     decisions = models.decide(frame, explore=explore).decisions
@@ -163,6 +161,9 @@ def decide_rows(
     position = {target: part.position() for target, part in explained.items()}
     for i, user_id in enumerate(user_ids):
         missing = [name for name, value in known[i].items() if value is None]
+        inputs = known[i]
+        if carried:  # the contact state the decision read is part of its inputs
+            inputs = {**inputs, **{c: rows[i][c] for c in carried if rows[i].get(c) is not None}}
         for lang in langs:
             explanations = {}
             for target, part in explained.items():
@@ -172,54 +173,108 @@ def decide_rows(
                                                               models, lang)  # fmt: skip
             yield i, lang, scorer.assemble(
                 models, decisions, columns, i, explanations=explanations, gone=bool(gone[i]), missing=missing,
-                known=known[i], user_id=user_id, as_of=as_of, lang=lang, decision_id=decision_id,
+                known=inputs, user_id=user_id, as_of=as_of, lang=lang, decision_id=decision_id,
             )  # fmt: skip
+
+
+def _plus(value: Any, added: int) -> float:
+    """A stored count (None or NaN: 0) plus what was logged since."""
+    return float(np.nan_to_num(value if value is not None else 0.0)) + added
 
 
 @dataclass(frozen=True)
 class Contacts:
-    """The contact features a user's logged decisions since the snapshot imply."""
+    """What a user's decisions and outcomes logged since the snapshot change in the snapshot's contact state:
+    the contact features (last action, days since the last contact, contacts in 30 days) and the per-action
+    contact state (features.contacts: days since each action, its contacts per window, its negative outcomes).
+    Hashable: the decision made with it is memoised per state."""
 
-    last_action: str
-    days_since_last_contact: float
+    last_action: str | None  # None: no contact since the snapshot (only outcomes recorded)
+    days_since_last_contact: float  # of the last contact since the snapshot (0 and unused without one)
     added_30d: int
     # (action, days since it was last sent) for every action logged since the snapshot: each cooldown exact,
     # not only the last action's
     days_since_action: tuple[tuple[str, float], ...] = ()
+    # (action, window in days, its contacts logged since the snapshot within the window)
+    added_in_window: tuple[tuple[str, int, int], ...] = ()
+    # (action, negative outcomes of it recorded since the snapshot: POST /v1/outcomes)
+    negative_outcomes: tuple[tuple[str, int], ...] = ()
 
     @classmethod
-    def from_log(cls, logged: Sequence[tuple[dt.datetime, str]], now: dt.datetime) -> Contacts | None:
-        """`logged`: (ts, action) newest first; None when none of them contacted the user."""
+    def from_log(
+        cls,
+        logged: Sequence[tuple[dt.datetime, str]],
+        now: dt.datetime,
+        *,
+        outcomes: Sequence[tuple[str, str]] = (),
+        windows: Sequence[int] = (CONTACT_WINDOW_DAYS,),
+        negative_names: Mapping[str, Any] | None = None,
+    ) -> Contacts | None:
+        """`logged`: (ts, action) newest first; `outcomes`: (action taken, outcome) recorded against the user's
+        decisions since the snapshot, counted as negative where `negative_names[action]` holds the outcome;
+        `windows`: the per-action count windows. None when nothing logged changes the state."""
         contacts = [(ts, action) for ts, action in logged if action != NO_ACTION]
-        if not contacts:
+        negative: dict[str, int] = {}
+        for action, outcome in outcomes:
+            if negative_names is not None and outcome in negative_names.get(action, ()):
+                negative[action] = negative.get(action, 0) + 1
+        if not contacts and not negative:
             return None
-        window = now - dt.timedelta(days=CONTACT_WINDOW_DAYS)
-        latest_ts, latest_action = contacts[0]
         newest: dict[str, dt.datetime] = {}
         for ts, action in contacts:  # newest first: the first seen of each action is its latest
             newest.setdefault(action, ts)
+        added = []
+        for action in sorted(newest):
+            for w in sorted({*windows, CONTACT_WINDOW_DAYS}):
+                start = now - dt.timedelta(days=w)
+                count = sum(ts >= start for ts, a in contacts if a == action)
+                if count:
+                    added.append((action, w, count))
+        window = now - dt.timedelta(days=CONTACT_WINDOW_DAYS)
+        latest = contacts[0] if contacts else None
         return cls(
-            last_action=latest_action,
-            days_since_last_contact=float(max(0, (now.date() - latest_ts.date()).days)),
+            last_action=None if latest is None else latest[1],
+            days_since_last_contact=0.0
+            if latest is None
+            else float(max(0, (now.date() - latest[0].date()).days)),
             added_30d=sum(ts >= window for ts, _ in contacts),
             days_since_action=tuple(
                 sorted((a, float(max(0, (now.date() - ts.date()).days))) for a, ts in newest.items())
             ),
+            added_in_window=tuple(added),
+            negative_outcomes=tuple(sorted(negative.items())),
         )
+
+    @classmethod
+    def since_snapshot(
+        cls, policy: Any, logged: Sequence[tuple[dt.datetime, str]], outcomes: Sequence[tuple[str, str]],
+        now: dt.datetime,
+    ) -> Contacts | None:  # fmt: skip
+        """`from_log` with the policy's count windows and its negative outcome names per action."""
+        if not logged and not outcomes:
+            return None
+        names = {action.name: policy.contact.negative_outcome_names(action) for action in policy.catalog}
+        return cls.from_log(logged, now, outcomes=outcomes, windows=contact_windows(policy.contact, policy.catalog),
+                            negative_names=names)  # fmt: skip
 
     def applied(self, values: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(values)
-        before = values.get(
-            LAST_ACTION
-        )  # the snapshot's last action keeps its cooldown after a later contact
-        if isinstance(before, str) and before != NO_ACTION and before not in dict(self.days_since_action):
-            # as of the snapshot: short by the days since it, so its cooldown is never cut short
-            out.setdefault(days_since_action_column(before), values.get(DAYS_SINCE_LAST_CONTACT))
-        out[LAST_ACTION] = self.last_action
-        out[DAYS_SINCE_LAST_CONTACT] = self.days_since_last_contact
-        out[CONTACTS_IN_WINDOW] = float(np.nan_to_num(out.get(CONTACTS_IN_WINDOW) or 0.0)) + self.added_30d
+        if self.last_action is not None:
+            before = values.get(
+                LAST_ACTION
+            )  # the snapshot's last action keeps its cooldown after a later contact
+            if isinstance(before, str) and before != NO_ACTION and before not in dict(self.days_since_action):
+                # as of the snapshot: short by the days since it, so its cooldown is never cut short
+                out.setdefault(days_since_column(before), values.get(DAYS_SINCE_LAST_CONTACT))
+            out[LAST_ACTION] = self.last_action
+            out[DAYS_SINCE_LAST_CONTACT] = self.days_since_last_contact
+            out[CONTACTS_IN_WINDOW] = _plus(out.get(CONTACTS_IN_WINDOW), self.added_30d)
         for action, days in self.days_since_action:
-            out[days_since_action_column(action)] = days
+            out[days_since_column(action)] = days
+        for action, w, count in self.added_in_window:
+            out[contacts_column(action, w)] = _plus(out.get(contacts_column(action, w)), count)
+        for action, count in self.negative_outcomes:
+            out[negative_outcomes_column(action)] = _plus(out.get(negative_outcomes_column(action)), count)
         return out
 
 
@@ -346,7 +401,9 @@ def build_cache(
             # action logged once more (what a repeated request meets), decided in bulk too.
             contacted = [(u, v) for u, v in zip(present, values, strict=True)
                          if cache.entries[(u, LANGS[0])].action != NO_ACTION]  # fmt: skip
-            states = [Contacts(cache.entries[(u, LANGS[0])].action, 0.0, 1) for u, _ in contacted]
+            now = dt.datetime.now(dt.UTC)  # what a request the same day after the contact finds logged
+            states = [Contacts.since_snapshot(models.policy, [(now, cache.entries[(u, LANGS[0])].action)], (), now)
+                      for u, _ in contacted]  # fmt: skip
             after = decide_rows(scorer, models, [u for u, _ in contacted],
                                 [state.applied(v) for state, (_, v) in zip(states, contacted, strict=True)],
                                 as_of=info.as_of, explore=explore)  # fmt: skip

@@ -695,12 +695,16 @@ class DecisionLog:
         return True
 
     def _pull_contacts(self) -> None:
-        """Contacts in the database since the last pull (other machines' decisions) into the ledger."""
+        """Contacts in the database since the last pull (other machines' decisions) into the ledger, and the
+        outcomes recorded since then against decisions the ledger covers."""
         started = time.monotonic()
         since = self._ledger_since
         if since is not None:
-            self._seed_ledger(max(since, dt.datetime.now(dt.UTC) - CONTACT_PULL_OVERLAP - dt.timedelta(
-                seconds=CONTACT_PULL_SECONDS)), keep_since=True)  # fmt: skip
+            recent = (
+                dt.datetime.now(dt.UTC) - CONTACT_PULL_OVERLAP - dt.timedelta(seconds=CONTACT_PULL_SECONDS)
+            )
+            self._seed_ledger(max(since, recent), keep_since=True)
+            self._seed_outcomes(since, recorded_from=recent)
         self._ledger_pulled = started
 
     def _seed_ledger(self, since: dt.datetime, *, keep_since: bool = False) -> None:
@@ -714,7 +718,24 @@ class DecisionLog:
         with self._engine.connect() as conn:
             ledger.add((row[0], row[1], row[2], row[3]) for row in conn.execute(statement))
         if not keep_since:
+            self._seed_outcomes(since)
             self._ledger_since = since
+
+    def _seed_outcomes(self, since: dt.datetime, *, recorded_from: dt.datetime | None = None) -> None:
+        """Outcomes of the decisions made at or after `since` (recorded at or after `recorded_from`) into the
+        ledger, with each decision's user and time."""
+        ledger = self._ledger
+        assert ledger is not None
+        d, o = self._decisions, self._outcomes
+        statement = (
+            sa.select(o.c.decision_id, o.c.outcome, d.c.user_id, d.c.ts, o.c.action_taken)
+            .join(d, d.c.decision_id == o.c.decision_id)
+            .where(d.c.ts >= _as_utc(since, "since"), d.c.user_id.is_not(None))
+        )
+        if recorded_from is not None:
+            statement = statement.where(o.c.recorded_at >= _as_utc(recorded_from, "recorded_from"))
+        with self._engine.connect() as conn:
+            ledger.add_outcomes((row[0], row[1], row[2], row[3], row[4]) for row in conn.execute(statement))
 
     def _drain(self, deadline: float) -> None:
         with self._consume_lock:
@@ -905,7 +926,28 @@ class DecisionLog:
             given_up = any(failed.record.decision_id == decision_id for failed in self.dead_letter)
             detail = " (its write failed; it is in the dead letter list)" if given_up else ""
             raise UnknownDecision(f"decision {decision_id!r} is not in the decision log{detail}")
+        if self._ledger is not None:  # the next request for the user, on any worker here, sees it at once
+            self._ledger_outcome(decision_id, outcome, action_taken)
         return status
+
+    def _ledger_outcome(self, decision_id: str, outcome: str, action_taken: str) -> None:
+        ledger = self._ledger
+        assert ledger is not None
+        d = self._decisions
+        try:
+            with self._engine.connect() as conn:
+                found = conn.execute(
+                    sa.select(d.c.user_id, d.c.ts).where(d.c.decision_id == decision_id)
+                ).first()
+            if found is not None and found[0] is not None:
+                ledger.add_outcomes([(decision_id, outcome, found[0], found[1], action_taken)])
+        except (
+            SQLAlchemyError,
+            sqlite3.Error,
+        ):  # stored in the log; only this machine's view lags (next pull)
+            logger.exception(
+                "contact ledger %s: outcome %s of %s not added", ledger.path, outcome, decision_id
+            )
 
     def _store_outcome(self, row: Mapping[str, Any]) -> OutcomeStatus | None:
         try:
@@ -990,6 +1032,31 @@ class DecisionLog:
         params = {"user_id": user_id, "since": _as_utc(since, "since"), "no_action": no_action}
         with self._engine.connect() as conn:
             return [(row[0], row[1]) for row in conn.execute(statement, params)]
+
+    def outcomes_since(self, user_id: str, since: dt.datetime) -> list[tuple[str, str]]:
+        """(action taken, outcome) of every outcome recorded against the user's decisions logged at or after
+        `since` — what the request path adds to the snapshot's negative outcomes per action. Journaled: from the
+        contact ledger (filled by `record_outcome` at once, from the database once per `since` and every
+        CONTACT_PULL_SECONDS); otherwise one indexed query."""
+        self._check_open()
+        if self._ledger is not None:
+            if self._ledger_since is None or since < self._ledger_since:
+                self._seed_ledger(since)
+            return self._ledger.outcomes_since(user_id, since)
+        statement = getattr(self, "_outcomes_statement", None)
+        if statement is None:
+            d, o = self._decisions, self._outcomes
+            statement = self._outcomes_statement = (
+                sa.select(o.c.action_taken, o.c.outcome)
+                .join(d, d.c.decision_id == o.c.decision_id)
+                .where(
+                    d.c.user_id == sa.bindparam("user_id"),
+                    d.c.ts >= sa.bindparam("since", type_=_UtcTimestamp),
+                )
+            )
+        with self._engine.connect() as conn:
+            rows = conn.execute(statement, {"user_id": user_id, "since": _as_utc(since, "since")})
+            return [(row[0], row[1]) for row in rows]
 
     def read_decisions(self, since: dt.datetime | None = None) -> list[dict[str, Any]]:
         """Every decision about a stored user (at or after `since`), oldest first, as what lift and campaign

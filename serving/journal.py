@@ -13,9 +13,10 @@ an orphan — its process was killed or crashed before draining it — and `Jour
 to whichever process looks next (at start and then every few seconds), which stores them (inserts skip
 decision ids already stored, so a line stored twice is written once) and deletes the file.
 
-`ContactLedger` keeps, beside the journal, who was contacted (decisions whose action is not `no_action`),
-in a small SQLite file shared by every process on the machine: written before the request answers and read
-by the next request for the same user on any worker, so cooldowns and caps hold across workers at once.
+`ContactLedger` keeps, beside the journal, who was contacted (decisions whose action is not `no_action`) and
+the outcomes recorded against decisions, in a small SQLite file shared by every process on the machine:
+written before the request answers and read by the next request for the same user on any worker, so
+cooldowns, caps and the suppression rule hold across workers at once.
 """
 
 from __future__ import annotations
@@ -212,6 +213,12 @@ class ContactLedger:
                 "ts TEXT NOT NULL, action TEXT NOT NULL)"
             )
             conn.execute("CREATE INDEX IF NOT EXISTS ix_contacts_user_ts ON contacts (user_id, ts)")
+            # outcomes recorded against decisions (POST /v1/outcomes), with the decision's user and time
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS outcomes (decision_id TEXT NOT NULL, outcome TEXT NOT NULL, "
+                "user_id TEXT NOT NULL, ts TEXT NOT NULL, action TEXT NOT NULL, PRIMARY KEY (decision_id, outcome))"
+            )
+            conn.execute("CREATE INDEX IF NOT EXISTS ix_outcomes_user_ts ON outcomes (user_id, ts)")
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -254,9 +261,35 @@ class ContactLedger:
         )
         return [(dt.datetime.fromisoformat(ts), action) for ts, action in rows]
 
+    def add_outcomes(self, rows: Iterable[tuple[str, str, str, dt.datetime, str]]) -> None:
+        """(decision_id, outcome, user_id, the decision's ts in UTC, action taken) of recorded outcomes."""
+        values = [(d, o, u, _text(ts), a) for d, o, u, ts, a in rows]
+        if not values:
+            return
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?)", values)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def outcomes_since(self, user_id: str, since: dt.datetime) -> list[tuple[str, str]]:
+        """(action taken, outcome) recorded against the user's decisions made at or after `since`."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT action, outcome FROM outcomes WHERE user_id = ? AND ts >= ?", (user_id, _text(since))
+            )
+            .fetchall()
+        )
+        return [(action, outcome) for action, outcome in rows]
+
     def prune(self, before: dt.datetime) -> None:
         with self._connection() as conn:
             conn.execute("DELETE FROM contacts WHERE ts < ?", (_text(before),))
+            conn.execute("DELETE FROM outcomes WHERE ts < ?", (_text(before),))
 
     def close(self) -> None:
         with self._all_lock:

@@ -131,7 +131,8 @@ class Alternative(ValueTerms):
     name: str
     status: str = Field(
         description="chosen, eligible, ineligible_stage, cooldown, contact_cap, harmful, control_group or "
-        "suppressed (paused after policy.suppress_after_negative_outcomes negative outcomes)"
+        "suppressed (paused after [policy] negative_outcomes_retention or negative_outcomes_upgrade negative "
+        "outcomes of this action)"
     )
     reason: str = Field(
         description="Why chosen or not, in the language asked for; amounts in `value.currency`"

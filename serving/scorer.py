@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from models.arbitration import ExplorationKey, days_since_action_column, negative_outcomes_column
-from models.catalog import NO_ACTION
+from features.contacts import contacts_column, days_since_column, negative_outcomes_column
+from models.arbitration import ExplorationKey
+from models.catalog import NO_ACTION, contact_windows
 from models.frame import encode_row
 from models.policy import Decisions, decide
 from models.population import CHURN_POPULATION, lapsed
@@ -27,9 +28,20 @@ from serving.state import ModelSet
 MODEL_TARGETS = ("churn", "upgrade")
 
 
-def contact_columns(actions: tuple[str, ...]) -> list[str]:
-    """The per-action contact columns (models.arbitration) a decision's inputs may carry beside the features."""
-    return [column for a in actions for column in (days_since_action_column(a), negative_outcomes_column(a))]
+def contact_columns(policy: Any) -> list[str]:
+    """The per-action contact columns (features.contacts: days since each action, its contacts per window, its
+    negative outcomes) a decision's inputs may carry beside the features: the snapshot's contact state in the
+    online store, updated with what was logged since (serving.cache.Contacts)."""
+    windows = contact_windows(policy.contact, policy.catalog)
+    return [column for a in policy.actions for column in (
+        days_since_column(a), *(contacts_column(a, w) for w in windows), negative_outcomes_column(a))]  # fmt: skip
+
+
+def with_contact_columns(known: dict[str, Any], values: Mapping[str, Any], policy: Any) -> dict[str, Any]:
+    """The features a decision was made from and the contact state it read (what the log keeps as its inputs,
+    so a replay or a re-decision after a contact starts from the same state)."""
+    found = {column: values[column] for column in contact_columns(policy) if values.get(column) is not None}
+    return {**known, **found} if found else known
 
 
 TERM_KEYS = tuple(ValueTerms.model_fields)
@@ -111,10 +123,8 @@ class Scorer:
             bundle = getattr(models, target)
             matrices[target] = encode_row(known, bundle.feature_names, bundle.categories)
             probabilities[target], _ = score_matrix(matrices[target], bundle)
-        columns = {name: [value] for name, value in known.items()}
-        for column in contact_columns(policy.actions):  # each action's contact history, when known
-            if values.get(column) is not None:
-                columns[column] = [values[column]]
+        inputs = with_contact_columns(known, values, policy)  # each action's contact history, when known
+        columns = {name: [value] for name, value in inputs.items()}
         gone = bool(lapsed(columns, models.churn.horizon_days)[0])
         returning = None
         scored_by = "churn"
@@ -145,7 +155,7 @@ class Scorer:
         )  # fmt: skip
         return self.assemble(
             models, decisions, decisions.columns(), 0, explanations=explanations, gone=gone, missing=missing,
-            known=known, user_id=user_id, as_of=as_of, lang=lang, decision_id=uuid.uuid4().hex,
+            known=inputs, user_id=user_id, as_of=as_of, lang=lang, decision_id=uuid.uuid4().hex,
         )  # fmt: skip
 
     def assemble(

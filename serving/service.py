@@ -150,11 +150,13 @@ class DecisionService:
         cache = None if self.caches is None else self.caches.get(models)
         if cache is None:
             row = self.stored(user_id)
-            return self.decide_and_log(models, dict(row.values), user_id, row.as_of, lang, {})[1]
+            values = self.since_snapshot(models, user_id, row.as_of, row.values)
+            return self.decide_and_log(models, values, user_id, row.as_of, lang, {})[1]
         entry = self.cached_entry(cache, user_id, lang)
         if entry is None:
             row = self.stored(user_id)  # UnknownUser (404) when the store has no row either
-            return self.decide_and_log(models, dict(row.values), user_id, row.as_of, lang, {})[1]
+            values = self.since_snapshot(models, user_id, row.as_of, row.values)
+            return self.decide_and_log(models, values, user_id, row.as_of, lang, {})[1]
         shadow = None
         shadow_models = self.holder.shadow
         if shadow_models is not None:
@@ -190,10 +192,23 @@ class DecisionService:
         entry = cache.entry(user_id, lang, self.scorer, self.store)
         if entry is None:
             return None
-        contacts = Contacts.from_log(
-            self.decision_log.contacts_since(user_id, cache.since), dt.datetime.now(dt.UTC)
-        )
+        contacts = self.logged_since(cache.models, user_id, cache.since)
         return entry if contacts is None else cache.contacted(user_id, lang, contacts, self.scorer, entry)
+
+    def logged_since(self, models: ModelSet, user_id: str, since: dt.datetime) -> Contacts | None:
+        """What the user's decisions and outcomes logged at or after `since` (the snapshot's start) change in
+        the snapshot's contact state: contacts (every action's days since, its contacts per window, the contact
+        features) and negative outcomes recorded through POST /v1/outcomes; None when nothing was logged."""
+        logged = self.decision_log.contacts_since(user_id, since)
+        outcomes = self.decision_log.outcomes_since(user_id, since)
+        if not logged and not outcomes:  # a user with nothing logged since the snapshot: the row as stored
+            return None
+        return Contacts.since_snapshot(models.policy, logged, outcomes, dt.datetime.now(dt.UTC))
+
+    def since_snapshot(self, models: ModelSet, user_id: str, as_of: dt.date, values: Any) -> dict[str, Any]:
+        """A stored row's values with the contacts and outcomes logged since its snapshot applied."""
+        contacts = self.logged_since(models, user_id, dt.datetime.combine(as_of, dt.time.min, dt.UTC))
+        return dict(values) if contacts is None else contacts.applied(values)
 
     def decide_request(self, body: DecisionRequest, models: ModelSet, lang: str) -> Decision:
         """The decision for a validated request (its features checked by `feature_errors`): the user's stored
@@ -206,9 +221,9 @@ class DecisionService:
         """`decide_request` with the decision's JSON, encoded once for the response and the log."""
         values: dict[str, Any] = {}
         as_of = None
-        if body.user_id is not None:
+        if body.user_id is not None:  # the stored row, with what was logged for the user since its snapshot
             row = self.stored(body.user_id)
-            values.update(row.values)
+            values.update(self.since_snapshot(models, body.user_id, row.as_of, row.values))
             as_of = row.as_of
         values.update(body.features)
         return self.decide_and_log(models, values, body.user_id, as_of, lang, body.features)

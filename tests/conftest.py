@@ -33,6 +33,7 @@ import pytest
 from clm.config import load_config
 from features.jobs import materialize_latest
 from features.registry import FeatureParams
+from models.catalog import contact_params
 from simulation.io import simulate_to_directory
 from training import tracking
 from training.policy import train_policy
@@ -229,7 +230,8 @@ def _build_served_world(root: Path, template: Path) -> dict[str, Any]:
         train_policy(data, config=config, project_root=root, truth_dir=data / "truth")
         promote_model("clm-policy", metric="test.offline.dr", tolerance=1e9)
     store_url = f"sqlite:///{root / 'online.db'}"
-    _, frame = materialize_latest(data, store_url, params=FeatureParams.from_config(config.features))
+    _, frame = materialize_latest(data, store_url, params=FeatureParams.from_config(config.features),
+                                  contacts=contact_params(config))  # fmt: skip
     user_ids = sorted(frame["user_id"].astype(str))
     return {
         "data": str(data),

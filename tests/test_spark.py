@@ -15,8 +15,10 @@ from typer.testing import CliRunner
 
 import features.build
 from clm.cli import app
+from clm.config import load_config
 from features.jobs import build_feature_tables, connect
 from features.spark import JAVA_PACKAGE, JAVA_SCRIPT, SparkUnavailable, spark_session
+from models.catalog import contact_params
 from simulation.io import simulate_to_directory
 from tests.conftest import ServedWorld, mlflow_store
 
@@ -73,6 +75,27 @@ def test_features_and_labels_on_spark_equal_duckdb(
     assert on_spark.feature_version == on_duckdb.feature_version
     for name in ("features.parquet", "labels.parquet"):
         assert_same_table(_read(tmp_path / "spark", name), _read(tmp_path / "duckdb", name), name)
+
+
+def test_contact_state_on_spark_equals_duckdb(world: Path, spark_engine) -> None:
+    """The per-action contact state (features.contacts) is one definition on both engines: the same days since,
+    window counts and negative outcomes at every cutoff, as a table and joined by the Spark expression."""
+    from features.jobs import contact_states, latest_feature_table, latest_features
+
+    contacts = contact_params(load_config())
+    on_spark = contact_states(world, CUTOFFS, contacts, con=spark_engine)
+    on_duckdb = contact_states(world, CUTOFFS, contacts, con=connect())
+    for frame in (on_spark, on_duckdb):
+        frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date
+    assert on_duckdb[contacts.count_columns()].to_numpy().sum() > 0  # the world's campaigns show up
+    assert_same_table(on_spark, on_duckdb, "contact state")
+    expr, _ = latest_feature_table(spark_engine, world, contacts=contacts)
+    joined = expr.to_pandas()
+    expected, _ = latest_features(world, contacts=contacts)
+    for frame in (joined, expected):
+        frame["cutoff"] = pd.to_datetime(frame["cutoff"]).dt.date
+    assert_same_table(joined[["user_id", "cutoff", *contacts.columns()]],
+                      expected[["user_id", "cutoff", *contacts.columns()]], "joined contact state")  # fmt: skip
 
 
 def test_score_on_spark_equals_score_in_process(
@@ -139,8 +162,11 @@ def test_materialize_from_spark_equals_duckdb(world: Path, spark_engine, tmp_pat
     from features.jobs import materialize_latest
     from features.online import open_store
 
-    spark_info, _ = materialize_latest(world, f"sqlite:///{tmp_path / 'spark.db'}", con=spark_engine)
-    duckdb_info, _ = materialize_latest(world, f"sqlite:///{tmp_path / 'duckdb.db'}")
+    contacts = contact_params(load_config())  # each user's contact state stored beside the features too
+    spark_info, _ = materialize_latest(world, f"sqlite:///{tmp_path / 'spark.db'}", con=spark_engine,
+                                       contacts=contacts)  # fmt: skip
+    duckdb_info, _ = materialize_latest(world, f"sqlite:///{tmp_path / 'duckdb.db'}", contacts=contacts)
+    assert set(contacts.columns()) <= set(duckdb_info.features)
     assert (spark_info.n_users, spark_info.as_of, spark_info.feature_version) == (
         duckdb_info.n_users, duckdb_info.as_of, duckdb_info.feature_version,
     )  # fmt: skip

@@ -27,8 +27,8 @@ import pandas as pd
 from features.datadir import resolve_data_dir
 from features.jobs import connect, latest_features, load_inputs
 from features.registry import FeatureParams
-from models.arbitration import CONTACT_CAP, COOLDOWN, INELIGIBLE_STAGE, expected_values
-from models.catalog import NO_ACTION
+from models.arbitration import CONTACT_CAP, COOLDOWN, INELIGIBLE_STAGE, SUPPRESSED, expected_values
+from models.catalog import NO_ACTION, contact_params
 from models.config import ModelsConfig
 from models.decision import DecisionModels, load_decision_models, plan_budget, probabilities
 from models.policy import Decisions, PolicyBundle
@@ -132,7 +132,7 @@ def baseline_choices(
 ) -> dict[str, np.ndarray]:
     """Chosen action index (−1 = none) per user for the deterministic baselines."""
     n = status.shape[0]
-    contactable = ~np.isin(status, [INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP])
+    contactable = ~np.isin(status, [INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP, SUPPRESSED])
     playbook = np.full(n, -1)
     for s in STAGES:
         first = next((i for i, a in enumerate(catalog) if s in a.stages), None)
@@ -159,8 +159,8 @@ def value_of(choice: np.ndarray, true_value: np.ndarray) -> np.ndarray:
 
 
 def contactable_actions(decisions: Decisions) -> np.ndarray:
-    """(n, A): the actions a user could be contacted with at all (stage eligible, no cooldown or cap)."""
-    return ~np.isin(decisions.arbitration.status, [INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP])
+    """(n, A): the actions a user could be contacted with at all (stage eligible, no cooldown, cap or suppression)."""
+    return ~np.isin(decisions.arbitration.status, [INELIGIBLE_STAGE, COOLDOWN, CONTACT_CAP, SUPPRESSED])
 
 
 @dataclass
@@ -629,7 +629,8 @@ def evaluate_policy(
     params = FeatureParams.from_config(config.features)
 
     progress(f"scoring every user as of {as_of}")
-    frame, _ = latest_features(data_dir, params=params, as_of=as_of)
+    contacts = contact_params(config, policy.catalog, policy.contact)
+    frame, _ = latest_features(data_dir, params=params, as_of=as_of, contacts=contacts)
     frame = frame.reset_index(drop=True)
     decisions = models.decide(frame).decisions
     assert decisions is not None
@@ -652,7 +653,7 @@ def evaluate_policy(
 
     progress("offline estimates from the logged campaign")
     try:
-        logged, _ = policy_frame(data_dir, config, waves=[as_of])
+        logged, _ = policy_frame(data_dir, config, waves=[as_of], contacts=contacts)
     except Exception as exc:  # no campaign that day: nothing to estimate from
         log.warning("no offline estimate at %s: %s", as_of, exc)
         offline = dict(NO_OFFLINE)

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.campaigns import HistoryCounts, campaign_history
+from features.datadir import resolve_data_dir
 
 CAMPAIGNS = "campaigns.parquet"
 
@@ -23,7 +24,7 @@ def with_logged_decisions(data_dir: Path, logged: pd.DataFrame) -> Iterator[tupl
     """A temporary data directory: every file of `data_dir` linked, `campaigns.parquet` replaced by the
     history of the file and the `logged` decisions (user_id, ts, action, propensity). Nothing in `data_dir`
     changes."""
-    data_dir = Path(data_dir)
+    data_dir = resolve_data_dir(Path(data_dir))  # an ingested directory: its current version's files
     path = data_dir / CAMPAIGNS
     campaigns = pd.read_parquet(path) if path.exists() else None
     history, counts = campaign_history(campaigns, logged)

@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from features.build import LabelParams
-from features.jobs import build_feature_tables, connect, load_inputs
+from features.contacts import ContactParams, join_contact_state
+from features.jobs import build_feature_tables, connect, contact_state_frame, load_inputs
 from features.registry import FeatureParams, build_registry, feature_names, registry_version
 from models.arbitration import ELIGIBLE, INELIGIBLE_STAGE
-from models.catalog import NO_ACTION, ContactPolicy, load_catalog
+from models.catalog import NO_ACTION, ContactPolicy, contact_params, load_catalog
 from models.config import ModelsConfig
 from models.decision import load_bundles, load_reactivation, population_scores
 from models.frame import category_lists, model_matrix
@@ -61,11 +62,14 @@ def policy_frame(
     *,
     as_of: dt.date | None = None,
     waves: list[dt.date] | None = None,
+    contacts: ContactParams | None = None,
 ) -> tuple[pd.DataFrame, dt.date]:
     """One row per logged campaign decision (user × wave day, holdouts included): the user's features as
-        of the start of that day, the logged action and propensity, and the churn/upgrade labels of the horizon
-        after it (null while open). Dormant users are kept: win-back decisions are made about them. `waves`
-    restricts the rows to those contact days."""
+    of the start of that day with the contact state the policy's arbitration reads beside them (features.contacts,
+    for `contacts`, default the config's catalogue: so a decision replayed on the wave keeps every cooldown,
+    cap and suppression), the logged action and propensity, and the churn/upgrade labels of the horizon after
+    it (null while open). Dormant users are kept: win-back decisions are made about them. `waves` restricts
+    the rows to those contact days."""
     con = connect()
     inputs = load_inputs(con, data_dir, as_of)
     if inputs.campaigns is None:
@@ -103,6 +107,8 @@ def policy_frame(
             data_dir, waves, Path(tmp), params=params, label_params=labels, as_of=as_of, con=con
         )
         features = load_training_frame(summary.features_path, summary.labels_path)
+    state = contact_state_frame(con, inputs, waves, contacts or contact_params(config))
+    features = join_contact_state(features, state, contacts or contact_params(config))
     frame = campaigns.drop(columns=["ts"]).merge(features, on=["user_id", "cutoff"], how="inner")
     if len(frame) < len(campaigns):
         log.info(

@@ -26,7 +26,7 @@ import pandas as pd
 from features.build import LabelParams
 from features.jobs import DataDirectoryError, connect, feature_history, load_inputs
 from features.registry import FeatureParams, build_registry
-from models.catalog import NO_ACTION
+from models.catalog import NO_ACTION, contact_params
 from models.config import ModelsConfig
 from models.decision import DecisionModels, Scores, decide_population
 from models.metrics import MIN_RELIABLE_BIN_USERS, classification_metrics, reliability_table
@@ -241,7 +241,11 @@ def gather_report_inputs(
         {*cutoffs, *([calibration_cutoff] if calibration_cutoff else []), *([data_end] if data_end else [])}
     )
     progress(f"features at {len(wanted)} cutoffs: {', '.join(map(str, wanted))}")
-    history = feature_history(data_dir, wanted, params=params, label_params=labels, con=con)
+    # each user's contact state at every cutoff beside the features: the report decides as `clm score` does
+    contacts = contact_params(config, models.policy.catalog, models.policy.contact)
+    history = feature_history(
+        data_dir, wanted, params=params, label_params=labels, con=con, contacts=contacts
+    )
     users_at_data_end = None
     if data_end is not None:  # after every other cutoff: counted, then left out of the report's history
         at_end = (history["cutoff"] == data_end).to_numpy()
@@ -275,7 +279,10 @@ def _monitoring_inputs(
     reference = None
     if cutoffs:
         progress(f"features at the {len(cutoffs)} training cutoffs for the drift section")
-        reference = feature_history(data_dir, cutoffs, params=params, label_params=labels, con=con)
+        contacts = contact_params(config, models.policy.catalog, models.policy.contact)  # as the snapshot's
+        reference = feature_history(
+            data_dir, cutoffs, params=params, label_params=labels, con=con, contacts=contacts
+        )
     users_path = Path(data_dir) / "users.parquet"
     users = pd.read_parquet(users_path) if users_path.exists() else None
     return MonitorInputs(

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clm.commands.features import feature_params, label_params
+from clm.commands.features import contact_params, feature_params, label_params
 from clm.commands.ingest import ingest_options
 from clm.config import load_config
 from clm.config_schema import ClmConfig
@@ -219,7 +219,7 @@ def _features_and_store(console: Console, config: ClmConfig, data: Path, out: Pa
 
     url = f"sqlite:///{(out / 'online.db').resolve()}"
     with console.status("materializing the latest vectors"):
-        info, latest = materialize_latest(data, url, params=params)
+        info, latest = materialize_latest(data, url, params=params, contacts=contact_params(config))
         as_of = info.as_of
         with open_store(url) as store:
             sample = store.read(str(latest["user_id"].iloc[0]))
@@ -319,7 +319,9 @@ def _policy(console: Console, config: ClmConfig, data: Path, truth: Path) -> Non
         console.print("   " + line)
 
     models = load_decision_models(config)
-    frame, as_of = latest_features(data, params=feature_params(config))
+    frame, as_of = latest_features(
+        data, params=feature_params(config), contacts=contact_params(config, models)
+    )
     batch = models.decide(frame).table
     table = Table(title=f"8. a few decisions as of {as_of} ({models.described(models.policy)})")
     currency = config.value.currency

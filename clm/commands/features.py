@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -34,6 +36,61 @@ def label_params(config: ClmConfig, horizon_days: int | None = None) -> LabelPar
     from features.build import LabelParams
 
     return LabelParams.from_config(config.labels, horizon_days=horizon_days)
+
+
+def contact_params(config: ClmConfig, models: Any = None) -> Any:
+    """The per-action contact state to join beside the features (features.contacts): for the actions of the
+    policy that decides (`models`, a DecisionModels), else of the config's catalogue."""
+    from models.catalog import contact_params as params
+
+    if models is None:
+        return params(config)
+    return params(config, models.policy.catalog, models.policy.contact)
+
+
+# `--decision-log` of the commands that read a snapshot's contact history.
+HistoryLog = Annotated[
+    str | None,
+    typer.Option(
+        "--decision-log",
+        help="Add this decision log's decisions (sqlite:///PATH or postgresql://…) to the campaign history the "
+        "contact state (cooldowns, caps, negative outcomes) is computed from: a contact the campaigns file holds "
+        "too (same user, day and action) counts once.",
+    ),
+]
+
+
+@contextlib.contextmanager
+def logged_history(data: Path, url: str | None, *, missing_ok: bool = False) -> Iterator[Path]:
+    """`data` seen with the decision log's decisions in its campaign history (training.history); says on stderr
+    how many rows came from where. Without `url` (or, `missing_ok`, a SQLite log that does not exist), `data`."""
+    missing = (
+        url is not None and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()
+    )
+    if url is None or (missing and missing_ok):
+        yield data
+        return
+    import pandas as pd
+
+    from features.datadir import resolve_data_dir
+    from serving.decision_log import DecisionLog
+    from training.history import with_logged_decisions
+
+    if missing:
+        raise ValueError(f"--decision-log: no decision log at {url}")
+    log_store = DecisionLog(url)
+    try:
+        logged = pd.DataFrame(log_store.read_decisions(), columns=["user_id", "ts", "action", "propensity"])
+    finally:
+        log_store.close()
+    with with_logged_decisions(data, logged) as (view, counts):
+        typer.echo(
+            f"campaign history: {counts.from_file:,} rows from {resolve_data_dir(data) / 'campaigns.parquet'}, "
+            f"{counts.from_log:,} logged decisions ({counts.repeated:,} repeats of a user's day left out, "
+            f"{counts.duplicates:,} also in the file counted once): {counts.rows:,} rows",
+            err=True,
+        )
+        yield view
 
 
 # The `--data` option of the commands that read a canonical data directory.
@@ -186,8 +243,10 @@ def materialize(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
     engine: Engine = None,
+    decision_log: HistoryLog = None,
 ) -> None:
-    """Materialize the latest features per user into the online store."""
+    """Materialize the latest features per user into the online store, with each user's contact state (days
+    since each action, contacts per action and window, negative outcomes) beside them."""
     from rich.console import Console
 
     from clm.config import load_config
@@ -201,12 +260,14 @@ def materialize(
     console = Console(stderr=True)
     con = engine_connection(settings, engine, "clm features materialize")
     try:
-        with console.status(
-            f"computing the latest feature vectors and writing them to {url}", spinner="dots"
+        with (
+            logged_history(Path(data), decision_log) as source,
+            console.status(f"computing the latest feature vectors and writing them to {url}", spinner="dots"),
         ):
             info, _ = materialize_latest(
-                data, url, params=params, as_of=date_option(as_of, "--as-of"), con=con
-            )
+                source if decision_log is not None else data, url, params=params,
+                as_of=date_option(as_of, "--as-of"), con=con, contacts=contact_params(config),
+            )  # fmt: skip
         snapshot_date = info.as_of
     except (DataDirectoryError, ValueError, OSError) as exc:
         typer.echo(f"clm features materialize: {exc}", err=True)

@@ -156,7 +156,7 @@ def demo_step(console: Any, config: Any, data: Any, out: Any, step: str = "8b") 
     how many action × stage intervals hold the true effect."""
     import pandas as pd
 
-    from clm.commands.features import feature_params
+    from clm.commands.features import contact_params, feature_params
     from clm.commands.policy import simulated_truth
     from features.jobs import latest_features
     from models.decision import load_decision_models
@@ -171,7 +171,8 @@ def demo_step(console: Any, config: Any, data: Any, out: Any, step: str = "8b") 
     day = max(pd.read_parquet(truth / "effects.parquet", columns=["cutoff"])["cutoff"])
     with console.status("deciding, logging and measuring a campaign"):
         models = load_decision_models(config)
-        frame, _ = latest_features(data, params=feature_params(config), as_of=day)
+        frame, _ = latest_features(data, params=feature_params(config), as_of=day,
+                                   contacts=contact_params(config, models))  # fmt: skip
         table = models.decide(frame, explore=True).table
         table, true = simulated_outcomes(table, truth, day, models.policy.actions, seed=0)
         path = out / "campaign.db"

@@ -21,9 +21,12 @@ from clm.commands.features import (
     DataLocation,
     DecisionDate,
     Engine,
+    HistoryLog,
+    contact_params,
     date_option,
     engine_connection,
     feature_params,
+    logged_history,
 )
 from clm.config import load_config
 from clm.progress import Step, quiet_third_party, status_steps, step_lines
@@ -370,10 +373,12 @@ def score(
         ),
     ] = False,
     engine: Engine = None,
+    decision_log: HistoryLog = None,
 ) -> None:
     """Stage, churn and upgrade probability, CLV and the next best action for every user known before the
     date, with the @champion models and policy. Only the churn model is required: without an upgrade model
-    the upgrade probability is blank, without a policy the catalogue's prior effects value the actions."""
+    the upgrade probability is blank, without a policy the catalogue's prior effects value the actions. Each
+    action's cooldown, cap and suppression read the user's contact history per action (features.contacts)."""
     quiet_third_party()
     from clm.settings import Settings
     from training import tracking
@@ -392,12 +397,12 @@ def score(
     assert day is not None
     with status_steps(Console(stderr=True), "loading the @champion models") as step:
         _score(data, out, day, settings, config, step, budget=budget, explore=explore, explain=explain,
-               engine=engine)  # fmt: skip
+               engine=engine, decision_log=decision_log)  # fmt: skip
 
 
 def _score(
     data: str, out: str, day: dt.date, settings: Any, config: Any, step: Step, *, budget: float | None,
-    explore: bool, explain: bool, engine: Any,
+    explore: bool, explain: bool, engine: Any, decision_log: str | None = None,
 ) -> None:  # fmt: skip
     """The work of `clm score`, reporting each step to `step`."""
     from features.jobs import DataDirectoryError, latest_features
@@ -410,13 +415,15 @@ def _score(
         typer.echo(f"clm score: {exc} (and `clm promote` to make it @champion)", err=True)
         raise typer.Exit(2) from exc
     con = engine_connection(settings, engine, "clm score")
-    if con is not None:
-        step(f"scoring on Spark as of {day}")
-        _score_on_spark(con, data, out, models, day, config, explore=explore, explain=explain)
-        return
-    step(f"building every user's features as of {day}")
+    step(f"scoring on Spark as of {day}" if con is not None else f"building every user's features as of {day}")
     try:
-        frame, _ = latest_features(data, params=feature_params(config), as_of=day)
+        with logged_history(Path(data), decision_log) as source:
+            if con is not None:
+                _score_on_spark(con, str(source) if decision_log is not None else data, out, models, day, config,
+                                explore=explore, explain=explain)  # fmt: skip
+                return
+            frame, _ = latest_features(source if decision_log is not None else data, params=feature_params(config), as_of=day,
+                                       contacts=contact_params(config, models))  # fmt: skip
     except (DataDirectoryError, ValueError) as exc:
         typer.echo(f"clm score: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -448,31 +455,6 @@ def _score(
     )
 
 
-@contextlib.contextmanager
-def logged_history(data: Path, url: str):
-    """`data` seen with the decision log's decisions in its campaign history (training.history); says how many
-    rows came from where."""
-    import pandas as pd
-
-    from serving.decision_log import DecisionLog
-    from training.history import with_logged_decisions
-
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise ValueError(f"--decision-log: no decision log at {url}")
-    log_store = DecisionLog(url)
-    try:
-        logged = pd.DataFrame(log_store.read_decisions(), columns=["user_id", "ts", "action", "propensity"])
-    finally:
-        log_store.close()
-    with with_logged_decisions(data, logged) as (view, counts):
-        typer.echo(
-            f"campaign history: {counts.from_file:,} rows from {data / 'campaigns.parquet'}, {counts.from_log:,} "
-            f"logged decisions ({counts.repeated:,} repeats of a user's day left out, {counts.duplicates:,} also "
-            f"in the file counted once): {counts.rows:,} rows"
-        )
-        yield view
-
-
 def _score_on_spark(
     con: Any, data: str, out: str, models: Any, day: dt.date, config: Any, *, explore: bool, explain: bool
 ) -> None:
@@ -485,7 +467,7 @@ def _score_on_spark(
     try:
         summary = score_on_spark(
             con, data, out, models, as_of=day, params=feature_params(config), explore=explore,
-            explain_top_k=config.serving.explain_top_k if explain else None,
+            explain_top_k=config.serving.explain_top_k if explain else None, contacts=contact_params(config, models),
         )  # fmt: skip
     except (DataDirectoryError, ValueError) as exc:
         typer.echo(f"clm score: {exc}", err=True)

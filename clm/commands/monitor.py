@@ -86,6 +86,7 @@ def run_monitor(
     from features.build import LabelParams
     from features.jobs import DataDirectoryError, connect, feature_history, load_inputs
     from features.registry import FeatureParams
+    from models.catalog import contact_params
     from models.decision import load_decision_models
     from models.drift import DriftThresholds
     from models.monitoring import describe_snapshot, monitor, training_cutoffs
@@ -101,6 +102,7 @@ def run_monitor(
     frame = feature_history(
         Path(data), sorted({*reference_cutoffs, day}), params=FeatureParams.from_config(config.features),
         label_params=LabelParams.from_config(config.labels),
+        contacts=contact_params(config, models.policy.catalog, models.policy.contact),  # the decisions' contact state
     )  # fmt: skip
     reference = frame[frame["cutoff"].isin(reference_cutoffs)].reset_index(drop=True)
     current = frame[frame["cutoff"] == day].reset_index(drop=True)

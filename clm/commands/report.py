@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from clm.commands.features import Budget, DataDir, DecisionDate, date_option
+from clm.commands.features import Budget, DataDir, DecisionDate, date_option, logged_history
 from clm.commands.policy import latent_to_product_stage, simulated_truth
 from clm.config import config_digest, load_config
 from clm.config_schema import ClmConfig
@@ -30,7 +30,9 @@ def report(
         typer.Option(
             "--decision-log",
             help="Measure the lift of this decision log's decisions (sqlite:///PATH or "
-            "postgresql://…; default CLM_DECISION_LOG when it exists).",
+            "postgresql://…; default CLM_DECISION_LOG when it exists). Given here, its decisions also join the "
+            "campaign history the contact state (cooldowns, caps, negative outcomes) is computed from, each "
+            "contact once.",
         ),
     ] = None,
 ) -> None:
@@ -89,11 +91,13 @@ def write_report(
         generated_at=dt.datetime.now(dt.UTC),
         truth_dir=None if truth is None else str(truth.resolve()),
     )
-    inputs = gather_report_inputs(
-        data, config=config, as_of=day, models=models, context=context, project_root=Path.cwd(), budget=budget,
-        truth_dir=truth, latent_to_stage=None if truth is None else latent_to_product_stage(),
-        progress=status or (lambda message: None), stale_after_days=config.serving.stale_after_days,
-    )  # fmt: skip
+    # an explicit log's decisions join the contact history (a missing one: the lift section says so)
+    with logged_history(data, lift_log, missing_ok=True) as source:
+        inputs = gather_report_inputs(
+            source, config=config, as_of=day, models=models, context=context, project_root=Path.cwd(),
+            budget=budget, truth_dir=truth, latent_to_stage=None if truth is None else latent_to_product_stage(),
+            progress=status or (lambda message: None), stale_after_days=config.serving.stale_after_days,
+        )  # fmt: skip
     inputs.lift, inputs.lift_source = measured_lift(config, lift_log)
     if status:
         status("figures and tables")

@@ -18,6 +18,7 @@ from features.build import LabelParams
 from features.jobs import feature_history
 from features.online import OnlineStore
 from features.registry import FeatureParams
+from models.catalog import contact_params
 from models.drift import DriftThresholds
 from models.monitoring import Monitor, describe_snapshot, gauges, lift_calibration, monitor, training_cutoffs
 from serving.config import ServingConfig
@@ -117,6 +118,7 @@ class MonitorCache:
         reference = feature_history(
             Path(self.events_dir), cutoffs, params=FeatureParams.from_config(self.config.features),
             label_params=LabelParams.from_config(self.config.labels),
+            contacts=contact_params(self.config, models.policy.catalog, models.policy.contact),  # as the store's
         )  # fmt: skip
         if self._closing.is_set():
             return MonitorView(None, "shutting down", 0.0)

@@ -22,6 +22,7 @@ from features.online import OnlineStore
 from features.registry import FeatureParams
 from models import overview as ov
 from models import plots
+from models.catalog import contact_params
 from models.lifecycle import AnalyticsParams, LifecycleAnalytics, lifecycle_analytics
 from serving.config import ServingConfig
 from serving.review.text import TEXT
@@ -80,10 +81,11 @@ def _stop_if(cancelled: Callable[[], bool]) -> None:
 
 
 def overview_inputs(
-    store: OnlineStore, config: ServingConfig, events_dir: str | None
+    store: OnlineStore, config: ServingConfig, events_dir: str | None, models: ModelSet | None = None
 ) -> tuple[dt.date, pd.DataFrame]:
     """The I/O of an overview: the snapshot's date and the features of every user at the snapshot (and, with
-    the event data, at the earlier cutoffs, with the labels where their horizon has closed)."""
+    the event data, at the earlier cutoffs, with the labels where their horizon has closed), with the contact
+    state per action the `models`' policy reads beside them (the store keeps it for the snapshot)."""
     info = store.info()
     if info is None:
         raise HTTPException(503, "the online store has no snapshot yet")
@@ -91,9 +93,12 @@ def overview_inputs(
     as_of = info.as_of
     if events_dir:
         cutoffs = _history_cutoffs(as_of, review.history_cutoffs, review.history_step_days)
+        contacts = (
+            None if models is None else contact_params(config, models.policy.catalog, models.policy.contact)
+        )
         frame = feature_history(
             Path(events_dir), cutoffs, params=FeatureParams.from_config(config.features),
-            label_params=LabelParams.from_config(config.labels),
+            label_params=LabelParams.from_config(config.labels), contacts=contacts,
         )  # fmt: skip
     else:
         frame = store_frame(store).assign(cutoff=as_of)
@@ -199,7 +204,7 @@ def build_overview(
     """The snapshot's decisions (and, with the event data, the earlier cutoffs' and the labels where their
     horizon has closed), summarised and drawn."""
     started = time.perf_counter()
-    as_of, frame = overview_inputs(store, config, events_dir)
+    as_of, frame = overview_inputs(store, config, events_dir, models)
     overview = summarise_overview(
         models, frame, as_of, config, bool(events_dir), users=read_users(events_dir)
     )
@@ -231,7 +236,7 @@ class OverviewCache:
                 started = time.perf_counter()
                 with self._reading:
                     _stop_if(self._closing.is_set)
-                    as_of, frame = overview_inputs(store, self.config, self.events_dir)
+                    as_of, frame = overview_inputs(store, self.config, self.events_dir, models)
                     users = read_users(self.events_dir)
                 value = summarise_overview(
                     models,

@@ -91,8 +91,23 @@ def test_contact_policy_from_the_shipped_config() -> None:
         exploration_salt="clm-exploration-1",
         control_share=0.05,
         control_salt="clm-control-1",
-        suppress_after_negative_outcomes=2,
+        negative_outcomes_retention=2,
+        negative_outcomes_upgrade=3,
+        negative_outcome_days=30,
+        negative_outcome_names_retention=("churned", "cancelled", "unsubscribed", "complained"),
+        negative_outcome_names_upgrade=("not_upgraded", "declined", "unsubscribed", "complained"),
+        contact_windows_days=(30, 90),
     )
+    assert (
+        ContactPolicy.from_dict(json.loads(json.dumps(policy.to_dict()))) == policy
+    )  # as a saved policy keeps it
+
+
+def test_a_policy_saved_with_the_one_threshold_of_before_applies_it_to_every_action() -> None:
+    stored = {"max_contacts_per_30d": 1, "harm_tolerance": 0.01, "exploration_share": 0.05,
+              "suppress_after_negative_outcomes": 4}  # fmt: skip
+    policy = ContactPolicy.from_dict(stored)
+    assert (policy.negative_outcomes_retention, policy.negative_outcomes_upgrade) == (4, 4)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ CATALOG = (
     Action("survey", ("at_risk",), 0.5, "email", 7, "retention", -0.02, 0.0),
 )
 POLICY = ContactPolicy(max_contacts_per_30d=5, harm_tolerance=0.01, exploration_share=0.0,
-                       suppress_after_negative_outcomes=2)  # fmt: skip
+                       negative_outcomes_retention=2, negative_outcomes_upgrade=3)  # fmt: skip
 
 
 def _statuses(contacts: ContactState, policy: ContactPolicy = POLICY) -> list[str]:
@@ -66,3 +66,34 @@ def test_an_action_pauses_after_n_negative_outcomes() -> None:
     assert _statuses(contacts, off)[0] == ELIGIBLE  # 0: the rule is off
     frame = {"negative_outcomes_discount": [2.0]}  # the column a decision's inputs carry
     assert _statuses(ContactState.from_frame(frame, 1, ("discount", "survey")))[0] == SUPPRESSED
+
+
+def test_logged_contacts_and_outcomes_update_the_per_action_state() -> None:
+    """What the request path adds to the snapshot's contact state (features.contacts columns): each action's
+    contacts per window, its days since, and the negative outcomes recorded against it (outcomes named as
+    negative for the action's target only)."""
+    now = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
+    logged = [(now - dt.timedelta(days=2), "survey"), (now - dt.timedelta(days=45), "discount")]
+    outcomes = [("discount", "churned"), ("discount", "retained"), ("survey", "upgraded")]
+    names = {"discount": ("churned", "cancelled"), "survey": ("churned",)}
+    state = Contacts.from_log(logged, now, outcomes=outcomes, windows=(30, 90), negative_names=names)
+    snapshot = {"contacts_discount_90d": 1.0, "negative_outcomes_discount": 1.0, "contacts_count_30d": None,
+                "last_action": "discount", "days_since_last_contact": 50.0}  # fmt: skip
+    values = state.applied(snapshot)
+    assert (
+        values["contacts_discount_90d"] == 2.0 and "contacts_discount_30d" not in values
+    )  # 45 days: 90 only
+    assert values["contacts_survey_30d"] == 1.0 and values["contacts_survey_90d"] == 1.0
+    assert values["days_since_discount"] == 45.0 and values["days_since_survey"] == 2.0
+    assert values["negative_outcomes_discount"] == 2.0 and "negative_outcomes_survey" not in values
+    assert values["contacts_count_30d"] == 1.0 and values["last_action"] == "survey"
+    arb = ContactState.from_frame({k: [v] for k, v in values.items()}, 1, ("discount", "survey"), (30, 90))
+    assert arb.negative_outcomes["discount"][0] == 2.0 and arb.contacts_in_window[("survey", 30)][0] == 1.0
+    assert _statuses(arb) == [SUPPRESSED, COOLDOWN]
+    # outcomes alone (no contact since the snapshot) change only the negative outcomes
+    only = Contacts.from_log([], now, outcomes=[("survey", "churned")], negative_names=names)
+    assert only.applied({"last_action": "discount"}) == {
+        "last_action": "discount",
+        "negative_outcomes_survey": 1.0,
+    }
+    assert Contacts.from_log([], now, outcomes=[("survey", "retained")], negative_names=names) is None

@@ -21,6 +21,7 @@ from serving.journal import ContactLedger, Journal, complete_lines
 from tests.serving.test_decision_log import make_record
 
 UTC = dt.UTC
+T0 = dt.datetime(2026, 2, 1, 12, tzinfo=UTC)
 
 
 def test_lines_wait_in_the_journal_until_stored(tmp_path: Path) -> None:
@@ -164,5 +165,38 @@ def test_the_writer_stores_what_arrives_without_being_woken(tmp_path: Path) -> N
         while log.get_decision(record.decision_id) is None and time.monotonic() < deadline:
             time.sleep(0.02)
         assert log.get_decision(record.decision_id) is not None
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("journaled", [True, False])
+def test_outcomes_recorded_since_a_snapshot_are_read_per_user(tmp_path: Path, journaled: bool) -> None:
+    """The negative outcomes the request path counts: every outcome recorded against the user's decisions made
+    since the snapshot, with the action taken — at once on this machine (the ledger), from the database on
+    another (its ledger is seeded from it), and without a journal straight from the database."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = DecisionLog(url, journal_dir=tmp_path / "journal" if journaled else None)
+    log.start()
+    snapshot = T0 - dt.timedelta(days=1)
+    try:
+        old = make_record(
+            user_id="u1", ts=snapshot - dt.timedelta(days=3)
+        )  # before the snapshot: in its data
+        new = make_record(user_id="u1", ts=T0)
+        other = make_record(user_id="u2", ts=T0)
+        for record in (old, new, other):
+            log.append(record)
+        for record, outcome in ((old, "churned"), (new, "churned"), (new, "complained"), (other, "churned")):
+            log.record_outcome(record.decision_id, outcome, "retention_discount", T0 + dt.timedelta(days=9))
+        assert sorted(log.outcomes_since("u1", snapshot)) == [
+            ("retention_discount", "churned"), ("retention_discount", "complained")]  # fmt: skip
+        assert log.outcomes_since("u3", snapshot) == []  # a user with nothing logged
+        elsewhere = DecisionLog(url, journal_dir=tmp_path / "other-machine" if journaled else None)
+        try:
+            assert sorted(elsewhere.outcomes_since("u1", snapshot)) == sorted(
+                log.outcomes_since("u1", snapshot)
+            )
+        finally:
+            elsewhere.close()
     finally:
         log.close()

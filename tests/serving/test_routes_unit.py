@@ -105,6 +105,12 @@ class StubLog:
     def append(self, record) -> None:
         self.records.append(record)
 
+    def contacts_since(self, user_id, since) -> list:
+        return []  # nothing logged since the snapshot: the stored row decides as it is
+
+    def outcomes_since(self, user_id, since) -> list:
+        return []
+
     def stats(self) -> dict[str, int]:
         return {"written": len(self.records), "queued": 0, "failed": 0}
 

@@ -23,6 +23,7 @@ from features.build import LabelParams
 from features.jobs import feature_history, latest_features
 from features.registry import FeatureParams
 from models.arbitration import control_group
+from models.catalog import contact_params
 from models.decision import load_decision_models
 from models.overview import population_decisions
 from models.plots import figure_svg, score_distribution_figure
@@ -150,6 +151,7 @@ def independent(report_world: ServedWorld) -> pd.DataFrame:
         report_world.data,
         params=FeatureParams.from_config(config.features),
         as_of=dt.date.fromisoformat(AS_OF),
+        contacts=contact_params(config, models.policy.catalog, models.policy.contact),  # as `clm score` reads
     )
     return population_decisions(
         frame, models.churn, models.upgrade, models.policy, reactivation=models.reactivation
