@@ -415,7 +415,9 @@ def _score(
         typer.echo(f"clm score: {exc} (and `clm promote` to make it @champion)", err=True)
         raise typer.Exit(2) from exc
     con = engine_connection(settings, engine, "clm score")
-    step(f"scoring on Spark as of {day}" if con is not None else f"building every user's features as of {day}")
+    step(
+        f"scoring on Spark as of {day}" if con is not None else f"building every user's features as of {day}"
+    )
     try:
         with logged_history(Path(data), decision_log) as source:
             if con is not None:
