@@ -97,6 +97,11 @@ def test_a_typo_names_the_key_and_its_nearest_valid_name(tmp_path: Path, text: s
         ('[actions.no_action]\nstages = ["new"]\ncost = 0\nchannel = "x"\ncooldown_days = 1\noutcome = "retention"\n'
          "prior_delta_churn = 0.0\nprior_delta_upgrade = 0.0\n", "actions.no_action is reserved"),
         ("[labels]\nkeep_churned_users = 1\n", "config key 'labels.keep_churned_users': expected a valid boolean, got 1"),
+        ("[policy]\ncontact_windows_days = [30, 0]\n", "config key 'policy.contact_windows_days[1]': expected greater than 0"),
+        ("[policy]\nnegative_outcomes_upgrade = -1\n", "'policy.negative_outcomes_upgrade': expected greater than or equal to 0"),
+        ("[policy]\nnegative_outcome_days = 0\n", "config key 'policy.negative_outcome_days': expected greater than 0"),
+        ("[actions.upgrade_offer]\nmax_contacts = 2\n", "max_contacts and max_contacts_window_days go together"),
+        ("[policy]\nsuppress_after_negative_outcomes = 2\n", "'policy.suppress_after_negative_outcomes' is not known"),
     ],
 )  # fmt: skip
 def test_a_wrong_value_names_the_key_the_expected_type_and_the_value(
