@@ -52,7 +52,9 @@ def register_copy(name: str, version: str, corrupt: bool = False, workdir: Path 
         for path in local.rglob("*.json"):
             if path.name in ("policy.json", "bundle.json", "uplift.json"):
                 path.write_text("{ not json")
-        with mlflow.start_run(run_name=f"corrupt-{name}") as run:
+        # in an experiment of its own: the store has no `Default` (training.tracking deletes it while empty)
+        experiment = mlflow.set_experiment("clm-test-corrupt-copies")
+        with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"corrupt-{name}") as run:
             mlflow.log_artifacts(str(local), artifact_path="model")
         created = mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
         shutil.rmtree(local, ignore_errors=True)
