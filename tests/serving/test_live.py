@@ -52,9 +52,17 @@ def register_copy(name: str, version: str, corrupt: bool = False, workdir: Path 
         for path in local.rglob("*.json"):
             if path.name in ("policy.json", "bundle.json", "uplift.json"):
                 path.write_text("{ not json")
-        # in an experiment of its own: the store has no `Default` (training.tracking deletes it while empty)
-        experiment = mlflow.set_experiment("clm-test-corrupt-copies")
-        with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"corrupt-{name}") as run:
+        # in an experiment of its own (the store has no `Default`: training.tracking deletes it while empty),
+        # its artifacts in the test's directory, not the working directory's mlruns/
+        experiment = client.get_experiment_by_name("clm-test-corrupt-copies")
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else client.create_experiment(
+                "clm-test-corrupt-copies", artifact_location=(workdir.parent / "corrupt-copies").as_uri()
+            )
+        )
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"corrupt-{name}") as run:
             mlflow.log_artifacts(str(local), artifact_path="model")
         created = mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
         shutil.rmtree(local, ignore_errors=True)
