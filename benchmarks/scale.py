@@ -2,7 +2,7 @@
 latest snapshot's users, on DuckDB (in process) and on Spark local[N], at growing event counts.
 
 Usage: python benchmarks/scale.py [--events 1000000,10000000,50000000] [--users-per-event 0.05]
-                                  [--engines duckdb,spark] [--master local[2]] [--tracking-uri URI]
+                                  [--engines duckdb,spark] [--master local[2]] [--driver-memory 3g] [--tracking-uri URI]
                                   [--data DIR]
 
 The event logs are the feature benchmark's synthetic ones (benchmarks/features.py: N events for
@@ -38,6 +38,9 @@ CUTOFFS = "monthly:2025-01-01..2025-12-01"
 DECISION_DAY = dt.date(2026, 1, 1)
 
 
+DRIVER_MEMORY_ENV = "CLM_SCALE_SPARK_DRIVER_MEMORY"
+
+
 def _feature_benchmark() -> Any:
     # benchmarks/ is not a package, and features.py shares the `features` package's name: load it by path
     spec = importlib.util.spec_from_file_location("benchmark_features", _HERE / "features.py")
@@ -65,7 +68,8 @@ def child(
     if engine == "spark":
         from features.spark import connect as spark_connect
 
-        con = spark_connect(master, {"spark.driver.memory": "3g"})
+        # local mode runs every task in the driver's JVM: its heap bounds the size (50M events need > 3 GiB)
+        con = spark_connect(master, {"spark.driver.memory": os.environ.get(DRIVER_MEMORY_ENV, "3g")})
     else:
         con = connect()
     result: dict[str, Any] = {"start_s": time.perf_counter() - started}
@@ -143,6 +147,9 @@ def main() -> None:
     parser.add_argument("--users-per-event", type=float, default=0.05)
     parser.add_argument("--engines", default="duckdb,spark")
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument(
+        "--driver-memory", default="3g", help="spark.driver.memory (local mode: all of Spark's heap)"
+    )
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     parser.add_argument("--data", type=Path, default=_HERE / "out" / "features-data")
     parser.add_argument("--parts", default="features,decisions", help="features, decisions or both")
@@ -166,7 +173,9 @@ def main() -> None:
     rows, previous = [], {}
     header = (f"{'events':>11} {'users':>8} {'engine':>7} {'start s':>8} {'features s':>11} {'events/s':>10} "
               f"{'growth':>7} {'decide s':>9} {'users/s':>9} {'growth':>7} {'peak GiB':>9}")  # fmt: skip
-    print(f"12 monthly cutoffs ({CUTOFFS}), Spark {args.master}; load {os.getloadavg()[0]:.1f}")
+    os.environ[DRIVER_MEMORY_ENV] = args.driver_memory  # read by the Spark children
+    print(f"12 monthly cutoffs ({CUTOFFS}), Spark {args.master} (driver memory {args.driver_memory}); "
+          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(header, flush=True)
     for n_events in sizes:
         n_users = int(n_events * args.users_per_event)
