@@ -237,13 +237,19 @@ class ContactLedger:
 
     def add(self, rows: Iterable[tuple[str, str, dt.datetime, str]]) -> None:
         """(decision_id, user_id, ts in UTC, action) of contacts, in one transaction."""
-        values = [(d, u, _text(ts), a) for d, u, ts, a in rows]
+        self._insert(
+            "INSERT OR IGNORE INTO contacts VALUES (?, ?, ?, ?)",
+            [(d, u, _text(ts), a) for d, u, ts, a in rows],
+        )
+
+    def _insert(self, statement: str, values: list[tuple[str, ...]]) -> None:
+        """`statement` over every row of `values` in one immediate transaction (nothing when empty)."""
         if not values:
             return
         with self._connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany("INSERT OR IGNORE INTO contacts VALUES (?, ?, ?, ?)", values)
+                conn.executemany(statement, values)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -263,17 +269,10 @@ class ContactLedger:
 
     def add_outcomes(self, rows: Iterable[tuple[str, str, str, dt.datetime, str]]) -> None:
         """(decision_id, outcome, user_id, the decision's ts in UTC, action taken) of recorded outcomes."""
-        values = [(d, o, u, _text(ts), a) for d, o, u, ts, a in rows]
-        if not values:
-            return
-        with self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany("INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?)", values)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        self._insert(
+            "INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?)",
+            [(d, o, u, _text(ts), a) for d, o, u, ts, a in rows],
+        )
 
     def outcomes_since(self, user_id: str, since: dt.datetime) -> list[tuple[str, str]]:
         """(action taken, outcome) recorded against the user's decisions made at or after `since`."""
